@@ -1,0 +1,54 @@
+"""Declarations shared by the domain model modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+
+
+@dataclass(frozen=True)
+class ClickHouseTable:
+    """ClickHouse table settings, kept in a model's ``Meta.clickhouse`` (ignored elsewhere).
+
+    ``order_by`` lists the sorting-key columns (never ``Nullable``); ``partition_by`` is an SQL
+    expression; ``defaults`` maps column names to SQL default expressions; ``ttl_column`` names
+    the timestamp that ``ttl_days`` retention counts from (``None``: no retention).
+    """
+
+    order_by: tuple[str, ...]
+    partition_by: str | None = None
+    defaults: dict[str, str] = field(default_factory=dict)
+    ttl_column: str | None = None
+
+
+@dataclass(frozen=True)
+class Index:
+    """One secondary index: name and column SQL (e.g. ``'thread_id, "createdAt" DESC'``).
+
+    ``schema_prefixed`` says whether the name gets ``<schema_name>_`` outside ``public`` on
+    PostgreSQL (constraints named by the spec keep their name).
+    """
+
+    name: str
+    columns: str
+    unique: bool = False
+    schema_prefixed: bool = True
+
+
+def base_model(database: peewee.DatabaseProxy) -> type[peewee.Model]:
+    """A fresh abstract base model bound to ``database``."""
+
+    class BaseModel(peewee.Model):
+        class Meta:
+            legacy_table_names = False
+
+    BaseModel._meta.database = database
+    return BaseModel
+
+
+def named(model: type[peewee.Model], suffix: Any) -> type[peewee.Model]:
+    """Give a factory-built model a unique class name (peewee keys some internals by name)."""
+    model.__name__ = model.__qualname__ = f"{model.__name__}_{suffix}"
+    return model

@@ -1,0 +1,563 @@
+"""ClickHouse over the native protocol (clickhouse-driver), from server 18.16 to current ones.
+
+There is no maintained peewee dialect for ClickHouse, so this module has a small peewee
+``Database`` over one ``clickhouse_driver.Client`` per thread: client-side parameter
+substitution, no transactions, and capability detection once per connection.  Rows are
+versioned (``ReplacingMergeTree(_version)`` plus ``_deleted``): updates re-insert the whole row
+with a higher version, deletes insert tombstones, reads use ``FINAL`` and ``_deleted = 0``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterator, Sequence
+from urllib.parse import unquote, urlsplit
+
+import peewee
+
+from models.base import ClickHouseTable
+from models.fields import DeletedField, JSONField, TimestampField, VersionField
+
+from ..errors import NotSupportedError, StorageError, ValidationError
+from ..values import UTC, VERSION_CLOCK, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
+from .base import Backend, primary_key_names
+
+logger = logging.getLogger("repository.clickhouse")
+
+#: Placeholder some clients write for a missing value; it reads as ``None``.
+NULL_PLACEHOLDER = "_null_"
+#: Seconds between polls of ``system.mutations``.
+MUTATION_POLL_S = 0.05
+#: Rows per native insert block.
+INSERT_BLOCK = 100_000
+
+
+def parse_clickhouse_url(url: str) -> dict[str, Any]:
+    """``clickhouse://user:pass@host:port/db`` → ``clickhouse_driver.Client`` keyword arguments."""
+    if not isinstance(url, str) or not url.startswith("clickhouse://"):
+        raise ValidationError(fields={"url": ["url must be a clickhouse:// URL"]})
+    parts = urlsplit(url)
+    return {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or 9000,
+        "user": unquote(parts.username) if parts.username else "default",
+        "password": unquote(parts.password) if parts.password else "",
+        "database": unquote(parts.path.lstrip("/")) or "default",
+    }
+
+
+# --------------------------------------------------------------------------- capabilities
+
+@dataclass
+class ClickHouseFeatures:
+    """What the connected server supports, read once per connection."""
+
+    version: tuple[int, ...]
+    datetime64: bool
+    ttl: bool
+    add_column_if_not_exists: bool
+    timezone: str
+    #: ``{table: {column: type}}`` of the current database, refreshed after DDL.
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: ``{table: (engine, engine_full)}``.
+    tables: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def timestamp_type(self) -> str:
+        """Column type of a new timestamp column on this server."""
+        return "DateTime64(3, 'UTC')" if self.datetime64 else "Int64"
+
+
+def timestamp_kind(column_type: str | None, features: ClickHouseFeatures) -> str:
+    """How a timestamp column stores its values: ``datetime64``, ``datetime`` or ``ms``."""
+    if column_type is None:
+        return "datetime64" if features.datetime64 else "ms"
+    inner = column_type.removeprefix("Nullable(").rstrip(")") if column_type.startswith("Nullable(") else column_type
+    if inner.startswith("DateTime64"):
+        return "datetime64"
+    if inner.startswith("DateTime"):
+        return "datetime"
+    return "ms"
+
+
+_ESCAPES = {"\\": "\\\\", "'": "\\'", "\b": "\\b", "\f": "\\f", "\r": "\\r", "\n": "\\n", "\t": "\\t", "\0": "\\0"}
+_ESCAPE_RE = re.compile(r"[\\'\b\f\r\n\t\0]")
+
+
+def escape(value: Any) -> str:
+    """A Python value as a ClickHouse SQL literal (client-side parameter substitution)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group()], value) + "'"
+    if isinstance(value, datetime):
+        return f"toDateTime64('{format_iso(value)[:-1].replace('T', ' ')}', 3, 'UTC')"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(escape(v) for v in value) + ")"
+    raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
+
+
+class ClickHouseCursor:
+    """The little of the DB-API cursor that peewee uses."""
+
+    def __init__(self, connection: "ClickHouseConnection") -> None:
+        self.connection = connection
+        self.description: list[tuple] | None = None
+        self.rowcount = -1
+        self.lastrowid = None
+        self._rows: list[tuple] = []
+        self._index = 0
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        if params:
+            sql = sql % tuple(escape(p) for p in params)
+        rows, columns = self.connection.client.execute(sql, with_column_types=True)
+        self.description = [(name, type_, None, None, None, None, None) for name, type_ in columns] or None
+        self._rows = rows
+        self._index = 0
+        self.rowcount = len(rows)
+
+    def fetchone(self) -> tuple | None:
+        if self._index >= len(self._rows):
+            return None
+        row = self._rows[self._index]
+        self._index += 1
+        return row
+
+    def fetchall(self) -> list[tuple]:
+        rows, self._rows, self._index = self._rows[self._index:], [], 0
+        return rows
+
+    def fetchmany(self, size: int = 100) -> list[tuple]:
+        rows = self._rows[self._index:self._index + size]
+        self._index += len(rows)
+        return rows
+
+    def close(self) -> None:
+        self._rows = []
+
+
+class ClickHouseConnection:
+    """One ``clickhouse_driver.Client`` (not thread-safe: one per thread) and its features."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.features = detect_features(client)
+
+    def cursor(self) -> ClickHouseCursor:
+        return ClickHouseCursor(self)
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+    def refresh_schema(self) -> None:
+        """Re-read tables and columns of the current database."""
+        self.features.columns = {}
+        for table, name, type_ in self.client.execute(
+                "SELECT table, name, type FROM system.columns WHERE database = currentDatabase()"):
+            self.features.columns.setdefault(table, {})[name] = type_
+        self.features.tables = {name: (engine, full) for name, engine, full in self.client.execute(
+            "SELECT name, engine, engine_full FROM system.tables WHERE database = currentDatabase()")}
+
+
+def detect_features(client: Any) -> ClickHouseFeatures:
+    """Ask the server what it supports (never assume one kind of server)."""
+    version_text, timezone = client.execute("SELECT version(), timezone()")[0]
+    version = tuple(int(part) for part in re.findall(r"\d+", version_text)[:3])
+    families = {row[0] for row in client.execute("SELECT name FROM system.data_type_families")}
+    features = ClickHouseFeatures(
+        version=version,
+        datetime64="DateTime64" in families,
+        ttl=version >= (19, 6),
+        add_column_if_not_exists=version >= (19, 3),
+        timezone=timezone,
+    )
+    return features
+
+
+class ClickHouseDatabase(peewee.Database):
+    """A peewee ``Database`` for ClickHouse's native protocol.
+
+    ``atomic()`` and transactions are accepted and do nothing: ClickHouse has no transactions.
+    """
+
+    param = "%s"
+    quote = '""'
+    field_types = {"TIMESTAMP": "Int64", "JSON": "String", "TEXT": "String"}
+
+    def __init__(self, database: str, **kwargs: Any) -> None:
+        super().__init__(database, **kwargs)
+
+    def _connect(self) -> ClickHouseConnection:
+        from clickhouse_driver import Client
+
+        params = dict(self.connect_params)
+        client = Client(database=self.database, connect_timeout=10, send_receive_timeout=300,
+                        settings={"use_numpy": False}, **params)
+        client.connection.connect()
+        return ClickHouseConnection(client)
+
+    def _close(self, conn: ClickHouseConnection) -> None:
+        conn.close()
+
+    @property
+    def features(self) -> ClickHouseFeatures:
+        """Capabilities of this thread's connection (connects if needed)."""
+        return self.connection().features
+
+    # No transactions: make atomic() nest as a no-op.
+    def atomic(self, *args: Any, **kwargs: Any):
+        return nullcontext()
+
+    transaction = savepoint = atomic
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def in_transaction(self) -> bool:
+        return False
+
+    def last_insert_id(self, cursor: Any, query_type: Any = None) -> Any:
+        return None
+
+    def rows_affected(self, cursor: Any) -> int:
+        return cursor.rowcount
+
+    # -- stored formats ------------------------------------------------------------------
+
+    def _timestamp_kind(self, field: peewee.Field) -> str:
+        features = self.features
+        column_type = features.columns.get(field.model._meta.table_name, {}).get(field.column_name)
+        return timestamp_kind(column_type, features)
+
+    def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
+        value = to_utc(value)
+        kind = self._timestamp_kind(field)
+        if kind == "ms":
+            return epoch_ms(value)
+        return value
+
+    def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                import pytz
+
+                value = pytz.timezone(self.features.timezone).localize(value)
+            return truncate_ms(value.astimezone(UTC))
+        if isinstance(value, int):
+            return from_epoch_ms(value)
+        return value
+
+    def json_to_db(self, field: peewee.Field, value: Any) -> Any:
+        return json_dumps(value)
+
+    def json_from_db(self, field: peewee.Field, value: Any) -> Any:
+        return None if value == NULL_PLACEHOLDER else json_loads(value)
+
+
+class Final(peewee.Node):
+    """``"table" AS "t1" FINAL``: read the newest version of each row, before any merge."""
+
+    def __init__(self, model: type[peewee.Model]) -> None:
+        self.model = model
+
+    def __sql__(self, ctx: peewee.Context) -> peewee.Context:
+        ctx.sql(self.model)
+        return ctx.literal(" FINAL")
+
+
+_STRIPES = 256
+
+
+class ClickHouseBackend(Backend):
+    """A ClickHouse database; one connection per thread."""
+
+    name = "CLICKHOUSE"
+    supports_concurrent_updates = False
+    sql_json_filters = False
+
+    def __init__(self, *, url: str, ttl_days: int | None = None, mutation_timeout_s: float = 300) -> None:
+        super().__init__(url)
+        params = parse_clickhouse_url(url)
+        if ttl_days is not None and (isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days < 1):
+            raise ValidationError(fields={"ttl_days": ["ttl_days must be a positive integer or None"]})
+        if isinstance(mutation_timeout_s, bool) or not isinstance(mutation_timeout_s, (int, float)) \
+                or mutation_timeout_s <= 0:
+            raise ValidationError(fields={"mutation_timeout_s": ["mutation_timeout_s must be a positive number"]})
+        self.ttl_days = ttl_days
+        self.mutation_timeout_s = mutation_timeout_s
+        database = params.pop("database")
+        self.database = ClickHouseDatabase(database, **params)
+        # Read-modify-writes are serialized per record inside this store object.
+        self._record_locks = [threading.RLock() for _ in range(_STRIPES)]
+
+    # -- connections and errors ----------------------------------------------------------
+
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        from clickhouse_driver import errors as ch_errors
+
+        try:
+            if self.database.is_closed():
+                self.database.connect()
+            yield
+        except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, ch_errors.UnexpectedPacketFromServerError,
+                EOFError, ConnectionError, OSError) as exc:
+            # The connection is unusable: drop it so the next call reconnects (and re-detects).
+            self.database.dispose()
+            raise self.unavailable(exc) from exc
+
+    def translate_error(self, exc: BaseException) -> StorageError | None:
+        from clickhouse_driver import errors as ch_errors
+
+        if isinstance(exc, ch_errors.Error):
+            code = getattr(exc, "code", None)
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return StorageError(message, details={"error": type(exc).__name__, "server_code": code})
+        return super().translate_error(exc)
+
+    @property
+    def features(self) -> ClickHouseFeatures:
+        return self.database.features
+
+    # -- models and DDL ------------------------------------------------------------------
+
+    def prepare_models(self, models) -> None:
+        for model in models:
+            model._meta.add_field("row_version", VersionField(column_name="_version", default=0))
+            model._meta.add_field("row_deleted", DeletedField(column_name="_deleted", default=0))
+
+    def column_type(self, field: peewee.Field, table: ClickHouseTable) -> str:
+        """ClickHouse type of a new column for ``field``."""
+        if isinstance(field, VersionField):
+            return "UInt64 DEFAULT 0"
+        if isinstance(field, DeletedField):
+            return "UInt8 DEFAULT 0"
+        if isinstance(field, TimestampField):
+            base = self.features.timestamp_type()
+        elif isinstance(field, (peewee.BooleanField,)):
+            base = "UInt8"
+        elif isinstance(field, (peewee.IntegerField, peewee.BigIntegerField)):
+            base = "Int64"
+        elif isinstance(field, (peewee.FloatField, peewee.DoubleField)):
+            base = "Float64"
+        else:
+            base = "String"
+        if field.null and field.column_name not in table.order_by:
+            base = f"Nullable({base})"
+        default = table.defaults.get(field.column_name)
+        return f"{base} DEFAULT {default}" if default else base
+
+    def _ttl_clause(self, model: type[peewee.Model], table: ClickHouseTable) -> str | None:
+        if self.ttl_days is None or table.ttl_column is None:
+            return None
+        column_type = self.features.columns.get(model._meta.table_name, {}).get(table.ttl_column)
+        kind = timestamp_kind(column_type, self.features)
+        column = f'"{table.ttl_column}"'
+        moment = f"toDateTime(intDiv({column}, 1000))" if kind == "ms" else f"toDateTime({column})"
+        return f"{moment} + toIntervalDay({self.ttl_days})"
+
+    def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
+        connection = self.database.connection()
+        connection.refresh_schema()
+        features = self.features
+        for model in models:
+            table: ClickHouseTable = model._meta.clickhouse
+            name = model._meta.table_name
+            if name in features.tables:
+                self._check_existing(name, features.tables[name])
+            else:
+                columns = ", ".join(f'"{f.column_name}" {self.column_type(f, table)}' for f in model._meta.sorted_fields)
+                order_by = ", ".join(f'"{c}"' for c in table.order_by)
+                partition = f" PARTITION BY {table.partition_by}" if table.partition_by else ""
+                ttl = self._ttl_clause(model, table) if features.ttl else None
+                self.database.execute_sql(
+                    f'CREATE TABLE IF NOT EXISTS "{name}" ({columns}) ENGINE = ReplacingMergeTree("_version")'
+                    f'{partition} ORDER BY ({order_by}){f" TTL {ttl}" if ttl else ""} SETTINGS index_granularity = 8192')
+                connection.refresh_schema()
+            self._add_missing_columns(model, table)
+            self._apply_ttl(model, table)
+        connection.refresh_schema()
+
+    def _check_existing(self, name: str, engine: tuple[str, str]) -> None:
+        kind, full = engine
+        if kind != "ReplacingMergeTree":
+            raise NotSupportedError(
+                f'Table "{name}" uses engine {kind}; only ReplacingMergeTree tables can be read with FINAL.',
+                status="NOT_SUPPORTED", details={"table": name, "engine": kind}, id="STORAGE_CLICKHOUSE_INIT_NOT_SUPPORTED")
+        if "_version" not in full:
+            logger.warning("Table %s is a %s without the _version column as its version; using it as it is.",
+                           name, full)
+
+    def _add_missing_columns(self, model: type[peewee.Model], table: ClickHouseTable) -> None:
+        from clickhouse_driver.errors import ServerException
+
+        name = model._meta.table_name
+        existing = self.features.columns.get(name, {})
+        for field in model._meta.sorted_fields:
+            if field.column_name in existing:
+                continue
+            try:
+                self.database.execute_sql(
+                    f'ALTER TABLE "{name}" ADD COLUMN "{field.column_name}" {self.column_type(field, table)}')
+            except ServerException as exc:
+                if exc.code != 44:  # 44: another process added it first
+                    raise
+        self.database.connection().refresh_schema()
+
+    def _apply_ttl(self, model: type[peewee.Model], table: ClickHouseTable) -> None:
+        if self.ttl_days is None or table.ttl_column is None:
+            return
+        if not self.features.ttl:
+            logger.warning("ClickHouse %s has no TTL support: ttl_days=%s is ignored for %s.",
+                           ".".join(map(str, self.features.version)), self.ttl_days, model._meta.table_name)
+            return
+        ttl = self._ttl_clause(model, table)
+        _, full = self.features.tables.get(model._meta.table_name, ("", ""))
+        if ttl and f"TTL {ttl}".replace('"', "") not in full.replace('"', "").replace("`", ""):
+            self.database.execute_sql(f'ALTER TABLE "{model._meta.table_name}" MODIFY TTL {ttl}')
+
+    def clear(self, models: Sequence[type[peewee.Model]]) -> None:
+        for model in models:
+            self.database.execute_sql(f'TRUNCATE TABLE IF EXISTS "{model._meta.table_name}"')
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def select(self, model: type[peewee.Model], *fields: Any) -> peewee.ModelSelect:
+        return model.select(*fields).from_(Final(model)).where(model.row_deleted == 0).dicts()
+
+    def read(self):
+        return nullcontext()
+
+    @contextmanager
+    def write(self, *lock_keys: Any) -> Iterator[None]:
+        # Striped in-process locks, always taken in index order so writers never deadlock.
+        stripes = sorted({hash(key) % _STRIPES for key in lock_keys})
+        with ExitStack() as stack:
+            for index in stripes:
+                stack.enter_context(self._record_locks[index])
+            yield
+
+    # -- writes: versions and tombstones -------------------------------------------------
+
+    def _sort_key(self, model: type[peewee.Model]) -> list[str]:
+        by_column = {f.column_name: f.name for f in model._meta.sorted_fields}
+        return [by_column[c] for c in model._meta.clickhouse.order_by]
+
+    def insert_rows(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> None:
+        """Native block insert of complete rows (field name → Python value)."""
+        if not rows:
+            return
+        fields = model._meta.sorted_fields
+        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        sql = f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES'
+        converters = [(f.name, f.db_value, f.default) for f in fields]
+        data = []
+        for row in rows:
+            values = []
+            for name, db_value, default in converters:
+                value = row.get(name, default)
+                values.append(db_value(value) if value is not None else None)
+            data.append(values)
+        client = self.database.connection().client
+        for start in range(0, len(data), INSERT_BLOCK):
+            client.execute(sql, data[start:start + INSERT_BLOCK])
+
+    def insert(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> None:
+        version = VERSION_CLOCK.next()
+        self.insert_rows(model, [{**row, "row_version": version, "row_deleted": 0} for row in rows])
+
+    def _replace(self, model: type[peewee.Model], pairs: list[tuple[dict[str, Any] | None, dict[str, Any]]]) -> None:
+        """Write new versions: each pair is (stored row or None, new row)."""
+        sort_key = self._sort_key(model)
+        tombstones, fresh = [], []
+        for old, new in pairs:
+            above = old["row_version"] if old else 0
+            if old is not None and any(old.get(k) != new.get(k) for k in sort_key):
+                tombstones.append({**old, "row_version": VERSION_CLOCK.next(above), "row_deleted": 1})
+            fresh.append({**new, "row_version": VERSION_CLOCK.next(above), "row_deleted": 0})
+        self.insert_rows(model, tombstones)
+        self.insert_rows(model, fresh)
+
+    def _stored(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+        pk = primary_key_names(model)
+        keys = {tuple(row[k] for k in pk) for row in rows}
+        if not keys:
+            return {}
+        if len(pk) == 1:
+            condition = model._meta.fields[pk[0]].in_([k[0] for k in keys])
+        else:
+            condition = peewee.Tuple(*(model._meta.fields[k] for k in pk)).in_(list(keys))
+        return {tuple(row[k] for k in pk): row for row in self.select(model).where(condition)}
+
+    def upsert(self, model, rows, *, preserve=()) -> None:
+        pk = primary_key_names(model)
+        stored = self._stored(model, rows)
+        pairs = []
+        for row in rows:
+            old = stored.get(tuple(row[k] for k in pk))
+            new = {**old, **row} if old else dict(row)
+            if old:
+                new.update({name: old[name] for name in preserve})
+            pairs.append((old, new))
+        self._replace(model, pairs)
+
+    def insert_if_absent(self, model, rows) -> None:
+        # The caller holds the record lock, so check-then-insert does not race in this process.
+        stored = self._stored(model, rows)
+        pk = primary_key_names(model)
+        self.insert(model, [row for row in rows if tuple(row[k] for k in pk) not in stored])
+
+    def replace(self, model, stored, values) -> None:
+        self._replace(model, [(stored, {**stored, **values})])
+
+    def update(self, model, where, values) -> int:
+        rows = list(self.select(model).where(where))
+        self._replace(model, [(row, {**row, **values}) for row in rows])
+        return len(rows)
+
+    def delete(self, model, where) -> int:
+        rows = list(self.select(model).where(where))
+        self.insert_rows(model, [{**row, "row_version": VERSION_CLOCK.next(row["row_version"]), "row_deleted": 1}
+                                 for row in rows])
+        return len(rows)
+
+    def delete_bulk(self, model: type[peewee.Model], where: peewee.Expression, *, operation: str = "DELETE") -> int:
+        """Remove every version of the matching rows with an awaited ``ALTER TABLE … DELETE``."""
+        table = model._meta.table_name
+        sql, params = model.delete().where(where).sql()
+        # ALTER … DELETE wants unqualified column names.
+        condition = sql.split(" WHERE ", 1)[1].replace(f'"{table}".', "")
+        self.database.execute_sql(f'ALTER TABLE "{table}" DELETE WHERE {condition}', params)
+        self.wait_for_mutations(table, operation)
+        return -1
+
+    def wait_for_mutations(self, table: str, operation: str) -> None:
+        """Poll ``system.mutations`` until every mutation of ``table`` known now is done."""
+        client = self.database.connection().client
+        query = ("SELECT mutation_id FROM system.mutations WHERE database = currentDatabase() "
+                 "AND table = %(table)s AND is_done = 0")
+        pending = {row[0] for row in client.execute(query, {"table": table})}
+        deadline = time.monotonic() + self.mutation_timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise StorageError(f"Mutations on {table} did not finish within {self.mutation_timeout_s} s",
+                                   id=f"STORAGE_CLICKHOUSE_{operation}_FAILED",
+                                   details={"code": "MUTATION_TIMEOUT", "mutation_ids": sorted(pending)})
+            time.sleep(MUTATION_POLL_S)
+            pending &= {row[0] for row in client.execute(query, {"table": table})}

@@ -1,0 +1,203 @@
+"""PostgreSQL: a connection pool, optional schema, ``TimeZone = 'UTC'``, timestamp pairs."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterator, Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+from models.fields import TimestampField, ZonedTimestampField
+
+from ..errors import ValidationError
+from ..values import UTC, json_dumps, json_loads, to_utc, truncate_ms
+from .base import Backend, timestamp_fields
+
+#: Seconds a call waits for a free pooled connection before failing.
+POOL_WAIT_S = 30.0
+
+
+def parse_postgres_url(url: str) -> tuple[dict[str, Any], str | None]:
+    """``postgresql://user:pass@host:port/db?schema_name=app`` → (connect kwargs, schema)."""
+    if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+        raise ValidationError(fields={"connection_string": ["connection_string must be a postgresql:// URL"]})
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    schema = query.pop("schema_name", None)
+    kwargs: dict[str, Any] = {"database": unquote(parts.path.lstrip("/")) or "postgres"}
+    if parts.hostname:
+        kwargs["host"] = parts.hostname
+    if parts.port:
+        kwargs["port"] = parts.port
+    if parts.username:
+        kwargs["user"] = unquote(parts.username)
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    kwargs.update(query)  # e.g. sslmode, connect_timeout
+    return kwargs, schema
+
+
+class PostgresDatabase(PooledPostgresqlDatabase):
+    """peewee's pooled PostgreSQL database with this library's stored formats."""
+
+    field_types = {"TIMESTAMP": "TIMESTAMP", "TIMESTAMPTZ": "TIMESTAMPTZ", "JSON": "JSONB"}
+
+    def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
+        return to_utc(value).replace(tzinfo=None)
+
+    def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return truncate_ms(value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC))
+        return value
+
+    def zoned_timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
+        return to_utc(value)
+
+    zoned_timestamp_from_db = timestamp_from_db
+
+    def json_to_db(self, field: peewee.Field, value: Any) -> Any:
+        return json_dumps(value)
+
+    def json_from_db(self, field: peewee.Field, value: Any) -> Any:
+        return json_loads(value)
+
+
+class PostgresBackend(Backend):
+    """A PostgreSQL database reached through a pool of ``max_connections`` connections."""
+
+    name = "PG"
+    strips_nul = True
+
+    def __init__(self, *, connection_string: str, schema_name: str | None = None,
+                 max_connections: int = 10) -> None:
+        super().__init__(connection_string)
+        kwargs, url_schema = parse_postgres_url(connection_string)
+        schema_name = schema_name or url_schema
+        if schema_name is not None and (not isinstance(schema_name, str) or not schema_name):
+            raise ValidationError(fields={"schema_name": ["schema_name must be a non-empty string"]})
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValidationError(fields={"max_connections": ["max_connections must be a positive integer"]})
+        self.schema_name = schema_name if schema_name and schema_name != "public" else None
+        kwargs.setdefault("connect_timeout", 10)
+        options = kwargs.pop("options", "")
+        self.database = PostgresDatabase(kwargs.pop("database"), max_connections=max_connections,
+                                         timeout=POOL_WAIT_S, stale_timeout=300,
+                                         options=f"{options} -c TimeZone=UTC".strip(), **kwargs)
+        self._schema_lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        # Each call returns its pooled connection when it ends, so idle threads pin no slot.
+        opened = self.database.is_closed()
+        if opened:
+            try:
+                self.database.connect()
+            except peewee.OperationalError as exc:
+                raise self.unavailable(exc) from exc
+        try:
+            yield
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            if _connection_lost(self.database):
+                # The server went away: drop this connection so the next call opens a new one.
+                self.database.manual_close()
+                raise self.unavailable(exc) from exc
+            raise
+        finally:
+            if opened and not self.database.is_closed() and not self.database.in_transaction():
+                self.database.close()
+
+    def close(self) -> None:
+        self.database.close_all()
+
+    # -- models and DDL ------------------------------------------------------------------
+
+    def prepare_models(self, models) -> None:
+        for model in models:
+            if self.schema_name:
+                model._meta.schema = self.schema_name
+            for field in timestamp_fields(model):
+                zoned = ZonedTimestampField(plain=field, column_name=f"{field.column_name}Z")
+                model._meta.add_field(f"{field.name}_z", zoned)
+                field.zoned = zoned
+
+    def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
+        with self.database.atomic():
+            # Processes starting together must not race on DDL (PostgreSQL fails even with
+            # IF NOT EXISTS), so init holds a transaction-level advisory lock.
+            self.database.execute_sql("SELECT pg_advisory_xact_lock(%s)",
+                                      (zlib.crc32(f"composite-store:{self.schema_name}".encode()),))
+            if self.schema_name:
+                self.database.execute_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema_name}"')
+            schema = self.schema_name or "public"
+            for model in models:
+                table = model._meta.table_name
+                model.create_table(safe=True)
+                cursor = self.database.execute_sql(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                    (schema, table))
+                existing = {row[0] for row in cursor.fetchall()}
+                for field in model._meta.sorted_fields:
+                    if field.column_name not in existing:
+                        ddl = self.database._field_types.get(field.field_type, field.field_type)
+                        default = " DEFAULT now()" if isinstance(field, ZonedTimestampField) else ""
+                        self.database.execute_sql(f'ALTER TABLE "{schema}"."{table}" ADD COLUMN IF NOT EXISTS '
+                                                  f'"{field.column_name}" {ddl}{default}')
+                for index in getattr(model._meta, "postgres_indexes", ()):
+                    name = f"{self.schema_name}_{index.name}" if self.schema_name and index.schema_prefixed else index.name
+                    unique = "UNIQUE " if index.unique else ""
+                    self.database.execute_sql(f'CREATE {unique}INDEX IF NOT EXISTS "{name}" '
+                                              f'ON "{schema}"."{table}" ({index.columns})')
+
+    # -- reads and locks -----------------------------------------------------------------
+
+    def select(self, model: type[peewee.Model], *fields: Any) -> peewee.ModelSelect:
+        zoned = [f for f in timestamp_fields(model) if not fields or f in fields]
+        return model.select(*fields).objects(lambda **row: _prefer_zoned(row, zoned))
+
+    def for_update(self, query: peewee.ModelSelect) -> peewee.ModelSelect:
+        return query.for_update()
+
+    def metadata_condition(self, field: Any, filters: dict[str, Any], path: str = "$") -> peewee.Expression | None:
+        if not filters or path != "$":
+            return None  # only jsonb columns filter in SQL; JSON held in text columns is filtered in Python
+        condition = None
+        for key, value in filters.items():
+            # The key and the JSON text are bound parameters, never spliced into the SQL.
+            member = peewee.Expression(field, "->", peewee.Value(key, converter=str))
+            term = member == peewee.Cast(peewee.Value(json_dumps(value), converter=str), "jsonb")
+            condition = term if condition is None else condition & term
+        return condition
+
+    def prepare_rows(self, model, rows):
+        # Every timestamp is written into both columns of its pair, from the same instant.
+        return _with_zoned(model, rows)
+
+
+def _with_zoned(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = [f.name for f in timestamp_fields(model)]
+    out = []
+    for row in rows:
+        row = dict(row)
+        for name in names:
+            if name in row:
+                row[f"{name}_z"] = row[name]
+        out.append(row)
+    return out
+
+
+def _prefer_zoned(row: dict[str, Any], fields: list[TimestampField]) -> dict[str, Any]:
+    for field in fields:
+        zoned = row.pop(f"{field.name}_z", None)
+        if row.get(field.name) is not None and zoned is not None:
+            row[field.name] = zoned
+    return row
+
+
+def _connection_lost(database: peewee.Database) -> bool:
+    conn = database._state.conn
+    return conn is None or getattr(conn, "closed", 0) != 0

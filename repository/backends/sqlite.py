@@ -1,0 +1,164 @@
+"""SQLite: WAL, busy timeout, one connection per thread, ``BEGIN IMMEDIATE`` for writes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import peewee
+
+from ..errors import ValidationError
+from ..jsonb import jsonb_to_json_text
+from ..values import format_iso, json_dumps, json_loads, parse_iso, to_utc
+from .base import Backend
+
+#: How long a connection waits for another writer before SQLite reports "database is locked".
+BUSY_TIMEOUT_S = 30.0
+
+#: Name of the SQL function, registered on every connection, that turns a JSONB blob into text.
+JSON_TEXT_FUNCTION = "cs_json"
+
+
+def parse_sqlite_url(url: str) -> str:
+    """``sqlite:///path``, ``sqlite:///:memory:``, ``file:./path`` → a path or ``:memory:``."""
+    if not isinstance(url, str) or not url:
+        raise ValidationError(fields={"url": ["url must be a non-empty string"]})
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///rel → rel, sqlite:////abs → /abs
+        path = path.split("?", 1)[0]
+    elif url.startswith("file:"):
+        path = url[len("file:"):].split("?", 1)[0]
+        if path.startswith("//"):
+            path = path[2:]
+    else:
+        raise ValidationError(fields={"url": [f"unsupported SQLite URL: {url!r} "
+                                              "(use sqlite:///path, sqlite:///:memory: or file:./path)"]})
+    if not path:
+        raise ValidationError(fields={"url": ["url must name a database file or :memory:"]})
+    return path
+
+
+class SQLiteDatabase(peewee.SqliteDatabase):
+    """peewee's SQLite database with this library's stored formats."""
+
+    field_types = {"TIMESTAMP": "TEXT", "TIMESTAMPTZ": "TEXT", "JSON": "TEXT"}
+
+    def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
+        return format_iso(to_utc(value)) if not isinstance(value, str) else value
+
+    def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
+        return parse_iso(value) if isinstance(value, str) else value
+
+    def json_to_db(self, field: peewee.Field, value: Any) -> Any:
+        return json_dumps(value)
+
+    def json_from_db(self, field: peewee.Field, value: Any) -> Any:
+        return json_loads(value)
+
+
+class SQLiteBackend(Backend):
+    """A SQLite file (or a private in-memory database)."""
+
+    name = "SQLITE"
+
+    def __init__(self, *, url: str) -> None:
+        super().__init__(url)
+        self.path = parse_sqlite_url(url)
+        self.in_memory = self.path == ":memory:"
+        if not self.in_memory:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            self._directory = directory
+        pragmas = {"busy_timeout": int(BUSY_TIMEOUT_S * 1000), "foreign_keys": 0}
+        if not self.in_memory:
+            pragmas.update({"journal_mode": "wal", "synchronous": "normal"})
+        # :memory: is one database per store: every thread shares its single connection,
+        # serialized by a lock (thread_safe=False keeps one connection state for all threads).
+        self.database = SQLiteDatabase(self.path, pragmas=pragmas, timeout=BUSY_TIMEOUT_S,
+                                       thread_safe=not self.in_memory, check_same_thread=False)
+        self.database.register_function(jsonb_to_json_text, JSON_TEXT_FUNCTION, 1, deterministic=True)
+        self._memory_lock = threading.RLock() if self.in_memory else None
+
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        if self._memory_lock is None:
+            if self.database.is_closed():
+                self._connect()
+            yield
+            return
+        with self._memory_lock:
+            if self.database.is_closed():
+                self._connect()
+            yield
+
+    def _connect(self) -> None:
+        if not self.in_memory and not os.path.isdir(self._directory):
+            raise self.unavailable(FileNotFoundError(f"directory {self._directory} does not exist"))
+        try:
+            self.database.connect(reuse_if_open=True)
+        except peewee.OperationalError as exc:
+            raise self.unavailable(exc) from exc
+
+    def close(self) -> None:
+        if self._memory_lock is None:
+            super().close()
+            return
+        with self._memory_lock:
+            super().close()
+
+    # -- DDL -----------------------------------------------------------------------------
+
+    def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
+        with self.write():
+            for model in models:
+                model.create_table(safe=True)
+                existing = {c.name for c in self.database.get_columns(model._meta.table_name)}
+                for field in model._meta.sorted_fields:
+                    if field.column_name not in existing:
+                        self.database.execute_sql(
+                            f'ALTER TABLE "{model._meta.table_name}" ADD COLUMN "{field.column_name}" '
+                            f'{self.database._field_types.get(field.field_type, field.field_type)}')
+                for index in getattr(model._meta, "sqlite_indexes", ()):
+                    unique = "UNIQUE " if index.unique else ""
+                    self.database.execute_sql(f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" '
+                                              f'ON "{model._meta.table_name}" ({index.columns})')
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def write(self, *lock_keys: Any) -> Iterator[None]:
+        # BEGIN IMMEDIATE takes the write lock up front, so read-then-write transactions never
+        # fail with "database is locked" half-way (the busy timeout makes them wait instead).
+        with self.database.atomic(lock_type="IMMEDIATE"):
+            yield
+
+    # -- JSON filters --------------------------------------------------------------------
+
+    def json_text(self, column: Any) -> peewee.Node:
+        """The column as JSON text (JSONB blobs converted), or NULL when it is not valid JSON."""
+        text = peewee.fn.cs_json(column)
+        return peewee.Case(None, [(peewee.fn.json_valid(text) == 1, text)], None)
+
+    def metadata_condition(self, field: Any, filters: dict[str, Any], path: str = "$") -> peewee.Expression | None:
+        if not filters:
+            return None
+        document = self.json_text(field)
+        condition = None
+        for key, value in filters.items():
+            key_path = f"{path}.{key}"
+            kind = peewee.fn.json_type(document, key_path)
+            if value is True:
+                term = kind == "true"
+            elif value is False:
+                term = kind == "false"
+            elif value is None:
+                term = kind == "null"
+            elif isinstance(value, str):
+                term = (kind == "text") & (peewee.fn.json_extract(document, key_path) == value)
+            else:
+                term = kind.in_(["integer", "real"]) & (peewee.fn.json_extract(document, key_path) == value)
+            condition = term if condition is None else condition & term
+        return condition

@@ -1,0 +1,165 @@
+"""The base of every domain repository: construction, ``init``, and the operation wrapper that
+scopes connections and turns failures into the library's errors with the right ids."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Any, Callable, ClassVar, TypeVar
+
+import peewee
+
+from .backends.base import Backend
+from .errors import NotSupportedError, StorageError, ValidationError
+
+logger = logging.getLogger("repository")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operation(func: F) -> F:
+    """Wrap a public repository method.
+
+    The call runs inside the backend's connection scope; a :class:`StorageError` raised inside
+    gets the id ``STORAGE_<BACKEND>_<METHOD>_<STATUS>`` and the domain; a driver error becomes
+    a :class:`StorageError` (``…_FAILED``) with the driver error as ``__cause__``.  Any other
+    exception (for example one raised by a user callback) propagates unchanged.
+    """
+    name = func.__name__.upper()
+
+    @functools.wraps(func)
+    def wrapper(self: "DomainRepository", *args: Any, **kwargs: Any) -> Any:
+        backend = self.backend
+        try:
+            with backend.connection():
+                return func(self, *args, **kwargs)
+        except StorageError as exc:
+            raise exc.bind(backend=backend.name, operation=name, domain=self.domain)
+        except Exception as exc:
+            error = backend.translate_error(exc)
+            if error is None:
+                raise
+            logger.debug("%s.%s failed: %s", type(self).__name__, func.__name__, error)
+            raise error.bind(backend=backend.name, operation=name, domain=self.domain) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class DomainRepository:
+    """Base of the seven domain repositories.
+
+    Built with either connection settings for a new backend (``**options``, passed to
+    ``backend_class``) or ``store=`` a whole store of the same backend whose connections it then
+    shares.  Constructors validate their arguments but never connect.
+    """
+
+    #: The domain key (``"memory"``, ``"workflows"``, …).
+    domain: ClassVar[str] = ""
+    #: The backend class this repository runs on; set by the per-backend subclasses.
+    backend_class: ClassVar[type[Backend]]
+
+    def __init__(self, *, store: Any = None, **options: Any) -> None:
+        try:
+            if store is not None:
+                if options:
+                    raise ValidationError(fields={k: ["not allowed together with store="] for k in options})
+                backend = getattr(store, "backend", None)
+                if not isinstance(backend, self.backend_class):
+                    raise ValidationError(fields={"store": [f"store must be a whole store of the "
+                                                            f"{self.backend_class.name} backend"]})
+                self.backend = backend
+            else:
+                self.backend = self.backend_class(**options)
+        except TypeError as exc:
+            raise _constructor_error(self, exc) from None
+        except StorageError as exc:
+            raise exc.bind(backend=self.backend_class.name, operation="INIT", domain=self.domain)
+        self._proxy = peewee.DatabaseProxy()
+        self._proxy.initialize(self.backend.database)
+        self.models = self.build_models(self._proxy)
+        self.tables = list(vars(self.models).values())
+        self.backend.prepare_models(self.tables)
+
+    def build_models(self, database: peewee.DatabaseProxy) -> Any:
+        """Declare this domain's models bound to ``database``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.backend.display_url!r})"
+
+    @operation
+    def init(self) -> None:
+        """Create missing tables, columns and indexes; idempotent and safe from many threads."""
+        self.backend.run_once(self.domain, lambda: self.backend.create_tables(self.tables))
+
+    @operation
+    def dangerously_clear_all(self) -> None:
+        """Delete every row of this domain's tables (for tests); other tables are untouched."""
+        self.backend.clear(self.tables)
+
+    def supports_concurrent_updates(self) -> bool:
+        """Whether read-modify-write methods are atomic across concurrent callers."""
+        return self.backend.supports_concurrent_updates
+
+    def close(self) -> None:
+        """Close the backend's connections (shared with the store this repository came from)."""
+        self.backend.close()
+
+
+def _constructor_error(repository: DomainRepository, exc: TypeError) -> Exception:
+    """An unknown option is a validation error; a missing one stays Python's ``TypeError``."""
+    match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+    if match:
+        return ValidationError(fields={match.group(1): ["Unknown field."]},
+                               id=f"STORAGE_{repository.backend_class.name}_INIT_INVALID_INPUT",
+                               domain=repository.domain)
+    return ValidationError(str(exc), id=f"STORAGE_{repository.backend_class.name}_INIT_INVALID_INPUT",
+                           domain=repository.domain)
+
+
+class UnsupportedOnClickHouse:
+    """Mixin for domains that ClickHouse does not hold yet: construction raises at once."""
+
+    domain: ClassVar[str] = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotSupportedError(
+            f"The {self.domain} domain is not available on ClickHouse; use SQLite or PostgreSQL for it.",
+            id="STORAGE_CLICKHOUSE_INIT_NOT_SUPPORTED", domain=self.domain)
+
+
+def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], request: Any, *,
+               predicate: Callable[[dict[str, Any]], bool] | None = None,
+               include_total: bool = True) -> tuple[list[dict[str, Any]], int, bool]:
+    """One page of ``query`` in ``order``: ``(rows, total, has_more)``.
+
+    ``predicate`` is a filter the database cannot evaluate (metadata filters on ClickHouse); then
+    every candidate row is read and the page is cut in Python.  With ``include_total=False`` the
+    count is skipped: one extra row says whether there is more, and ``total`` is ``offset`` plus
+    the rows returned.
+    """
+    offset, limit = request.offset, request.limit
+    with backend.read():
+        if predicate is not None:
+            rows = [row for row in query.order_by(*order) if predicate(row)]
+            page = rows[offset:] if limit is None else rows[offset:offset + limit]
+            if include_total:
+                return page, len(rows), request.has_more(len(rows))
+            return page, offset + len(page), limit is not None and len(rows) > offset + limit
+        if not include_total:
+            fetch = query.order_by(*order).offset(offset or None)
+            rows = list(fetch if limit is None else fetch.limit(limit + 1))
+            page = rows if limit is None else rows[:limit]
+            return page, offset + len(page), limit is not None and len(rows) > limit
+        total = query.count()
+        if limit == 0 or offset >= total:
+            return [], total, request.has_more(total)
+        fetch = query.order_by(*order).offset(offset or None)
+        rows = list(fetch if limit is None else fetch.limit(limit))
+        return rows, total, request.has_more(total)
+
+
+def order_terms(field: peewee.Field, descending: bool, *tie_breakers: peewee.Field) -> list[Any]:
+    """``field`` in the requested direction, then the tie-breaker key columns ascending."""
+    return [field.desc() if descending else field.asc(), *(tie.asc() for tie in tie_breakers)]

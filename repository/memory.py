@@ -1,0 +1,675 @@
+"""The memory domain: threads, messages, resources and working memory (spec: memory.md)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Callable, Iterable
+from uuid import uuid4
+
+import peewee
+
+from models.memory import build_memory_models
+
+from .base import DomainRepository, fetch_page, operation, order_terms
+from .errors import ConflictError, NotFoundError, ValidationError
+from .page import Page
+from .schemas.base import JSONObject, Timestamp, load_into
+from .schemas.memory import MessageSchema, MessageUpdateSchema, ResourceSchema, ThreadSchema
+from .validation import (Problems, check_id, check_metadata_filter, check_order_by, check_page, json_matches,
+                         require_id)
+from .values import UNSET, deep_copy_json, format_iso, json_dumps, json_loads, utc_now
+
+_THREAD_SCHEMA = ThreadSchema()
+_MESSAGE_SCHEMA = MessageSchema()
+_MESSAGE_UPDATE_SCHEMA = MessageUpdateSchema()
+_RESOURCE_SCHEMA = ResourceSchema()
+_OBJECT_FIELD = JSONObject()
+_TIMESTAMP_FIELD = Timestamp()
+
+#: Stored ``type`` of messages saved without one; read back as ``None``.
+DEFAULT_MESSAGE_TYPE = "v2"
+
+
+def _text_content(text: str) -> dict[str, Any]:
+    return {"format": 2, "parts": [{"type": "text", "text": text}], "content": text}
+
+
+def decode_content(stored: Any) -> dict[str, Any]:
+    """Message content as format 2, also for rows older clients wrote as plain text (§3.4)."""
+    value = json_loads(stored)
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        return _text_content(value)
+    return _text_content(stored if isinstance(stored, str) else json_dumps(value))
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _check_ids(problems: Problems, field: str, value: Any) -> list[str]:
+    """A list of non-empty string ids."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        problems.add(field, f"{field} must be a list of non-empty strings")
+        return []
+    return list(dict.fromkeys(value))
+
+
+class MemoryRepository(DomainRepository):
+    """Threads, messages and resources of AI-agent conversations.
+
+    Example::
+
+        memory = storage.get_store("memory")
+        memory.save_thread(thread={"id": "t-1", "resource_id": "user-1", "title": "Hello"})
+        memory.save_messages(messages=[{"id": "m-1", "thread_id": "t-1", "resource_id": "user-1",
+                                        "role": "user", "content": "Hi!"}])
+        page = memory.list_messages(thread_id="t-1")
+    """
+
+    domain = "memory"
+
+    def build_models(self, database: peewee.DatabaseProxy) -> Any:
+        return build_memory_models(database)
+
+    # ------------------------------------------------------------------ record conversion
+
+    @staticmethod
+    def _thread_record(row: dict[str, Any]) -> dict[str, Any]:
+        return {"id": row["id"], "resource_id": row["resource_id"], "title": row["title"] or "",
+                "metadata": _object(row["metadata"]), "created_at": row["created_at"],
+                "updated_at": row["updated_at"]}
+
+    @staticmethod
+    def _message_record(row: dict[str, Any]) -> dict[str, Any]:
+        return {"id": row["id"], "thread_id": row["thread_id"], "resource_id": row["resource_id"],
+                "role": row["role"], "type": None if row["type"] in (DEFAULT_MESSAGE_TYPE, None) else row["type"],
+                "content": decode_content(row["content"]), "created_at": row["created_at"]}
+
+    @staticmethod
+    def _resource_record(row: dict[str, Any]) -> dict[str, Any]:
+        working_memory = row["working_memory"]
+        if working_memory is not None and not isinstance(working_memory, str):
+            working_memory = json_dumps(working_memory)
+        return {"id": row["id"], "working_memory": working_memory, "metadata": _object(row["metadata"]),
+                "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+    def _clean(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {key: self.backend.clean(value) for key, value in record.items()}
+
+    # ------------------------------------------------------------------ reads of single rows
+
+    def _thread_row(self, thread_id: str, resource_id: str | None = None, *, lock: bool = False) -> dict | None:
+        Thread = self.models.thread
+        query = self.backend.select(Thread).where(Thread.id == thread_id)
+        if resource_id is not None:
+            query = query.where(Thread.resource_id == resource_id)
+        if lock:
+            query = self.backend.for_update(query)
+        return query.first()
+
+    def _touch_threads(self, thread_ids: Iterable[str], now: datetime) -> None:
+        """Set ``updated_at = now`` on these threads (those that exist)."""
+        Thread = self.models.thread
+        for thread_id in sorted(set(thread_ids)):
+            self.backend.update(Thread, Thread.id == thread_id, {"updated_at": now})
+
+    # ------------------------------------------------------------------ threads
+
+    @operation
+    def get_thread_by_id(self, *, thread_id: str, resource_id: str | None = None) -> dict | None:
+        """The thread, or ``None``; with ``resource_id`` it must also belong to that resource."""
+        problems = Problems()
+        check_id(problems, "thread_id", thread_id)
+        if resource_id is not None:
+            check_id(problems, "resource_id", resource_id)
+        problems.raise_if_any()
+        row = self._thread_row(thread_id, resource_id)
+        return None if row is None else self._thread_record(row)
+
+    @operation
+    def save_thread(self, *, thread: dict) -> dict:
+        """Insert or fully replace a thread (``created_at`` included); messages are untouched."""
+        problems = Problems()
+        data = load_into(problems, _THREAD_SCHEMA, thread)
+        problems.raise_if_any()
+        created_at = data.get("created_at") or utc_now()
+        row = self._clean({"id": data["id"], "resource_id": data["resource_id"], "title": data.get("title", ""),
+                           "metadata": data.get("metadata"), "created_at": created_at,
+                           "updated_at": data.get("updated_at") or created_at})
+        with self.backend.write(("thread", row["id"])):
+            self.backend.upsert(self.models.thread, [row])
+        return self._thread_record(row)
+
+    @operation
+    def update_thread(self, *, id: str, title: str = UNSET, metadata: dict = UNSET) -> dict:
+        """Change the title and/or merge ``metadata`` into the stored metadata; bumps ``updated_at``."""
+        problems = Problems()
+        check_id(problems, "id", id)
+        if title is not UNSET:
+            if title is None:
+                problems.add("title", "Field may not be null.")
+            elif not isinstance(title, str):
+                problems.add("title", "Not a valid string.")
+        if metadata is not UNSET:
+            metadata = self._load_object(problems, "metadata", metadata)
+        problems.raise_if_any()
+        values: dict[str, Any] = {}
+        if title is not UNSET:
+            values["title"] = self.backend.clean(title)
+        return self._merge_into_thread(id, None, lambda thread: metadata if metadata is not UNSET else {},
+                                       values, missing=lambda: NotFoundError(f"Thread {id} not found",
+                                                                             details={"thread_id": id}))
+
+    @operation
+    def update_thread_metadata(self, *, id: str, update: Callable[[dict], dict | None],
+                               resource_id: str | None = None) -> dict | None:
+        """Atomic read-modify-write of a thread's metadata.
+
+        ``update`` gets a copy of the thread; a returned dict is merged into the metadata,
+        ``None`` leaves the thread unchanged.  Returns ``None`` when the thread is missing.
+        """
+        problems = Problems()
+        check_id(problems, "id", id)
+        if resource_id is not None:
+            check_id(problems, "resource_id", resource_id)
+        if not callable(update):
+            problems.add("update", "update must be callable")
+        problems.raise_if_any()
+
+        def patch(thread: dict) -> dict | None:
+            result = update(deep_copy_json(thread))
+            if result is None:
+                return None
+            checks = Problems()
+            result = self._load_object(checks, "metadata", result)
+            checks.raise_if_any()
+            return result
+
+        return self._merge_into_thread(id, resource_id, patch, {}, missing=lambda: None)
+
+    def _merge_into_thread(self, thread_id: str, resource_id: str | None,
+                           patch: Callable[[dict], dict | None], values: dict[str, Any],
+                           missing: Callable[[], Any]) -> Any:
+        Thread = self.models.thread
+        with self.backend.write(("thread", thread_id)):
+            row = self._thread_row(thread_id, resource_id, lock=True)
+            if row is None:
+                result = missing()
+                if isinstance(result, Exception):
+                    raise result
+                return result
+            thread = self._thread_record(row)
+            metadata = patch(thread)
+            if metadata is None:
+                return thread
+            values = {**values, "metadata": {**thread["metadata"], **metadata}, "updated_at": utc_now()}
+            self.backend.replace(Thread, row, values)
+        return {**thread, **values}
+
+    def _load_object(self, problems: Problems, field: str, value: Any) -> Any:
+        if value is None:
+            problems.add(field, "Field may not be null.")
+            return None
+        try:
+            return self.backend.clean(_OBJECT_FIELD.deserialize(value))
+        except Exception as error:  # marshmallow.ValidationError
+            from .schemas.base import flatten_errors
+
+            problems.merge(flatten_errors(getattr(error, "messages", str(error))), field)
+            return None
+
+    @operation
+    def delete_thread(self, *, thread_id: str) -> None:
+        """Delete the thread and all its messages; no error when it does not exist."""
+        require_id("thread_id", thread_id)
+        Thread, Message = self.models.thread, self.models.message
+        with self.backend.write(("thread", thread_id)):
+            self.backend.delete_bulk(Message, Message.thread_id == thread_id, operation="DELETE_THREAD")
+            self.backend.delete(Thread, Thread.id == thread_id)
+
+    @operation
+    def list_threads(self, *, resource_id: str | None = None, metadata: dict | None = None, page: int = 0,
+                     per_page: int | bool = 100, order_by: dict | None = None) -> Page:
+        """Threads filtered by resource and metadata, newest first by default."""
+        problems = Problems()
+        request = check_page(problems, page, per_page, default_per_page=100)
+        filters = check_metadata_filter(problems, "metadata", metadata)
+        if resource_id not in (None, "") and not isinstance(resource_id, str):
+            problems.add("resource_id", "resource_id must be a non-empty string")
+        ordering = check_order_by(problems, order_by, allowed=("created_at", "updated_at"),
+                                  default_field="created_at", default_direction="DESC")
+        problems.raise_if_any()
+        Thread = self.models.thread
+        query = self.backend.select(Thread)
+        if resource_id:
+            query = query.where(Thread.resource_id == resource_id)
+        predicate = None
+        if filters:
+            condition = self.backend.metadata_condition(Thread.metadata, filters)
+            if condition is None:
+                predicate = lambda row: json_matches(row["metadata"], filters)  # noqa: E731
+            else:
+                query = query.where(condition)
+        order = order_terms(getattr(Thread, ordering.field), ordering.descending, Thread.id)
+        rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
+        return Page([self._thread_record(r) for r in rows], total, request.page, request.per_page, has_more)
+
+    # ------------------------------------------------------------------ messages: reads
+
+    def _check_list_arguments(self, problems: Problems, include: Any, date_range: Any) -> tuple[list, dict]:
+        windows = []
+        if include is not None:
+            if not isinstance(include, list):
+                problems.add("include", "include must be a list")
+            else:
+                for index, entry in enumerate(include):
+                    path = f"include[{index}]"
+                    if not isinstance(entry, dict):
+                        problems.add(path, "Not a valid mapping type.")
+                        continue
+                    for key in entry:
+                        if key not in ("id", "thread_id", "with_previous_messages", "with_next_messages"):
+                            problems.add(f"{path}.{key}", "Unknown field.")
+                    check_id(problems, f"{path}.id", entry.get("id"))
+                    counts = []
+                    for key in ("with_previous_messages", "with_next_messages"):
+                        count = entry.get(key, 0)
+                        count = 0 if count is None else count
+                        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                            problems.add(f"{path}.{key}", f"{key} must be an integer >= 0")
+                        counts.append(count)
+                    windows.append((entry.get("id"), *counts))
+        bounds: dict[str, Any] = {}
+        if date_range is not None:
+            if not isinstance(date_range, dict):
+                problems.add("date_range", "Not a valid mapping type.")
+            else:
+                for key, value in date_range.items():
+                    path = f"date_range.{key}"
+                    if key in ("start", "end"):
+                        if value is not None:
+                            try:
+                                bounds[key] = _TIMESTAMP_FIELD.deserialize(value)
+                            except Exception:
+                                problems.add(path, "Not a valid datetime.")
+                    elif key in ("start_exclusive", "end_exclusive"):
+                        if not isinstance(value, bool):
+                            problems.add(path, "Not a valid boolean.")
+                        bounds[key] = value
+                    else:
+                        problems.add(path, "Unknown field.")
+        return windows, bounds
+
+    def _date_conditions(self, bounds: dict[str, Any]) -> list[Any]:
+        created = self.models.message.created_at
+        conditions = []
+        if "start" in bounds:
+            conditions.append(created > bounds["start"] if bounds.get("start_exclusive") else created >= bounds["start"])
+        if "end" in bounds:
+            conditions.append(created < bounds["end"] if bounds.get("end_exclusive") else created <= bounds["end"])
+        return conditions
+
+    @staticmethod
+    def _in_date_range(created_at: datetime, bounds: dict[str, Any]) -> bool:
+        start, end = bounds.get("start"), bounds.get("end")
+        if start is not None and (created_at <= start if bounds.get("start_exclusive") else created_at < start):
+            return False
+        if end is not None and (created_at >= end if bounds.get("end_exclusive") else created_at > end):
+            return False
+        return True
+
+    @operation
+    def list_messages(self, *, thread_id: str | list[str], resource_id: str | None = None,
+                      include: list[dict] | None = None, date_range: dict | None = None,
+                      metadata: dict | None = None, page: int = 0, per_page: int | bool = 40,
+                      order_by: dict | None = None, include_total: bool = True) -> Page:
+        """Messages of one or more threads, oldest first by default, plus include windows."""
+        problems = Problems()
+        thread_ids = [thread_id] if isinstance(thread_id, str) else thread_id
+        if not isinstance(thread_ids, list) or not thread_ids or not all(
+                isinstance(t, str) and t.strip() for t in thread_ids):
+            problems.add("thread_id", "thread_id must be a non-empty string or a list of non-empty strings")
+            thread_ids = []
+        if resource_id not in (None, "") and not isinstance(resource_id, str):
+            problems.add("resource_id", "resource_id must be a non-empty string")
+        return self._list_messages(problems, thread_ids=thread_ids, resource_id=resource_id or None,
+                                   include=include, date_range=date_range, metadata=metadata, page=page,
+                                   per_page=per_page, order_by=order_by, include_total=include_total)
+
+    @operation
+    def list_messages_by_resource_id(self, *, resource_id: str, include: list[dict] | None = None,
+                                     date_range: dict | None = None, metadata: dict | None = None,
+                                     page: int = 0, per_page: int | bool = 40, order_by: dict | None = None,
+                                     include_total: bool = True) -> Page:
+        """Messages of one resource across all its threads; include windows scoped to it."""
+        problems = Problems()
+        if not isinstance(resource_id, str) or not resource_id.strip():
+            problems.add("resource_id", "resource_id must be a non-empty string")
+        return self._list_messages(problems, thread_ids=None, resource_id=resource_id, include=include,
+                                   date_range=date_range, metadata=metadata, page=page, per_page=per_page,
+                                   order_by=order_by, include_total=include_total)
+
+    def _list_messages(self, problems: Problems, *, thread_ids: list[str] | None, resource_id: str | None,
+                       include: Any, date_range: Any, metadata: Any, page: Any, per_page: Any, order_by: Any,
+                       include_total: Any) -> Page:
+        request = check_page(problems, page, per_page, default_per_page=40)
+        filters = check_metadata_filter(problems, "metadata", metadata)
+        windows, bounds = self._check_list_arguments(problems, include, date_range)
+        ordering = check_order_by(problems, order_by, allowed=("created_at",), default_field="created_at",
+                                  default_direction="ASC")
+        if not isinstance(include_total, bool):
+            problems.add("include_total", "Not a valid boolean.")
+        problems.raise_if_any()
+
+        Message = self.models.message
+        query = self.backend.select(Message)
+        if thread_ids is not None:
+            query = query.where(Message.thread_id.in_(thread_ids))
+        if resource_id:
+            query = query.where(Message.resource_id == resource_id)
+        for condition in self._date_conditions(bounds):
+            query = query.where(condition)
+        predicate = None
+        if filters:
+            condition = self.backend.metadata_condition(Message.content, filters, "$.metadata")
+            if condition is None:
+                predicate = lambda row: json_matches(  # noqa: E731
+                    _object(decode_content(row["content"]).get("metadata")), filters)
+            else:
+                query = query.where(condition)
+
+        def in_main_filter(row: dict[str, Any]) -> bool:
+            return ((thread_ids is None or row["thread_id"] in thread_ids)
+                    and (not resource_id or row["resource_id"] == resource_id)
+                    and self._in_date_range(row["created_at"], bounds)
+                    and json_matches(_object(decode_content(row["content"]).get("metadata")), filters))
+
+        order = order_terms(Message.created_at, ordering.descending, Message.id)
+        with self.backend.read():
+            rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate,
+                                               include_total=include_total)
+            items = {row["id"]: row for row in rows}
+            for target_id, before, after in windows:
+                for row in self._window(target_id, before, after, resource_id):
+                    items.setdefault(row["id"], row)
+        ordered = sorted(items.values(), key=lambda r: r["id"])
+        ordered.sort(key=lambda r: r["created_at"], reverse=ordering.descending)
+        if include_total and request.per_page is not False:
+            matched = sum(1 for row in ordered if in_main_filter(row))
+            has_more = has_more and matched < total
+        return Page([self._message_record(r) for r in ordered], total, request.page, request.per_page, has_more)
+
+    def _window(self, target_id: str, before: int, after: int, resource_id: str | None) -> list[dict]:
+        """The target message and its neighbours in its own thread (§4.3, step 3)."""
+        Message = self.models.message
+        target = self.backend.select(Message).where(Message.id == target_id).first()
+        if target is None or (resource_id and target["resource_id"] != resource_id):
+            return []
+        thread = self.backend.select(Message).where(Message.thread_id == target["thread_id"])
+        if resource_id:
+            thread = thread.where(Message.resource_id == resource_id)
+        created, ident = Message.created_at, Message.id
+        rows = [target]
+        if before:
+            earlier = (created < target["created_at"]) | ((created == target["created_at"]) & (ident < target_id))
+            rows += list(thread.where(earlier).order_by(created.desc(), ident.desc()).limit(before))
+        if after:
+            later = (created > target["created_at"]) | ((created == target["created_at"]) & (ident > target_id))
+            rows += list(thread.where(later).order_by(created.asc(), ident.asc()).limit(after))
+        return rows
+
+    @operation
+    def list_messages_by_id(self, *, message_ids: list[str]) -> list[dict]:
+        """The messages with these ids, from any thread, ascending by ``(created_at, id)``."""
+        problems = Problems()
+        ids = _check_ids(problems, "message_ids", message_ids)
+        problems.raise_if_any()
+        if not ids:
+            return []
+        Message = self.models.message
+        rows = self.backend.select(Message).where(Message.id.in_(ids)).order_by(Message.created_at, Message.id)
+        return [self._message_record(r) for r in rows]
+
+    # ------------------------------------------------------------------ messages: writes
+
+    def _require_threads(self, thread_ids: Iterable[str]) -> None:
+        Thread = self.models.thread
+        wanted = list(dict.fromkeys(thread_ids))
+        if not wanted:
+            return
+        found = {row["id"] for row in self.backend.select(Thread, Thread.id).where(Thread.id.in_(wanted))}
+        for thread_id in wanted:
+            if thread_id not in found:
+                raise NotFoundError(f"Thread {thread_id} not found", details={"thread_id": thread_id})
+
+    def _stored_messages(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        Message = self.models.message
+        ids = list(ids)
+        if not ids:
+            return {}
+        return {row["id"]: row for row in self.backend.select(Message).where(Message.id.in_(ids))}
+
+    @operation
+    def save_messages(self, *, messages: list[dict]) -> list[dict]:
+        """Insert or update messages by id, all or nothing; bumps the threads involved.
+
+        An existing id keeps its stored ``created_at``; a new ``thread_id`` moves it.
+        """
+        if not isinstance(messages, list):
+            raise ValidationError(fields={"messages": ["messages must be a list"]})
+        problems = Problems()
+        loaded = [load_into(problems, _MESSAGE_SCHEMA, m, f"messages[{i}]") for i, m in enumerate(messages)]
+        problems.raise_if_any()
+        if not loaded:
+            return []
+        now = utc_now()
+        batch: dict[str, dict[str, Any]] = {}
+        for data in loaded:
+            first = batch.get(data["id"])
+            created_at = first["created_at"] if first else (data.get("created_at") or now)
+            batch[data["id"]] = self._clean({
+                "id": data["id"], "thread_id": data["thread_id"], "resource_id": data["resource_id"],
+                "role": data["role"], "type": data.get("type") or DEFAULT_MESSAGE_TYPE,
+                "content": json_dumps(data["content"]), "created_at": created_at})
+        thread_ids = {row["thread_id"] for row in batch.values()}
+        with self.backend.write(*(("thread", t) for t in thread_ids)):
+            self._require_threads(row["thread_id"] for row in batch.values())
+            stored = self._stored_messages(batch)
+            for message_id, old in stored.items():
+                batch[message_id]["created_at"] = old["created_at"]
+            self.backend.upsert(self.models.message, list(batch.values()), preserve=("created_at",))
+            moved_from = {old["thread_id"] for old in stored.values()}
+            self._touch_threads(thread_ids | moved_from, now)
+        return [self._message_record(row) for row in batch.values()]
+
+    @operation
+    def update_messages(self, *, messages: list[dict]) -> list[dict]:
+        """Partially update messages; ``content`` is merged as a patch; unknown ids are ignored."""
+        if not isinstance(messages, list):
+            raise ValidationError(fields={"messages": ["messages must be a list"]})
+        problems = Problems()
+        patches = []
+        for index, item in enumerate(messages):
+            prefix = f"messages[{index}]"
+            if isinstance(item, dict) and ("created_at" in item or "createdAt" in item):
+                problems.add(f"{prefix}.created_at", "created_at cannot be updated")
+                item = {k: v for k, v in item.items() if k not in ("created_at", "createdAt")}
+            patches.append(load_into(problems, _MESSAGE_UPDATE_SCHEMA, item, prefix))
+        problems.raise_if_any()
+        if not patches:
+            return []
+        now = utc_now()
+        Message = self.models.message
+        with self.backend.write(("messages",)):
+            stored = self._stored_messages(p["id"] for p in patches)
+            self._require_threads(p["thread_id"] for p in patches if "thread_id" in p and p["id"] in stored)
+            current = {mid: dict(row) for mid, row in stored.items()}
+            touched: set[str] = set()
+            for patch in patches:
+                row = current.get(patch["id"])
+                if row is None:
+                    continue
+                touched.add(row["thread_id"])
+                for key in ("thread_id", "resource_id", "role"):
+                    if key in patch:
+                        row[key] = self.backend.clean(patch[key])
+                if "type" in patch:
+                    row["type"] = patch["type"] or DEFAULT_MESSAGE_TYPE
+                if "content" in patch:
+                    content = decode_content(row["content"])
+                    change = self.backend.clean(patch["content"])
+                    merged = {**content, **change}
+                    if isinstance(content.get("metadata"), dict) and isinstance(change.get("metadata"), dict):
+                        merged["metadata"] = {**content["metadata"], **change["metadata"]}
+                    row["content"] = json_dumps(merged)
+                touched.add(row["thread_id"])
+            for message_id, row in current.items():
+                if row != stored[message_id]:
+                    self.backend.replace(Message, stored[message_id], row)
+            self._touch_threads(touched, now)
+            order = [p["id"] for p in patches if p["id"] in current]
+            fresh = self._stored_messages(order)
+        return [self._message_record(fresh[mid]) for mid in dict.fromkeys(order)]
+
+    @operation
+    def delete_messages(self, *, message_ids: list[str]) -> None:
+        """Delete these messages (unknown ids ignored); bumps the threads that lost one."""
+        problems = Problems()
+        ids = _check_ids(problems, "message_ids", message_ids)
+        problems.raise_if_any()
+        if not ids:
+            return
+        Message = self.models.message
+        now = utc_now()
+        with self.backend.write(("messages",)):
+            threads = {row["thread_id"] for row in self.backend.select(Message, Message.thread_id)
+                       .where(Message.id.in_(ids))}
+            self.backend.delete(Message, Message.id.in_(ids))
+            self._touch_threads(threads, now)
+
+    # ------------------------------------------------------------------ cloning
+
+    @operation
+    def clone_thread(self, *, source_thread_id: str, new_thread_id: str | None = None,
+                     resource_id: str | None = None, title: str | None = None, metadata: dict | None = None,
+                     message_limit: int | None = None, start_date: Any = None, end_date: Any = None,
+                     message_ids: list[str] | None = None) -> dict:
+        """Copy a thread and (a selection of) its messages under new ids.
+
+        Returns ``{"thread": ..., "cloned_messages": [...], "message_id_map": {source: new}}``.
+        """
+        problems = Problems()
+        check_id(problems, "source_thread_id", source_thread_id)
+        for name, value in (("new_thread_id", new_thread_id), ("resource_id", resource_id)):
+            if value is not None:
+                check_id(problems, name, value)
+        if title is not None and not isinstance(title, str):
+            problems.add("title", "Not a valid string.")
+        if metadata is not None:
+            metadata = self._load_object(problems, "metadata", metadata)
+        if message_limit is not None and (isinstance(message_limit, bool) or not isinstance(message_limit, int)
+                                          or message_limit < 0):
+            problems.add("message_limit", "message_limit must be an integer >= 0")
+        bounds = {}
+        for name, value in (("start", start_date), ("end", end_date)):
+            if value is not None:
+                try:
+                    bounds[name] = _TIMESTAMP_FIELD.deserialize(value)
+                except Exception:
+                    problems.add(f"{name}_date", "Not a valid datetime.")
+        wanted = _check_ids(problems, "message_ids", message_ids) if message_ids is not None else None
+        problems.raise_if_any()
+
+        Thread, Message = self.models.thread, self.models.message
+        new_id = new_thread_id or str(uuid4())
+        now = utc_now()
+        with self.backend.write(("thread", new_id)):
+            source = self._thread_row(source_thread_id)
+            if source is None:
+                raise NotFoundError(f"Source thread with id {source_thread_id} not found",
+                                    details={"thread_id": source_thread_id})
+            if new_thread_id and self._thread_row(new_thread_id) is not None:
+                raise ConflictError(f"Thread with id {new_thread_id} already exists",
+                                    details={"thread_id": new_thread_id})
+            query = self.backend.select(Message).where(Message.thread_id == source_thread_id)
+            for condition in self._date_conditions(bounds):
+                query = query.where(condition)
+            if wanted is not None:
+                query = query.where(Message.id.in_(wanted or [""]))
+            originals = list(query.order_by(Message.created_at, Message.id))
+            if message_limit:
+                originals = originals[-message_limit:]
+            source_title = source["title"] or ""
+            clone_info = {"sourceThreadId": source_thread_id, "clonedAt": format_iso(now)}
+            if originals:
+                clone_info["lastMessageId"] = originals[-1]["id"]
+            thread_row = {"id": new_id, "resource_id": resource_id or source["resource_id"],
+                          "title": title if title is not None else (f"Clone of {source_title}" if source_title else ""),
+                          "metadata": {**(metadata or {}), "clone": clone_info}, "created_at": now, "updated_at": now}
+            copies = [{"id": str(uuid4()), "thread_id": new_id, "content": row["content"], "role": row["role"],
+                       "type": row["type"], "created_at": row["created_at"],
+                       "resource_id": resource_id or row["resource_id"]} for row in originals]
+            self.backend.insert(Thread, [self._clean(thread_row)])
+            self.backend.insert(Message, copies)
+        return {"thread": self._thread_record(thread_row),
+                "cloned_messages": [self._message_record(row) for row in copies],
+                "message_id_map": {orig["id"]: copy["id"] for orig, copy in zip(originals, copies)}}
+
+    # ------------------------------------------------------------------ resources
+
+    @operation
+    def get_resource_by_id(self, *, resource_id: str) -> dict | None:
+        """The resource with its working memory, or ``None``."""
+        require_id("resource_id", resource_id)
+        Resource = self.models.resource
+        row = self.backend.select(Resource).where(Resource.id == resource_id).first()
+        return None if row is None else self._resource_record(row)
+
+    @operation
+    def save_resource(self, *, resource: dict) -> dict:
+        """Insert or fully replace a resource."""
+        problems = Problems()
+        data = load_into(problems, _RESOURCE_SCHEMA, resource)
+        problems.raise_if_any()
+        created_at = data.get("created_at") or utc_now()
+        row = self._clean({"id": data["id"], "working_memory": data.get("working_memory"),
+                           "metadata": data.get("metadata"), "created_at": created_at,
+                           "updated_at": data.get("updated_at") or created_at})
+        with self.backend.write(("resource", row["id"])):
+            self.backend.upsert(self.models.resource, [row])
+        return self._resource_record(row)
+
+    @operation
+    def update_resource(self, *, resource_id: str, working_memory: str | None = UNSET,
+                        metadata: dict = UNSET) -> dict:
+        """Replace the working memory and/or merge metadata; creates the resource when missing."""
+        problems = Problems()
+        check_id(problems, "resource_id", resource_id)
+        if working_memory is not UNSET and working_memory is not None and not isinstance(working_memory, str):
+            problems.add("working_memory", "Not a valid string.")
+        if metadata is not UNSET:
+            metadata = self._load_object(problems, "metadata", metadata)
+        problems.raise_if_any()
+        Resource = self.models.resource
+        now = utc_now()
+        values: dict[str, Any] = {"updated_at": now}
+        if working_memory is not UNSET:
+            values["working_memory"] = self.backend.clean(working_memory)
+        with self.backend.write(("resource", resource_id)):
+            def locked_row() -> dict | None:
+                return self.backend.for_update(self.backend.select(Resource).where(Resource.id == resource_id)).first()
+
+            row = locked_row()
+            if row is None:
+                # Insert-if-absent first, so concurrent first calls never hit a duplicate key.
+                self.backend.insert_if_absent(Resource, [{
+                    "id": resource_id, "working_memory": values.get("working_memory"),
+                    "metadata": metadata if metadata is not UNSET else {}, "created_at": now, "updated_at": now}])
+                row = locked_row()
+            if metadata is not UNSET:
+                values["metadata"] = {**_object(row["metadata"]), **metadata}
+            self.backend.replace(Resource, row, values)
+        return self._resource_record({**row, **values})

@@ -1,0 +1,10 @@
+"""marshmallow schemas, one per record type: ``load`` validates input (wire or snake_case form)
+and returns a record dict; ``dump`` gives the wire form (Mastra's camelCase JSON)."""
+
+from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, Timestamp, flatten_errors
+from .memory import MessageSchema, ResourceSchema, ThreadSchema
+
+__all__ = [
+    "RecordSchema", "NonEmptyString", "Timestamp", "JSONValue", "JSONObject", "flatten_errors",
+    "ThreadSchema", "MessageSchema", "ResourceSchema",
+]

@@ -1,0 +1,69 @@
+"""Whole stores: every domain a backend supports, on one database, sharing its connections."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .backends.base import Backend
+from .base import DomainRepository
+from .errors import StorageError, ValidationError
+
+#: Every domain key, in the order stores list them.
+DOMAINS = ("memory", "workflows", "scores", "observability", "agents", "datasets", "experiments")
+
+
+class WholeStore:
+    """All the domains of one backend on one database.
+
+    Subclasses set ``backend_class`` and ``domain_classes`` (domain key → repository class).
+    """
+
+    backend_class: ClassVar[type[Backend]]
+    domain_classes: ClassVar[dict[str, type[DomainRepository]]] = {}
+
+    def __init__(self, *, id: str = "store", **options: Any) -> None:
+        if not isinstance(id, str) or not id:
+            raise ValidationError(fields={"id": ["id must be a non-empty string"]},
+                                  id=f"STORAGE_{self.backend_class.name}_INIT_INVALID_INPUT")
+        self.id = id
+        try:
+            self.backend = self.backend_class(**options)
+        except StorageError as exc:
+            raise exc.bind(backend=self.backend_class.name, operation="INIT", domain=None)
+        except TypeError as exc:
+            if "unexpected keyword argument" not in str(exc):
+                raise
+            raise ValidationError(str(exc), id=f"STORAGE_{self.backend_class.name}_INIT_INVALID_INPUT") from None
+        self._repositories = {key: cls(store=self) for key, cls in self.domain_classes.items()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, url={self.backend.display_url!r})"
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The domain keys this store holds."""
+        return tuple(key for key in DOMAINS if key in self._repositories)
+
+    def get_store(self, key: str) -> DomainRepository | None:
+        """The repository of domain ``key``, or ``None`` when this store does not hold it."""
+        return self._repositories.get(key)
+
+    def init(self) -> None:
+        """Create every domain's missing tables (idempotent, thread-safe)."""
+        for repository in self._repositories.values():
+            repository.init()
+
+    def dangerously_clear_all(self) -> None:
+        """Delete every row of every domain's tables (for tests)."""
+        for repository in self._repositories.values():
+            repository.dangerously_clear_all()
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.backend.close()
+
+    def __enter__(self) -> "WholeStore":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

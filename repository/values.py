@@ -1,0 +1,248 @@
+"""Value handling shared by every domain and backend: ``UNSET``, timestamps and JSON values."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterator
+
+from .jsonb import decode_jsonb
+
+UTC = timezone.utc
+
+
+class _Unset:
+    """Type of :data:`UNSET`: an argument that was not given."""
+
+    _instance = None
+
+    def __new__(cls) -> "_Unset":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+#: Sentinel of update methods: a parameter left at ``UNSET`` keeps the stored value.
+UNSET: Any = _Unset()
+
+
+# --------------------------------------------------------------------------- timestamps
+
+_ISO_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*"
+    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def truncate_ms(value: datetime) -> datetime:
+    """Drop sub-millisecond digits (truncation, never rounding)."""
+    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+def utc_now() -> datetime:
+    """One clock reading, UTC, millisecond precision."""
+    return truncate_ms(datetime.now(UTC))
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp (also ``YYYY-MM-DD HH:MM:SS[.fff]``); no offset means UTC.
+
+    Raises ``ValueError`` when the text is not a timestamp.
+    """
+    match = _ISO_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"not an ISO-8601 timestamp: {text!r}")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    value = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro)
+    if offset and offset not in ("Z", "z"):
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        value = value.replace(tzinfo=timezone(sign * delta))
+    else:
+        value = value.replace(tzinfo=UTC)
+    return truncate_ms(value.astimezone(UTC))
+
+
+def to_utc(value: datetime | str) -> datetime:
+    """Normalize an input datetime: aware → UTC, naive → taken as UTC, ISO string parsed.
+
+    Raises ``ValueError`` or ``TypeError`` for anything else.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return truncate_ms(value.astimezone(UTC))
+    if isinstance(value, str):
+        return parse_iso(value)
+    raise TypeError(f"not a datetime: {value!r}")
+
+
+def format_iso(value: datetime) -> str:
+    """``2026-01-31T09:05:01.123Z``: the stored text form on SQLite and the wire form."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def epoch_ms(value: datetime) -> int:
+    """Milliseconds since the Unix epoch."""
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def from_epoch_ms(value: int) -> datetime:
+    """Inverse of :func:`epoch_ms`."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value))
+
+
+class VersionClock:
+    """Process-wide source of ClickHouse row versions: microseconds, never repeating or going back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self, above: int = 0) -> int:
+        """A version later than every earlier one and than ``above``."""
+        with self._lock:
+            self._last = max(time.time_ns() // 1000, self._last + 1, above + 1)
+            return self._last
+
+
+VERSION_CLOCK = VersionClock()
+
+
+# --------------------------------------------------------------------------- JSON values
+
+NOT_JSON = "Not JSON-serializable."
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _strip_surrogates(text: str) -> str:
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return "".join(ch for ch in text if not "\ud800" <= ch <= "\udfff")
+
+
+def clean_text(text: str, *, strip_nul: bool = False) -> str:
+    """Remove what the drivers cannot store: unpaired surrogates, and U+0000 for PostgreSQL."""
+    text = _strip_surrogates(text)
+    return text.replace("\x00", "") if strip_nul and "\x00" in text else text
+
+
+def find_bad_text(value: Any, path: str = "") -> Iterator[str]:
+    """Paths of strings (keys included) holding an unpaired surrogate or U+0000."""
+    if isinstance(value, str):
+        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            sub = _join(path, key)
+            if isinstance(key, str) and ("\x00" in key or _strip_surrogates(key) != key):
+                yield sub
+            yield from find_bad_text(item, sub)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from find_bad_text(item, _join(path, index))
+
+
+def normalize_json(value: Any, path: str = "", errors: dict[str, list[str]] | None = None,
+                   *, clean: bool = True, _seen: set[int] | None = None) -> Any:
+    """Check that ``value`` is a JSON value and return a fresh copy ready to store.
+
+    Tuples become lists, nested datetimes/dates become ISO strings, unpaired surrogates are
+    removed from strings when ``clean`` is true.  Problems are recorded in ``errors`` as
+    ``{path: ["Not JSON-serializable."]}`` (the path of each bad value); the returned copy then
+    must not be used.
+    """
+    if errors is None:
+        errors = {}
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _strip_surrogates(value) if clean else value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float(value)
+        errors.setdefault(path, []).append(NOT_JSON)
+        return None
+    if isinstance(value, datetime):
+        return format_iso(to_utc(value))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (dict, list, tuple)):
+        seen = _seen if _seen is not None else set()
+        if id(value) in seen:
+            errors.setdefault(path, []).append(NOT_JSON)
+            return None
+        seen.add(id(value))
+        try:
+            if isinstance(value, dict):
+                out = {}
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        errors.setdefault(_join(path, str(key)), []).append(NOT_JSON)
+                        continue
+                    out[_strip_surrogates(key) if clean else key] = normalize_json(
+                        item, _join(path, key), errors, clean=clean, _seen=seen)
+                return out
+            return [normalize_json(item, _join(path, i), errors, clean=clean, _seen=seen)
+                    for i, item in enumerate(value)]
+        finally:
+            seen.discard(id(value))
+    errors.setdefault(path, []).append(NOT_JSON)
+    return None
+
+
+def json_dumps(value: Any) -> str:
+    """Compact JSON text with non-ASCII kept as UTF-8 (the stored form on every backend)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def json_loads(value: Any) -> Any:
+    """Decode a stored JSON value: text, a SQLite JSONB blob, or an already decoded object.
+
+    Text that does not parse is returned as the raw string instead of failing the read.
+    """
+    if value is None or isinstance(value, (dict, list, int, float, bool)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return decode_jsonb(raw)
+        except ValueError:
+            value = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def deep_copy_json(value: Any) -> Any:
+    """A fresh copy of a JSON value (cheaper than ``copy.deepcopy``)."""
+    if isinstance(value, dict):
+        return {key: deep_copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [deep_copy_json(item) for item in value]
+    return value
