@@ -138,3 +138,9 @@ def domain_fixture(name: str) -> Callable[..., Any]:
 
 
 memory = domain_fixture("memory")
+workflows = domain_fixture("workflows")
+scores = domain_fixture("scores")
+observability = domain_fixture("observability")
+agents = domain_fixture("agents")
+datasets = domain_fixture("datasets")
+experiments = domain_fixture("experiments")
