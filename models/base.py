@@ -13,12 +13,15 @@ class ClickHouseTable:
     """ClickHouse table settings, kept in a model's ``Meta.clickhouse`` (ignored elsewhere).
 
     ``order_by`` lists the sorting-key columns (never ``Nullable``); ``partition_by`` is an SQL
-    expression; ``defaults`` maps column names to SQL default expressions; ``ttl_column`` names
-    the timestamp that ``ttl_days`` retention counts from (``None``: no retention).
+    expression; ``partition_by_month`` names a timestamp column whose month partitions the table
+    (the backend writes ``toYYYYMM(...)`` for the column's stored type); ``defaults`` maps column
+    names to SQL default expressions; ``ttl_column`` names the timestamp that ``ttl_days``
+    retention counts from (``None``: no retention).
     """
 
     order_by: tuple[str, ...]
     partition_by: str | None = None
+    partition_by_month: str | None = None
     defaults: dict[str, str] = field(default_factory=dict)
     ttl_column: str | None = None
 
@@ -28,13 +31,17 @@ class Index:
     """One secondary index: name and column SQL (e.g. ``'thread_id, "createdAt" DESC'``).
 
     ``schema_prefixed`` says whether the name gets ``<schema_name>_`` outside ``public`` on
-    PostgreSQL (constraints named by the spec keep their name).
+    PostgreSQL (constraints named by the spec keep their name).  ``method`` is the PostgreSQL
+    index method (``"gin"``); ``None`` means the default (btree).  A ``best_effort`` index that
+    cannot be built (stored rows violate its uniqueness) is skipped with a logged warning.
     """
 
     name: str
     columns: str
     unique: bool = False
     schema_prefixed: bool = True
+    method: str | None = None
+    best_effort: bool = False
 
 
 def base_model(database: peewee.DatabaseProxy) -> type[peewee.Model]:

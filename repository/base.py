@@ -72,7 +72,10 @@ class DomainRepository:
             else:
                 self.backend = self.backend_class(**options)
         except TypeError as exc:
-            raise _constructor_error(self, exc) from None
+            error = _constructor_error(self, exc)
+            if error is exc:
+                raise
+            raise error from None
         except StorageError as exc:
             raise exc.bind(backend=self.backend_class.name, operation="INIT", domain=self.domain)
         self._proxy = peewee.DatabaseProxy()
@@ -98,6 +101,19 @@ class DomainRepository:
         """Delete every row of this domain's tables (for tests); other tables are untouched."""
         self.backend.clear(self.tables)
 
+    @operation
+    def count_rows(self) -> dict[str, int | None]:
+        """Live rows per table of this domain (``None`` for a table that does not exist yet).
+
+        Counts read like every other read (ClickHouse: ``FINAL`` and ``_deleted = 0``); nothing
+        is created.
+        """
+        counts: dict[str, int | None] = {}
+        for model in self.tables:
+            exists = self.backend.database.table_exists(model._meta.table_name, model._meta.schema)
+            counts[model._meta.table_name] = self.backend.select(model).count() if exists else None
+        return counts
+
     def supports_concurrent_updates(self) -> bool:
         """Whether read-modify-write methods are atomic across concurrent callers."""
         return self.backend.supports_concurrent_updates
@@ -114,8 +130,7 @@ def _constructor_error(repository: DomainRepository, exc: TypeError) -> Exceptio
         return ValidationError(fields={match.group(1): ["Unknown field."]},
                                id=f"STORAGE_{repository.backend_class.name}_INIT_INVALID_INPUT",
                                domain=repository.domain)
-    return ValidationError(str(exc), id=f"STORAGE_{repository.backend_class.name}_INIT_INVALID_INPUT",
-                           domain=repository.domain)
+    return exc
 
 
 class UnsupportedOnClickHouse:

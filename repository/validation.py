@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .errors import VALIDATION_STATUS_ORDER, ValidationError
+from .values import find_bad_text
 
 
 class Problems:
@@ -63,6 +64,17 @@ def require_id(field: str, value: Any) -> None:
     problems = Problems()
     check_id(problems, field, value)
     problems.raise_if_any()
+
+
+#: Message for a string that no driver can store (agents, datasets and experiments reject it).
+BAD_TEXT = "Contains U+0000 or an unpaired surrogate, which cannot be stored."
+
+
+def check_text(problems: Problems, path: str, value: Any) -> None:
+    """Report every string in ``value`` (dict keys included) that holds U+0000 or an unpaired
+    surrogate, under its own path (``metadata.notes``, ``instructions[0].content``)."""
+    for bad_path in find_bad_text(value, path):
+        problems.add(bad_path, BAD_TEXT)
 
 
 # --------------------------------------------------------------------------- pagination

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import peewee
 
-from models.fields import TimestampField
+from models.fields import JSONField, TimestampField, ZonedTimestampField
 
 from ..errors import BackendUnavailableError, StorageError
 from ..values import clean_text
@@ -55,8 +55,37 @@ class Backend:
 
     @contextmanager
     def connection(self) -> Iterator[None]:
-        """Scope of one repository call; the database connects lazily on first use."""
-        yield
+        """Scope of one repository call.
+
+        The database connects lazily on first use, so input validation never needs the server.
+        A connection that cannot be opened, or is lost, becomes :class:`BackendUnavailableError`
+        and is discarded, so the next call reconnects.
+        """
+        opened_here = self.database.is_closed()
+        try:
+            yield
+        except Exception as exc:
+            if not isinstance(exc, StorageError) and self.is_connection_failure(exc):
+                self.discard_connection()
+                raise self.unavailable(exc) from exc
+            raise
+        finally:
+            if opened_here:
+                self.release_connection()
+
+    def is_connection_failure(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the database cannot be reached (as opposed to a bad statement)."""
+        return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)) and self.database.is_closed()
+
+    def discard_connection(self) -> None:
+        """Forget this thread's connection after a failure."""
+        try:
+            self.database.close()
+        except Exception:  # noqa: BLE001 - the connection is broken anyway
+            self.database._state.reset()
+
+    def release_connection(self) -> None:
+        """End of a call that opened the connection (pools take it back)."""
 
     def close(self) -> None:
         """Close this thread's connection (pools: every idle connection)."""
@@ -85,6 +114,22 @@ class Backend:
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         """Create missing tables, columns and indexes; never drop or retype anything."""
         raise NotImplementedError
+
+    def create_index(self, index: Any, sql: str) -> None:
+        """Run one ``CREATE INDEX`` for ``index`` (a :class:`models.base.Index`).
+
+        A ``best_effort`` index that stored rows violate is logged and skipped; it is built in a
+        savepoint, so the rest of the surrounding DDL transaction goes on.
+        """
+        if not getattr(index, "best_effort", False):
+            self.database.execute_sql(sql)
+            return
+        try:
+            with self.database.atomic():
+                self.database.execute_sql(sql)
+        except peewee.IntegrityError as exc:
+            logger.warning("Index %s was not created (%s); continuing without it", index.name,
+                           str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
     def run_once(self, key: str, func) -> None:
         """Run ``func`` once per backend for ``key`` (an init), serialized across threads."""
@@ -148,28 +193,58 @@ class Backend:
         return rows
 
     def insert(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> None:
-        """Insert new rows (dicts keyed by field name), in multi-row chunks."""
-        for chunk in peewee.chunked(self.prepare_rows(model, rows), CHUNK_SIZE):
-            model.insert_many(chunk).execute()
+        """Insert new rows (dicts keyed by field name, all with the same keys)."""
+        self.write_rows(model, rows, on_conflict="error")
 
     def insert_if_absent(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> None:
         """Insert the rows whose primary key is not stored yet; leave stored ones alone."""
-        for chunk in peewee.chunked(self.prepare_rows(model, rows), CHUNK_SIZE):
-            model.insert_many(chunk).on_conflict_ignore().execute()
+        self.write_rows(model, rows, on_conflict="ignore")
 
     def upsert(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *,
                preserve: Sequence[str] = ()) -> None:
         """Insert rows or replace the stored ones with the same primary key, keeping the fields
-        named in ``preserve`` as stored."""
+        named in ``preserve`` as stored.  When one key appears twice, the last row wins."""
+        self.write_rows(model, rows, on_conflict="update", preserve=preserve)
+
+    # The fast path of every multi-row write: one prepared statement, the driver's executemany
+    # (SQLite) or execute_values (PostgreSQL), values converted by per-column functions picked once.
+
+    def write_rows(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *, on_conflict: str,
+                   preserve: Sequence[str] = ()) -> None:
+        """``INSERT`` rows; ``on_conflict`` is ``"error"``, ``"ignore"`` or ``"update"``."""
+        if on_conflict == "update":
+            rows = last_row_per_key(model, rows)
+        rows = self.prepare_rows(model, rows)
+        if not rows:
+            return
+        fields = [model._meta.fields[name] for name in rows[0]]
+        self.execute_rows(self.insert_sql(model, fields, on_conflict, preserve), value_tuples(self, fields, rows))
+
+    def table_sql(self, model: type[peewee.Model]) -> str:
+        """The quoted table name as SQL."""
+        return f'"{model._meta.table_name}"'
+
+    def row_placeholder(self, count: int) -> str:
+        """The ``VALUES`` part for one row."""
+        return "(" + ", ".join([self.database.param] * count) + ")"
+
+    def insert_sql(self, model: type[peewee.Model], fields: Sequence[peewee.Field], on_conflict: str,
+                   preserve: Sequence[str] = ()) -> str:
+        """``INSERT INTO … VALUES … [ON CONFLICT (pk) DO NOTHING | DO UPDATE SET …]``."""
+        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        sql = f"INSERT INTO {self.table_sql(model)} ({columns}) VALUES {self.row_placeholder(len(fields))}"
+        if on_conflict == "error":
+            return sql
         pk = _primary_key_fields(model)
-        fields = model._meta.fields
+        target = ", ".join(f'"{f.column_name}"' for f in pk)
         kept = set(preserve) | {f"{name}_z" for name in preserve}
-        for chunk in peewee.chunked(self.prepare_rows(model, rows), CHUNK_SIZE):
-            update = {fields[name]: peewee.EXCLUDED[fields[name].column_name]
-                      for name in chunk[0] if name not in kept and fields[name] not in pk}
-            query = model.insert_many(chunk)
-            query = query.on_conflict(conflict_target=pk, update=update) if update else query.on_conflict_ignore()
-            query.execute()
+        sets = [f'"{f.column_name}" = excluded."{f.column_name}"' for f in fields
+                if f not in pk and f.name not in kept] if on_conflict == "update" else []
+        return f"{sql} ON CONFLICT ({target}) " + (f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING")
+
+    def execute_rows(self, sql: str, rows: list[tuple]) -> None:
+        """Run one ``INSERT`` for many rows with the driver's batch call."""
+        self.database.connection().executemany(sql, rows)
 
     def update(self, model: type[peewee.Model], where: peewee.Expression, values: dict[str, Any]) -> int:
         """Set ``values`` (field name → Python value) on the rows matching ``where``."""
@@ -189,6 +264,35 @@ class Backend:
     def delete_bulk(self, model: type[peewee.Model], where: peewee.Expression, *, operation: str = "DELETE") -> int:
         """Delete many rows at once (ClickHouse: an awaited mutation instead of tombstones)."""
         return self.delete(model, where)
+
+
+def value_converter(backend: Backend, field: peewee.Field) -> Any:
+    """The function that turns a Python value into the driver value of ``field`` (``None``: as is)."""
+    database = backend.database
+    if isinstance(field, TimestampField):
+        return database.timestamp_converter(field)
+    if isinstance(field, ZonedTimestampField):
+        return functools.partial(database.zoned_timestamp_to_db, field)
+    if isinstance(field, JSONField):
+        return functools.partial(database.json_to_db, field)
+    if isinstance(field, peewee.TextField) and type(field).db_value is peewee.TextField.db_value:
+        return None  # validated strings go to the driver as they are
+    return field.db_value
+
+
+def value_tuples(backend: Backend, fields: Sequence[peewee.Field], rows: Sequence[dict[str, Any]]) -> list[tuple]:
+    """Rows as tuples of driver values, in the order of ``fields``."""
+    converters = [(f.name, value_converter(backend, f)) for f in fields]
+    return [tuple(value if convert is None or value is None else convert(value)
+                  for name, convert in converters for value in (row.get(name),)) for row in rows]
+
+
+def last_row_per_key(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per primary key, the last occurrence winning (PostgreSQL cannot upsert a key twice
+    in one statement)."""
+    names = primary_key_names(model)
+    unique = {tuple(row[n] for n in names): row for row in rows}
+    return list(unique.values()) if len(unique) != len(rows) else list(rows)
 
 
 def _primary_key_fields(model: type[peewee.Model]) -> list[peewee.Field]:

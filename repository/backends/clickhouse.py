@@ -26,7 +26,7 @@ from models.fields import DeletedField, JSONField, TimestampField, VersionField
 
 from ..errors import NotSupportedError, StorageError, ValidationError
 from ..values import UTC, VERSION_CLOCK, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, primary_key_names
+from .base import Backend, primary_key_names, value_tuples
 
 logger = logging.getLogger("repository.clickhouse")
 
@@ -238,6 +238,11 @@ class ClickHouseDatabase(peewee.Database):
     def rows_affected(self, cursor: Any) -> int:
         return cursor.rowcount
 
+    def get_tables(self, schema: str | None = None) -> list[str]:
+        """Names of the tables in this database (peewee's ``table_exists`` uses it)."""
+        return [name for name, in self.execute_sql(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name").fetchall()]
+
     # -- stored formats ------------------------------------------------------------------
 
     def _timestamp_kind(self, field: peewee.Field) -> str:
@@ -251,6 +256,12 @@ class ClickHouseDatabase(peewee.Database):
         if kind == "ms":
             return epoch_ms(value)
         return value
+
+    def timestamp_converter(self, field: peewee.Field) -> Any:
+        """Converter for many values of one column (the column's kind is looked up once)."""
+        if self._timestamp_kind(field) == "ms":
+            return lambda value: epoch_ms(to_utc(value))
+        return to_utc
 
     def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -268,6 +279,10 @@ class ClickHouseDatabase(peewee.Database):
 
     def json_from_db(self, field: peewee.Field, value: Any) -> Any:
         return None if value == NULL_PLACEHOLDER else json_loads(value)
+
+
+def _defaults(fields: Sequence[peewee.Field]) -> dict[str, Any]:
+    return {f.name: f.default for f in fields if f.default is not None and not callable(f.default)}
 
 
 class Final(peewee.Node):
@@ -308,19 +323,21 @@ class ClickHouseBackend(Backend):
 
     # -- connections and errors ----------------------------------------------------------
 
-    @contextmanager
-    def connection(self) -> Iterator[None]:
+    def is_connection_failure(self, exc: BaseException) -> bool:
         from clickhouse_driver import errors as ch_errors
 
-        try:
-            if self.database.is_closed():
-                self.database.connect()
-            yield
-        except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, ch_errors.UnexpectedPacketFromServerError,
-                EOFError, ConnectionError, OSError) as exc:
-            # The connection is unusable: drop it so the next call reconnects (and re-detects).
-            self.database.dispose()
-            raise self.unavailable(exc) from exc
+        return isinstance(exc, (ch_errors.NetworkError, ch_errors.SocketTimeoutError,
+                                ch_errors.UnexpectedPacketFromServerError, EOFError, ConnectionError, OSError))
+
+    def discard_connection(self) -> None:
+        # The client is unusable: drop it so the next call reconnects (and detects again).
+        conn = self.database._state.conn
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it is broken anyway
+                pass
+        self.database._state.reset()
 
     def translate_error(self, exc: BaseException) -> StorageError | None:
         from clickhouse_driver import errors as ch_errors
@@ -384,7 +401,10 @@ class ClickHouseBackend(Backend):
             else:
                 columns = ", ".join(f'"{f.column_name}" {self.column_type(f, table)}' for f in model._meta.sorted_fields)
                 order_by = ", ".join(f'"{c}"' for c in table.order_by)
-                partition = f" PARTITION BY {table.partition_by}" if table.partition_by else ""
+                partition_sql = table.partition_by
+                if table.partition_by_month:
+                    partition_sql = self._month_of(table.partition_by_month, features.timestamp_type())
+                partition = f" PARTITION BY {partition_sql}" if partition_sql else ""
                 ttl = self._ttl_clause(model, table) if features.ttl else None
                 self.database.execute_sql(
                     f'CREATE TABLE IF NOT EXISTS "{name}" ({columns}) ENGINE = ReplacingMergeTree("_version")'
@@ -393,6 +413,12 @@ class ClickHouseBackend(Backend):
             self._add_missing_columns(model, table)
             self._apply_ttl(model, table)
         connection.refresh_schema()
+
+    def _month_of(self, column: str, column_type: str) -> str:
+        """``toYYYYMM`` of a timestamp column stored as ``column_type`` (epoch ms: via seconds)."""
+        if timestamp_kind(column_type, self.features) == "ms":
+            return f'toYYYYMM(toDateTime(intDiv("{column}", 1000)))'
+        return f'toYYYYMM("{column}")'
 
     def _check_existing(self, name: str, engine: tuple[str, str]) -> None:
         kind, full = engine
@@ -466,14 +492,7 @@ class ClickHouseBackend(Backend):
         fields = model._meta.sorted_fields
         columns = ", ".join(f'"{f.column_name}"' for f in fields)
         sql = f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES'
-        converters = [(f.name, f.db_value, f.default) for f in fields]
-        data = []
-        for row in rows:
-            values = []
-            for name, db_value, default in converters:
-                value = row.get(name, default)
-                values.append(db_value(value) if value is not None else None)
-            data.append(values)
+        data = value_tuples(self, fields, [{**_defaults(fields), **row} for row in rows])
         client = self.database.connection().client
         for start in range(0, len(data), INSERT_BLOCK):
             client.execute(sql, data[start:start + INSERT_BLOCK])

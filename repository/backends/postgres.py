@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 import zlib
-from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import peewee
@@ -42,6 +41,10 @@ def parse_postgres_url(url: str) -> tuple[dict[str, Any], str | None]:
     return kwargs, schema
 
 
+def _naive_utc(value: Any) -> datetime:
+    return to_utc(value).replace(tzinfo=None)
+
+
 class PostgresDatabase(PooledPostgresqlDatabase):
     """peewee's pooled PostgreSQL database with this library's stored formats."""
 
@@ -49,6 +52,9 @@ class PostgresDatabase(PooledPostgresqlDatabase):
 
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         return to_utc(value).replace(tzinfo=None)
+
+    def timestamp_converter(self, field: peewee.Field) -> Callable[[Any], Any]:
+        return _naive_utc
 
     def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -90,26 +96,23 @@ class PostgresBackend(Backend):
                                          options=f"{options} -c TimeZone=UTC".strip(), **kwargs)
         self._schema_lock = threading.Lock()
 
-    @contextmanager
-    def connection(self) -> Iterator[None]:
-        # Each call returns its pooled connection when it ends, so idle threads pin no slot.
-        opened = self.database.is_closed()
-        if opened:
-            try:
-                self.database.connect()
-            except peewee.OperationalError as exc:
-                raise self.unavailable(exc) from exc
+    def is_connection_failure(self, exc: BaseException) -> bool:
+        if not isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+            return False
+        conn = self.database._state.conn
+        return conn is None or getattr(conn, "closed", 0) != 0
+
+    def discard_connection(self) -> None:
+        # A broken connection must not go back to the pool.
         try:
-            yield
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            if _connection_lost(self.database):
-                # The server went away: drop this connection so the next call opens a new one.
-                self.database.manual_close()
-                raise self.unavailable(exc) from exc
-            raise
-        finally:
-            if opened and not self.database.is_closed() and not self.database.in_transaction():
-                self.database.close()
+            self.database.manual_close()
+        except Exception:  # noqa: BLE001 - it is broken anyway
+            self.database._state.reset()
+
+    def release_connection(self) -> None:
+        # Each call returns its pooled connection when it ends, so idle threads pin no slot.
+        if not self.database.is_closed() and not self.database.in_transaction():
+            self.database.close()
 
     def close(self) -> None:
         self.database.close_all()
@@ -150,8 +153,9 @@ class PostgresBackend(Backend):
                 for index in getattr(model._meta, "postgres_indexes", ()):
                     name = f"{self.schema_name}_{index.name}" if self.schema_name and index.schema_prefixed else index.name
                     unique = "UNIQUE " if index.unique else ""
-                    self.database.execute_sql(f'CREATE {unique}INDEX IF NOT EXISTS "{name}" '
-                                              f'ON "{schema}"."{table}" ({index.columns})')
+                    using = f" USING {index.method}" if index.method else ""
+                    self.create_index(index, f'CREATE {unique}INDEX IF NOT EXISTS "{name}" '
+                                             f'ON "{schema}"."{table}"{using} ({index.columns})')
 
     # -- reads and locks -----------------------------------------------------------------
 
@@ -172,6 +176,18 @@ class PostgresBackend(Backend):
             term = member == peewee.Cast(peewee.Value(json_dumps(value), converter=str), "jsonb")
             condition = term if condition is None else condition & term
         return condition
+
+    def table_sql(self, model) -> str:
+        schema = f'"{self.schema_name}".' if self.schema_name else ""
+        return f'{schema}"{model._meta.table_name}"'
+
+    def row_placeholder(self, count: int) -> str:
+        return "%s"  # execute_values expands it to many rows
+
+    def execute_rows(self, sql: str, rows: list[tuple]) -> None:
+        from psycopg2.extras import execute_values
+
+        execute_values(self.database.cursor(), sql, rows, page_size=1000)
 
     def prepare_rows(self, model, rows):
         # Every timestamp is written into both columns of its pair, from the same instant.
@@ -197,7 +213,3 @@ def _prefer_zoned(row: dict[str, Any], fields: list[TimestampField]) -> dict[str
             row[field.name] = zoned
     return row
 
-
-def _connection_lost(database: peewee.Database) -> bool:
-    conn = database._state.conn
-    return conn is None or getattr(conn, "closed", 0) != 0

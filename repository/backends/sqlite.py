@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import peewee
 
@@ -42,6 +41,10 @@ def parse_sqlite_url(url: str) -> str:
     return path
 
 
+def _timestamp_text(value: Any) -> str:
+    return value if isinstance(value, str) else format_iso(to_utc(value))
+
+
 class SQLiteDatabase(peewee.SqliteDatabase):
     """peewee's SQLite database with this library's stored formats."""
 
@@ -49,6 +52,9 @@ class SQLiteDatabase(peewee.SqliteDatabase):
 
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         return format_iso(to_utc(value)) if not isinstance(value, str) else value
+
+    def timestamp_converter(self, field: peewee.Field) -> Callable[[Any], Any]:
+        return _timestamp_text
 
     def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
         return parse_iso(value) if isinstance(value, str) else value
@@ -69,9 +75,6 @@ class SQLiteBackend(Backend):
         super().__init__(url)
         self.path = parse_sqlite_url(url)
         self.in_memory = self.path == ":memory:"
-        if not self.in_memory:
-            directory = os.path.dirname(os.path.abspath(self.path))
-            self._directory = directory
         pragmas = {"busy_timeout": int(BUSY_TIMEOUT_S * 1000), "foreign_keys": 0}
         if not self.in_memory:
             pragmas.update({"journal_mode": "wal", "synchronous": "normal"})
@@ -85,22 +88,11 @@ class SQLiteBackend(Backend):
     @contextmanager
     def connection(self) -> Iterator[None]:
         if self._memory_lock is None:
-            if self.database.is_closed():
-                self._connect()
-            yield
+            with super().connection():
+                yield
             return
-        with self._memory_lock:
-            if self.database.is_closed():
-                self._connect()
+        with self._memory_lock, super().connection():
             yield
-
-    def _connect(self) -> None:
-        if not self.in_memory and not os.path.isdir(self._directory):
-            raise self.unavailable(FileNotFoundError(f"directory {self._directory} does not exist"))
-        try:
-            self.database.connect(reuse_if_open=True)
-        except peewee.OperationalError as exc:
-            raise self.unavailable(exc) from exc
 
     def close(self) -> None:
         if self._memory_lock is None:
@@ -123,8 +115,8 @@ class SQLiteBackend(Backend):
                             f'{self.database._field_types.get(field.field_type, field.field_type)}')
                 for index in getattr(model._meta, "sqlite_indexes", ()):
                     unique = "UNIQUE " if index.unique else ""
-                    self.database.execute_sql(f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" '
-                                              f'ON "{model._meta.table_name}" ({index.columns})')
+                    self.create_index(index, f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" '
+                                             f'ON "{model._meta.table_name}" ({index.columns})')
 
     # -- transactions --------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 and returns a record dict; ``dump`` gives the wire form (Mastra's camelCase JSON)."""
 
 from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, Timestamp, flatten_errors
+from .agents import AgentSchema, AgentVersionSchema
 from .memory import MessageSchema, ResourceSchema, ThreadSchema
 
 __all__ = [
     "RecordSchema", "NonEmptyString", "Timestamp", "JSONValue", "JSONObject", "flatten_errors",
     "ThreadSchema", "MessageSchema", "ResourceSchema",
+    "AgentSchema", "AgentVersionSchema",
 ]
