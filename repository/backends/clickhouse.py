@@ -63,6 +63,8 @@ class ClickHouseFeatures:
     ttl: bool
     add_column_if_not_exists: bool
     timezone: str
+    #: Whether ``JSONExtractString`` and friends exist (19.8+; 18.16 has only ``visitParam*``).
+    json_functions: bool = False
     #: ``{table: {column: type}}`` of the current database, refreshed after DDL.
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     #: ``{table: (engine, engine_full)}``.
@@ -174,12 +176,14 @@ def detect_features(client: Any) -> ClickHouseFeatures:
     version_text, timezone = client.execute("SELECT version(), timezone()")[0]
     version = tuple(int(part) for part in re.findall(r"\d+", version_text)[:3])
     families = {row[0] for row in client.execute("SELECT name FROM system.data_type_families")}
+    json_functions = client.execute("SELECT count() FROM system.functions WHERE name = 'JSONExtractString'")[0][0] > 0
     features = ClickHouseFeatures(
         version=version,
         datetime64="DateTime64" in families,
         ttl=version >= (19, 6),
         add_column_if_not_exists=version >= (19, 3),
         timezone=timezone,
+        json_functions=json_functions,
     )
     return features
 
@@ -197,12 +201,16 @@ class ClickHouseDatabase(peewee.Database):
     def __init__(self, database: str, **kwargs: Any) -> None:
         super().__init__(database, **kwargs)
 
+    #: Builds the client of a new connection; tests swap in an in-process engine (chdb) with the
+    #: same ``execute`` interface to check the SQL generated for current servers.
+    client_factory: Any = None
+
     def _connect(self) -> ClickHouseConnection:
         from clickhouse_driver import Client
 
-        params = dict(self.connect_params)
-        client = Client(database=self.database, connect_timeout=10, send_receive_timeout=300,
-                        settings={"use_numpy": False}, **params)
+        factory = self.client_factory or Client
+        client = factory(database=self.database, connect_timeout=10, send_receive_timeout=300,
+                         settings={"use_numpy": False}, **self.connect_params)
         client.connection.connect()
         return ClickHouseConnection(client)
 

@@ -1,0 +1,63 @@
+"""An in-process stand-in for ``clickhouse_driver.Client`` backed by chdb (current ClickHouse).
+
+Only ClickHouse 18.16 can be installed as a server here, so the SQL this library generates for
+current servers (``DateTime64`` columns, TTL) is checked by running it in chdb, a real
+ClickHouse engine embedded in Python.  The client renders native-insert data as ``VALUES``
+literals with the backend's own escaping and decodes typed JSON output.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any
+
+from repository.backends.clickhouse import escape
+
+_LOCK = threading.Lock()
+
+
+def _decode(value: Any, type_: str) -> Any:
+    if value is None:
+        return None
+    if type_.startswith("Nullable("):
+        return _decode(value, type_[len("Nullable("):-1])
+    if type_.startswith(("Int", "UInt")):
+        return int(value)
+    if type_.startswith("Float"):
+        return float(value)
+    if type_.startswith("DateTime"):
+        text = value if "." in value else value + ".000"
+        return datetime.strptime(text[:23], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    return value
+
+
+class ChdbClient:
+    """The part of ``clickhouse_driver.Client`` the backend uses, over one chdb session."""
+
+    def __init__(self, session: Any, **_: Any) -> None:
+        self.session = session
+        self.connection = SimpleNamespace(connect=lambda: None)
+
+    def execute(self, query: str, params: Any = None, with_column_types: bool = False, **_: Any) -> Any:
+        if isinstance(params, list):  # a native insert: data rows after "... VALUES"
+            if params:
+                values = ", ".join("(" + ", ".join(escape(v) for v in row) + ")" for row in params)
+                with _LOCK:
+                    self.session.query(f"{query} {values}")
+            return []
+        if isinstance(params, dict):
+            query = query % {key: escape(value) for key, value in params.items()}
+        with _LOCK:
+            result = self.session.query(query, "JSONCompactEachRowWithNamesAndTypes")
+        lines = [json.loads(line) for line in result.bytes().decode().splitlines() if line.strip()]
+        if not lines:
+            return ([], []) if with_column_types else []
+        names, types, rows = lines[0], lines[1], lines[2:]
+        rows = [tuple(_decode(v, t) for v, t in zip(row, types)) for row in rows]
+        return (rows, list(zip(names, types))) if with_column_types else rows
+
+    def disconnect(self) -> None:
+        pass
