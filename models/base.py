@@ -34,6 +34,7 @@ class Index:
     PostgreSQL (constraints named by the spec keep their name).  ``method`` is the PostgreSQL
     index method (``"gin"``); ``None`` means the default (btree).  A ``best_effort`` index that
     cannot be built (stored rows violate its uniqueness) is skipped with a logged warning.
+    ``where`` is the predicate of a partial index (``'"parentSpanId" IS NULL'``).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Index:
     schema_prefixed: bool = True
     method: str | None = None
     best_effort: bool = False
+    where: str | None = None
 
 
 def base_model(database: peewee.DatabaseProxy) -> type[peewee.Model]:

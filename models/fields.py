@@ -64,7 +64,11 @@ class TextField(peewee.TextField):
     """Text; on ClickHouse the placeholder ``_null_`` written by other clients reads as ``None``."""
 
     def python_value(self, value: Any) -> Any:
-        return None if value is None or value == "_null_" else value
+        # Only the database that declares a placeholder (ClickHouse) maps it; elsewhere "_null_" is text.
+        # The database is asked only for that text: every read converts every text value here.
+        if value != "_null_":
+            return value
+        return None if value == getattr(self.model._meta.database, "null_placeholder", None) else value
 
 
 class VersionField(peewee.BigIntegerField):

@@ -4,9 +4,12 @@ scopes connections and turns failures into the library's errors with the right i
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import re
-from typing import Any, Callable, ClassVar, TypeVar
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import peewee
 
@@ -134,9 +137,13 @@ def _constructor_error(repository: DomainRepository, exc: TypeError) -> Exceptio
 
 
 class UnsupportedOnClickHouse:
-    """Mixin for domains that ClickHouse does not hold yet: construction raises at once."""
+    """Mixin for domains that ClickHouse does not hold yet: construction raises at once.
 
-    domain: ClassVar[str] = ""
+    List it before the domain's repository class; ``domain`` comes from that class (declared
+    here without a value, so it does not shadow the repository's).
+    """
+
+    domain: ClassVar[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise NotSupportedError(
@@ -146,13 +153,14 @@ class UnsupportedOnClickHouse:
 
 def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], request: Any, *,
                predicate: Callable[[dict[str, Any]], bool] | None = None,
-               include_total: bool = True) -> tuple[list[dict[str, Any]], int, bool]:
+               include_total: bool = True, bitmap_count: bool = False) -> tuple[list[dict[str, Any]], int, bool]:
     """One page of ``query`` in ``order``: ``(rows, total, has_more)``.
 
     ``predicate`` is a filter the database cannot evaluate (metadata filters on ClickHouse); then
     every candidate row is read and the page is cut in Python.  With ``include_total=False`` the
     count is skipped: one extra row says whether there is more, and ``total`` is ``offset`` plus
-    the rows returned.
+    the rows returned.  ``bitmap_count`` counts with bitmap scans (:meth:`Backend.count`), for
+    filtered lists of big tables.
     """
     offset, limit = request.offset, request.limit
     with backend.read():
@@ -167,7 +175,7 @@ def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], re
             rows = list(fetch if limit is None else fetch.limit(limit + 1))
             page = rows if limit is None else rows[:limit]
             return page, offset + len(page), limit is not None and len(rows) > limit
-        total = query.count()
+        total = backend.count(query, bitmap=bitmap_count)
         if limit == 0 or offset >= total:
             return [], total, request.has_more(total)
         fetch = query.order_by(*order).offset(offset or None)
@@ -178,3 +186,36 @@ def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], re
 def order_terms(field: peewee.Field, descending: bool, *tie_breakers: peewee.Field) -> list[Any]:
     """``field`` in the requested direction, then the tie-breaker key columns ascending."""
     return [field.desc() if descending else field.asc(), *(tie.asc() for tie in tie_breakers)]
+
+
+_gc_pause_lock = threading.Lock()
+_gc_pauses = 0
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a bulk conversion (thread-safe, nestable).
+
+    Converting a batch of thousands of records allocates hundreds of thousands of acyclic
+    containers (record dicts, JSON copies), which triggers full collections that traverse the
+    whole heap (measured: 0.4 s of 1.5 s for 20,000 scores). Paused, reference counting still
+    frees everything, and one young collection scans the survivors when the pause ends: free
+    what is no longer needed (rows already written) before that. The collector is re-enabled
+    when the last pause ends, and left alone if it was disabled before the first one.
+    """
+    global _gc_pauses
+    with _gc_pause_lock:
+        if _gc_pauses == 0 and not gc.isenabled():
+            paused = False  # disabled by someone else: not ours to touch
+        else:
+            paused = True
+            _gc_pauses += 1
+            gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            with _gc_pause_lock:
+                _gc_pauses -= 1
+                if _gc_pauses == 0:
+                    gc.enable()

@@ -10,7 +10,14 @@
 must run: a required backend that cannot be reached fails the run; any other is skipped.
 
 A test that takes the ``backend`` fixture (directly or through ``store`` / a domain fixture)
-runs once per backend; ``@pytest.mark.backends("sqlite", "postgres")`` narrows that.
+runs once per backend; ``@pytest.mark.backends("sqlite", "postgres")`` narrows that.  Besides the
+three required backends, a module may name these in its marker:
+
+* ``postgres-app``: PostgreSQL with ``schema_name="app"``;
+* ``clickhouse-current``: the current (24.x+) server named by
+  ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` (skipped when it is not set);
+* ``clickhouse-chdb``: a current ClickHouse engine in-process (chdb), reached through
+  :class:`tests.chdb_client.ChdbClient`.
 """
 
 from __future__ import annotations
@@ -83,6 +90,12 @@ def clickhouse_url(clickhouse_server: Any) -> str:
     return os.environ.get("COMPOSITE_STORE_CLICKHOUSE_URL") or clickhouse_server.url
 
 
+#: URL of a current ClickHouse server, for the optional ``clickhouse-current`` backend.
+CURRENT_CLICKHOUSE_URL = os.environ.get("COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL")
+#: URL given to stores on the in-process engine (never dialled: their client is chdb's).
+CHDB_URL = "clickhouse://default:@in-process/default"
+
+
 @pytest.fixture(scope="session")
 def backend_url(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A database URL for the backend under test."""
@@ -90,16 +103,44 @@ def backend_url(backend: str, request: pytest.FixtureRequest, tmp_path_factory: 
         return f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/test.db"
     if backend == "postgres":
         return request.getfixturevalue("postgres_url")
+    if backend == "postgres-app":
+        return request.getfixturevalue("postgres_url") + "?schema_name=app"
+    if backend == "clickhouse-current":
+        if not CURRENT_CLICKHOUSE_URL:
+            pytest.skip("COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL names no current (24.x+) ClickHouse server")
+        return CURRENT_CLICKHOUSE_URL
+    if backend == "clickhouse-chdb":
+        return CHDB_URL
     return request.getfixturevalue("clickhouse_url")
 
 
+@pytest.fixture(scope="session")
+def chdb_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An in-process current ClickHouse engine (one per test session: chdb allows one per process)."""
+    chdb_session = pytest.importorskip("chdb.session", reason="chdb is not installed")
+    engine = chdb_session.Session(str(tmp_path_factory.mktemp("chdb")))
+    yield engine
+    engine.close()
+
+
+def open_store(backend: str, url: str, request: pytest.FixtureRequest) -> WholeStore:
+    """A whole store for ``url``; on ``clickhouse-chdb`` its connections use the chdb engine."""
+    store = store_for_url(url)
+    if backend == "clickhouse-chdb":
+        from tests.chdb_client import ChdbClient
+
+        engine = request.getfixturevalue("chdb_engine")
+        store.backend.database.client_factory = lambda **kwargs: ChdbClient(engine, **kwargs)
+    return store
+
+
 @pytest.fixture
-def make_store(backend: str, backend_url: str) -> Iterator[Callable[..., WholeStore]]:
+def make_store(backend: str, backend_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., WholeStore]]:
     """Factory of extra whole stores on the backend under test (closed after the test)."""
     made: list[WholeStore] = []
 
     def make(url: str | None = None) -> WholeStore:
-        store = store_for_url(url or backend_url)
+        store = open_store(backend, url or backend_url, request)
         made.append(store)
         return store
 
@@ -109,9 +150,9 @@ def make_store(backend: str, backend_url: str) -> Iterator[Callable[..., WholeSt
 
 
 @pytest.fixture(scope="session")
-def session_store(backend: str, backend_url: str) -> Iterator[WholeStore]:
+def session_store(backend: str, backend_url: str, request: pytest.FixtureRequest) -> Iterator[WholeStore]:
     """One initialized whole store per backend, shared by the tests of a session."""
-    store = store_for_url(backend_url)
+    store = open_store(backend, backend_url, request)
     store.init()
     yield store
     store.close()

@@ -323,7 +323,8 @@ class ClickHouseServer:
 
         users = ET.Element("yandex")
         profiles = _sub(users, "profiles")
-        _sub(profiles, "default")
+        # Idle client connections notice a graceful stop after poll_interval seconds (default 10).
+        _sub(_sub(profiles, "default"), "poll_interval", 1)
         user_list = _sub(users, "users")
         default = _sub(user_list, "default")
         _sub(default, "password", "")

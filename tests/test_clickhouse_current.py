@@ -13,22 +13,17 @@ import pytest
 
 from repository.clickhouse import ClickHouseStore
 
-chdb = pytest.importorskip("chdb", reason="chdb (a current ClickHouse engine) is not installed")
-
-from tests.chdb_client import ChdbClient  # noqa: E402
+from tests.chdb_client import ChdbClient
+from tests.conftest import CHDB_URL
 
 
 @pytest.fixture(scope="module")
-def current_store(tmp_path_factory):
-    from chdb import session
-
-    engine = session.Session(str(tmp_path_factory.mktemp("chdb")))
-    store = ClickHouseStore(id="current", url="clickhouse://default:@in-process/default", ttl_days=30)
-    store.backend.database.client_factory = lambda **kwargs: ChdbClient(engine, **kwargs)
+def current_store(chdb_engine):
+    store = ClickHouseStore(id="current", url=CHDB_URL, ttl_days=30)
+    store.backend.database.client_factory = lambda **kwargs: ChdbClient(chdb_engine, **kwargs)
     store.init()
     yield store
     store.close()
-    engine.close()
 
 
 def test_current_servers_get_datetime64_columns(current_store):

@@ -36,6 +36,8 @@ NULL_PLACEHOLDER = "_null_"
 MUTATION_POLL_S = 0.05
 #: Rows per native insert block.
 INSERT_BLOCK = 100_000
+#: Keys per ``IN`` list when reading stored rows before a write.
+STORED_READ_CHUNK = 1000
 
 
 def parse_clickhouse_url(url: str) -> dict[str, Any]:
@@ -43,9 +45,13 @@ def parse_clickhouse_url(url: str) -> dict[str, Any]:
     if not isinstance(url, str) or not url.startswith("clickhouse://"):
         raise ValidationError(fields={"url": ["url must be a clickhouse:// URL"]})
     parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # urllib's "Port could not be cast to integer value"
+        raise ValidationError(fields={"url": ["url has an invalid port"]}) from None
     return {
         "host": parts.hostname or "localhost",
-        "port": parts.port or 9000,
+        "port": port or 9000,
         "user": unquote(parts.username) if parts.username else "default",
         "password": unquote(parts.password) if parts.password else "",
         "database": unquote(parts.path.lstrip("/")) or "default",
@@ -65,6 +71,8 @@ class ClickHouseFeatures:
     timezone: str
     #: Whether ``JSONExtractString`` and friends exist (19.8+; 18.16 has only ``visitParam*``).
     json_functions: bool = False
+    #: Whether the ``Bool`` type exists (21.12+); boolean columns are ``UInt8`` without it.
+    bool_type: bool = False
     #: ``{table: {column: type}}`` of the current database, refreshed after DDL.
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     #: ``{table: (engine, engine_full)}``.
@@ -123,6 +131,7 @@ class ClickHouseCursor:
         if params:
             sql = sql % tuple(escape(p) for p in params)
         rows, columns = self.connection.client.execute(sql, with_column_types=True)
+        self.connection.detect_again_after_reconnect()
         self.description = [(name, type_, None, None, None, None, None) for name, type_ in columns] or None
         self._rows = rows
         self._index = 0
@@ -154,6 +163,22 @@ class ClickHouseConnection:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.features = detect_features(client)
+        self._server_info = _server_info(client)
+
+    def detect_again_after_reconnect(self) -> None:
+        """Detect the server's features again when the driver has reconnected.
+
+        clickhouse-driver pings before each query and silently reconnects after a server
+        restart; the restarted server may be another version, so what it supports is read again.
+        """
+        server_info = _server_info(self.client)
+        if server_info is self._server_info:
+            return
+        had_schema = bool(self.features.columns or self.features.tables)
+        self.features = detect_features(self.client)
+        self._server_info = server_info
+        if had_schema:
+            self.refresh_schema()
 
     def cursor(self) -> ClickHouseCursor:
         return ClickHouseCursor(self)
@@ -171,6 +196,11 @@ class ClickHouseConnection:
             "SELECT name, engine, engine_full FROM system.tables WHERE database = currentDatabase()")}
 
 
+def _server_info(client: Any) -> Any:
+    """The driver's record of the current server connection (a new object after each connect)."""
+    return getattr(getattr(client, "connection", None), "server_info", None)
+
+
 def detect_features(client: Any) -> ClickHouseFeatures:
     """Ask the server what it supports (never assume one kind of server)."""
     version_text, timezone = client.execute("SELECT version(), timezone()")[0]
@@ -184,6 +214,7 @@ def detect_features(client: Any) -> ClickHouseFeatures:
         add_column_if_not_exists=version >= (19, 3),
         timezone=timezone,
         json_functions=json_functions,
+        bool_type="Bool" in families,
     )
     return features
 
@@ -196,6 +227,8 @@ class ClickHouseDatabase(peewee.Database):
 
     param = "%s"
     quote = '""'
+    #: Text that reads as ``None`` in text columns (:class:`models.fields.TextField`).
+    null_placeholder = NULL_PLACEHOLDER
     field_types = {"TIMESTAMP": "Int64", "JSON": "String", "TEXT": "String"}
 
     def __init__(self, database: str, **kwargs: Any) -> None:
@@ -376,7 +409,7 @@ class ClickHouseBackend(Backend):
         if isinstance(field, TimestampField):
             base = self.features.timestamp_type()
         elif isinstance(field, (peewee.BooleanField,)):
-            base = "UInt8"
+            base = "Bool" if self.features.bool_type else "UInt8"
         elif isinstance(field, (peewee.IntegerField, peewee.BigIntegerField)):
             base = "Int64"
         elif isinstance(field, (peewee.FloatField, peewee.DoubleField)):
@@ -500,7 +533,7 @@ class ClickHouseBackend(Backend):
         fields = model._meta.sorted_fields
         columns = ", ".join(f'"{f.column_name}"' for f in fields)
         sql = f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES'
-        data = value_tuples(self, fields, [{**_defaults(fields), **row} for row in rows])
+        data = value_tuples(self, fields, rows, defaults=_defaults(fields))
         client = self.database.connection().client
         for start in range(0, len(data), INSERT_BLOCK):
             client.execute(sql, data[start:start + INSERT_BLOCK])
@@ -521,24 +554,45 @@ class ClickHouseBackend(Backend):
         self.insert_rows(model, tombstones)
         self.insert_rows(model, fresh)
 
-    def _stored(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    def _stored(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]],
+                fields: Sequence[str] = ()) -> dict[tuple, dict[str, Any]]:
+        """The stored rows with the keys of ``rows`` (only the named ``fields``, when given)."""
         pk = primary_key_names(model)
-        keys = {tuple(row[k] for k in pk) for row in rows}
-        if not keys:
-            return {}
-        if len(pk) == 1:
-            condition = model._meta.fields[pk[0]].in_([k[0] for k in keys])
-        else:
-            condition = peewee.Tuple(*(model._meta.fields[k] for k in pk)).in_(list(keys))
-        return {tuple(row[k] for k in pk): row for row in self.select(model).where(condition)}
+        selected = [model._meta.fields[name] for name in fields]
+        keys = list({tuple(row[k] for k in pk) for row in rows})
+        found: dict[tuple, dict[str, Any]] = {}
+        first = model._meta.fields[pk[0]]
+        if len(pk) > 1 and model._meta.clickhouse.order_by[0] == first.column_name:
+            # The first key column leads the sorting key (spans: traceId): a short list of its
+            # values lets the primary index find the rows; the exact keys are picked here, which
+            # is much cheaper than sending and parsing a thousand key tuples.
+            wanted = set(keys)
+            for chunk in peewee.chunked(list({key[0] for key in keys}), STORED_READ_CHUNK):
+                for row in self.select(model, *selected).where(first.in_(list(chunk))):
+                    key = tuple(row[k] for k in pk)
+                    if key in wanted:
+                        found[key] = row
+            return found
+        # Chunks keep each query under the server's max_query_size (256 KiB by default).
+        columns = ", ".join(f'"{model._meta.fields[k].column_name}"' for k in pk)
+        for chunk in peewee.chunked(keys, STORED_READ_CHUNK):
+            # The key list is one parameter (peewee renders a thousand tuples node by node slowly).
+            condition = peewee.SQL(f"({columns}) IN %s", [list(chunk)])
+            found.update((tuple(row[k] for k in pk), row) for row in self.select(model, *selected).where(condition))
+        return found
 
     def upsert(self, model, rows, *, preserve=()) -> None:
         pk = primary_key_names(model)
-        stored = self._stored(model, rows)
+        # Complete rows of a table sorted by its key replace stored rows whole and never need a
+        # tombstone: the stored key, version and kept fields suffice (a much lighter FINAL read).
+        complete = bool(rows) and set(self._sort_key(model)) <= set(pk) and all(
+            field.name in rows[0] for field in model._meta.sorted_fields
+            if field.name not in ("row_version", "row_deleted"))
+        stored = self._stored(model, rows, [*pk, *preserve, "row_version"] if complete else ())
         pairs = []
         for row in rows:
             old = stored.get(tuple(row[k] for k in pk))
-            new = {**old, **row} if old else dict(row)
+            new = {**old, **row} if old else row  # _replace copies it
             if old:
                 new.update({name: old[name] for name in preserve})
             pairs.append((old, new))
@@ -552,6 +606,9 @@ class ClickHouseBackend(Backend):
 
     def replace(self, model, stored, values) -> None:
         self._replace(model, [(stored, {**stored, **values})])
+
+    def replace_many(self, model, changes) -> None:
+        self._replace(model, [(stored, {**stored, **values}) for stored, values in changes])
 
     def update(self, model, where, values) -> int:
         rows = list(self.select(model).where(where))

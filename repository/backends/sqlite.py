@@ -16,6 +16,9 @@ from .base import Backend
 #: How long a connection waits for another writer before SQLite reports "database is locked".
 BUSY_TIMEOUT_S = 30.0
 
+#: Bytes of a database file that reads map into memory (SQLite caps it at its compile-time limit).
+MMAP_SIZE = 1 << 30
+
 #: Name of the SQL function, registered on every connection, that turns a JSONB blob into text.
 JSON_TEXT_FUNCTION = "cs_json"
 
@@ -48,7 +51,8 @@ def _timestamp_text(value: Any) -> str:
 class SQLiteDatabase(peewee.SqliteDatabase):
     """peewee's SQLite database with this library's stored formats."""
 
-    field_types = {"TIMESTAMP": "TEXT", "TIMESTAMPTZ": "TEXT", "JSON": "TEXT"}
+    # Extends (not replaces) peewee's SQLite types, so booleans stay INTEGER.
+    field_types = {**peewee.SqliteDatabase.field_types, "TIMESTAMP": "TEXT", "TIMESTAMPTZ": "TEXT", "JSON": "TEXT"}
 
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         return format_iso(to_utc(value)) if not isinstance(value, str) else value
@@ -77,7 +81,9 @@ class SQLiteBackend(Backend):
         self.in_memory = self.path == ":memory:"
         pragmas = {"busy_timeout": int(BUSY_TIMEOUT_S * 1000), "foreign_keys": 0}
         if not self.in_memory:
-            pragmas.update({"journal_mode": "wal", "synchronous": "normal"})
+            # Memory-mapped reads: index-driven lookups of scattered rows (counting filtered
+            # trace roots at a million spans) run several times faster than through read().
+            pragmas.update({"journal_mode": "wal", "synchronous": "normal", "mmap_size": MMAP_SIZE})
         # :memory: is one database per store: every thread shares its single connection,
         # serialized by a lock (thread_safe=False keeps one connection state for all threads).
         self.database = SQLiteDatabase(self.path, pragmas=pragmas, timeout=BUSY_TIMEOUT_S,
@@ -116,7 +122,8 @@ class SQLiteBackend(Backend):
                 for index in getattr(model._meta, "sqlite_indexes", ()):
                     unique = "UNIQUE " if index.unique else ""
                     self.create_index(index, f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" '
-                                             f'ON "{model._meta.table_name}" ({index.columns})')
+                                             f'ON "{model._meta.table_name}" ({index.columns})'
+                                             + (f" WHERE {index.where}" if index.where else ""))
 
     # -- transactions --------------------------------------------------------------------
 
@@ -131,7 +138,8 @@ class SQLiteBackend(Backend):
 
     def json_text(self, column: Any) -> peewee.Node:
         """The column as JSON text (JSONB blobs converted), or NULL when it is not valid JSON."""
-        text = peewee.fn.cs_json(column)
+        # Only blobs go through the Python function: text, the common case, stays in C.
+        text = peewee.Case(None, [(peewee.fn.typeof(column) == "blob", peewee.fn.cs_json(column))], column)
         return peewee.Case(None, [(peewee.fn.json_valid(text) == 1, text)], None)
 
     def metadata_condition(self, field: Any, filters: dict[str, Any], path: str = "$") -> peewee.Expression | None:
