@@ -10,8 +10,14 @@ their classes raise :class:`~repository.errors.NotSupportedError` when construct
 from __future__ import annotations
 
 from .backends.clickhouse import ClickHouseBackend
+from .base import UnsupportedOnClickHouse
+from .datasets import DatasetsRepository
+from .experiments import ExperimentsRepository
 from .memory import MemoryRepository
+from .observability import ObservabilityRepository
+from .scores import ScoresRepository
 from .stores import WholeStore
+from .workflows import WorkflowsRepository
 
 
 class MemoryClickHouse(MemoryRepository):
@@ -20,11 +26,50 @@ class MemoryClickHouse(MemoryRepository):
     backend_class = ClickHouseBackend
 
 
+class WorkflowsClickHouse(WorkflowsRepository):
+    """The workflows domain on ClickHouse (read-modify-writes serialized inside one store object)."""
+
+    backend_class = ClickHouseBackend
+
+
+class ExperimentsClickHouse(UnsupportedOnClickHouse, ExperimentsRepository):
+    """Not available yet: constructing it raises :class:`~repository.errors.NotSupportedError`."""
+
+    backend_class = ClickHouseBackend
+
+
+class AgentsClickHouse(UnsupportedOnClickHouse):
+    """Not available yet: constructing it raises :class:`~repository.errors.NotSupportedError`."""
+
+    domain = "agents"
+
+
+class DatasetsClickHouse(UnsupportedOnClickHouse, DatasetsRepository):
+    """Not available yet: constructing it raises :class:`~repository.errors.NotSupportedError`."""
+
+    backend_class = ClickHouseBackend
+
+
+class ScoresClickHouse(ScoresRepository):
+    """The scores domain on ClickHouse; ``ttl_days=N`` makes scores expire N days after ``created_at``."""
+
+    backend_class = ClickHouseBackend
+
+
+class ObservabilityClickHouse(ObservabilityRepository):
+    """The observability domain on ClickHouse; ``ttl_days=N`` makes spans expire N days after
+    ``created_at``."""
+
+    backend_class = ClickHouseBackend
+
+
 class ClickHouseStore(WholeStore):
     """The four ClickHouse domains on one ClickHouse database."""
 
     backend_class = ClickHouseBackend
-    domain_classes = {"memory": MemoryClickHouse}
+    domain_classes = {"memory": MemoryClickHouse, "scores": ScoresClickHouse, "workflows": WorkflowsClickHouse,
+                      "observability": ObservabilityClickHouse}
 
 
-__all__ = ["ClickHouseStore", "MemoryClickHouse"]
+__all__ = ["ClickHouseStore", "MemoryClickHouse", "WorkflowsClickHouse", "ExperimentsClickHouse", "AgentsClickHouse", "ScoresClickHouse", "DatasetsClickHouse",
+           "ObservabilityClickHouse"]

@@ -62,6 +62,15 @@ class CompositeStore:
         self.disable_init = disable_init
         self._sources = domains
         self._init_lock = threading.Lock()
+        self._link_datasets_to_experiments()
+
+    def _link_datasets_to_experiments(self) -> None:
+        """With datasets and experiments in different databases, deleting a dataset or purging an
+        item must also reach the experiments repository (datasets.md §8): give the datasets
+        repository a reference to it (in one database, the datasets transaction does that work)."""
+        datasets, experiments = self.get_store("datasets"), self.get_store("experiments")
+        if datasets is not None and experiments is not None and datasets.backend is not experiments.backend:
+            datasets.link_experiments(experiments)
 
     @classmethod
     def from_urls(cls, default: str | None = None, *, id: str = "composite", disable_init: bool = False,

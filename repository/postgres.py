@@ -6,9 +6,15 @@ allowed), ``schema_name=None`` (``public``), ``max_connections=10``.
 
 from __future__ import annotations
 
+from .agents import AgentsRepository
 from .backends.postgres import PostgresBackend
+from .datasets import DatasetsRepository
+from .experiments import ExperimentsRepository
 from .memory import MemoryRepository
+from .observability import ObservabilityRepository
+from .scores import ScoresRepository
 from .stores import WholeStore
+from .workflows import WorkflowsRepository
 
 
 class MemoryPG(MemoryRepository):
@@ -17,11 +23,48 @@ class MemoryPG(MemoryRepository):
     backend_class = PostgresBackend
 
 
+class ExperimentsPG(ExperimentsRepository):
+    """The experiments domain on PostgreSQL."""
+
+    backend_class = PostgresBackend
+
+
+class AgentsPG(AgentsRepository):
+    """The agents domain on PostgreSQL."""
+
+    backend_class = PostgresBackend
+
+
+class WorkflowsPG(WorkflowsRepository):
+    """The workflows domain on PostgreSQL."""
+
+    backend_class = PostgresBackend
+
+
+class ScoresPG(ScoresRepository):
+    """The scores domain on PostgreSQL."""
+
+    backend_class = PostgresBackend
+
+
+class DatasetsPG(DatasetsRepository):
+    """The datasets domain on PostgreSQL."""
+
+    backend_class = PostgresBackend
+
+
+class ObservabilityPG(ObservabilityRepository):
+    """The observability domain (traces and spans) on PostgreSQL."""
+
+    backend_class = PostgresBackend
+
+
 class PostgresStore(WholeStore):
     """All seven domains on one PostgreSQL database (one connection pool)."""
 
     backend_class = PostgresBackend
-    domain_classes = {"memory": MemoryPG}
+    domain_classes = {"memory": MemoryPG, "scores": ScoresPG, "workflows": WorkflowsPG, "experiments": ExperimentsPG, "agents": AgentsPG,
+                      "datasets": DatasetsPG, "observability": ObservabilityPG}
 
 
-__all__ = ["PostgresStore", "MemoryPG"]
+__all__ = ["PostgresStore", "MemoryPG", "WorkflowsPG", "ExperimentsPG", "AgentsPG", "ScoresPG", "DatasetsPG", "ObservabilityPG"]

@@ -173,6 +173,16 @@ class AgentVersionSchema(AgentConfigSchema):
     created_at = Timestamp(data_key="createdAt")
 
 
+class AgentUpdateSchema(RecordSchema):
+    """The record fields ``update`` changes (its configuration keys are checked as JSON values)."""
+
+    author_id = fields.String(allow_none=True)
+    visibility = fields.String(allow_none=True, validate=validate.OneOf(VISIBILITIES))
+    metadata = JSONObject(allow_none=True)
+    active_version_id = NonEmptyString(allow_none=True)
+    status = fields.String(validate=validate.OneOf(AGENT_STATUSES))
+
+
 class AgentInputSchema(AgentConfigSchema):
     """The input of ``create``: the record fields a caller sets plus the configuration of version 1."""
 

@@ -1,0 +1,704 @@
+"""The experiments domain: experiment runs over a dataset and their per-item results
+(spec: experiments.md).  SQLite and PostgreSQL only.
+
+Besides the repository, this module offers the row work of the two hooks the datasets domain
+needs (:func:`detach_dataset_rows`, :func:`redact_item_result_rows`) as plain functions, so the
+datasets repository can run them inside its own transaction when both domains share a database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import marshmallow
+import peewee
+
+from models.experiments import LEGACY_RESULT_INDEX, build_experiments_models
+
+from .backends.base import Backend
+from .base import DomainRepository, fetch_page, operation, order_terms
+from .errors import ConflictError, NotFoundError
+from .page import Page
+from .schemas.base import Timestamp, load_into
+from .schemas.experiments import (EXPERIMENT_STATUSES, RESULT_STATUSES, TARGET_TYPES, ExperimentResultSchema,
+                                  ExperimentSchema)
+from .validation import Problems, check_id, check_order_by, check_page, check_tenancy
+from .values import (UNSET, JSONText, deep_copy_json, find_bad_text, format_iso, json_dumps, json_loads, to_utc,
+                     utc_now)
+
+logger = logging.getLogger("repository.experiments")
+
+_EXPERIMENT_SCHEMA = ExperimentSchema()
+_RESULT_SCHEMA = ExperimentResultSchema()
+_TIMESTAMP_FIELD = Timestamp()
+
+#: Message for strings that no backend can store (agents, datasets and experiments refuse them).
+BAD_TEXT = "Contains U+0000 or an unpaired surrogate, which cannot be stored."
+
+#: Stored JSON ``null`` (what a ``None`` input is; the column is NOT NULL).
+JSON_NULL = JSONText("null")
+
+_EXPERIMENT_JSON = ("metadata", "provenance", "runner_attestation", "scorer_ids")
+_RESULT_JSON = ("input", "output", "ground_truth", "metadata", "error", "tags", "tool_mock_report")
+
+#: Experiment fields set by ``create_experiment`` from its arguments.
+_CREATE_FIELDS = ("name", "description", "metadata", "provenance", "runner_attestation", "experiment_set_id",
+                  "comparison_id", "variant_id", "trial_index", "dataset_id", "dataset_version", "target_type",
+                  "target_id", "scorer_ids", "agent_version", "total_items", "organization_id", "project_id")
+
+#: Result fields a submission (add or upsert) sets; ``id``, ``created_at`` and ``comment`` are not.
+_PAYLOAD_FIELDS = ("experiment_id", "item_id", "item_dataset_version", "input", "output", "ground_truth",
+                   "metadata", "error", "started_at", "completed_at", "retry_count", "attempt", "trace_id",
+                   "status", "tags", "tool_mock_report", "organization_id", "project_id")
+
+
+# --------------------------------------------------------------------------- hook row work
+
+def redacted_result_values(purged_at: datetime | str | None = None) -> dict[str, Any]:
+    """The field values of a redacted result (experiments.md §6); timing, ids, tenancy and review
+    status are not among them, so they are kept."""
+    stamp = purged_at if isinstance(purged_at, str) else format_iso(to_utc(purged_at or utc_now()))
+    return {"input": None, "output": None, "ground_truth": None, "error": None, "tags": None,
+            "tool_mock_report": None, "comment": None, "metadata": {"__purged": True, "purgedAt": stamp}}
+
+
+def _lock_dataset_experiments(backend: Backend, models: Any, dataset_id: str) -> list[str]:
+    """Lock (PostgreSQL) the experiments on a dataset, in id order; returns their ids."""
+    Experiment = models.experiment
+    query = backend.select(Experiment, Experiment.id).where(Experiment.dataset_id == dataset_id)
+    return [row["id"] for row in backend.for_update(query.order_by(Experiment.id))]
+
+
+def detach_dataset_rows(backend: Backend, models: Any, dataset_id: str) -> int:
+    """Delete the results of every experiment on ``dataset_id`` and set those experiments'
+    ``dataset_id``/``dataset_version`` to ``None``; returns how many experiments were detached.
+
+    Runs inside the caller's write transaction (``backend.write()``); ``models`` is the namespace
+    of :func:`models.experiments.build_experiments_models` bound to ``backend``'s database.
+    """
+    Experiment, Result = models.experiment, models.result
+    experiment_ids = _lock_dataset_experiments(backend, models, dataset_id)
+    if not experiment_ids:
+        return 0
+    on_dataset = Experiment.select(Experiment.id).where(Experiment.dataset_id == dataset_id)
+    backend.delete_bulk(Result, Result.experiment_id.in_(on_dataset))
+    backend.update(Experiment, Experiment.dataset_id == dataset_id, {"dataset_id": None, "dataset_version": None})
+    return len(experiment_ids)
+
+
+def redact_item_result_rows(backend: Backend, models: Any, dataset_id: str, item_id: str,
+                            purged_at: datetime | str | None) -> int:
+    """Redact (experiments.md §6) every result for ``item_id`` in experiments on ``dataset_id``;
+    returns how many results were redacted.  ``purged_at`` (``None``: now) is recorded in the
+    redacted metadata.  Runs inside the caller's write transaction, like
+    :func:`detach_dataset_rows`.
+    """
+    Experiment, Result = models.experiment, models.result
+    if not _lock_dataset_experiments(backend, models, dataset_id):
+        return 0
+    on_dataset = Experiment.select(Experiment.id).where(Experiment.dataset_id == dataset_id)
+    where = (Result.item_id == item_id) & Result.experiment_id.in_(on_dataset)
+    return backend.update(Result, where, redacted_result_values(purged_at))
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _later_than(stored: datetime | None, now: datetime) -> datetime:
+    """``now``, or ``stored`` + 1 ms when the clock has not moved past the stored value."""
+    return now if stored is None or now > stored else stored + timedelta(milliseconds=1)
+
+
+def _is_purged(metadata: Any) -> bool:
+    return isinstance(metadata, dict) and metadata.get("__purged") is True
+
+
+def _load(problems: Problems, schema: ExperimentSchema | ExperimentResultSchema, values: dict[str, Any],
+          *, partial: bool = False) -> dict[str, Any]:
+    """Validate arguments with ``schema``; strings that cannot be stored are refused too."""
+    for path in find_bad_text(values):
+        problems.add(path, BAD_TEXT)
+    return load_into(problems, schema, values, partial=partial) or {}
+
+
+def _check_amount(problems: Problems, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        problems.add(name, f"{name} must be a non-negative integer")
+
+
+def _check_string(problems: Problems, name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        problems.add(name, "Not a valid string.")
+
+
+def _check_choice(problems: Problems, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        problems.add(name, f"Must be one of: {', '.join(choices)}.")
+
+
+class ExperimentsRepository(DomainRepository):
+    """Experiment runs and their per-item results.
+
+    Example::
+
+        experiments = storage.get_store("experiments")
+        run = experiments.create_experiment(dataset_id="ds-1", dataset_version=3, total_items=2)
+        experiments.update_experiment(id=run["id"], status="running", started_at=datetime.now(timezone.utc))
+        experiments.add_experiment_result(experiment_id=run["id"], item_id="item-1", input={"q": "2+2"},
+                                          output="4", started_at=t0, completed_at=t1)
+        experiments.increment_experiment_counters(id=run["id"], succeeded=1)
+    """
+
+    domain = "experiments"
+
+    def __init__(self, *, store: Any = None, **options: Any) -> None:
+        super().__init__(store=store, **options)
+        self._dataset_items_lock = threading.Lock()
+        self._dataset_items: Any = UNSET
+        self._dataset_items_seen = False
+
+    def build_models(self, database: peewee.DatabaseProxy) -> Any:
+        return build_experiments_models(database)
+
+    # ------------------------------------------------------------------ init
+
+    @operation
+    def init(self) -> None:
+        """Create missing tables, columns and indexes (the unique natural-key index only when
+        stored rows allow it) and drop the legacy (experimentId, itemId) unique index."""
+        self.backend.run_once(self.domain, self._create_schema)
+
+    def _create_schema(self) -> None:
+        self.backend.create_tables(self.tables)
+        # The legacy index would forbid several attempts per item.
+        schema = getattr(self.backend, "schema_name", None)  # PostgreSQL outside "public"
+        index = f'"{schema}"."{schema}_{LEGACY_RESULT_INDEX}"' if schema else f'"{LEGACY_RESULT_INDEX}"'
+        with self.backend.write():
+            self.backend.database.execute_sql(f"DROP INDEX IF EXISTS {index}")
+
+    # ------------------------------------------------------------------ record conversion
+
+    @staticmethod
+    def _experiment_record(row: dict[str, Any]) -> dict[str, Any]:
+        record = {name: row.get(name) for name in ExperimentSchema._declared_fields}  # the order of §3.1
+        for name in _EXPERIMENT_JSON:
+            record[name] = deep_copy_json(record[name])
+        return record
+
+    @staticmethod
+    def _result_record(row: dict[str, Any]) -> dict[str, Any]:
+        record = {name: row.get(name) for name in ExperimentResultSchema._declared_fields}
+        for name in _RESULT_JSON:
+            record[name] = deep_copy_json(record[name])
+        if record["attempt"] is None:
+            record["attempt"] = 0  # rows written by older clients
+        return record
+
+    # ------------------------------------------------------------------ row access
+
+    def _scope(self, model: type[peewee.Model], scope: dict[str, str]) -> list[peewee.Expression]:
+        """Tenancy conditions on ``model``'s own organization and project columns."""
+        return [getattr(model, key) == value for key, value in scope.items()]
+
+    # The point reads below are prepared statements (Backend.prepared): adding a result runs
+    # several of them, and rendering each with peewee cost more than running it.
+
+    def _by_id(self, model: type[peewee.Model], record_id: str, scope: dict[str, str] | None,
+               lock: bool) -> dict[str, Any] | None:
+        backend, names = self.backend, tuple(scope or ())
+
+        def build() -> peewee.ModelSelect:
+            query = backend.select(model).where(model.id == backend.param("id"),
+                                                *(getattr(model, name) == backend.param(name) for name in names))
+            return (backend.for_update(query) if lock else query).limit(1)
+
+        return backend.prepared((model, "by_id", names, lock), build).first(id=record_id, **(scope or {}))
+
+    def _experiment_row(self, experiment_id: str, scope: dict[str, str] | None = None, *,
+                        lock: bool = False) -> dict[str, Any] | None:
+        return self._by_id(self.models.experiment, experiment_id, scope, lock)
+
+    def _result_row(self, result_id: str, scope: dict[str, str] | None = None, *,
+                    lock: bool = False) -> dict[str, Any] | None:
+        return self._by_id(self.models.result, result_id, scope, lock)
+
+    def _result_by_key(self, experiment_id: str, item_id: str, attempt: int) -> dict[str, Any] | None:
+        """The result stored under a natural key, locked; a NULL ``attempt`` counts as 0."""
+        Result, backend = self.models.result, self.backend
+
+        def build() -> peewee.ModelSelect:
+            query = (backend.select(Result)
+                     .where(Result.experiment_id == backend.param("experiment_id"),
+                            Result.item_id == backend.param("item_id"),
+                            peewee.fn.COALESCE(Result.attempt, 0) == backend.param("attempt"))
+                     .order_by(Result.attempt.is_null(), Result.id))
+            return backend.for_update(query).limit(1)
+
+        return backend.prepared((Result, "by_key"), build).first(experiment_id=experiment_id, item_id=item_id,
+                                                                 attempt=attempt)
+
+    def _require_experiment(self, experiment_id: str) -> dict[str, Any]:
+        row = self._experiment_row(experiment_id, lock=True)
+        if row is None:
+            raise NotFoundError(f"Experiment not found: {experiment_id}", details={"experiment_id": experiment_id})
+        return row
+
+    def _insert_result(self, row: dict[str, Any]) -> None:
+        # The backends' insert sends None as SQL NULL: a None input is JSON null (NOT NULL column).
+        if row["input"] is None:
+            row = {**row, "input": JSON_NULL}
+        self.backend.insert(self.models.result, [row])
+
+    # ------------------------------------------------------------------ purge barrier
+
+    def _dataset_item_model(self) -> type[peewee.Model] | None:
+        """The datasets domain's item model bound to this database, or ``None`` without that domain."""
+        with self._dataset_items_lock:
+            if self._dataset_items is UNSET:
+                try:
+                    from models.datasets import build_datasets_models
+                except ImportError:
+                    self._dataset_items = None
+                else:
+                    tables = list(vars(build_datasets_models(self._proxy)).values())
+                    self.backend.prepare_models(tables)
+                    self._dataset_items = next(
+                        (m for m in tables if m._meta.table_name == "mastra_dataset_items"), None)
+            return self._dataset_items
+
+    def _dataset_items_exist(self, Item: type[peewee.Model]) -> bool:
+        # Tables are never dropped by this library, so a table once seen is remembered.
+        if not self._dataset_items_seen:
+            self._dataset_items_seen = Item.table_exists()
+        return self._dataset_items_seen
+
+    def _purge_time(self, dataset_id: str | None, item_id: str) -> str | None:
+        """When the item's rows in this database say it was purged, the purge time (ISO text)."""
+        Item = self._dataset_item_model() if dataset_id is not None else None
+        if Item is None or not self._dataset_items_exist(Item):
+            return None
+        backend, columns = self.backend, Item._meta.columns
+        metadata = columns["metadata"]
+
+        def build() -> peewee.ModelSelect:
+            purged = backend.metadata_condition(metadata, {"__purged": True})
+            return backend.select(Item, metadata).where(columns["id"] == backend.param("item_id"),
+                                                        columns["datasetId"] == backend.param("dataset_id"),
+                                                        purged).limit(1)
+
+        row = backend.prepared((Item, "purged"), build).first(item_id=item_id, dataset_id=dataset_id)
+        if row is None:
+            return None
+        stored = json_loads(row[metadata.name])  # the datasets models may hand back raw JSON text
+        stamp = stored.get("purgedAt") if isinstance(stored, dict) else None
+        return stamp if isinstance(stamp, str) else format_iso(utc_now())
+
+    # ------------------------------------------------------------------ experiments
+
+    @operation
+    def create_experiment(self, *, total_items: int, dataset_id: str | None = None, dataset_version: int | None = None,
+                          target_type: str | None = None, target_id: str | None = None, id: str | None = None,
+                          name: str | None = None, description: str | None = None, metadata: dict | None = None,
+                          provenance: dict | None = None, runner_attestation: dict | None = None,
+                          experiment_set_id: str | None = None, comparison_id: str | None = None,
+                          variant_id: str | None = None, trial_index: int | None = None,
+                          agent_version: str | None = None, scorer_ids: list[str] | None = None,
+                          organization_id: str | None = None, project_id: str | None = None) -> dict:
+        """Create an experiment: ``status "pending"``, counters 0, no start or completion time.
+
+        The dataset is not looked up (it may live in another database).  An existing ``id`` is a
+        :class:`ConflictError`.
+        """
+        arguments = {"name": name, "description": description, "metadata": metadata, "provenance": provenance,
+                     "runner_attestation": runner_attestation, "experiment_set_id": experiment_set_id,
+                     "comparison_id": comparison_id, "variant_id": variant_id, "trial_index": trial_index,
+                     "dataset_id": dataset_id, "dataset_version": dataset_version, "target_type": target_type,
+                     "target_id": target_id, "scorer_ids": scorer_ids, "agent_version": agent_version,
+                     "total_items": total_items, "organization_id": organization_id, "project_id": project_id}
+        if id is not None:
+            arguments["id"] = id
+        problems = Problems()
+        data = _load(problems, _EXPERIMENT_SCHEMA, arguments)
+        problems.raise_if_any()
+        now = utc_now()
+        row = {"id": data.get("id") or str(uuid4()), **{name: data.get(name) for name in _CREATE_FIELDS},
+               "status": "pending", "succeeded_count": 0, "failed_count": 0, "skipped_count": 0,
+               "started_at": None, "completed_at": None, "created_at": now, "updated_at": now}
+        conflict = ConflictError(f"Experiment already exists: {row['id']}", details={"id": row["id"]})
+        with self.backend.write(("experiment", row["id"])):
+            if self._experiment_row(row["id"]) is not None:
+                raise conflict
+            try:
+                self.backend.insert(self.models.experiment, [row])
+            except peewee.IntegrityError:
+                raise conflict from None
+        return self._experiment_record(row)
+
+    @operation
+    def update_experiment(self, *, id: str, name: str | None = UNSET, description: str | None = UNSET,
+                          metadata: dict | None = UNSET, status: str = UNSET, total_items: int = UNSET,
+                          succeeded_count: int = UNSET, failed_count: int = UNSET, skipped_count: int = UNSET,
+                          started_at: datetime | str | None = UNSET,
+                          completed_at: datetime | str | None = UNSET) -> dict:
+        """Replace the given fields (``metadata`` whole); ``None`` clears the nullable ones.
+
+        Bumps ``updated_at`` strictly; returns the complete stored record.
+        """
+        given = {key: value for key, value in {
+            "name": name, "description": description, "metadata": metadata, "status": status,
+            "total_items": total_items, "succeeded_count": succeeded_count, "failed_count": failed_count,
+            "skipped_count": skipped_count, "started_at": started_at, "completed_at": completed_at,
+        }.items() if value is not UNSET}
+        problems = Problems()
+        check_id(problems, "id", id)
+        data = _load(problems, _EXPERIMENT_SCHEMA, given, partial=True)
+        problems.raise_if_any()
+        Experiment = self.models.experiment
+        with self.backend.write(("experiment", id)):
+            stored = self._experiment_row(id, lock=True)
+            if stored is None:
+                raise NotFoundError(f"Experiment not found: {id}", details={"id": id})
+            values = {**data, "updated_at": _later_than(stored["updated_at"], utc_now())}
+            self.backend.update(Experiment, Experiment.id == id, values)
+            return self._experiment_record(self._experiment_row(id))
+
+    @operation
+    def increment_experiment_counters(self, *, id: str, succeeded: int = 0, failed: int = 0,
+                                      skipped: int = 0) -> dict:
+        """Atomically add to the succeeded / failed / skipped counters; bumps ``updated_at``.
+
+        Safe for many worker threads (and processes) counting results at once; never changes
+        ``status``.
+        """
+        problems = Problems()
+        check_id(problems, "id", id)
+        for name, amount in (("succeeded", succeeded), ("failed", failed), ("skipped", skipped)):
+            _check_amount(problems, name, amount)
+        problems.raise_if_any()
+        Experiment = self.models.experiment
+        with self.backend.write(("experiment", id)):
+            stored = self._experiment_row(id, lock=True)
+            if stored is None:
+                raise NotFoundError(f"Experiment not found: {id}", details={"id": id})
+            # Additions in SQL: the row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) already
+            # serializes callers, and the database does the arithmetic on the latest value.
+            self.backend.update(Experiment, Experiment.id == id, {
+                "succeeded_count": Experiment.succeeded_count + succeeded,
+                "failed_count": Experiment.failed_count + failed,
+                "skipped_count": Experiment.skipped_count + skipped,
+                "updated_at": _later_than(stored["updated_at"], utc_now())})
+            return self._experiment_record(self._experiment_row(id))
+
+    @operation
+    def get_experiment_by_id(self, *, id: str, filters: dict | None = None) -> dict | None:
+        """The experiment, or ``None`` when missing or outside the ``filters`` tenancy scope."""
+        problems = Problems()
+        check_id(problems, "id", id)
+        scope = check_tenancy(problems, filters)
+        problems.raise_if_any()
+        row = self._experiment_row(id, scope)
+        return None if row is None else self._experiment_record(row)
+
+    @operation
+    def list_experiments(self, *, page: int = 0, per_page: int | bool = 100, dataset_id: str | None = None,
+                         target_type: str | None = None, target_id: str | None = None,
+                         agent_version: str | None = None, status: str | None = None,
+                         experiment_set_id: str | None = None, comparison_id: str | None = None,
+                         variant_id: str | None = None, trial_index: int | None = None,
+                         filters: dict | None = None, order_by: dict | None = None) -> Page:
+        """Experiments matching every given filter; newest first unless ``order_by`` says
+        otherwise (``created_at`` or ``status``), ties by ``id``."""
+        problems = Problems()
+        request = check_page(problems, page, per_page, default_per_page=100)
+        exact = {"dataset_id": dataset_id, "target_type": target_type, "target_id": target_id,
+                 "agent_version": agent_version, "status": status, "experiment_set_id": experiment_set_id,
+                 "comparison_id": comparison_id, "variant_id": variant_id}
+        for name, value in exact.items():
+            _check_string(problems, name, value)
+        _check_choice(problems, "target_type", target_type, TARGET_TYPES)
+        _check_choice(problems, "status", status, EXPERIMENT_STATUSES)
+        if trial_index is not None:
+            _check_amount(problems, "trial_index", trial_index)
+            exact["trial_index"] = trial_index
+        scope = check_tenancy(problems, filters)
+        ordering = check_order_by(problems, order_by, allowed=("created_at", "status"),
+                                  default_field="created_at", default_direction="DESC")
+        problems.raise_if_any()
+        Experiment = self.models.experiment
+        conditions = [getattr(Experiment, name) == value for name, value in exact.items() if value is not None]
+        conditions += self._scope(Experiment, scope)
+        query = self.backend.select(Experiment)
+        query = query.where(*conditions) if conditions else query
+        order = order_terms(getattr(Experiment, ordering.field), ordering.descending, Experiment.id)
+        rows, total, has_more = fetch_page(self.backend, query, order, request)
+        return Page([self._experiment_record(r) for r in rows], total, request.page, request.per_page, has_more)
+
+    @operation
+    def delete_experiment(self, *, id: str, filters: dict | None = None) -> None:
+        """Delete the experiment and all its results in one transaction.  Missing or out of scope:
+        nothing happens."""
+        problems = Problems()
+        check_id(problems, "id", id)
+        scope = check_tenancy(problems, filters)
+        problems.raise_if_any()
+        Experiment, Result = self.models.experiment, self.models.result
+        with self.backend.write(("experiment", id)):
+            if self._experiment_row(id, scope, lock=True) is None:
+                return
+            self.backend.delete_bulk(Result, Result.experiment_id == id)
+            self.backend.delete(Experiment, Experiment.id == id)
+
+    # ------------------------------------------------------------------ results
+
+    def _submission(self, problems: Problems, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Validate the arguments of an add or upsert; tenancy left at ``UNSET`` stays out."""
+        given = {key: value for key, value in arguments.items() if value is not UNSET}
+        if given.get("id") is None:
+            given.pop("id", None)
+        return _load(problems, _RESULT_SCHEMA, given)
+
+    def _result_values(self, data: dict[str, Any], experiment: dict[str, Any]) -> dict[str, Any]:
+        """The payload columns of a submission, with defaults and the experiment's tenancy."""
+        values = {name: data.get(name) for name in _PAYLOAD_FIELDS}
+        values["retry_count"] = data.get("retry_count", 0)
+        values["attempt"] = data.get("attempt", 0)
+        for key in ("organization_id", "project_id"):
+            values[key] = data[key] if key in data else experiment[key]
+        purged_at = self._purge_time(experiment["dataset_id"], values["item_id"])
+        if purged_at is not None:
+            values.update(redacted_result_values(purged_at))
+        return values
+
+    @operation
+    def add_experiment_result(self, *, experiment_id: str, item_id: str, input: Any, started_at: datetime | str,
+                              completed_at: datetime | str, id: str | None = None,
+                              item_dataset_version: int | None = None, output: Any = None,
+                              ground_truth: Any = None, metadata: dict | None = None, error: dict | None = None,
+                              retry_count: int = 0, attempt: int = 0, trace_id: str | None = None,
+                              status: str | None = None, tags: list[str] | None = None,
+                              tool_mock_report: dict | None = None, organization_id: str | None = UNSET,
+                              project_id: str | None = UNSET) -> dict:
+        """Store a new result.  The experiment must exist; (``experiment_id``, ``item_id``,
+        ``attempt``) and ``id`` must be new (use :meth:`upsert_experiment_result` for retries).
+        Tenancy defaults to the experiment's.  A purged item's result is stored redacted."""
+        problems = Problems()
+        data = self._submission(problems, {
+            "id": id, "experiment_id": experiment_id, "item_id": item_id, "input": input, "started_at": started_at,
+            "completed_at": completed_at, "item_dataset_version": item_dataset_version, "output": output,
+            "ground_truth": ground_truth, "metadata": metadata, "error": error, "retry_count": retry_count,
+            "attempt": attempt, "trace_id": trace_id, "status": status, "tags": tags,
+            "tool_mock_report": tool_mock_report, "organization_id": organization_id, "project_id": project_id})
+        problems.raise_if_any()
+        result_id = data.get("id") or str(uuid4())
+        key_conflict = ConflictError(
+            f"Experiment result already exists for item {data['item_id']}, attempt {data.get('attempt', 0)}",
+            details={"experiment_id": experiment_id, "item_id": data["item_id"], "attempt": data.get("attempt", 0)})
+        with self.backend.write(("experiment", experiment_id)):
+            experiment = self._require_experiment(experiment_id)
+            values = self._result_values(data, experiment)
+            if self._result_by_key(experiment_id, values["item_id"], values["attempt"]) is not None:
+                raise key_conflict
+            if "id" in data and self._result_row(result_id) is not None:  # a new uuid4 is unique
+                raise ConflictError(f"Experiment result already exists: {result_id}", details={"id": result_id})
+            row = {"id": result_id, **values, "comment": None, "created_at": utc_now()}
+            try:
+                self._insert_result(row)
+            except peewee.IntegrityError:
+                # The unique natural-key index (or the primary key) caught a concurrent writer.
+                if "id" in data:
+                    raise ConflictError(f"Experiment result already exists: {result_id}",
+                                        details={"id": result_id}) from None
+                raise key_conflict from None
+            return self._result_record(self._result_row(result_id))
+
+    @operation
+    def upsert_experiment_result(self, *, experiment_id: str, item_id: str, input: Any,
+                                 started_at: datetime | str, completed_at: datetime | str,
+                                 item_dataset_version: int | None = None, output: Any = None,
+                                 ground_truth: Any = None, metadata: dict | None = None, error: dict | None = None,
+                                 retry_count: int = 0, attempt: int = 0, trace_id: str | None = None,
+                                 status: str | None = None, tags: list[str] | None = None,
+                                 tool_mock_report: dict | None = None, organization_id: str | None = UNSET,
+                                 project_id: str | None = UNSET) -> dict:
+        """Insert a result, or replace every payload field of the one stored under the same
+        (``experiment_id``, ``item_id``, ``attempt``), keeping its ``id``, ``created_at`` and
+        ``comment``.  Retried submissions converge on one row; the last to commit wins."""
+        problems = Problems()
+        data = self._submission(problems, {
+            "experiment_id": experiment_id, "item_id": item_id, "input": input, "started_at": started_at,
+            "completed_at": completed_at, "item_dataset_version": item_dataset_version, "output": output,
+            "ground_truth": ground_truth, "metadata": metadata, "error": error, "retry_count": retry_count,
+            "attempt": attempt, "trace_id": trace_id, "status": status, "tags": tags,
+            "tool_mock_report": tool_mock_report, "organization_id": organization_id, "project_id": project_id})
+        problems.raise_if_any()
+        Result = self.models.result
+        with self.backend.write(("experiment", experiment_id)):
+            experiment = self._require_experiment(experiment_id)
+            values = self._result_values(data, experiment)
+            stored = self._result_by_key(experiment_id, values["item_id"], values["attempt"])
+            if stored is None:
+                result_id = str(uuid4())
+                self._insert_result({"id": result_id, **values, "comment": None, "created_at": utc_now()})
+            else:
+                result_id = stored["id"]
+                self.backend.update(Result, Result.id == result_id, values)
+            return self._result_record(self._result_row(result_id))
+
+    @operation
+    def update_experiment_result(self, *, id: str, experiment_id: str | None = None, status: str | None = UNSET,
+                                 tags: list[str] | None = UNSET, comment: str | None = UNSET) -> dict:
+        """Set or clear the review fields of a result (``UNSET`` keeps, ``None`` clears).
+
+        With ``experiment_id``, the result must belong to that experiment.  A purged result keeps
+        ``tags`` and ``comment`` at ``None``.
+        """
+        given = {key: value for key, value in {"status": status, "tags": tags, "comment": comment}.items()
+                 if value is not UNSET}
+        problems = Problems()
+        check_id(problems, "id", id)
+        if experiment_id is not None:
+            check_id(problems, "experiment_id", experiment_id)
+        data = _load(problems, _RESULT_SCHEMA, given, partial=True)
+        problems.raise_if_any()
+        Result = self.models.result
+        with self.backend.write(("result", id)):
+            row = self._result_row(id)
+            if row is not None:
+                # PostgreSQL: the experiment row is locked before its results (as every writer does).
+                self._experiment_row(row["experiment_id"], lock=True)
+                row = self._result_row(id, lock=True)
+            if row is None:
+                raise NotFoundError(f"Experiment result not found: {id}", details={"id": id})
+            if experiment_id is not None and row["experiment_id"] != experiment_id:
+                raise NotFoundError(f"Experiment result {id} does not belong to experiment {experiment_id}",
+                                    details={"id": id, "experiment_id": experiment_id})
+            if _is_purged(row["metadata"]):
+                data = {key: value for key, value in data.items() if key == "status"}
+            if not data:
+                return self._result_record(row)
+            self.backend.update(Result, Result.id == id, data)
+            return self._result_record(self._result_row(id))
+
+    @operation
+    def get_experiment_result_by_id(self, *, id: str, filters: dict | None = None) -> dict | None:
+        """The result, or ``None`` when missing or outside the ``filters`` scope (the result
+        row's own tenancy)."""
+        problems = Problems()
+        check_id(problems, "id", id)
+        scope = check_tenancy(problems, filters)
+        problems.raise_if_any()
+        row = self._result_row(id, scope)
+        return None if row is None else self._result_record(row)
+
+    def _all_tags_condition(self, tags: list[str]) -> peewee.Node:
+        """Rows whose ``tags`` array holds every one of ``tags``."""
+        Result = self.models.result
+        if self.backend.name == "PG":  # served by the GIN index
+            return peewee.Expression(Result.tags, "@>", peewee.Cast(peewee.Value(json_dumps(tags), converter=str),
+                                                                    "jsonb"))
+        document = self.backend.json_text(Result.tags)  # JSONB blobs of other clients as text
+        condition = peewee.fn.json_type(document) == "array"
+        for tag in tags:
+            condition &= peewee.NodeList((
+                peewee.SQL("EXISTS (SELECT 1 FROM json_each("), document,
+                peewee.SQL(") AS tag WHERE tag.type = 'text' AND tag.value ="), peewee.Value(tag, converter=str),
+                peewee.SQL(")")))
+        return condition
+
+    @operation
+    def list_experiment_results(self, *, experiment_id: str, page: int = 0, per_page: int | bool = 100,
+                                trace_id: str | None = None, status: str | None = None,
+                                tags: list[str] | None = None, filters: dict | None = None,
+                                order_by: dict | None = None) -> Page:
+        """Results of one experiment in execution order (``started_at`` ASC) unless ``order_by``
+        says otherwise (``started_at`` or ``created_at``), ties by ``id``.
+
+        ``tags``: a result must hold all of them.  An unknown experiment gives an empty page.
+        """
+        problems = Problems()
+        request = check_page(problems, page, per_page, default_per_page=100)
+        check_id(problems, "experiment_id", experiment_id)
+        _check_string(problems, "trace_id", trace_id)
+        _check_choice(problems, "status", status, RESULT_STATUSES)
+        if tags is not None and (not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags)):
+            problems.add("tags", "tags must be a list of strings")
+        scope = check_tenancy(problems, filters)
+        ordering = check_order_by(problems, order_by, allowed=("started_at", "created_at"),
+                                  default_field="started_at", default_direction="ASC")
+        problems.raise_if_any()
+        Result = self.models.result
+        conditions = [Result.experiment_id == experiment_id, *self._scope(Result, scope)]
+        if trace_id is not None:
+            conditions.append(Result.trace_id == trace_id)
+        if status is not None:
+            conditions.append(Result.status == status)
+        if tags:
+            conditions.append(self._all_tags_condition(list(dict.fromkeys(tags))))
+        query = self.backend.select(Result).where(*conditions)
+        order = order_terms(getattr(Result, ordering.field), ordering.descending, Result.id)
+        rows, total, has_more = fetch_page(self.backend, query, order, request)
+        return Page([self._result_record(r) for r in rows], total, request.page, request.per_page, has_more)
+
+    @operation
+    def delete_experiment_results(self, *, experiment_id: str, filters: dict | None = None) -> None:
+        """Delete every result of the experiment and keep the experiment.  With ``filters``, only
+        when the experiment is in that scope; otherwise nothing happens."""
+        problems = Problems()
+        check_id(problems, "experiment_id", experiment_id)
+        scope = check_tenancy(problems, filters)
+        problems.raise_if_any()
+        Result = self.models.result
+        with self.backend.write(("experiment", experiment_id)):
+            if self._experiment_row(experiment_id, scope, lock=True) is None and scope:
+                return
+            self.backend.delete_bulk(Result, Result.experiment_id == experiment_id)
+
+    @operation
+    def get_review_summary(self) -> list[dict]:
+        """Per experiment with results: ``total`` results and how many are ``needs_review``,
+        ``reviewed`` and ``complete``; ordered by ``experiment_id``."""
+        Result = self.models.result
+
+        def count(status: str) -> peewee.Node:
+            return peewee.fn.SUM(peewee.Case(None, [(Result.status == status, 1)], 0))
+
+        query = (Result.select(Result.experiment_id, peewee.fn.COUNT(Result.id).alias("total"),
+                               count("needs-review").alias("needs_review"), count("reviewed").alias("reviewed"),
+                               count("complete").alias("complete"))
+                 .group_by(Result.experiment_id).order_by(Result.experiment_id).dicts())
+        with self.backend.read():
+            return [{"experiment_id": row["experiment_id"], "total": int(row["total"]),
+                     "needs_review": int(row["needs_review"] or 0), "reviewed": int(row["reviewed"] or 0),
+                     "complete": int(row["complete"] or 0)} for row in query]
+
+    # ------------------------------------------------------------------ hooks of the datasets domain
+
+    @operation
+    def detach_dataset(self, *, dataset_id: str) -> int:
+        """Delete the results of every experiment on ``dataset_id`` and clear those experiments'
+        ``dataset_id`` and ``dataset_version``, in one transaction; returns how many experiments
+        were detached.  Safe to repeat."""
+        problems = Problems()
+        check_id(problems, "dataset_id", dataset_id)
+        problems.raise_if_any()
+        with self.backend.write(("dataset", dataset_id)):
+            return detach_dataset_rows(self.backend, self.models, dataset_id)
+
+    @operation
+    def redact_item_results(self, *, dataset_id: str, item_id: str, purged_at: datetime | str | None = None) -> int:
+        """Redact every result for ``item_id`` in experiments on ``dataset_id`` (its content is
+        cleared; ids, timing, tenancy and review status stay); returns the count.  Safe to repeat."""
+        problems = Problems()
+        check_id(problems, "dataset_id", dataset_id)
+        check_id(problems, "item_id", item_id)
+        if purged_at is not None:
+            try:
+                purged_at = _TIMESTAMP_FIELD.deserialize(purged_at)
+            except marshmallow.ValidationError as error:
+                problems.add("purged_at", error.messages[0])
+        problems.raise_if_any()
+        with self.backend.write(("dataset", dataset_id)):
+            return redact_item_result_rows(self.backend, self.models, dataset_id, item_id, purged_at)

@@ -1,0 +1,427 @@
+"""The scores domain: evaluation results, one row per scorer verdict (spec: scores.md).
+
+Bulk path. Batch evaluation jobs write thousands of scores per call (:meth:`save_scores`), and a
+marshmallow ``load`` of this 35-field record costs ~90 µs, more than the database insert. So
+validation has two routes with one outcome: :func:`fast_prepare_score` is a hand-written check of
+the common, valid payload (~17 µs) that encodes every JSON value once (the text that is then
+stored) and takes the record's fresh copies from that text; anything it does not vouch for (any
+invalid value, but also tuples, nested datetimes, unpaired surrogates) goes through
+:class:`~repository.schemas.ScoreSchema`, which also produces the error messages. Both routes give
+the same record and row (a property test checks it), so ``save_scores`` and ``save_score`` accept,
+store and return exactly the same things.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any, Iterator, Mapping
+from uuid import uuid4
+
+import peewee
+
+from models.fields import JSONField
+from models.scores import build_scores_models
+
+from .base import DomainRepository, fetch_page, gc_paused, operation, order_terms
+from .errors import ValidationError
+from .page import Page
+from .schemas.base import load_into
+from .schemas.scores import SCORE_ENTITY_TYPES, SCORE_KEYS, SCORE_SOURCES, ScoreSchema
+from .validation import Problems, check_id, check_page, check_tenancy
+from .values import JSONText, json_dumps, utc_now
+
+_SCORE_SCHEMA = ScoreSchema()
+
+#: Keys a payload may carry that ``save_score`` accepts and ignores (wire and snake_case forms).
+IGNORED_KEYS = frozenset({"created_at", "createdAt", "updated_at", "updatedAt"})
+
+#: Payload keys copied into ``details`` of a validation error, so a batch job can log the score.
+DETAIL_KEYS = ("scorer_id", "entity_id", "entity_type", "trace_id", "span_id")
+
+#: Stored JSON ``null``: what the ``NOT NULL`` JSON columns (PostgreSQL, ClickHouse) hold for ``None``.
+JSON_NULL = JSONText("null")
+
+#: Caller-supplied ids read back per query (ClickHouse limits a query's size).
+ID_CHUNK = 1000
+ID_CHUNK_CHARS = 64_000
+
+
+# --------------------------------------------------------------------------- fast validation
+
+# The schema's rules, hand-written for the valid case, by group of fields.
+_TEXT_FIELDS = ("trace_id", "span_id", "reason", "preprocess_prompt", "extract_prompt", "generate_score_prompt",
+                "generate_reason_prompt", "analyze_prompt", "reason_prompt", "resource_id", "thread_id",
+                "organization_id", "project_id", "batch_id", "dataset_id", "dataset_item_id")  # str or None
+_ID_FIELDS = ("scorer_id", "run_id", "entity_id")  # required non-empty str
+_OBJECT_FIELDS = ("preprocess_step_result", "extract_step_result", "analyze_step_result", "metadata",
+                  "additional_context", "request_context")  # dict or None
+_REQUIRED = frozenset({*_ID_FIELDS, "scorer", "entity", "score", "source", "output"})
+_ENTITY_TYPE_SET = frozenset(SCORE_ENTITY_TYPES)
+_SOURCE_SET = frozenset(SCORE_SOURCES)
+
+# Payload keys: snake_case field names, and their wire-form (camelCase) spellings.
+_SNAKE_KEYS = frozenset(_SCORE_SCHEMA.fields)
+_KEY_NAMES = {**{name: name for name in _SCORE_SCHEMA.fields},
+              **{field.data_key: name for name, field in _SCORE_SCHEMA.fields.items() if field.data_key}}
+_EMPTY_RECORD = dict.fromkeys(SCORE_KEYS)
+_decode_json = json.JSONDecoder().decode
+
+
+def _storable(text: str, strip_nul: bool) -> bool:
+    """Whether ``text`` reaches the database unchanged (no surrogates; no U+0000 if stripped)."""
+    if strip_nul and "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def fast_prepare_score(payload: Any, *, strip_nul: bool = False,
+                       json_null: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The common, valid payload checked and converted the quick way: ``(record, row)`` or ``None``.
+
+    ``record`` is the score as ``save_score`` returns it, with all 35 keys (``id`` ``None`` when
+    not given; ``created_at``/``updated_at`` ``None``): exactly what the schema route gives
+    (``ScoreSchema().load`` plus :meth:`Backend.clean`). ``row`` is the same with every JSON value
+    as its stored text (:class:`JSONText`) and ``None`` of the fields in ``json_null`` as JSON
+    ``null``. ``None`` means "not vouched for": the payload is invalid, or holds a value the
+    schema route must normalize or clean (a tuple, a nested datetime, an unpaired surrogate, or
+    U+0000 when ``strip_nul``).
+    """
+    if type(payload) is not dict:
+        return None
+    keys = payload.keys()
+    if not keys <= _SNAKE_KEYS:  # wire form (or unknown keys)
+        if not keys <= _KEY_NAMES.keys():
+            return None
+        payload = {_KEY_NAMES[key]: value for key, value in payload.items()}
+        if len(payload) != len(keys):  # both spellings of one field
+            return None
+    if not _REQUIRED <= payload.keys():
+        return None
+    record = _EMPTY_RECORD.copy()
+    record.update(payload)
+    flag = record.pop("structured_output", None)  # accepted, never stored
+    if flag is not None and type(flag) is not bool:
+        return None
+    record["created_at"] = record["updated_at"] = None  # accepted and ignored
+
+    for name in _TEXT_FIELDS:
+        value = record[name]
+        if value is not None and (type(value) is not str or
+                                  (strip_nul or not value.isascii()) and not _storable(value, strip_nul)):
+            return None
+    value = record["id"]
+    if value is not None and (type(value) is not str or not value or
+                              (strip_nul or not value.isascii()) and not _storable(value, strip_nul)):
+        return None
+    for name in _ID_FIELDS:
+        value = record[name]
+        if type(value) is not str or not value or (strip_nul or not value.isascii()) and not _storable(value, strip_nul):
+            return None
+    score = record["score"]
+    if type(score) is not float:
+        if type(score) is not int:
+            return None
+        try:
+            score = record["score"] = float(score)
+        except OverflowError:  # an int too large for a float
+            return None
+    if not math.isfinite(score):
+        return None
+    entity_type, source = record["entity_type"], record["source"]
+    if entity_type is not None and (type(entity_type) is not str or entity_type not in _ENTITY_TYPE_SET):
+        return None
+    if type(source) is not str or source not in _SOURCE_SET:
+        return None
+
+    if type(record["scorer"]) is not dict or type(record["entity"]) is not dict:
+        return None
+    json_names = ["scorer", "entity"]
+    for name in _OBJECT_FIELDS:
+        value = record[name]
+        if value is not None:
+            if type(value) is not dict:
+                return None
+            json_names.append(name)
+    for name in ("input", "output"):
+        if record[name] is not None:
+            json_names.append(name)
+    try:
+        texts = [json_dumps(record[name]) for name in json_names]
+    except (TypeError, ValueError, RecursionError):  # not JSON, or needs normalizing (datetimes)
+        return None
+    joined = "[" + ",".join(texts) + "]"
+    if not _storable(joined, False) or (strip_nul and "\\u0000" in joined):
+        return None
+    row = record.copy()
+    # One decode gives fresh copies of every value; a copy that differs from its original
+    # means json.dumps converted something (a tuple, a non-string key) the schema treats.
+    for name, text, copy in zip(json_names, texts, _decode_json(joined)):
+        if copy != record[name]:
+            return None
+        record[name] = copy
+        row[name] = JSONText(text)
+    for name in json_null:
+        if row[name] is None:
+            row[name] = JSON_NULL
+    return record, row
+
+
+# --------------------------------------------------------------------------- repository
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    """Ids in groups small enough for one query on every backend."""
+    chunk: list[str] = []
+    size = 0
+    for item in ids:
+        if chunk and (len(chunk) >= ID_CHUNK or size + len(item) > ID_CHUNK_CHARS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item) + 4
+    if chunk:
+        yield chunk
+
+
+class ScoresRepository(DomainRepository):
+    """Evaluation scores: save one or many, read by id, list by scorer, run, entity or span.
+
+    Example::
+
+        scores = storage.get_store("scores")
+        saved = scores.save_score(score={
+            "scorer_id": "answer-relevancy", "run_id": "run-1", "entity_id": "support-agent",
+            "entity_type": "AGENT", "source": "LIVE", "score": 0.8,
+            "scorer": {"id": "answer-relevancy", "name": "Answer relevancy"},
+            "entity": {"id": "support-agent", "name": "Support agent"},
+            "input": [{"role": "user", "content": "2+2?"}], "output": {"text": "4"},
+        })
+        page = scores.list_scores_by_run_id(run_id="run-1")
+    """
+
+    domain = "scores"
+
+    def build_models(self, database: peewee.DatabaseProxy) -> Any:
+        # Mastra's SQLite table leaves every column but id nullable; validation enforces the rest.
+        models = build_scores_models(database, all_nullable=self.backend.name == "SQLITE")
+        # JSON columns declared NOT NULL store JSON null for None (PostgreSQL, ClickHouse).
+        self._json_null_names = frozenset(field.name for field in models.score._meta.sorted_fields
+                                          if isinstance(field, JSONField) and not field.null)
+        return models
+
+    # ------------------------------------------------------------------ conversion
+
+    @staticmethod
+    def _record(row: dict[str, Any]) -> dict[str, Any]:
+        """A stored row as a score dict with all 35 keys."""
+        record = {key: row.get(key) for key in SCORE_KEYS}
+        if isinstance(record["score"], int):
+            record["score"] = float(record["score"])
+        return record
+
+    def _prepare(self, problems: Problems, payload: Any, prefix: str = "") -> tuple[Any, Any]:
+        """Validate one payload: ``(record, row)`` (``id`` ``None`` when not given, timestamps
+        unset), or ``(None, None)`` with its problems recorded under ``prefix``."""
+        fast = fast_prepare_score(payload, strip_nul=self.backend.strips_nul, json_null=self._json_null_names)
+        return fast if fast is not None else self._prepare_with_schema(problems, payload, prefix)
+
+    def _prepare_with_schema(self, problems: Problems, payload: Any, prefix: str = "") -> tuple[Any, Any]:
+        """The schema route of :meth:`_prepare`: ``(record, row)``, or ``(None, None)`` if invalid."""
+        if not isinstance(payload, Mapping):
+            problems.add(prefix or "score", "Invalid input type.")  # marshmallow's wording
+            return None, None
+        data = {key: value for key, value in payload.items() if key not in IGNORED_KEYS}
+        values = load_into(problems, _SCORE_SCHEMA, data, prefix)
+        if values is None:
+            return None, None
+        record = {name: self.backend.clean(values.get(name)) for name in SCORE_KEYS}
+        record["created_at"] = record["updated_at"] = None
+        row = dict(record)
+        for name in self._json_null_names:
+            if row[name] is None:
+                row[name] = JSON_NULL
+        return record, row
+
+    @staticmethod
+    def _raise(problems: Problems, payload: Any, **details: Any) -> None:
+        """Raise the collected problems with the payload's identifying fields in ``details``."""
+        try:
+            problems.raise_if_any()
+        except ValidationError as error:
+            if isinstance(payload, Mapping):
+                for name in DETAIL_KEYS:
+                    key = name if name in payload else _SCORE_SCHEMA.fields[name].data_key
+                    if isinstance(payload.get(key), str):
+                        error.details[name] = payload[key]
+            error.details.update(details)
+            raise
+
+    def _store(self, records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write prepared scores in one transaction and return their records as stored."""
+        Score = self.models.score
+        now = utc_now()
+        generated, given = [], []
+        for record, row in zip(records, rows):
+            row["created_at"] = row["updated_at"] = record["created_at"] = record["updated_at"] = now
+            if record["id"] is None:
+                record["id"] = row["id"] = str(uuid4())
+                generated.append(row)
+            else:
+                given.append(row)
+        given_ids = list(dict.fromkeys(row["id"] for row in given))
+        with self.backend.write(*(("score", score_id) for score_id in given_ids)):
+            # Generated ids are new: a plain insert, no read of stored rows.
+            self.backend.insert(Score, generated)
+            if given:
+                # The upsert keeps a stored createdAt; read back those it kept.
+                self.backend.upsert(Score, given, preserve=("created_at",))
+                kept = self._kept_created_at(given_ids, now)
+                for record in records:
+                    record["created_at"] = kept.get(record["id"], now)
+        return records
+
+    def _kept_created_at(self, ids: list[str], now: datetime) -> dict[str, datetime]:
+        """``created_at`` of the scores among ``ids`` that an upsert at ``now`` did not create."""
+        Score = self.models.score
+        param = self.backend.database.param
+        kept: dict[str, datetime] = {}
+        for chunk in _chunks(ids):
+            # One SQL node for the list: peewee renders a long IN list value by value, slowly.
+            in_chunk = peewee.SQL(f'"{Score.id.column_name}" IN ({", ".join([param] * len(chunk))})', chunk)
+            query = self.backend.select(Score, Score.id, Score.created_at).where(in_chunk, Score.created_at != now)
+            kept.update((row["id"], row["created_at"]) for row in query)
+        return kept
+
+    # ------------------------------------------------------------------ writes
+
+    @operation
+    def save_score(self, *, score: dict) -> dict:
+        """Validate and store one score; returns it as :meth:`get_score_by_id` now would.
+
+        Without ``id`` (or with ``id=None``) a UUID4 is generated. With an id the save is an
+        upsert: a stored score is replaced as a whole (absent optional fields become ``None``),
+        keeping its ``created_at``; ``updated_at`` is now.
+        """
+        problems = Problems()
+        record, row = self._prepare(problems, score)
+        if record is None:
+            self._raise(problems, score)
+        return self._store([record], [row])[0]
+
+    @operation
+    def save_scores(self, *, scores: list[dict]) -> list[dict]:
+        """Store many scores at once; an addition to Mastra's API for batch evaluation jobs.
+
+        Same validation and result as calling :meth:`save_score` for each item in order (a
+        returned record per item, an id repeated in the batch ends as its last item), but all or
+        nothing: any invalid item fails the whole call before anything is written, with every
+        problem reported under ``scores[<index>].<field>`` and ``details["index"]`` (plus the
+        identifying fields) of the first bad item. Written with one multi-row upsert in one
+        transaction (SQLite, PostgreSQL) or one native block insert (ClickHouse).
+        """
+        if not isinstance(scores, list):
+            raise ValidationError(fields={"scores": ["scores must be a list"]})
+        problems = Problems()
+        records: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        first_bad: int | None = None
+        with gc_paused():
+            for index, payload in enumerate(scores):
+                record, row = self._prepare(problems, payload, f"scores[{index}]")
+                if record is None:
+                    first_bad = index if first_bad is None else first_bad
+                else:
+                    records.append(record)
+                    rows.append(row)
+            if first_bad is not None:
+                self._raise(problems, scores[first_bad], index=first_bad)
+            self._store(records, rows)
+            del rows  # written: freed now, so the resumed collector never scans them
+        return records
+
+    # ------------------------------------------------------------------ reads
+
+    @operation
+    def get_score_by_id(self, *, id: str) -> dict | None:
+        """The score with that id, or ``None``."""
+        problems = Problems()
+        check_id(problems, "id", id)
+        problems.raise_if_any()
+        Score = self.models.score
+        row = self.backend.select(Score).where(Score.id == id).first()
+        return None if row is None else self._record(row)
+
+    def _list(self, problems: Problems, conditions: list[Any], filters: Any, page: Any, per_page: Any) -> Page:
+        """One page of the scores matching ``conditions`` and the tenancy ``filters``, newest first."""
+        request = check_page(problems, page, per_page, default_per_page=100)
+        scope = check_tenancy(problems, filters)
+        problems.raise_if_any()
+        Score = self.models.score
+        if "organization_id" in scope:
+            conditions.append(Score.organization_id == scope["organization_id"])
+        if "project_id" in scope:
+            conditions.append(Score.project_id == scope["project_id"])
+        query = self.backend.select(Score).where(*conditions)
+        rows, total, has_more = fetch_page(self.backend, query, order_terms(Score.created_at, True, Score.id), request)
+        return Page([self._record(row) for row in rows], total, request.page, request.per_page, has_more)
+
+    @operation
+    def list_scores_by_scorer_id(self, *, scorer_id: str, entity_id: str | None = None,
+                                 entity_type: str | None = None, source: str | None = None,
+                                 filters: dict | None = None, page: int = 0, per_page: int | bool = 100) -> Page:
+        """Scores of one scorer, optionally narrowed by entity and source; newest first."""
+        problems = Problems()
+        check_id(problems, "scorer_id", scorer_id)
+        for name, value in (("entity_id", entity_id), ("entity_type", entity_type)):
+            if value is not None:
+                check_id(problems, name, value)
+        if source is not None and (not isinstance(source, str) or source not in _SOURCE_SET):
+            problems.add("source", f"Must be one of: {', '.join(SCORE_SOURCES)}.")
+        Score = self.models.score
+        conditions = [Score.scorer_id == scorer_id]
+        if entity_id is not None:
+            conditions.append(Score.entity_id == entity_id)
+        if entity_type is not None:
+            conditions.append(Score.entity_type == entity_type)
+        if source is not None:
+            conditions.append(Score.source == source)
+        return self._list(problems, conditions, filters, page, per_page)
+
+    @operation
+    def list_scores_by_run_id(self, *, run_id: str, filters: dict | None = None, page: int = 0,
+                              per_page: int | bool = 100) -> Page:
+        """Scores of one agent or workflow run; newest first."""
+        problems = Problems()
+        check_id(problems, "run_id", run_id)
+        Score = self.models.score
+        return self._list(problems, [Score.run_id == run_id], filters, page, per_page)
+
+    @operation
+    def list_scores_by_entity_id(self, *, entity_id: str, entity_type: str, filters: dict | None = None,
+                                 page: int = 0, per_page: int | bool = 100) -> Page:
+        """Scores of one entity (``entity_id`` and ``entity_type`` both match); newest first."""
+        problems = Problems()
+        check_id(problems, "entity_id", entity_id)
+        check_id(problems, "entity_type", entity_type)
+        Score = self.models.score
+        return self._list(problems, [Score.entity_id == entity_id, Score.entity_type == entity_type],
+                          filters, page, per_page)
+
+    @operation
+    def list_scores_by_span(self, *, trace_id: str, span_id: str, filters: dict | None = None, page: int = 0,
+                            per_page: int | bool = 100) -> Page:
+        """Scores attached to one span (``trace_id`` and ``span_id`` both match); newest first."""
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        check_id(problems, "span_id", span_id)
+        Score = self.models.score
+        return self._list(problems, [Score.trace_id == trace_id, Score.span_id == span_id], filters, page, per_page)
+
+__all__ = ["ScoresRepository", "fast_prepare_score"]

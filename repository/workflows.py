@@ -1,0 +1,541 @@
+"""The workflows domain: one snapshot per workflow run, so suspended runs resume after a restart
+(spec: workflows.md)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable
+
+import marshmallow
+import peewee
+
+from models.workflows import TABLE, build_workflow_models
+
+from .base import DomainRepository, fetch_page, operation, order_terms
+from .errors import ConflictError
+from .page import Page
+from .schemas.base import JSONObject, JSONValue, Timestamp, flatten_errors, load_into
+from .schemas.workflows import WorkflowRunSchema
+from .validation import Problems, check_id, check_page
+from .values import UNSET, deep_copy_json, epoch_ms, utc_now
+
+logger = logging.getLogger("repository")
+
+_RUN_SCHEMA = WorkflowRunSchema()
+_OBJECT_FIELD = JSONObject(allow_none=True)
+_VALUE_FIELD = JSONValue(allow_none=True)
+_TIMESTAMP_FIELD = Timestamp()
+
+#: Where a suspended step keeps the thread id of its agent stream (under ``context.<step>``).
+SUSPENDED_THREAD_PATH = ("suspendPayload", "__streamState", "messageList", "memoryInfo", "threadId")
+#: Where the run's input keeps its thread id (under ``context``).
+INPUT_THREAD_PATH = ("input", "messageListState", "memoryInfo", "threadId")
+
+#: The slot value that marks a list-output slot whose step has not finished yet.
+PENDING_KEY = "__mastra_pending__"
+
+
+# --------------------------------------------------------------------------- snapshot logic
+
+def empty_snapshot(run_id: str, now_ms: int) -> dict[str, Any]:
+    """The snapshot a run starts from when ``update_workflow_results`` finds no row (§3.2)."""
+    return {"runId": run_id, "status": "pending", "value": {}, "context": {}, "serializedStepGraph": [],
+            "activePaths": [], "activeStepsPath": {}, "suspendedPaths": {}, "resumeLabels": {},
+            "waitingPaths": {}, "requestContext": {}, "timestamp": now_ms}
+
+
+def _dig(value: Any, path: Iterable[str]) -> Any:
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def run_thread_matches(snapshot: Any, thread_id: str) -> bool:
+    """Whether the run's thread id (§3.2) is ``thread_id``: at a suspended step's stream state or
+    at the input's message list."""
+    context = snapshot.get("context") if isinstance(snapshot, dict) else None
+    if not isinstance(context, dict):
+        return False
+    for step in context.values():
+        if isinstance(step, dict) and step.get("status") == "suspended" \
+                and _dig(step, SUSPENDED_THREAD_PATH) == thread_id:
+            return True
+    return _dig(context, INPUT_THREAD_PATH) == thread_id
+
+
+def _is_pending(slot: Any) -> bool:
+    return isinstance(slot, dict) and len(slot) == 1 and slot.get(PENDING_KEY) is True
+
+
+def _is_suspended(slot: Any) -> bool:
+    return isinstance(slot, dict) and slot.get("status") == "suspended" \
+        and ("suspendPayload" in slot or "suspendedAt" in slot)
+
+
+def merge_step_result(stored: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """The new ``context[step_id]`` after storing ``result`` over ``stored`` (§4.4 step 4).
+
+    Two list outputs merge slot by slot (steps that run once per list item); anything else is
+    replaced by ``result``.
+    """
+    if not (isinstance(stored, dict) and isinstance(stored.get("output"), list)
+            and isinstance(result.get("output"), list)):
+        return result
+    old, incoming = stored["output"], result["output"]
+    pending = any(_is_pending(slot) for slot in incoming)
+    merged = []
+    for index, slot in enumerate(incoming):
+        has_old = index < len(old)
+        kept = old[index] if has_old else None
+        if _is_pending(slot):
+            merged.append(None if not has_old or kept is None or _is_pending(kept) or _is_suspended(kept) else kept)
+        elif slot is not None and not pending:
+            merged.append(slot)
+        else:
+            merged.append(kept)
+    merged.extend(old[len(incoming):])
+    if pending:
+        # A pending marker means "not finished": the rest of the incoming result is ignored.
+        return {**stored, "output": merged}
+    return {**stored, **result, "output": merged}
+
+
+# --------------------------------------------------------------------------- per-backend SQL
+
+class _Dialect:
+    """What this domain's SQL looks like on one backend: DDL and the two JSON filters.
+
+    A filter returns ``None`` when the backend cannot evaluate it; the repository then filters
+    the decoded snapshots itself.
+    """
+
+    def create_table(self, repository: "WorkflowsRepository") -> None:
+        """Create the table where peewee's declaration would not give the reference layout."""
+
+    def after_create(self, repository: "WorkflowsRepository") -> None:
+        """DDL that needs the table (constraints)."""
+
+    def status_condition(self, repository: "WorkflowsRepository", status: str) -> peewee.Node | None:
+        """The snapshot's top-level ``status`` is the string ``status``."""
+        return None
+
+    def thread_condition(self, repository: "WorkflowsRepository", thread_id: str) -> peewee.Node | None:
+        """The run's thread id (§3.2) is ``thread_id`` (see :func:`run_thread_matches`)."""
+        return None
+
+
+def _json_path(*keys: str) -> str:
+    return "$." + ".".join(f'"{key}"' for key in keys)
+
+
+class _SQLiteDialect(_Dialect):
+    # The reference layout: every column nullable, a UNIQUE key instead of a primary key.
+    DDL = ('CREATE TABLE IF NOT EXISTS "mastra_workflow_snapshot" ("workflow_name" TEXT, "run_id" TEXT, '
+           '"resourceId" TEXT, "snapshot" TEXT, "createdAt" TEXT, "updatedAt" TEXT, '
+           'UNIQUE (workflow_name, run_id))')
+
+    def create_table(self, repository: "WorkflowsRepository") -> None:
+        repository.backend.database.execute_sql(self.DDL)
+
+    def status_condition(self, repository: "WorkflowsRepository", status: str) -> peewee.Node:
+        document = repository.backend.json_text(repository.models.snapshot.snapshot)
+        return peewee.fn.json_extract(document, "$.status") == status
+
+    def thread_condition(self, repository: "WorkflowsRepository", thread_id: str) -> peewee.Node:
+        document = repository.backend.json_text(repository.models.snapshot.snapshot)
+        # json_extract raises on text that is not JSON, so only object steps are looked into.
+        suspended = peewee.NodeList((
+            peewee.SQL("EXISTS (SELECT 1 FROM json_each("), document,
+            peewee.SQL(", ?) AS step WHERE json_extract(CASE WHEN step.type = 'object' THEN step.value END, ?) = ? "
+                       "AND json_extract(CASE WHEN step.type = 'object' THEN step.value END, ?) = ?)",
+                       ["$.context", "$.status", "suspended", _json_path(*SUSPENDED_THREAD_PATH), thread_id]),
+        ), glue="")
+        from_input = peewee.fn.json_extract(document, _json_path("context", *INPUT_THREAD_PATH)) == thread_id
+        return peewee.NodeList((peewee.SQL("("), suspended, peewee.SQL(" OR "), from_input, peewee.SQL(")")),
+                               glue="")
+
+
+class _PostgresDialect(_Dialect):
+    COLUMNS = ('workflow_name text NOT NULL, run_id text NOT NULL, "resourceId" text, snapshot jsonb NOT NULL, '
+               '"createdAt" timestamp NOT NULL, "updatedAt" timestamp NOT NULL, '
+               '"createdAtZ" timestamptz DEFAULT now(), "updatedAtZ" timestamptz DEFAULT now()')
+    # Unique indexes of the table (no predicate, no expressions) and their column names.
+    UNIQUE_INDEXES = ("SELECT i.relname, ARRAY(SELECT a.attname FROM unnest(x.indkey::int2[]) AS k(attnum) "
+                      "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum) "
+                      "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+                      "WHERE x.indrelid = to_regclass(%s) AND x.indisunique AND x.indpred IS NULL "
+                      "AND x.indexprs IS NULL")
+    SUSPENDED_THREAD = ('$."context".* ? (@."status" == "suspended").'
+                        + ".".join(f'"{key}"' for key in SUSPENDED_THREAD_PATH) + " ? (@ == $thread)")
+    INPUT_THREAD = _json_path("context", *INPUT_THREAD_PATH) + " ? (@ == $thread)"
+
+    def create_table(self, repository: "WorkflowsRepository") -> None:
+        table = repository.backend.table_sql(repository.models.snapshot)
+        repository.backend.database.execute_sql(f"CREATE TABLE IF NOT EXISTS {table} ({self.COLUMNS})")
+
+    def after_create(self, repository: "WorkflowsRepository") -> None:
+        """Add the unique key unless some unique constraint or index on exactly the key exists
+        (older databases name it without the schema prefix)."""
+        backend = repository.backend
+        table = backend.table_sql(repository.models.snapshot)
+        cursor = backend.database.execute_sql(self.UNIQUE_INDEXES, (table,))
+        if any(sorted(columns) == ["run_id", "workflow_name"] for _, columns in cursor.fetchall()):
+            return
+        name = f"{backend.schema_name or 'public'}_{TABLE}_workflow_name_run_id_key"
+        backend.database.execute_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" UNIQUE (workflow_name, run_id)')
+        backend.database.execute_sql(f'ALTER TABLE {table} REPLICA IDENTITY USING INDEX "{name}"')
+
+    @staticmethod
+    def _document(repository: "WorkflowsRepository") -> peewee.Node:
+        # The cast is a no-op on jsonb and parses older databases' text snapshots.
+        return peewee.Cast(repository.models.snapshot.snapshot, "jsonb")
+
+    def status_condition(self, repository: "WorkflowsRepository", status: str) -> peewee.Node:
+        return peewee.Expression(self._document(repository), "->>", peewee.Value("status")) == status
+
+    def thread_condition(self, repository: "WorkflowsRepository", thread_id: str) -> peewee.Node:
+        variables = peewee.fn.jsonb_build_object("thread", peewee.Cast(peewee.Value(thread_id), "text"))
+        document = self._document(repository)
+        return (peewee.fn.jsonb_path_exists(document, peewee.Cast(peewee.Value(self.SUSPENDED_THREAD), "jsonpath"),
+                                            variables)
+                | peewee.fn.jsonb_path_exists(document, peewee.Cast(peewee.Value(self.INPUT_THREAD), "jsonpath"),
+                                              variables))
+
+
+class _ClickHouseDialect(_Dialect):
+    def status_condition(self, repository: "WorkflowsRepository", status: str) -> peewee.Node | None:
+        # 18.16's visitParam* functions also match nested "status" keys of step results.
+        if not repository.backend.features.json_functions:
+            return None
+        return peewee.fn.JSONExtractString(repository.models.snapshot.snapshot, "status") == status
+
+
+_DIALECTS: dict[str, _Dialect] = {"SQLITE": _SQLiteDialect(), "PG": _PostgresDialect(),
+                                  "CLICKHOUSE": _ClickHouseDialect()}
+
+
+# --------------------------------------------------------------------------- the repository
+
+class WorkflowsRepository(DomainRepository):
+    """Workflow run snapshots: persist, load, list, and atomic step/state updates.
+
+    Example::
+
+        workflows = storage.get_store("workflows")
+        workflows.persist_workflow_snapshot(workflow_name="wf", run_id="run-1",
+                                            snapshot={"status": "running", "context": {}})
+        context = workflows.update_workflow_results(workflow_name="wf", run_id="run-1",
+                                                    step_id="step-1", result={"status": "success"})
+        page = workflows.list_workflow_runs(workflow_name="wf", status="running")
+    """
+
+    domain = "workflows"
+
+    def build_models(self, database: peewee.DatabaseProxy) -> Any:
+        return build_workflow_models(database, clickhouse=self.backend.name == "CLICKHOUSE")
+
+    @property
+    def _dialect(self) -> _Dialect:
+        return _DIALECTS[self.backend.name]
+
+    @operation
+    def init(self) -> None:
+        """Create ``mastra_workflow_snapshot`` with its unique key and indexes; idempotent."""
+        self.backend.run_once(self.domain, self._create_tables)
+
+    def _create_tables(self) -> None:
+        with self.backend.ddl():
+            self._dialect.create_table(self)
+            self.backend.create_tables(self.tables)  # missing columns (resourceId, Z columns), indexes
+            self._dialect.after_create(self)
+
+    # ------------------------------------------------------------------ rows and records
+
+    @staticmethod
+    def _lock_key(workflow_name: str, run_id: str) -> tuple[str, str, str]:
+        return ("workflow_run", workflow_name, run_id)
+
+    def _row(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A row to write; ClickHouse's ``id`` column holds the run id."""
+        if "row_id" in self.models.snapshot._meta.fields:
+            values["row_id"] = values["run_id"]
+        return values
+
+    def _run_row(self, workflow_name: str, run_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+        Run, backend = self.models.snapshot, self.backend
+
+        def build() -> peewee.ModelSelect:
+            query = backend.select(Run).where((Run.workflow_name == backend.param("workflow_name"))
+                                              & (Run.run_id == backend.param("run_id")))
+            return (backend.for_update(query) if lock else query).limit(1)
+
+        # A prepared statement: loading a snapshot is a hot point read.
+        return backend.prepared((Run, "run", lock), build).first(workflow_name=workflow_name, run_id=run_id)
+
+    @staticmethod
+    def _snapshot(row: dict[str, Any]) -> Any:
+        snapshot = row["snapshot"]
+        if isinstance(snapshot, str):
+            logger.warning("Snapshot of workflow run %s/%s is not valid JSON; returning it as text.",
+                           row["workflow_name"], row["run_id"])
+        return snapshot
+
+    @classmethod
+    def _run_record(cls, row: dict[str, Any]) -> dict[str, Any]:
+        return {"workflow_name": row["workflow_name"], "run_id": row["run_id"], "resource_id": row["resource_id"],
+                "snapshot": cls._snapshot(row), "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+    def _check_key(self, problems: Problems, workflow_name: Any, run_id: Any) -> None:
+        check_id(problems, "workflow_name", workflow_name)
+        check_id(problems, "run_id", run_id)
+
+    def _json(self, problems: Problems, name: str, value: Any, *, objects_only: bool = False) -> Any:
+        """A JSON value (or object) argument, checked, copied and cleaned for storage."""
+        try:
+            return self.backend.clean((_OBJECT_FIELD if objects_only else _VALUE_FIELD).deserialize(value))
+        except marshmallow.ValidationError as error:
+            problems.merge(flatten_errors(error.messages), name)
+            return None
+
+    # ------------------------------------------------------------------ writing and reading
+
+    @operation
+    def persist_workflow_snapshot(self, *, workflow_name: str, run_id: str, snapshot: dict,
+                                  resource_id: str | None = None, created_at: Any = None,
+                                  updated_at: Any = None) -> None:
+        """Insert or replace the run's snapshot; an existing run keeps its ``created_at`` and,
+        when ``resource_id`` is ``None``, its resource id."""
+        problems = Problems()
+        data = {"workflow_name": workflow_name, "run_id": run_id, "snapshot": snapshot, "resource_id": resource_id}
+        for name, value in (("created_at", created_at), ("updated_at", updated_at)):
+            if value is not None:
+                data[name] = value
+        run = load_into(problems, _RUN_SCHEMA, data)
+        problems.raise_if_any()
+        now = utc_now()
+        clean = self.backend.clean
+        row = {"workflow_name": clean(run["workflow_name"]), "run_id": clean(run["run_id"]),
+               "snapshot": clean(run["snapshot"]), "created_at": run.get("created_at") or now,
+               "updated_at": run.get("updated_at") or now}
+        if run["resource_id"] is not None:
+            # Left out of the row when None, so an existing run keeps its stored resource id.
+            row["resource_id"] = clean(run["resource_id"])
+        with self.backend.write(self._lock_key(row["workflow_name"], row["run_id"])):
+            self.backend.upsert(self.models.snapshot, [self._row(row)], preserve=("created_at",))
+
+    @operation
+    def load_workflow_snapshot(self, *, workflow_name: str, run_id: str) -> dict | None:
+        """The stored snapshot (a fresh object), or ``None`` when the run does not exist."""
+        problems = Problems()
+        self._check_key(problems, workflow_name, run_id)
+        problems.raise_if_any()
+        row = self._run_row(self.backend.clean(workflow_name), self.backend.clean(run_id))
+        return None if row is None else self._snapshot(row)
+
+    @operation
+    def get_workflow_run_by_id(self, *, run_id: str, workflow_name: str | None = None) -> dict | None:
+        """The run with this id (and workflow name, when given), or ``None``; of several
+        workflows sharing the run id, the one created last."""
+        problems = Problems()
+        check_id(problems, "run_id", run_id)
+        if workflow_name is not None:
+            check_id(problems, "workflow_name", workflow_name)
+        problems.raise_if_any()
+        Run = self.models.snapshot
+        query = self.backend.select(Run).where(Run.run_id == self.backend.clean(run_id))
+        if workflow_name is not None:
+            query = query.where(Run.workflow_name == self.backend.clean(workflow_name))
+        row = query.order_by(Run.created_at.desc(), Run.workflow_name.asc()).first()
+        return None if row is None else self._run_record(row)
+
+    @operation
+    def delete_workflow_run_by_id(self, *, run_id: str, workflow_name: str) -> None:
+        """Delete that run; no error when it does not exist."""
+        problems = Problems()
+        self._check_key(problems, workflow_name, run_id)
+        problems.raise_if_any()
+        Run = self.models.snapshot
+        workflow_name, run_id = self.backend.clean(workflow_name), self.backend.clean(run_id)
+        with self.backend.write(self._lock_key(workflow_name, run_id)):
+            self.backend.delete(Run, (Run.workflow_name == workflow_name) & (Run.run_id == run_id))
+
+    # ------------------------------------------------------------------ listing
+
+    @operation
+    def list_workflow_runs(self, *, workflow_name: str | None = None, status: str | None = None,
+                           resource_id: str | None = None, thread_id: str | None = None, from_date: Any = None,
+                           to_date: Any = None, page: int = 0, per_page: int | bool = False) -> Page:
+        """Runs matching every given filter, newest first (then workflow name, run id)."""
+        problems = Problems()
+        request = check_page(problems, page, per_page, default_per_page=False)
+        filters = {"workflow_name": workflow_name, "status": status, "resource_id": resource_id,
+                   "thread_id": thread_id}
+        for name, value in filters.items():
+            if value is not None and not isinstance(value, str):
+                problems.add(name, f"{name} must be a string")
+        bounds = {}
+        for name, value in (("from_date", from_date), ("to_date", to_date)):
+            if value is not None:
+                try:
+                    bounds[name] = _TIMESTAMP_FIELD.deserialize(value)
+                except marshmallow.ValidationError:
+                    problems.add(name, "Not a valid datetime.")
+        problems.raise_if_any()
+        given = {name: self.backend.clean(value) for name, value in filters.items() if value}
+
+        Run = self.models.snapshot
+        query = self.backend.select(Run)
+        if "workflow_name" in given:
+            query = query.where(Run.workflow_name == given["workflow_name"])
+        if "resource_id" in given:
+            query = query.where(Run.resource_id == given["resource_id"])
+        if "from_date" in bounds:
+            query = query.where(Run.created_at >= bounds["from_date"])
+        if "to_date" in bounds:
+            query = query.where(Run.created_at <= bounds["to_date"])
+        checks: list[Callable[[Any], bool]] = []
+        if "status" in given:
+            wanted_status = given["status"]
+            condition = self._dialect.status_condition(self, wanted_status)
+            if condition is None:
+                checks.append(lambda snapshot: isinstance(snapshot, dict) and snapshot.get("status") == wanted_status)
+            else:
+                query = query.where(condition)
+        if "thread_id" in given:
+            wanted_thread = given["thread_id"]
+            condition = self._dialect.thread_condition(self, wanted_thread)
+            if condition is None:
+                checks.append(lambda snapshot: run_thread_matches(snapshot, wanted_thread))
+            else:
+                query = query.where(condition)
+        predicate = (lambda row: all(check(row["snapshot"]) for check in checks)) if checks else None
+        order = order_terms(Run.created_at, True, Run.workflow_name, Run.run_id)
+        rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
+        return Page([self._run_record(row) for row in rows], total, request.page, request.per_page, has_more)
+
+    # ------------------------------------------------------------------ atomic updates
+
+    def _stored_snapshot(self, row: dict[str, Any], run_id: str) -> dict[str, Any]:
+        """The stored snapshot, which must be an object with a ``context`` object."""
+        snapshot = row["snapshot"]
+        if not isinstance(snapshot, dict) or not isinstance(snapshot.get("context"), dict):
+            raise ConflictError(f"Snapshot not found for runId {run_id}", details={"code": "INVALID_SNAPSHOT"})
+        return snapshot
+
+    @operation
+    def update_workflow_results(self, *, workflow_name: str, run_id: str, step_id: str, result: dict,
+                                request_context: dict | None = None) -> dict:
+        """Store one step's result in the run's context (creating the run when missing) and
+        merge ``request_context`` into its ``requestContext``; returns the whole new context."""
+        problems = Problems()
+        self._check_key(problems, workflow_name, run_id)
+        check_id(problems, "step_id", step_id)
+        if result is None:
+            problems.add("result", "Field may not be null.")
+        else:
+            result = self._json(problems, "result", result, objects_only=True)
+        request_context = self._json(problems, "request_context", request_context, objects_only=True)
+        problems.raise_if_any()
+        clean = self.backend.clean
+        workflow_name, run_id, step_id = clean(workflow_name), clean(run_id), clean(step_id)
+        Run = self.models.snapshot
+        now = utc_now()
+        with self.backend.write(self._lock_key(workflow_name, run_id)):
+            row = self._run_row(workflow_name, run_id, lock=True)
+            if row is None:
+                # Insert-if-absent first, so callers racing to create the run all find one row.
+                self.backend.insert_if_absent(Run, [self._row({
+                    "workflow_name": workflow_name, "run_id": run_id, "resource_id": None,
+                    "snapshot": empty_snapshot(run_id, epoch_ms(now)), "created_at": now, "updated_at": now})])
+                row = self._run_row(workflow_name, run_id, lock=True)
+            snapshot = self._stored_snapshot(row, run_id)
+            context = snapshot["context"]
+            context[step_id] = merge_step_result(context.get(step_id), result)
+            stored_request_context = snapshot.get("requestContext")
+            snapshot["requestContext"] = {**(stored_request_context if isinstance(stored_request_context, dict)
+                                             else {}), **(request_context or {})}
+            self.backend.replace(Run, row, {"snapshot": snapshot, "updated_at": now})
+        return deep_copy_json(context)
+
+    @operation
+    def update_workflow_state(self, *, workflow_name: str, run_id: str, status: str, result: Any = UNSET,
+                              error: Any = UNSET, suspended_paths: Any = UNSET, waiting_paths: Any = UNSET,
+                              resume_labels: Any = UNSET, active_paths: Any = UNSET,
+                              active_steps_path: Any = UNSET, tracing_context: Any = UNSET,
+                              expected_status: str | list[str] | None = None) -> dict | None:
+        """Change run-level fields of the snapshot (a shallow merge) and return the new snapshot;
+        ``None`` when the run does not exist or its status is not one of ``expected_status``."""
+        problems = Problems()
+        self._check_key(problems, workflow_name, run_id)
+        if not isinstance(status, str) or not status:
+            problems.add("status", "status must be a non-empty string")
+        changes: dict[str, Any] = {"status": status}
+        arguments = (
+            ("result", "result", result, None),
+            ("error", "error", error, None),
+            ("suspended_paths", "suspendedPaths", suspended_paths, _is_path_map),
+            ("waiting_paths", "waitingPaths", waiting_paths, _is_path_map),
+            ("active_steps_path", "activeStepsPath", active_steps_path, _is_path_map),
+            ("active_paths", "activePaths", active_paths, _is_path),
+            ("resume_labels", "resumeLabels", resume_labels, _is_label_map),
+            ("tracing_context", "tracingContext", tracing_context, lambda value: isinstance(value, dict)),
+        )
+        for name, key, value, shape in arguments:
+            if value is UNSET:
+                continue
+            if value is not None and shape is not None and not shape(value):
+                problems.add(name, _SHAPE_MESSAGES[name])
+                continue
+            changes[key] = self._json(problems, name, value)
+        expected = _check_expected_status(problems, expected_status)
+        problems.raise_if_any()
+        workflow_name, run_id = self.backend.clean(workflow_name), self.backend.clean(run_id)
+        changes["status"] = self.backend.clean(status)
+        with self.backend.write(self._lock_key(workflow_name, run_id)):
+            row = self._run_row(workflow_name, run_id, lock=True)
+            if row is None:
+                return None
+            snapshot = self._stored_snapshot(row, run_id)
+            if expected is not None and snapshot.get("status") not in expected:
+                return None
+            snapshot = {**snapshot, **changes}
+            self.backend.replace(self.models.snapshot, row, {"snapshot": snapshot, "updated_at": utc_now()})
+        return deep_copy_json(snapshot)
+
+
+# --------------------------------------------------------------------------- argument shapes
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+
+def _is_path_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_path(v) for k, v in value.items())
+
+
+def _is_label_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items())
+
+
+_SHAPE_MESSAGES = {
+    "suspended_paths": "suspended_paths must be a dict of step ids to lists of integers",
+    "waiting_paths": "waiting_paths must be a dict of step ids to lists of integers",
+    "active_steps_path": "active_steps_path must be a dict of step ids to lists of integers",
+    "active_paths": "active_paths must be a list of integers",
+    "resume_labels": "resume_labels must be a dict of labels to objects",
+    "tracing_context": "tracing_context must be a dict",
+}
+
+
+def _check_expected_status(problems: Problems, value: Any) -> list[str] | None:
+    """``None``, a non-empty string or a non-empty list of them → the allowed statuses."""
+    if value is None:
+        return None
+    statuses = [value] if isinstance(value, str) else value
+    if not isinstance(statuses, (list, tuple)) or not statuses \
+            or not all(isinstance(s, str) and s for s in statuses):
+        problems.add("expected_status", "expected_status must be a non-empty string or a non-empty list of them")
+        return None
+    return list(statuses)
