@@ -1,0 +1,33 @@
+"""Sphinx configuration of the composite-store documentation.
+
+Build with ``sphinx-build -W -b html docs docs/_build/html`` (warnings are errors).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Import the packages from this checkout (autodoc reads the docstrings).
+sys.path.insert(0, os.path.abspath(".."))
+
+project = "composite-store"
+author = "composite-store contributors"
+copyright = "2026, composite-store contributors"
+release = "0.1.0"
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+]
+
+exclude_patterns = ["_build"]
+templates_path: list[str] = []
+html_static_path: list[str] = []
+html_theme = "alabaster"
+html_title = "composite-store"
+
+# API reference: members in source order, signatures with their type hints.
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True

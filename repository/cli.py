@@ -1,0 +1,163 @@
+"""The ``composite-store`` command line (also ``python -m repository``).
+
+Commands:
+
+* ``init``: create the tables of every domain (``--default URL`` plus one option per domain);
+* ``demo``: simulate an afternoon of an agent application and print what was stored;
+* ``stats``: rows per domain and table of one database.
+
+A failure prints the error's id and message to stderr and exits with status 1.  URLs are only
+ever shown with their password masked.  This module only parses arguments and prints; the work
+is done by the library (:mod:`repository.composite`, :mod:`repository.demo`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence
+
+import click
+
+from .backends.base import mask_password
+from .backends.sqlite import SQLiteBackend
+from .composite import CompositeStore, store_for_url
+from .demo import DEMO_URL, SECTIONS, render_report, run_demo
+from .errors import NotFoundError, StorageError
+from .stores import DOMAINS
+
+
+def fail(error: StorageError) -> NoReturn:
+    """Print ``<id>: <message>`` to stderr and exit with status 1."""
+    click.echo(f"{error.id}: {mask_password(error.message)}", err=True)
+    sys.exit(1)
+
+
+class _Quiet:
+    """Stands in for a progress bar when stderr is not a terminal (logs and pipes stay clean)."""
+
+    def __init__(self, items: Iterable[Any] | None) -> None:
+        self.items = items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items or ())
+
+    def update(self, steps: int) -> None:
+        """Nothing to draw."""
+
+
+@contextmanager
+def progress(items: Iterable[Any] | None = None, *, length: int | None = None, label: str) -> Iterator[Any]:
+    """``click.progressbar`` on stderr when it is a terminal, else a silent stand-in."""
+    if sys.stderr.isatty():
+        with click.progressbar(items, length=length, label=label, file=sys.stderr, show_eta=False) as bar:
+            yield bar
+    else:
+        yield _Quiet(items)
+
+
+def _domain_url_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One ``--<domain> URL`` option per domain."""
+    for key in reversed(DOMAINS):
+        command = click.option(f"--{key}", key, metavar="URL", default=None,
+                               help=f"Database of the {key} domain (default: --default).")(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Log the library's messages to stderr (-vv: debug).")
+def cli(verbose: int) -> None:
+    """Storage for AI-agent applications on SQLite, PostgreSQL and ClickHouse.
+
+    URLs: sqlite:///path, file:./path, postgresql://user:pass@host:port/db[?schema_name=app],
+    clickhouse://user:pass@host:port/db.
+    """
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        # The ClickHouse driver logs every failed connection attempt with a traceback; the command
+        # reports the failure itself, once, with the error's id.
+        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+
+
+@cli.command()
+@click.option("--default", "default", metavar="URL", default=None,
+              help="Database of every domain not given its own URL.")
+@_domain_url_options
+def init(default: str | None, **domain_urls: str | None) -> None:
+    """Create the missing tables of every domain (idempotent)."""
+    urls = {key: url for key, url in domain_urls.items() if url is not None}
+    try:
+        with CompositeStore.from_urls(default=default, **urls) as storage:
+            storage.init()
+            for key in DOMAINS:
+                repository = storage.get_store(key)
+                where = repository.backend.display_url if repository is not None else "(not available)"
+                click.echo(f"{key:<14} {where}")
+    except StorageError as error:
+        fail(error)
+    click.echo("Tables are ready.")
+
+
+@cli.command()
+@click.option("--url", metavar="URL", default=None,
+              help=f"Database for every domain (default: {DEMO_URL}, in the current directory).")
+def demo(url: str | None) -> None:
+    """Simulate one afternoon of an agent application, then print a summary of what was stored.
+
+    Runs again on the same database without clearing it: every run uses fresh ids.
+    """
+    try:
+        with CompositeStore.from_urls(default=url or DEMO_URL) as storage:
+            storage.init()
+            with progress(length=len(SECTIONS), label="Simulating an afternoon") as bar:
+                report = run_demo(storage, on_section=lambda name: bar.update(1))
+    except StorageError as error:
+        fail(error)
+    click.echo(render_report(report))
+
+
+@cli.command()
+@click.argument("url")
+def stats(url: str) -> None:
+    """Rows per domain and table of the database at URL (creates nothing)."""
+    try:
+        store = store_for_url(url)
+    except StorageError as error:
+        fail(error)
+    backend = store.backend
+    if isinstance(backend, SQLiteBackend) and not backend.in_memory and not os.path.exists(backend.path):
+        # Opening it would create an empty file; a mistyped path deserves an error instead.
+        fail(NotFoundError(f"No SQLite database at {backend.path}", id="STORAGE_SQLITE_COUNT_ROWS_NOT_FOUND"))
+    rows: list[tuple[str, str, int | None]] = []
+    try:
+        with store:
+            with progress(store.domains, label="Counting rows") as domains:
+                for key in domains:
+                    for table, count in store.get_store(key).count_rows().items():
+                        rows.append((key, table, count))
+    except StorageError as error:
+        fail(error)
+    click.echo(render_stats(store.backend.display_url, rows))
+
+
+def render_stats(display_url: str, rows: Sequence[tuple[str, str, int | None]]) -> str:
+    """The ``stats`` table: one line per table, then the total."""
+    width = max([len(table) for _, table, _ in rows] + [5])
+    lines = [f"Database: {display_url}", "", f"{'domain':<14} {'table':<{width}} {'rows':>9}"]
+    for domain, table, count in rows:
+        shown = f"{count:>9,}" if count is not None else f"{'-':>9}  (table missing: run composite-store init)"
+        lines.append(f"{domain:<14} {table:<{width}} {shown}")
+    total = sum(count for _, _, count in rows if count is not None)
+    lines.append(f"{'total':<14} {'':<{width}} {total:>9,}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``composite-store`` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="composite-store")
+
+
+__all__ = ["cli", "main", "fail", "progress", "render_stats"]
