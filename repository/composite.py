@@ -6,7 +6,7 @@ import threading
 from typing import Any, Mapping
 
 from .base import DomainRepository
-from .errors import NotSupportedError, StorageError, ValidationError
+from .errors import NotSupportedError, ValidationError
 from .stores import DOMAINS, WholeStore
 
 #: Domains that ClickHouse does not hold yet.

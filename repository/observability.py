@@ -11,6 +11,7 @@ written with the backend's bulk upsert in one call.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from operator import itemgetter
 from typing import Any, ClassVar, Iterable, Sequence
 
@@ -25,7 +26,7 @@ from .page import Page
 from .schemas.base import Timestamp, flatten_errors
 from .schemas.observability import ENTITY_TYPES, IGNORED_KEYS, PARENT_IS_SELF, SPAN_TYPES, SpanSchema
 from .validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, join_path
-from .values import JSONText, json_dumps, to_utc, utc_now
+from .values import JSONText, is_storable_text, json_dumps, to_utc, utc_now
 
 _SPAN_SCHEMA = SpanSchema()
 _TIMESTAMP_FIELD = Timestamp()
@@ -122,19 +123,6 @@ def _str_keys(value: Any) -> bool:
 _CONVERTED_KEY = re.compile(r'[{,]"(?:-?[0-9][0-9.eE+-]*|true|false|null)":')
 
 
-def _storable(text: str, strip_nul: bool) -> bool:
-    """Whether ``text`` needs no cleaning: no unpaired surrogate and, where stripped, no U+0000."""
-    if strip_nul and "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def scalars_first(value: Any) -> Any:
     """A JSON object with its top-level scalar members before the nested ones (ClickHouse's
     ``visitParam*`` functions take the first occurrence of a key at any depth, §4.3.4)."""
@@ -190,7 +178,7 @@ class SpanRows:
             row["parent_span_id"] = None
         elif parent == span_id:
             return None
-        if not _storable("".join(filter(None, texts)) + trace_id + span_id + name, self.strip_nul):
+        if not is_storable_text("".join(filter(None, texts)) + trace_id + span_id + name, self.strip_nul):
             return None
         try:
             started = row["started_at"] = to_utc(row["started_at"])
@@ -228,7 +216,7 @@ class SpanRows:
             return None
         if _CONVERTED_KEY.search(text) and not _str_keys(value):
             return None
-        if not _storable(text, False) or (self.strip_nul and "\\u0000" in text):
+        if not is_storable_text(text, False) or (self.strip_nul and "\\u0000" in text):
             return None
         return JSONText(text)
 
@@ -255,7 +243,7 @@ class SpanRows:
 
 # --------------------------------------------------------------------------- per-backend SQL
 
-class _Dialect:
+class _Dialect(ABC):
     """What this domain's SQL looks like on one backend: table creation, the root and error
     checks, and the filters that look inside JSON."""
 
@@ -279,9 +267,9 @@ class _Dialect:
         """The span has a parent."""
         return span.parent_span_id.is_null(False)
 
+    @abstractmethod
     def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
         """The span's ``error`` is neither SQL ``NULL`` nor JSON ``null`` (§2.5)."""
-        raise NotImplementedError
 
     def has_child_error(self, repository: "ObservabilityRepository", wanted: bool) -> peewee.Node:
         """Some span of the root's trace other than a root has an error (``wanted``), or none has."""
@@ -291,9 +279,9 @@ class _Dialect:
             (child.trace_id == Span.trace_id) & self.not_root(child) & self.error_present(repository, child)))
         return exists if wanted else ~exists
 
+    @abstractmethod
     def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
         """The root's ``tags`` contain every tag."""
-        raise NotImplementedError
 
     def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
         """Every top-level member of the JSON object in ``field`` equals the filter's value."""

@@ -30,7 +30,7 @@ from .page import Page
 from .schemas.base import load_into
 from .schemas.scores import SCORE_ENTITY_TYPES, SCORE_KEYS, SCORE_SOURCES, ScoreSchema
 from .validation import Problems, check_id, check_page, check_tenancy
-from .values import JSONText, json_dumps, utc_now
+from .values import JSONText, is_storable_text, json_dumps, utc_now
 
 _SCORE_SCHEMA = ScoreSchema()
 
@@ -69,19 +69,6 @@ _EMPTY_RECORD = dict.fromkeys(SCORE_KEYS)
 _decode_json = json.JSONDecoder().decode
 
 
-def _storable(text: str, strip_nul: bool) -> bool:
-    """Whether ``text`` reaches the database unchanged (no surrogates; no U+0000 if stripped)."""
-    if strip_nul and "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def fast_prepare_score(payload: Any, *, strip_nul: bool = False,
                        json_null: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The common, valid payload checked and converted the quick way: ``(record, row)`` or ``None``.
@@ -115,15 +102,15 @@ def fast_prepare_score(payload: Any, *, strip_nul: bool = False,
     for name in _TEXT_FIELDS:
         value = record[name]
         if value is not None and (type(value) is not str or
-                                  (strip_nul or not value.isascii()) and not _storable(value, strip_nul)):
+                                  (strip_nul or not value.isascii()) and not is_storable_text(value, strip_nul)):
             return None
     value = record["id"]
     if value is not None and (type(value) is not str or not value or
-                              (strip_nul or not value.isascii()) and not _storable(value, strip_nul)):
+                              (strip_nul or not value.isascii()) and not is_storable_text(value, strip_nul)):
         return None
     for name in _ID_FIELDS:
         value = record[name]
-        if type(value) is not str or not value or (strip_nul or not value.isascii()) and not _storable(value, strip_nul):
+        if type(value) is not str or not value or (strip_nul or not value.isascii()) and not is_storable_text(value, strip_nul):
             return None
     score = record["score"]
     if type(score) is not float:
@@ -158,7 +145,7 @@ def fast_prepare_score(payload: Any, *, strip_nul: bool = False,
     except (TypeError, ValueError, RecursionError):  # not JSON, or needs normalizing (datetimes)
         return None
     joined = "[" + ",".join(texts) + "]"
-    if not _storable(joined, False) or (strip_nul and "\\u0000" in joined):
+    if not is_storable_text(joined, False) or (strip_nul and "\\u0000" in joined):
         return None
     row = record.copy()
     # One decode gives fresh copies of every value; a copy that differs from its original

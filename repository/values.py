@@ -167,6 +167,20 @@ def clean_text(text: str, *, strip_nul: bool = False) -> str:
     return text.replace("\x00", "") if strip_nul and "\x00" in text else text
 
 
+def is_storable_text(text: str, strip_nul: bool) -> bool:
+    """Whether ``text`` reaches the database unchanged: no unpaired surrogate and, where U+0000
+    is stripped (PostgreSQL), no U+0000.  The bulk paths' quick check before :func:`clean_text`."""
+    if strip_nul and "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def find_bad_text(value: Any, path: str = "", _seen: frozenset[int] = frozenset()) -> Iterator[str]:
     """Paths of strings (keys included) holding an unpaired surrogate or U+0000."""
     if isinstance(value, (dict, list, tuple)):
@@ -195,14 +209,14 @@ def _plain_copy(value: Any, clean: bool) -> Any:
     """A fresh copy of a value made only of ``dict`` (``str`` keys), ``list``, ``tuple``, ``str``,
     ``int``, finite ``float``, ``bool`` and ``None`` (exact types); else :class:`_NotPlain`."""
     kind = type(value)
-    if kind is str:
-        return _strip_surrogates(value) if clean else value
+    if kind is str:  # (ASCII text has no surrogates: the common case skips a call)
+        return _strip_surrogates(value) if clean and not value.isascii() else value
     if kind is dict:
         copy = {}
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            copy[_strip_surrogates(key) if clean else key] = _plain_copy(item, clean)
+            copy[_strip_surrogates(key) if clean and not key.isascii() else key] = _plain_copy(item, clean)
         return copy
     if kind is list or kind is tuple:
         return [_plain_copy(item, clean) for item in value]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import sqlite3
 import time
@@ -30,7 +29,6 @@ from types import SimpleNamespace
 import pytest
 
 from repository import UNSET, ConflictError, NotFoundError, Page, ValidationError
-from repository.clickhouse import ClickHouseStore
 from repository.composite import store_for_url
 from repository.jsonb import encode_jsonb
 from repository.postgres import PostgresStore

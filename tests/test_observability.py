@@ -852,9 +852,16 @@ FAST_PATH_CASES = [
     span(input={"when": datetime(2024, 1, 1, tzinfo=UTC)}),
     span(scope={"version": "1", "deps": {"a": "1"}, "n": 2}),
     {**SpanSchema().dump(span(metadata={"a": 1})), "status": "success"},
-    span(is_event=1),
     span(attributes={"200": 5, "true": {"-1": [1.5, "null"]}}, output=["a", {"b": None}]),
 ]
+
+
+def test_is_event_must_be_a_real_boolean(observability):
+    """``1`` is not ``True``: both the fast path and the schema refuse it, and nothing is written."""
+    with pytest.raises(ValidationError) as info:
+        observability.batch_create_spans(records=[span(is_event=1)])
+    assert "records[0].is_event" in info.value.fields
+    assert observability.list_traces().total == 0
 
 
 @pytest.mark.parametrize("strip_nul, scalars_first", [(False, False), (True, False), (False, True)])

@@ -8,7 +8,7 @@ from typing import Any
 import marshmallow
 from marshmallow import fields, validate
 
-from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, Timestamp
+from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, StrictInteger, StrictString, Timestamp
 
 AGENT_STATUSES = ("draft", "published", "archived")
 VISIBILITIES = ("private", "public")
@@ -139,7 +139,7 @@ class AgentConfigSchema(RecordSchema):
     ``model`` are required, every other field may be ``None``."""
 
     name = NonEmptyString(required=True)
-    description = fields.String(allow_none=True)
+    description = StrictString(allow_none=True)
     instructions = Instructions(required=True)
     model = ModelConfig(required=True)
     tools = ToolsConfig(allow_none=True)
@@ -156,7 +156,7 @@ class AgentConfigSchema(RecordSchema):
     request_context_schema = JSONObject(allow_none=True, data_key="requestContextSchema")
     workspace = ConfigValue(allow_none=True)
     skills = ConfigValue(allow_none=True)
-    skills_format = fields.String(allow_none=True, data_key="skillsFormat",
+    skills_format = StrictString(allow_none=True, data_key="skillsFormat",
                                   validate=validate.OneOf(SKILLS_FORMATS))
     durable = Durable(allow_none=True)
     browser = ConfigValue(allow_none=True)
@@ -168,27 +168,27 @@ class AgentVersionSchema(AgentConfigSchema):
     id = NonEmptyString()
     agent_id = NonEmptyString(required=True, data_key="agentId")
     version_number = VersionNumber(required=True, data_key="versionNumber")
-    changed_fields = fields.List(fields.String(), allow_none=True, data_key="changedFields")
-    change_message = fields.String(allow_none=True, data_key="changeMessage")
+    changed_fields = fields.List(StrictString(), allow_none=True, data_key="changedFields")
+    change_message = StrictString(allow_none=True, data_key="changeMessage")
     created_at = Timestamp(data_key="createdAt")
 
 
 class AgentUpdateSchema(RecordSchema):
     """The record fields ``update`` changes (its configuration keys are checked as JSON values)."""
 
-    author_id = fields.String(allow_none=True)
-    visibility = fields.String(allow_none=True, validate=validate.OneOf(VISIBILITIES))
+    author_id = StrictString(allow_none=True)
+    visibility = StrictString(allow_none=True, validate=validate.OneOf(VISIBILITIES))
     metadata = JSONObject(allow_none=True)
     active_version_id = NonEmptyString(allow_none=True)
-    status = fields.String(validate=validate.OneOf(AGENT_STATUSES))
+    status = StrictString(validate=validate.OneOf(AGENT_STATUSES))
 
 
 class AgentInputSchema(AgentConfigSchema):
     """The input of ``create``: the record fields a caller sets plus the configuration of version 1."""
 
     id = NonEmptyString(required=True)
-    author_id = fields.String(allow_none=True, data_key="authorId")
-    visibility = fields.String(allow_none=True, validate=validate.OneOf(VISIBILITIES))
+    author_id = StrictString(allow_none=True, data_key="authorId")
+    visibility = StrictString(allow_none=True, validate=validate.OneOf(VISIBILITIES))
     metadata = JSONObject(allow_none=True)
 
 
@@ -199,9 +199,9 @@ class AgentSchema(AgentInputSchema):
     name = NonEmptyString(allow_none=True)
     instructions = Instructions(allow_none=True)
     model = ModelConfig(allow_none=True)
-    status = fields.String(validate=validate.OneOf(AGENT_STATUSES))
-    active_version_id = fields.String(allow_none=True, data_key="activeVersionId")
-    favorite_count = fields.Integer(allow_none=True, data_key="favoriteCount")
+    status = StrictString(validate=validate.OneOf(AGENT_STATUSES))
+    active_version_id = StrictString(allow_none=True, data_key="activeVersionId")
+    favorite_count = StrictInteger(allow_none=True, data_key="favoriteCount")
     created_at = Timestamp(data_key="createdAt")
     updated_at = Timestamp(data_key="updatedAt")
-    resolved_version_id = fields.String(allow_none=True, data_key="resolvedVersionId")
+    resolved_version_id = StrictString(allow_none=True, data_key="resolvedVersionId")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -82,6 +83,48 @@ def load_into(problems: Problems, schema: marshmallow.Schema, data: Any, prefix:
 
 
 # --------------------------------------------------------------------------- fields
+
+class StrictString(fields.String):
+    """A ``str`` and nothing else (marshmallow's ``String`` would decode ``bytes``)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        return value
+
+
+class StrictInteger(fields.Integer):
+    """An ``int`` (``bool`` and numeric strings are refused)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return int(value)
+
+
+class StrictBoolean(fields.Boolean):
+    """A real ``bool`` (marshmallow's ``Boolean`` would accept ``1`` or ``"yes"``)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class FiniteNumber(fields.Float):
+    """An ``int`` or ``float`` (never ``bool`` or a numeric string) that is finite; loads as ``float``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise self.make_error("too_large") from None
+        if not math.isfinite(number):
+            raise self.make_error("special")
+        return number
+
 
 class NonEmptyString(fields.String):
     """A non-empty string (ids): ``<field> must be a non-empty string``."""

@@ -15,7 +15,8 @@ import marshmallow
 from jsonschema.validators import validator_for
 from marshmallow import fields, validate
 
-from .base import JSONObject, NonEmptyString, RecordSchema, Timestamp
+from .base import (JSONObject, NonEmptyString, RecordSchema, StrictBoolean, StrictInteger, StrictString,
+                   Timestamp)
 
 TARGET_TYPES = ("agent", "workflow", "scorer", "processor")
 SOURCE_TYPES = ("csv", "json", "trace", "llm", "experiment-result", "candidate-screener")
@@ -27,20 +28,11 @@ NOT_MAPPING = "Not a valid mapping type."
 NOT_LIST = "Not a valid list."
 
 
-class StrictInteger(fields.Integer):
-    """An ``int`` (``bool`` and numeric strings are refused)."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.make_error("invalid")
-        return int(value)
-
-
 class StringList(fields.List):
     """A list of strings (a tuple is accepted and becomes a list)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(fields.String(), **kwargs)
+        super().__init__(StrictString(), **kwargs)
 
 
 def validator_class(schema: dict[str, Any]) -> type:
@@ -75,19 +67,19 @@ class DatasetSchema(RecordSchema):
 
     id = NonEmptyString()
     name = NonEmptyString(required=True)
-    description = fields.String()
+    description = StrictString()
     metadata = JSONObject()
     input_schema = JSONSchemaDocument(data_key="inputSchema")
     ground_truth_schema = JSONSchemaDocument(data_key="groundTruthSchema")
     request_context_schema = JSONSchemaDocument(data_key="requestContextSchema")
     tags = StringList()
-    target_type = fields.String(data_key="targetType", validate=validate.OneOf(TARGET_TYPES))
+    target_type = StrictString(data_key="targetType", validate=validate.OneOf(TARGET_TYPES))
     target_ids = StringList(data_key="targetIds")
     scorer_ids = StringList(data_key="scorerIds")
-    organization_id = fields.String(allow_none=True, data_key="organizationId")
-    project_id = fields.String(allow_none=True, data_key="projectId")
-    candidate_key = fields.String(allow_none=True, data_key="candidateKey")
-    candidate_id = fields.String(allow_none=True, data_key="candidateId")
+    organization_id = StrictString(allow_none=True, data_key="organizationId")
+    project_id = StrictString(allow_none=True, data_key="projectId")
+    candidate_key = StrictString(allow_none=True, data_key="candidateKey")
+    candidate_id = StrictString(allow_none=True, data_key="candidateId")
     version = StrictInteger(validate=validate.Range(min=0))
     created_at = Timestamp(data_key="createdAt")
     updated_at = Timestamp(data_key="updatedAt")
@@ -206,7 +198,7 @@ class ItemPayloadSchema(RecordSchema):
     ground_truth = PayloadValue(allow_none=True, data_key="groundTruth")
     expected_trajectory = PayloadValue(allow_none=True, data_key="expectedTrajectory")
     tool_mocks = ToolMocks(allow_none=True, data_key="toolMocks")
-    unmocked_tool_policy = fields.String(allow_none=True, data_key="unmockedToolPolicy",
+    unmocked_tool_policy = StrictString(allow_none=True, data_key="unmockedToolPolicy",
                                          validate=validate.OneOf(UNMOCKED_TOOL_POLICIES))
     scorer_ids = ScorerIds(allow_none=True, data_key="scorerIds")
     request_context = PayloadObject(allow_none=True, data_key="requestContext")
@@ -230,13 +222,13 @@ class DatasetItemSchema(ItemPayloadSchema):
     dataset_id = NonEmptyString(required=True, data_key="datasetId")
     dataset_version = StrictInteger(required=True, data_key="datasetVersion", validate=validate.Range(min=0))
     external_id = ExternalId(allow_none=True, data_key="externalId")
-    organization_id = fields.String(allow_none=True, data_key="organizationId")
-    project_id = fields.String(allow_none=True, data_key="projectId")
+    organization_id = StrictString(allow_none=True, data_key="organizationId")
+    project_id = StrictString(allow_none=True, data_key="projectId")
     input = PayloadValue(required=True, allow_none=True)
     created_at = Timestamp(required=True, data_key="createdAt")
     updated_at = Timestamp(required=True, data_key="updatedAt")
     valid_to = StrictInteger(allow_none=True, data_key="validTo")
-    is_deleted = fields.Boolean(data_key="isDeleted")
+    is_deleted = StrictBoolean(data_key="isDeleted")
 
 
 class DatasetVersionSchema(RecordSchema):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import marshmallow
-from marshmallow import fields, validate
+from marshmallow import validate
 
-from .base import JSONObject, NonEmptyString, RecordSchema, Timestamp
+from .base import JSONObject, NonEmptyString, RecordSchema, StrictString, Timestamp
 
 MESSAGE_ROLES = ("user", "assistant", "system", "tool")
 
@@ -17,7 +17,7 @@ class ThreadSchema(RecordSchema):
 
     id = NonEmptyString(required=True)
     resource_id = NonEmptyString(required=True, data_key="resourceId")
-    title = fields.String()
+    title = StrictString()
     metadata = JSONObject(allow_none=True)
     created_at = Timestamp(data_key="createdAt")
     updated_at = Timestamp(data_key="updatedAt")
@@ -27,7 +27,7 @@ class ResourceSchema(RecordSchema):
     """A resource (the user owning threads) and its working memory (memory.md §3.2)."""
 
     id = NonEmptyString(required=True)
-    working_memory = fields.String(allow_none=True, data_key="workingMemory")
+    working_memory = StrictString(allow_none=True, data_key="workingMemory")
     metadata = JSONObject(allow_none=True)
     created_at = Timestamp(data_key="createdAt")
     updated_at = Timestamp(data_key="updatedAt")
@@ -56,8 +56,8 @@ class MessageSchema(RecordSchema):
     id = NonEmptyString(required=True)
     thread_id = NonEmptyString(required=True, data_key="threadId")
     resource_id = NonEmptyString(required=True, data_key="resourceId")
-    role = fields.String(required=True, validate=validate.OneOf(MESSAGE_ROLES))
-    type = fields.String(allow_none=True)
+    role = StrictString(required=True, validate=validate.OneOf(MESSAGE_ROLES))
+    type = StrictString(allow_none=True)
     content = MessageContent(required=True)
     created_at = Timestamp(data_key="createdAt")
 
@@ -72,6 +72,6 @@ class MessageUpdateSchema(RecordSchema):
     id = NonEmptyString(required=True)
     thread_id = NonEmptyString(data_key="threadId")
     resource_id = NonEmptyString(allow_none=True, data_key="resourceId")
-    role = fields.String(validate=validate.OneOf(MESSAGE_ROLES))
-    type = fields.String(allow_none=True)
+    role = StrictString(validate=validate.OneOf(MESSAGE_ROLES))
+    type = StrictString(allow_none=True)
     content = JSONObject()

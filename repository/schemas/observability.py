@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import marshmallow
-from marshmallow import fields, validate
+from marshmallow import validate
 
-from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, Timestamp
+from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, StrictBoolean, StrictString, Timestamp
 
 #: Span types accepted on write (§2.3), case-sensitive.
 SPAN_TYPES = (
@@ -56,12 +56,12 @@ class TagList(JSONArray):
         return tags
 
 
-def _optional_text(data_key: str | None = None, **kwargs: Any) -> fields.String:
-    return fields.String(allow_none=True, data_key=data_key, **kwargs)
+def _optional_text(data_key: str | None = None, **kwargs: Any) -> StrictString:
+    return StrictString(allow_none=True, data_key=data_key, **kwargs)
 
 
-def _entity_type(data_key: str) -> fields.String:
-    return fields.String(allow_none=True, data_key=data_key, validate=validate.OneOf(ENTITY_TYPES))
+def _entity_type(data_key: str) -> StrictString:
+    return StrictString(allow_none=True, data_key=data_key, validate=validate.OneOf(ENTITY_TYPES))
 
 
 class SpanSchema(RecordSchema):
@@ -78,9 +78,9 @@ class SpanSchema(RecordSchema):
     trace_id = NonEmptyString(required=True, data_key="traceId")
     span_id = NonEmptyString(required=True, data_key="spanId")
     parent_span_id = _optional_text("parentSpanId")
-    name = fields.String(required=True)
-    span_type = fields.String(required=True, data_key="spanType", validate=validate.OneOf(SPAN_TYPES))
-    is_event = fields.Boolean(data_key="isEvent")
+    name = StrictString(required=True)
+    span_type = StrictString(required=True, data_key="spanType", validate=validate.OneOf(SPAN_TYPES))
+    is_event = StrictBoolean(data_key="isEvent")
     started_at = Timestamp(required=True, data_key="startedAt")
     ended_at = Timestamp(allow_none=True, data_key="endedAt")
     entity_type = _entity_type("entityType")
@@ -117,7 +117,7 @@ class SpanSchema(RecordSchema):
     request_context = JSONObject(allow_none=True, data_key="requestContext")
     created_at = Timestamp(data_key="createdAt", dump_only=True)
     updated_at = Timestamp(data_key="updatedAt", dump_only=True)
-    status = fields.String(dump_only=True)
+    status = StrictString(dump_only=True)
 
     @marshmallow.pre_load
     def _drop_ignored(self, data: Any, **kwargs: Any) -> Any:

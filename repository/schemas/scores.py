@@ -2,63 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from marshmallow import fields, validate
+from marshmallow import validate
 
-from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, Timestamp
+from .base import (FiniteNumber, JSONObject, JSONValue, NonEmptyString, RecordSchema, StrictBoolean, StrictString,
+                   Timestamp)
+from .observability import SPAN_TYPES
 
 #: Accepted ``source`` values (scores.md §2.2).
 SCORE_SOURCES = ("LIVE", "TEST")
 
-#: Span types of observability.md §2.3, accepted as ``entity_type`` when one span was scored.
-SPAN_TYPES = (
-    "agent_run", "agent_signal", "model_generation", "model_step", "model_inference", "model_chunk",
-    "tool_call", "mcp_tool_call", "client_tool_call", "provider_tool_call",
-    "workflow_run", "workflow_step", "workflow_conditional", "workflow_conditional_eval", "workflow_parallel",
-    "workflow_loop", "workflow_sleep", "workflow_wait_event",
-    "scorer_run", "scorer_step",
-    "processor_run", "memory_operation", "workspace_action",
-    "rag_ingestion", "rag_embedding", "rag_vector_operation", "rag_action", "graph_action",
-    "generic", "mapping", "skill_action", "skill_resolution",
-)
-
-#: Accepted ``entity_type`` values on save (scores.md §2.2), case-sensitive.
+#: Accepted ``entity_type`` values on save (scores.md §2.2), case-sensitive: a span type of
+#: observability.md §2.3 when one span was scored.
 SCORE_ENTITY_TYPES = ("AGENT", "WORKFLOW", *SPAN_TYPES)
-
-
-class StrictString(fields.String):
-    """A ``str`` and nothing else (marshmallow's ``String`` would decode ``bytes``)."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        if not isinstance(value, str):
-            raise self.make_error("invalid")
-        return value
-
-
-class FiniteNumber(fields.Float):
-    """An ``int`` or ``float`` (never ``bool`` or a numeric string) that is finite; loads as ``float``."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.make_error("invalid")
-        try:
-            number = float(value)
-        except OverflowError:
-            raise self.make_error("too_large") from None
-        if not math.isfinite(number):
-            raise self.make_error("special")
-        return number
-
-
-class StrictBoolean(fields.Boolean):
-    """A real ``bool`` (marshmallow's ``Boolean`` would accept ``1`` or ``"yes"``)."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
-        if not isinstance(value, bool):
-            raise self.make_error("invalid")
-        return value
 
 
 def _text(data_key: str | None = None) -> StrictString:
