@@ -34,7 +34,9 @@ class Index:
     PostgreSQL (constraints named by the spec keep their name).  ``method`` is the PostgreSQL
     index method (``"gin"``); ``None`` means the default (btree).  A ``best_effort`` index that
     cannot be built (stored rows violate its uniqueness) is skipped with a logged warning.
-    ``where`` is the predicate of a partial index (``'"parentSpanId" IS NULL'``).
+    ``where`` is the predicate of a partial index (``'"parentSpanId" IS NULL'``).  ``include``
+    lists PostgreSQL ``INCLUDE`` columns (stored, not keyed: they let a filtered count be an
+    index-only scan); only PostgreSQL reads it.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Index:
     method: str | None = None
     best_effort: bool = False
     where: str | None = None
+    include: str | None = None
 
 
 def base_model(database: peewee.DatabaseProxy) -> type[peewee.Model]:

@@ -12,7 +12,7 @@ import peewee
 
 from models.memory import build_memory_models
 
-from .base import DomainRepository, fetch_page, operation, order_terms
+from .base import DomainRepository, fetch_page, fetch_prepared_page, operation, order_terms
 from .errors import ConflictError, NotFoundError, ValidationError
 from .page import Page
 from .schemas.base import JSONObject, Timestamp, flatten_errors, load_into
@@ -30,6 +30,11 @@ _TIMESTAMP_FIELD = Timestamp()
 
 #: Stored ``type`` of messages saved without one; read back as ``None``.
 DEFAULT_MESSAGE_TYPE = "v2"
+
+#: Longest ``thread_id`` list whose ``list_messages`` query is prepared (one statement per length).
+PREPARED_THREAD_IDS = 16
+#: Largest batch whose stored-message read is prepared (one statement per batch size).
+PREPARED_IDS = 100
 
 _ONE_MS = timedelta(milliseconds=1)
 _NO_TIME = timedelta(0)
@@ -122,10 +127,12 @@ class MemoryRepository(DomainRepository):
                 "updated_at": row["updated_at"]}
 
     @staticmethod
-    def _message_record(row: dict[str, Any]) -> dict[str, Any]:
+    def _message_record(row: dict[str, Any], content: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The record of a stored row; ``content``, when given, is the decoded content already."""
         return {"id": row["id"], "thread_id": row["thread_id"], "resource_id": row["resource_id"],
                 "role": row["role"], "type": None if row["type"] in (DEFAULT_MESSAGE_TYPE, None) else row["type"],
-                "content": decode_content(row["content"]), "created_at": row["created_at"]}
+                "content": decode_content(row["content"]) if content is None else content,
+                "created_at": row["created_at"]}
 
     @staticmethod
     def _resource_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -340,16 +347,25 @@ class MemoryRepository(DomainRepository):
                         problems.add(path, "Unknown field.")
         return windows, bounds
 
-    def _date_conditions(self, bounds: dict[str, Any]) -> list[Any]:
-        # Comparisons are exact to the millisecond, also for rows other clients stored with
-        # microseconds (read back truncated): "> start" is ">= start + 1 ms", "<= end" is "< end + 1 ms".
-        created = self.models.message.created_at
-        conditions = []
+    @staticmethod
+    def _date_limits(bounds: dict[str, Any]) -> dict[str, datetime]:
+        """The date range as ``created_at >= start`` and ``created_at < end``.
+
+        Comparisons are exact to the millisecond, also for rows other clients stored with
+        microseconds (read back truncated): "> start" is ">= start + 1 ms", "<= end" is "< end + 1 ms".
+        """
+        limits = {}
         if "start" in bounds:
-            conditions.append(created >= bounds["start"] + (_ONE_MS if bounds.get("start_exclusive") else _NO_TIME))
+            limits["start"] = bounds["start"] + (_ONE_MS if bounds.get("start_exclusive") else _NO_TIME)
         if "end" in bounds:
-            conditions.append(created < bounds["end"] + (_NO_TIME if bounds.get("end_exclusive") else _ONE_MS))
-        return conditions
+            limits["end"] = bounds["end"] + (_NO_TIME if bounds.get("end_exclusive") else _ONE_MS)
+        return limits
+
+    def _date_conditions(self, bounds: dict[str, Any]) -> list[Any]:
+        created = self.models.message.created_at
+        limits = self._date_limits(bounds)
+        return ([created >= limits["start"]] if "start" in limits else []) + (
+            [created < limits["end"]] if "end" in limits else [])
 
     @staticmethod
     def _in_date_range(created_at: datetime, bounds: dict[str, Any]) -> bool:
@@ -404,14 +420,18 @@ class MemoryRepository(DomainRepository):
         problems.raise_if_any()
 
         Message = self.models.message
-        query = self.backend.select(Message)
-        if thread_ids is not None:
-            query = query.where(Message.thread_id.in_(thread_ids))
-        if resource_id:
-            query = query.where(Message.resource_id == resource_id)
-        for condition in self._date_conditions(bounds):
-            query = query.where(condition)
-        predicate = None
+        # Without a metadata filter (and with a short thread list) the query's shape is fixed by which
+        # arguments are given: a prepared page.
+        prepared = not filters and (thread_ids is None or len(thread_ids) <= PREPARED_THREAD_IDS)
+        predicate = query = None
+        if not prepared:
+            query = self.backend.select(Message)
+            if thread_ids is not None:
+                query = query.where(Message.thread_id.in_(thread_ids))
+            if resource_id:
+                query = query.where(Message.resource_id == resource_id)
+            for condition in self._date_conditions(bounds):
+                query = query.where(condition)
         if filters:
             condition = self.backend.metadata_condition(Message.content, filters, "$.metadata")
             if condition is None:
@@ -426,10 +446,14 @@ class MemoryRepository(DomainRepository):
                     and self._in_date_range(row["created_at"], bounds)
                     and (not filters or json_matches(_object(decode_content(row["content"]).get("metadata")), filters)))
 
-        order = order_terms(Message.created_at, ordering.descending, Message.id)
         with self.backend.read():
-            rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate,
-                                               include_total=include_total)
+            if prepared:
+                rows, total, has_more = self._prepared_page(thread_ids, resource_id, bounds, ordering.descending,
+                                                            request, include_total)
+            else:
+                order = order_terms(Message.created_at, ordering.descending, Message.id)
+                rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate,
+                                                   include_total=include_total)
             items = {row["id"]: row for row in rows}
             for target_id, before, after in windows:
                 for row in self._window(target_id, before, after, resource_id):
@@ -441,6 +465,36 @@ class MemoryRepository(DomainRepository):
             matched = sum(1 for row in ordered if in_main_filter(row))
             has_more = has_more and matched < total
         return Page([self._message_record(r) for r in ordered], total, request.page, request.per_page, has_more)
+
+    def _prepared_page(self, thread_ids: list[str] | None, resource_id: str | None, bounds: dict[str, Any],
+                       descending: bool, request: Any, include_total: bool) -> tuple[list[dict], int, bool]:
+        """The page of a list without metadata filter: its shape is fixed by which arguments are
+        given, so its SQL is rendered once per shape (reading a thread's latest messages is hot)."""
+        Message, backend = self.models.message, self.backend
+        created = Message.created_at
+        values: dict[str, Any] = {f"thread_{i}": thread_id for i, thread_id in enumerate(thread_ids or ())}
+        if resource_id:
+            values["resource_id"] = resource_id
+        limits = self._date_limits(bounds)
+        values.update((name, created.db_value(limit)) for name, limit in limits.items())
+
+        def build() -> peewee.ModelSelect:
+            query = backend.select(Message)
+            if thread_ids is not None:
+                query = query.where(Message.thread_id.in_([backend.param(f"thread_{i}")
+                                                           for i in range(len(thread_ids))]))
+            if resource_id:
+                query = query.where(Message.resource_id == backend.param("resource_id"))
+            if "start" in limits:
+                query = query.where(created >= backend.param("start"))
+            if "end" in limits:
+                query = query.where(created < backend.param("end"))
+            return query
+
+        key = (Message, "list", None if thread_ids is None else len(thread_ids), bool(resource_id), tuple(limits),
+               descending)
+        return fetch_prepared_page(backend, key, build, order_terms(created, descending, Message.id), request,
+                                   values, include_total=include_total)
 
     def _window(self, target_id: str, before: int, after: int, resource_id: str | None) -> list[dict]:
         """The target message and its neighbours in its own thread (§4.3, step 3)."""
@@ -476,24 +530,38 @@ class MemoryRepository(DomainRepository):
     # ------------------------------------------------------------------ messages: writes
 
     def _require_threads(self, thread_ids: Iterable[str]) -> None:
-        Thread = self.models.thread
+        Thread, backend = self.models.thread, self.backend
         wanted = list(dict.fromkeys(thread_ids))
         if not wanted:
             return
-        found = {row["id"] for row in self.backend.select(Thread, Thread.id).where(Thread.id.in_(wanted))}
+        if len(wanted) > PREPARED_IDS:
+            found = {row["id"] for row in backend.select(Thread, Thread.id).where(Thread.id.in_(wanted))}
+        else:  # every save_messages checks its threads: prepared, one statement per count
+            statement = backend.prepared((Thread, "ids", len(wanted)), lambda: backend.select(Thread, Thread.id).where(
+                Thread.id.in_([backend.param(f"id_{i}") for i in range(len(wanted))])))
+            found = {row["id"] for row in statement.rows(**{f"id_{i}": value for i, value in enumerate(wanted)})}
         for thread_id in wanted:
             if thread_id not in found:
                 raise NotFoundError(f"Thread {thread_id} not found", details={"thread_id": thread_id})
 
     def _stored_messages(self, ids: Iterable[str], *, lock: bool = False) -> dict[str, dict[str, Any]]:
-        Message = self.models.message
+        Message, backend = self.models.message, self.backend
         ids = list(ids)
         if not ids:
             return {}
-        query = self.backend.select(Message).where(Message.id.in_(ids))
-        if lock:  # in id order, so concurrent writers lock rows in one order
-            query = self.backend.for_update(query.order_by(Message.id))
-        return {row["id"]: row for row in query}
+
+        def build(count: int | None = None) -> peewee.ModelSelect:
+            wanted = ids if count is None else [backend.param(f"id_{i}") for i in range(count)]
+            query = backend.select(Message).where(Message.id.in_(wanted))
+            if lock:  # in id order, so concurrent writers lock rows in one order
+                query = backend.for_update(query.order_by(Message.id))
+            return query
+
+        if len(ids) > PREPARED_IDS:
+            return {row["id"]: row for row in build()}
+        # Every save reads its ids first: prepared, one statement per batch size.
+        statement = backend.prepared((Message, "stored", len(ids), lock), lambda: build(len(ids)))
+        return {row["id"]: row for row in statement.rows(**{f"id_{i}": value for i, value in enumerate(ids)})}
 
     @contextmanager
     def _message_write(self, message_ids: Iterable[str], thread_ids: Iterable[str] = (), *,
@@ -533,22 +601,26 @@ class MemoryRepository(DomainRepository):
             return []
         now = utc_now()
         batch: dict[str, dict[str, Any]] = {}
+        # The validated content is a fresh copy, equal to what its stored JSON text decodes to.
+        contents = {data["id"]: data["content"] for data in loaded}
         for data in loaded:
             first = batch.get(data["id"])
             created_at = first["created_at"] if first else (data.get("created_at") or now)
-            batch[data["id"]] = self._clean({
+            # The content needs no cleaning: it is the JSON text of a cleaned copy (NUL escaped).
+            batch[data["id"]] = {**self._clean({
                 "id": data["id"], "thread_id": data["thread_id"], "resource_id": data["resource_id"],
-                "role": data["role"], "type": data.get("type") or DEFAULT_MESSAGE_TYPE,
-                "content": json_dumps(data["content"]), "created_at": created_at})
+                "role": data["role"], "type": data.get("type") or DEFAULT_MESSAGE_TYPE}),
+                "content": json_dumps(data["content"]), "created_at": created_at}
         thread_ids = {row["thread_id"] for row in batch.values()}
         with self._message_write(batch, thread_ids, exclusive=False) as stored:
             self._require_threads(row["thread_id"] for row in batch.values())
             for message_id, old in stored.items():
                 batch[message_id]["created_at"] = old["created_at"]
-            self.backend.upsert(self.models.message, list(batch.values()), preserve=("created_at",))
+            self.backend.upsert(self.models.message, list(batch.values()), preserve=("created_at",),
+                                stored={(message_id,): row for message_id, row in stored.items()})
             moved_from = {old["thread_id"] for old in stored.values()}
             self._touch_threads(thread_ids | moved_from, now)
-        return [self._message_record(row) for row in batch.values()]
+        return [self._message_record(row, contents[message_id]) for message_id, row in batch.items()]
 
     @operation
     def update_messages(self, *, messages: list[dict]) -> list[dict]:

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import pytest
 
-from models.observability import POSTGRES_INDEXES
+from models.observability import POSTGRES_INDEXES, POSTGRES_LIST_INDEXES, SQLITE_LIST_INDEXES
 from repository import ConflictError, NotFoundError, Page, StorageError, ValidationError
 from repository.clickhouse import ObservabilityClickHouse
 from repository.jsonb import encode_jsonb
@@ -587,6 +587,34 @@ def test_list_by_metadata(listed):
     assert listing(listed, metadata={"priority": "HIGH"}) == []
 
 
+def test_list_by_metadata_string_is_not_json_text(observability):
+    """37: a string filter matches only a string member, not the JSON text of another member."""
+    observability.batch_create_spans(records=[
+        span(trace_id="obj", metadata={"k": {"a": 1}}), span(trace_id="arr", metadata={"k": [1]}),
+        span(trace_id="num", metadata={"k": 1}), span(trace_id="yes", metadata={"k": True}),
+        span(trace_id="str", metadata={"k": "1"})])
+    assert listing(observability, metadata={"k": '{"a":1}'}) == []
+    assert listing(observability, metadata={"k": "[1]"}) == []
+    assert listing(observability, metadata={"k": "1"}) == ["str"]
+    assert listing(observability, metadata={"k": "true"}) == []
+
+
+@SQL_ONLY
+def test_list_counts_roots_too_big_for_the_filter_index(observability):
+    """§3.8: roots whose filter values exceed an index entry (PostgreSQL counts them through a
+    second index) are stored, listed and counted like the others."""
+    big_tags = ["billing", *(f"tag-{number:05d}" for number in range(400))]
+    observability.batch_create_spans(records=[
+        span(trace_id="big", tags=big_tags, entity_name="n" * 3000, environment="prod"),
+        span(trace_id="small", tags=["billing"], environment="prod"),
+        span(trace_id="child", span_id="c", parent_span_id="s", tags=["billing"], environment="prod")])
+    for filters in ({"tags": ["billing"]}, {"environment": "prod"}, {"tags": ["billing"], "environment": "prod"}):
+        page = observability.list_traces(filters=filters, per_page=1)
+        assert page.total == 2 and page.has_more is True
+    assert listing(observability, entity_name="n" * 3000) == ["big"]
+    assert observability.list_traces(filters={"tags": ["tag-00399"]}).total == 1
+
+
 def test_list_by_metadata_types_and_scope(listed):
     """38."""
     assert listing(listed, metadata={"beta": True}) == ["t1"]
@@ -1017,6 +1045,10 @@ MASTRA_SQLITE_DDL = [
 ]
 
 
+#: The indexes init() adds to Mastra's layout for list_traces counts.
+LIST_INDEX_NAMES = {index.name for index in SQLITE_LIST_INDEXES}
+
+
 def sqlite_schema(path) -> list:
     with sqlite3.connect(path) as connection:
         return sorted(connection.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str)
@@ -1040,7 +1072,9 @@ def test_sqlite_database_laid_out_by_mastra(tmp_path):
     repository = ObservabilitySQLite(url=f"sqlite:///{path}")
     try:
         repository.init()
-        assert sqlite_schema(path) == before
+        after = sqlite_schema(path)
+        assert [row for row in after if row[1] not in LIST_INDEX_NAMES] == before
+        assert {row[1] for row in after if row not in before} == LIST_INDEX_NAMES
         stored = repository.get_span(trace_id="mt", span_id="ms")
         assert stored["metadata"] == {"priority": "high", "n": 1} and stored["tags"] == ["x"]
         assert stored["error"] is None and stored["ended_at"] == datetime(2024, 1, 1, 0, 0, 1, 500000, tzinfo=UTC)
@@ -1155,7 +1189,10 @@ def test_postgres_database_laid_out_by_mastra(postgres_url):
         repository = ObservabilityPG(connection_string=postgres_url, schema_name=schema)
         try:
             repository.init()
-            assert pg_catalog(connection, schema) == before
+            after = pg_catalog(connection, schema)
+            added = {f"{schema}_{index.name}" for index in POSTGRES_LIST_INDEXES}
+            assert [row for row in after if row[1].split(" ")[0] not in added] == before
+            assert {row[1].split(" ")[0] for row in after if row not in before} == added
             stored = repository.get_span(trace_id="mt", span_id="ms")
             assert stored["ended_at"] is None and stored["metadata"] == {"k": "v"}
             assert stored["started_at"] == BASE
@@ -1237,6 +1274,30 @@ def test_sql_query_plans_use_the_indexes(listed, backend):
     root_index = "mastra_ai_spans_roots_started_at_idx" if backend == "sqlite" else "mastra_ai_spans_root_spans_idx"
     assert trace_index in plans[0]
     assert root_index in plans[1]
+
+
+@pytest.mark.backends("postgres")
+@pytest.mark.parametrize("filters, index", [
+    ({"environment": "production"}, "mastra_ai_spans_roots_filters_idx"),
+    ({"tags": ["important"]}, "mastra_ai_spans_roots_filters_idx"),
+    ({"status": "error"}, "mastra_ai_spans_roots_error_idx"),
+])
+def test_postgres_filtered_counts_are_index_only_scans(listed, caplog, filters, index):
+    """§3.8 at scale: the total of a filtered list reads a partial index of the roots, not the table."""
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        listed.list_traces(filters=filters)
+    counts = [record.msg for record in caplog.records
+              if isinstance(record.msg, tuple) and record.msg[0].startswith("SELECT COUNT")]
+    assert counts
+    database = listed.backend.database
+    with listed.backend.connection():
+        database.execute_sql("SET enable_seqscan = off")
+        try:
+            sql, params = counts[0]
+            plan = " ".join(row[0] for row in database.execute_sql("EXPLAIN " + sql, params).fetchall())
+        finally:
+            database.execute_sql("RESET enable_seqscan")
+    assert f"Index Only Scan using {index}" in plan
 
 
 # --------------------------------------------------------------------------- current ClickHouse

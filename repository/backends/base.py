@@ -188,7 +188,7 @@ class Backend:
         its value is sent to the driver as given (no field conversion)."""
         return peewee.SQL(self.database.param, [Param(name)])
 
-    def prepared(self, key: Any, build: Callable[[], peewee.ModelSelect]) -> "PreparedQuery":
+    def prepared(self, key: Any, build: Callable[[], peewee.SelectBase]) -> "PreparedQuery":
         """The query ``build()`` returns, rendered to SQL once per ``key`` and backend.
 
         Rendering a peewee query costs ~50-200 µs, several times what SQLite needs to run a
@@ -246,9 +246,13 @@ class Backend:
         self.write_rows(model, rows, on_conflict="ignore")
 
     def upsert(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *,
-               preserve: Sequence[str] = ()) -> None:
+               preserve: Sequence[str] = (), stored: dict[tuple, dict[str, Any]] | None = None) -> None:
         """Insert rows or replace the stored ones with the same primary key, keeping the fields
-        named in ``preserve`` as stored.  When one key appears twice, the last row wins."""
+        named in ``preserve`` as stored.  When one key appears twice, the last row wins.
+
+        ``stored``: the stored rows of these keys (primary-key tuple → whole row from
+        :meth:`select`), when the caller has just read them inside this write; ClickHouse then
+        skips reading them again.  The databases with ``ON CONFLICT`` do not need them."""
         self.write_rows(model, rows, on_conflict="update", preserve=preserve)
 
     # The fast path of every multi-row write: one prepared statement, the driver's executemany
@@ -332,15 +336,32 @@ class PreparedQuery:
     """A ``SELECT`` rendered once (:meth:`Backend.prepared`); each run binds its parameters and
     reads rows exactly as the query itself would (same converters and row type)."""
 
-    def __init__(self, database: peewee.Database, query: peewee.ModelSelect) -> None:
+    def __init__(self, database: peewee.Database, query: peewee.SelectBase) -> None:
         self.database = database
         self.query = query
-        self.sql, self.params = query.sql()
+        self.sql, self.params = database.get_sql_context().parse(query)
+        #: What peewee's row reader works out from the first result's columns (converters and
+        #: names); the same SQL always has the same columns, so later results reuse it.
+        self._reader_state: dict[str, Any] | None = None
 
     def rows(self, **values: Any) -> list[Any]:
         """Every row, with ``values`` bound to the named parameters."""
         params = [values[p.name] if type(p) is Param else p for p in self.params]
-        return list(self.query._get_cursor_wrapper(self.database.execute_sql(self.sql, params)))
+        cursor = self.database.execute_sql(self.sql, params)
+        reader = self.query._get_cursor_wrapper(cursor)
+        if self._reader_state is not None:
+            vars(reader).update(self._reader_state)
+        elif cursor.description:
+            before = set(vars(reader))
+            reader.initialize()
+            self._reader_state = {key: value for key, value in vars(reader).items() if key not in before}
+        else:
+            return list(reader)
+        # Initialized: convert the rows directly (peewee's reader would fetch them one by one).
+        process = reader.process_row
+        rows = [process(row) for row in cursor.fetchall()]
+        cursor.close()
+        return rows
 
     def first(self, **values: Any) -> Any:
         """The first row, or ``None`` (build the query with ``.limit(1)``)."""

@@ -14,7 +14,8 @@ import re
 import threading
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from typing import Any, Iterator, Sequence
 from urllib.parse import unquote, urlsplit
@@ -22,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import peewee
 
 from models.base import ClickHouseTable
-from models.fields import DeletedField, JSONField, TimestampField, VersionField
+from models.fields import DeletedField, TimestampField, VersionField
 
 from ..errors import NotSupportedError, StorageError, ValidationError
 from ..values import UTC, VERSION_CLOCK, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
@@ -74,9 +75,9 @@ class ClickHouseFeatures:
     #: Whether the ``Bool`` type exists (21.12+); boolean columns are ``UInt8`` without it.
     bool_type: bool = False
     #: ``{table: {column: type}}`` of the current database, refreshed after DDL.
-    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    columns: dict[str, dict[str, str]] = dataclass_field(default_factory=dict)
     #: ``{table: (engine, engine_full)}``.
-    tables: dict[str, tuple[str, str]] = field(default_factory=dict)
+    tables: dict[str, tuple[str, str]] = dataclass_field(default_factory=dict)
 
     def timestamp_type(self) -> str:
         """Column type of a new timestamp column on this server."""
@@ -581,14 +582,15 @@ class ClickHouseBackend(Backend):
             found.update((tuple(row[k] for k in pk), row) for row in self.select(model, *selected).where(condition))
         return found
 
-    def upsert(self, model, rows, *, preserve=()) -> None:
+    def upsert(self, model, rows, *, preserve=(), stored=None) -> None:
         pk = primary_key_names(model)
         # Complete rows of a table sorted by its key replace stored rows whole and never need a
         # tombstone: the stored key, version and kept fields suffice (a much lighter FINAL read).
         complete = bool(rows) and set(self._sort_key(model)) <= set(pk) and all(
             field.name in rows[0] for field in model._meta.sorted_fields
             if field.name not in ("row_version", "row_deleted"))
-        stored = self._stored(model, rows, [*pk, *preserve, "row_version"] if complete else ())
+        if stored is None:
+            stored = self._stored(model, rows, [*pk, *preserve, "row_version"] if complete else ())
         pairs = []
         for row in rows:
             old = stored.get(tuple(row[k] for k in pk))

@@ -172,6 +172,7 @@ class PostgresBackend(Backend):
                     using = f" USING {index.method}" if index.method else ""
                     self.create_index(index, f'CREATE {unique}INDEX IF NOT EXISTS "{name}" '
                                              f'ON "{schema}"."{table}"{using} ({index.columns})'
+                                             + (f" INCLUDE ({index.include})" if index.include else "")
                                              + (f" WHERE {index.where}" if index.where else ""))
 
     # -- reads and locks -----------------------------------------------------------------

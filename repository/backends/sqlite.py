@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -53,6 +55,21 @@ class SQLiteDatabase(peewee.SqliteDatabase):
 
     # Extends (not replaces) peewee's SQLite types, so booleans stay INTEGER.
     field_types = {**peewee.SqliteDatabase.field_types, "TIMESTAMP": "TEXT", "TIMESTAMPTZ": "TEXT", "JSON": "TEXT"}
+
+    def _set_pragmas(self, conn: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite reports "database is
+        # locked" at once (without calling the busy handler) when another connection holds one,
+        # e.g. several stores opening one new file together; retry within the busy timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        for pragma, value in self._pragmas:
+            while True:
+                try:
+                    conn.execute(f"PRAGMA {pragma} = {value};")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
 
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         return format_iso(to_utc(value)) if not isinstance(value, str) else value

@@ -23,6 +23,7 @@ from ..validation import Problems, check_id, check_order_by, check_page, check_t
 from ..values import UNSET, format_iso, json_dumps, utc_now
 from .payload import (
     ABSENT,
+    NONE_IS_ABSENT,
     PAYLOAD_FIELDS,
     PayloadError,
     checked_payload,
@@ -99,6 +100,24 @@ def _chunks(values: list[Any]) -> Iterable[list[Any]]:
         yield values[start:start + _ID_CHUNK]
 
 
+#: Item keys whose checks :func:`_fast_item` makes itself (the others go through the schema).
+_FAST_ITEM_KEYS = frozenset({"input", "ground_truth", "expected_trajectory", "request_context", "metadata",
+                             "external_id"})
+
+
+def _fast_item(item: Any) -> dict[str, Any] | None:
+    """``ItemInputSchema().load(item)`` for the common snake_case item, without marshmallow (adding
+    items is a bulk path); ``None`` for anything else, which the schema then loads (and reports)."""
+    if type(item) is not dict or "input" not in item or not item.keys() <= _FAST_ITEM_KEYS:
+        return None
+    if any(item.get(key) is not None and not isinstance(item[key], dict) for key in ("request_context", "metadata")):
+        return None
+    external_id = item.get("external_id")
+    if external_id is not None and (not isinstance(external_id, str) or not external_id):
+        return None
+    return dict(item)
+
+
 def _not_found_dataset(dataset_id: str) -> NotFoundError:
     return NotFoundError(f"Dataset not found: {dataset_id}", details={"dataset_id": dataset_id})
 
@@ -173,12 +192,20 @@ class DatasetsRepository(DomainRepository):
         return record
 
     @staticmethod
-    def _item_record(row: dict[str, Any], *, history: bool = False) -> dict[str, Any]:
+    def _item_record(row: dict[str, Any], *, history: bool = False,
+                     payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The record of an item row; ``payload``, for a row just written from it, holds the
+        checked payload values (fresh copies), so the JSON text need not be decoded again."""
         record = {"id": row["id"], "dataset_id": row["dataset_id"], "dataset_version": row["dataset_version"],
                   "external_id": row["external_id"], "organization_id": row["organization_id"],
                   "project_id": row["project_id"]}
         for field in PAYLOAD_FIELDS:
-            value = decode_payload(field, row[field])
+            if payload is None:
+                value = decode_payload(field, row[field])
+            else:  # what decoding the encoded value gives
+                value = payload.get(field, ABSENT)
+                if value is None and field in NONE_IS_ABSENT:
+                    value = ABSENT
             if value is ABSENT:
                 if field != "input":
                     continue
@@ -520,7 +547,7 @@ class DatasetsRepository(DomainRepository):
             problems.add("items", "items must be a list")
         else:
             for index, item in enumerate(items):
-                loaded.append(load_into(problems, _ITEM_INPUT_SCHEMA, item, prefix(index)) or {})
+                loaded.append(_fast_item(item) or load_into(problems, _ITEM_INPUT_SCHEMA, item, prefix(index)) or {})
                 if isinstance(item, dict) and "" in (item.get("external_id"), item.get("externalId")):
                     empty_external_id = True
         _raise_problems(problems, code="ITEM_EXTERNAL_ID_INVALID" if empty_external_id else None)
@@ -541,7 +568,9 @@ class DatasetsRepository(DomainRepository):
             positions, new_rows = self._plan_identities(dataset, loaded, now)
             if new_rows:
                 self._version_step(dataset, [], new_rows, now)
-        return [self._item_record(row) for row in positions]
+        written = {id(row) for row in new_rows}
+        return [self._item_record(row, payload=item if id(row) in written else None)
+                for row, item in zip(positions, loaded)]
 
     @staticmethod
     def _checked(value: Any, path: str) -> Any:
