@@ -19,7 +19,7 @@ from tests.conftest import CHDB_URL
 
 @pytest.fixture(scope="module")
 def current_store(chdb_engine):
-    store = ClickHouseStore(id="current", url=CHDB_URL, ttl_days=30)
+    store = ClickHouseStore(id="current", url=CHDB_URL)
     store.backend.database.client_factory = lambda **kwargs: ChdbClient(chdb_engine, **kwargs)
     store.init()
     yield store

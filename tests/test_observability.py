@@ -1291,6 +1291,8 @@ def test_postgres_filtered_counts_are_index_only_scans(listed, caplog, filters, 
     assert counts
     database = listed.backend.database
     with listed.backend.connection():
+        # Index-only scans need the visibility map that VACUUM sets (autovacuum may not have run yet).
+        database.execute_sql("VACUUM ANALYZE mastra_ai_spans")
         database.execute_sql("SET enable_seqscan = off")
         try:
             sql, params = counts[0]

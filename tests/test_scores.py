@@ -961,6 +961,8 @@ def test_current_clickhouse_sql_in_chdb(chdb_engine):
     assert batch[0]["created_at"].tzinfo is not None
     scores.close()
     second.close()
+    # The engine is shared by the session: later tests must not inherit this retention.
+    engine.query("ALTER TABLE mastra_scorers REMOVE TTL")
 
 
 
