@@ -9,6 +9,7 @@ datasets repository can run them inside its own transaction when both domains sh
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,6 +123,118 @@ def _load(problems: Problems, schema: ExperimentSchema | ExperimentResultSchema,
     for path in find_bad_text(values):
         problems.add(path, BAD_TEXT)
     return load_into(problems, schema, values, partial=partial) or {}
+
+
+# --------------------------------------------------------------------------- fast validation
+
+class _NotQuick(Exception):
+    """A value :func:`_storable_copy` leaves to the schema route."""
+
+
+_RESULT_STATUS_SET = frozenset(RESULT_STATUSES)
+#: Submission keys the quick route checks, by rule.
+_QUICK_IDS = ("experiment_id", "item_id")  # required non-empty str
+_QUICK_TEXTS = ("trace_id", "organization_id", "project_id")  # str or None
+_QUICK_COUNTS = ("retry_count", "attempt")  # int >= 0
+_QUICK_VALUES = ("input", "output", "ground_truth")  # any JSON value
+_QUICK_OBJECTS = ("metadata", "tool_mock_report")  # JSON object or None
+_QUICK_KEYS = frozenset({*_QUICK_IDS, *_QUICK_TEXTS, *_QUICK_COUNTS, *_QUICK_VALUES, *_QUICK_OBJECTS, "id",
+                         "item_dataset_version", "error", "started_at", "completed_at", "status", "tags"})
+_QUICK_REQUIRED = frozenset({*_QUICK_IDS, "input", "started_at", "completed_at"})
+
+
+def _storable(text: str) -> bool:
+    """No U+0000 and no unpaired surrogate (what :func:`find_bad_text` looks for)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable_copy(value: Any) -> Any:
+    """A fresh copy of a plain JSON value (exact ``dict``/``list``/``str``/``int``/``bool``/
+    ``None`` types, finite ``float``) whose strings are all storable; else :class:`_NotQuick`."""
+    kind = type(value)
+    if kind is str:
+        if not _storable(value):
+            raise _NotQuick
+        return value
+    if kind is dict:
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str or not _storable(key):
+                raise _NotQuick
+            copy[key] = _storable_copy(item)
+        return copy
+    if kind is list:
+        return [_storable_copy(item) for item in value]
+    if value is None or kind is bool or kind is int or kind is float and math.isfinite(value):
+        return value
+    raise _NotQuick
+
+
+def fast_load_result(given: dict[str, Any]) -> dict[str, Any] | None:
+    """``ExperimentResultSchema().load(given)`` (plus the storable-text check) for the common
+    valid snake_case submission, without marshmallow; ``None`` for anything else, which the
+    schema route then loads and reports.  ``add_experiment_result`` is a per-call hot path."""
+    if not given.keys() <= _QUICK_KEYS or not _QUICK_REQUIRED <= given.keys():
+        return None
+    loaded = dict(given)
+    try:
+        for name in _QUICK_IDS:
+            value = given[name]
+            if type(value) is not str or not value or not _storable(value):
+                return None
+        if "id" in given:
+            value = given["id"]
+            if type(value) is not str or not value or not _storable(value):
+                return None
+        for name in _QUICK_TEXTS:
+            value = given.get(name)
+            if value is not None and (type(value) is not str or not _storable(value)):
+                return None
+        for name in _QUICK_COUNTS:
+            value = given.get(name, 0)
+            if type(value) is not int or value < 0:
+                return None
+        value = given.get("item_dataset_version")
+        if value is not None and (type(value) is not int or value < 0):
+            return None
+        for name in ("started_at", "completed_at"):
+            if type(given[name]) is not datetime:
+                return None
+            loaded[name] = to_utc(given[name])
+        status = given.get("status")
+        if status is not None and (type(status) is not str or status not in _RESULT_STATUS_SET):
+            return None
+        tags = given.get("tags")
+        if tags is not None:
+            if type(tags) is not list or not all(type(tag) is str and _storable(tag) for tag in tags):
+                return None
+            loaded["tags"] = list(tags)
+        for name in _QUICK_VALUES:
+            if name in given:
+                loaded[name] = _storable_copy(given[name])
+        for name in _QUICK_OBJECTS:
+            value = given.get(name)
+            if value is not None:
+                if type(value) is not dict:
+                    return None
+                loaded[name] = _storable_copy(value)
+        error = given.get("error")
+        if error is not None:
+            if type(error) is not dict or type(error.get("message")) is not str \
+                    or any(error.get(key) is not None and type(error[key]) is not str for key in ("stack", "code")):
+                return None
+            loaded["error"] = _storable_copy(error)
+    except (_NotQuick, RecursionError):
+        return None
+    return loaded
 
 
 def _check_amount(problems: Problems, name: str, value: Any) -> None:
@@ -296,6 +409,47 @@ class ExperimentsRepository(DomainRepository):
         stamp = stored.get("purgedAt") if isinstance(stored, dict) else None
         return stamp if isinstance(stamp, str) else format_iso(utc_now())
 
+    def _add_checks(self, dataset_id: str | None, values: dict[str, Any],
+                    result_id: str | None) -> tuple[bool, bool, str | None]:
+        """What ``add_experiment_result`` must know before it inserts, in one statement (one
+        round trip instead of three): whether the natural key is taken, whether ``result_id``
+        (when given) is taken, and the purge time of the item when its dataset rows say it was
+        purged (as :meth:`_purge_time`).  Runs after the experiment row is locked."""
+        Result, backend = self.models.result, self.backend
+        Item = self._dataset_item_model() if dataset_id is not None else None
+        if Item is not None and not self._dataset_items_exist(Item):
+            Item = None
+        with_id = result_id is not None
+
+        def build() -> peewee.Select:
+            taken = (Result.select(peewee.SQL("1"))
+                     .where(Result.experiment_id == backend.param("experiment_id"),
+                            Result.item_id == backend.param("item_id"),
+                            peewee.fn.COALESCE(Result.attempt, 0) == backend.param("attempt")).limit(1))
+            columns = [taken.alias("key_taken")]
+            if with_id:
+                columns.append(Result.select(peewee.SQL("1")).where(Result.id == backend.param("id"))
+                               .limit(1).alias("id_taken"))
+            if Item is not None:
+                item_columns = Item._meta.columns
+                metadata = item_columns["metadata"]
+                purged = backend.metadata_condition(metadata, {"__purged": True})
+                columns.append(Item.select(metadata).where(item_columns["id"] == backend.param("item_id"),
+                                                           item_columns["datasetId"] == backend.param("dataset_id"),
+                                                           purged).limit(1).alias("purged_metadata"))
+            return peewee.Select(columns=columns).dicts()
+
+        key = (Result, "add_checks", with_id, Item)
+        row = backend.prepared(key, build).first(
+            experiment_id=values["experiment_id"], item_id=values["item_id"], attempt=values["attempt"],
+            id=result_id, dataset_id=dataset_id)
+        purged_at = None
+        if row.get("purged_metadata") is not None:
+            stored = json_loads(row["purged_metadata"])  # raw JSON text, a JSONB blob or decoded
+            stamp = stored.get("purgedAt") if isinstance(stored, dict) else None
+            purged_at = stamp if isinstance(stamp, str) else format_iso(utc_now())
+        return row["key_taken"] is not None, bool(with_id and row["id_taken"] is not None), purged_at
+
     # ------------------------------------------------------------------ experiments
 
     @operation
@@ -458,16 +612,20 @@ class ExperimentsRepository(DomainRepository):
         given = {key: value for key, value in arguments.items() if value is not UNSET}
         if given.get("id") is None:
             given.pop("id", None)
-        return _load(problems, _RESULT_SCHEMA, given)
+        return fast_load_result(given) or _load(problems, _RESULT_SCHEMA, given)
 
-    def _result_values(self, data: dict[str, Any], experiment: dict[str, Any]) -> dict[str, Any]:
-        """The payload columns of a submission, with defaults and the experiment's tenancy."""
+    def _result_values(self, data: dict[str, Any], experiment: dict[str, Any], *,
+                       purge_checked: bool = False, purged_at: str | None = None) -> dict[str, Any]:
+        """The payload columns of a submission, with defaults and the experiment's tenancy,
+        redacted when the item was purged (``purge_checked``: the caller already looked, and
+        ``purged_at`` is what it found)."""
         values = {name: data.get(name) for name in _PAYLOAD_FIELDS}
         values["retry_count"] = data.get("retry_count", 0)
         values["attempt"] = data.get("attempt", 0)
         for key in ("organization_id", "project_id"):
             values[key] = data[key] if key in data else experiment[key]
-        purged_at = self._purge_time(experiment["dataset_id"], values["item_id"])
+        if not purge_checked:
+            purged_at = self._purge_time(experiment["dataset_id"], values["item_id"])
         if purged_at is not None:
             values.update(redacted_result_values(purged_at))
         return values
@@ -493,16 +651,24 @@ class ExperimentsRepository(DomainRepository):
             "tool_mock_report": tool_mock_report, "organization_id": organization_id, "project_id": project_id})
         problems.raise_if_any()
         result_id = data.get("id") or str(uuid4())
-        key_conflict = ConflictError(
-            f"Experiment result already exists for item {data['item_id']}, attempt {data.get('attempt', 0)}",
-            details={"experiment_id": experiment_id, "item_id": data["item_id"], "attempt": data.get("attempt", 0)})
+
+        def key_conflict() -> ConflictError:
+            attempt = data.get("attempt", 0)
+            return ConflictError(f"Experiment result already exists for item {data['item_id']}, attempt {attempt}",
+                                 details={"experiment_id": experiment_id, "item_id": data["item_id"],
+                                          "attempt": attempt})
+
         with self.backend.write(("experiment", experiment_id)):
             experiment = self._require_experiment(experiment_id)
-            values = self._result_values(data, experiment)
-            if self._result_by_key(experiment_id, values["item_id"], values["attempt"]) is not None:
-                raise key_conflict
-            if "id" in data and self._result_row(result_id) is not None:  # a new uuid4 is unique
+            # A new uuid4 is unique: only a given id is looked up.
+            key_taken, id_taken, purged_at = self._add_checks(
+                experiment["dataset_id"], {**data, "attempt": data.get("attempt", 0)},
+                result_id if "id" in data else None)
+            if key_taken:
+                raise key_conflict()
+            if id_taken:
                 raise ConflictError(f"Experiment result already exists: {result_id}", details={"id": result_id})
+            values = self._result_values(data, experiment, purge_checked=True, purged_at=purged_at)
             row = {"id": result_id, **values, "comment": None, "created_at": utc_now()}
             try:
                 self._insert_result(row)
@@ -511,7 +677,11 @@ class ExperimentsRepository(DomainRepository):
                 if "id" in data:
                     raise ConflictError(f"Experiment result already exists: {result_id}",
                                         details={"id": result_id}) from None
-                raise key_conflict from None
+                raise key_conflict() from None
+            if self.backend.name == "SQLITE":
+                # JSON stored as text and ISO timestamps read back exactly as written: skip the
+                # re-read.  (PostgreSQL's jsonb may change numbers and key order, so it re-reads.)
+                return self._result_record(row)
             return self._result_record(self._result_row(result_id))
 
     @operation

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Callable, Iterable
 
@@ -17,7 +18,7 @@ from .page import Page
 from .schemas.base import JSONObject, JSONValue, Timestamp, flatten_errors, load_into
 from .schemas.workflows import WorkflowRunSchema
 from .validation import Problems, check_id, check_page
-from .values import UNSET, deep_copy_json, epoch_ms, utc_now
+from .values import UNSET, JSONText, deep_copy_json, epoch_ms, is_storable_text, json_dumps, utc_now
 
 logger = logging.getLogger("repository")
 
@@ -25,6 +26,7 @@ _RUN_SCHEMA = WorkflowRunSchema()
 _OBJECT_FIELD = JSONObject(allow_none=True)
 _VALUE_FIELD = JSONValue(allow_none=True)
 _TIMESTAMP_FIELD = Timestamp()
+_decode_json = json.JSONDecoder().decode
 
 #: Where a suspended step keeps the thread id of its agent stream (under ``context.<step>``).
 SUSPENDED_THREAD_PATH = ("suspendPayload", "__streamState", "messageList", "memoryInfo", "threadId")
@@ -100,6 +102,64 @@ def merge_step_result(stored: Any, result: dict[str, Any]) -> dict[str, Any]:
         # A pending marker means "not finished": the rest of the incoming result is ignored.
         return {**stored, "output": merged}
     return {**stored, **result, "output": merged}
+
+
+# --------------------------------------------------------------------------- persist's row
+
+def _is_id(value: Any, strip_nul: bool) -> bool:
+    """A non-empty ``str`` stored as it is (nothing for :meth:`Backend.clean` to remove)."""
+    return type(value) is str and value != "" and (
+        not strip_nul and value.isascii() or is_storable_text(value, strip_nul))
+
+
+def fast_run_row(*, workflow_name: Any, run_id: Any, snapshot: Any, resource_id: Any,
+                 strip_nul: bool) -> dict[str, Any] | None:
+    """The row ``persist_workflow_snapshot`` writes (without timestamps) for the common, valid
+    call, checked the quick way; ``None`` when not vouched for (then :func:`schema_run_row`).
+
+    The snapshot is encoded once, and that text is stored; it is vouched for when it decodes to
+    a value equal to the snapshot (``json_dumps`` silently converts tuples and non-string keys,
+    which the schema route treats) and holds nothing the driver cannot store.  Gives exactly
+    what :func:`schema_run_row` gives (a property test checks it).
+    """
+    if not (_is_id(workflow_name, strip_nul) and _is_id(run_id, strip_nul)) or type(snapshot) is not dict:
+        return None
+    if resource_id is not None and not _is_id(resource_id, strip_nul):
+        return None
+    try:
+        text = json_dumps(snapshot)
+        if not is_storable_text(text, False) or (strip_nul and "\\u0000" in text) \
+                or _decode_json(text) != snapshot:
+            return None
+    except (TypeError, ValueError, RecursionError):  # not JSON, or needs normalizing (datetimes)
+        return None
+    row = {"workflow_name": workflow_name, "run_id": run_id, "snapshot": JSONText(text)}
+    if resource_id is not None:
+        row["resource_id"] = resource_id
+    return row
+
+
+def schema_run_row(problems: Problems, clean: Callable[[Any], Any], *, workflow_name: Any, run_id: Any,
+                   snapshot: Any, resource_id: Any, created_at: Any = None,
+                   updated_at: Any = None) -> dict[str, Any] | None:
+    """The row ``persist_workflow_snapshot`` writes, through :class:`WorkflowRunSchema`; every
+    problem goes to ``problems`` (then ``None``).  Timestamps only when given."""
+    data = {"workflow_name": workflow_name, "run_id": run_id, "snapshot": snapshot, "resource_id": resource_id}
+    for name, value in (("created_at", created_at), ("updated_at", updated_at)):
+        if value is not None:
+            data[name] = value
+    run = load_into(problems, _RUN_SCHEMA, data)
+    if run is None:
+        return None
+    row = {"workflow_name": clean(run["workflow_name"]), "run_id": clean(run["run_id"]),
+           "snapshot": clean(run["snapshot"])}
+    for name in ("created_at", "updated_at"):
+        if run.get(name):
+            row[name] = run[name]
+    if run["resource_id"] is not None:
+        # Left out of the row when None, so an existing run keeps its stored resource id.
+        row["resource_id"] = clean(run["resource_id"])
+    return row
 
 
 # --------------------------------------------------------------------------- per-backend SQL
@@ -307,21 +367,19 @@ class WorkflowsRepository(DomainRepository):
                                   updated_at: Any = None) -> None:
         """Insert or replace the run's snapshot; an existing run keeps its ``created_at`` and,
         when ``resource_id`` is ``None``, its resource id."""
-        problems = Problems()
-        data = {"workflow_name": workflow_name, "run_id": run_id, "snapshot": snapshot, "resource_id": resource_id}
-        for name, value in (("created_at", created_at), ("updated_at", updated_at)):
-            if value is not None:
-                data[name] = value
-        run = load_into(problems, _RUN_SCHEMA, data)
-        problems.raise_if_any()
+        row = None
+        if created_at is None and updated_at is None:
+            row = fast_run_row(workflow_name=workflow_name, run_id=run_id, snapshot=snapshot,
+                               resource_id=resource_id, strip_nul=self.backend.strips_nul)
+        if row is None:
+            problems = Problems()
+            row = schema_run_row(problems, self.backend.clean, workflow_name=workflow_name, run_id=run_id,
+                                 snapshot=snapshot, resource_id=resource_id, created_at=created_at,
+                                 updated_at=updated_at)
+            problems.raise_if_any()
         now = utc_now()
-        clean = self.backend.clean
-        row = {"workflow_name": clean(run["workflow_name"]), "run_id": clean(run["run_id"]),
-               "snapshot": clean(run["snapshot"]), "created_at": run.get("created_at") or now,
-               "updated_at": run.get("updated_at") or now}
-        if run["resource_id"] is not None:
-            # Left out of the row when None, so an existing run keeps its stored resource id.
-            row["resource_id"] = clean(run["resource_id"])
+        row.setdefault("created_at", now)
+        row.setdefault("updated_at", now)
         with self.backend.write(self._lock_key(row["workflow_name"], row["run_id"])):
             self.backend.upsert(self.models.snapshot, [self._row(row)], preserve=("created_at",))
 
@@ -331,7 +389,16 @@ class WorkflowsRepository(DomainRepository):
         problems = Problems()
         self._check_key(problems, workflow_name, run_id)
         problems.raise_if_any()
-        row = self._run_row(self.backend.clean(workflow_name), self.backend.clean(run_id))
+        Run, backend = self.models.snapshot, self.backend
+
+        def build() -> peewee.ModelSelect:
+            # Only the columns the answer needs: peewee's row reader converts every selected value.
+            return backend.select(Run, Run.workflow_name, Run.run_id, Run.snapshot).where(
+                (Run.workflow_name == backend.param("workflow_name")) & (Run.run_id == backend.param("run_id"))
+            ).limit(1)
+
+        row = backend.prepared((Run, "snapshot"), build).first(workflow_name=backend.clean(workflow_name),
+                                                                run_id=backend.clean(run_id))
         return None if row is None else self._snapshot(row)
 
     @operation

@@ -332,6 +332,41 @@ def test_add_same_item_and_attempt_conflicts(experiments, backend):
     assert results_of(experiments, experiment["id"]).total == 2
 
 
+def test_added_record_is_what_a_read_returns(experiments):
+    # SQLite builds the returned record from what it wrote: it must equal the stored record.
+    experiment = experiments.create_experiment(total_items=1, organization_id="org")
+    values = [None, "é ü 漢字 😀", 1.5, -0.0, 1e20, 10**20, 0.1, True, [], {}, {"b": 1, "a": [None, 2.5, "x"]},
+              [{"z": {"y": [1, 2, {"x": False}]}}]]
+    for index, value in enumerate(values):
+        added = add(experiments, experiment["id"], f"item-{index}", input=value, output=value, ground_truth=value,
+                    metadata={"v": value}, error={"message": "m", "stack": None, "extra": value},
+                    tags=["t", "é"], started_at=datetime(2026, 1, 1, 12, 0, 0, 123456),
+                    completed_at="2026-01-01T12:00:01Z")
+        stored = experiments.get_experiment_result_by_id(id=added["id"])
+        assert added == stored and list(added) == list(stored)
+        assert repr(added["input"]) == repr(stored["input"]) and repr(added["metadata"]) == repr(stored["metadata"])
+    assert added["started_at"] == datetime(2026, 1, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
+
+
+def test_add_reports_every_bad_field_and_writes_nothing(experiments):
+    experiment = experiments.create_experiment(total_items=1)
+    with pytest.raises(ValidationError) as info:
+        add(experiments, experiment["id"], "", input={"a": float("nan")}, attempt=-1, status="bogus",
+            tags=["ok", 1], trace_id="nul\x00", error={"code": "E"}, started_at="yesterday")
+    assert set(info.value.fields) >= {"item_id", "input.a", "attempt", "status", "tags[1]", "trace_id",
+                                                 "error.message", "started_at"}
+    assert results_of(experiments, experiment["id"]).total == 0
+
+
+def test_add_key_conflict_is_reported_before_id_conflict(experiments):
+    experiment = experiments.create_experiment(total_items=1)
+    first = add(experiments, experiment["id"], "item-1", id="r-1")
+    with pytest.raises(ConflictError) as info:
+        add(experiments, experiment["id"], "item-1", id="r-1")
+    assert info.value.message == "Experiment result already exists for item item-1, attempt 0"
+    assert experiments.get_experiment_result_by_id(id="r-1") == first
+
+
 def test_upsert_converges_on_one_row(experiments):
     experiment = experiments.create_experiment(total_items=1)
     first = upsert(experiments, experiment["id"], output="first", tags=["t"])

@@ -7,7 +7,9 @@ route. Each is compared here with that general route on many generated inputs, v
 
 from __future__ import annotations
 
+import functools
 import random
+import types
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,8 +18,11 @@ import pytest
 
 from repository.datasets.payload import PayloadError, _check, checked_payload
 from repository.datasets.repository import _ITEM_INPUT_SCHEMA, _fast_item
+from repository.backends.base import Backend
 from repository.memory import _MESSAGE_SCHEMA, _fast_message
-from repository.values import normalize_json, parse_iso
+from repository.validation import Problems
+from repository.values import JSONText, json_dumps, normalize_json, parse_iso
+from repository.workflows import fast_run_row, schema_run_row
 
 SCALARS = [None, True, False, 0, -7, 10**20, 1.5, -0.0, float("nan"), float("inf"), "text", "é", "",
            "bad \ud800 surrogate", "nul \x00 char", datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
@@ -160,6 +165,30 @@ def test_fast_item_loads_what_the_item_schema_loads() -> None:
     assert fast > 500
 
 
+RUN_KEYS = ["wf", "run-1", "é", "", "bad \ud800", "nul \x00", 1, None]
+
+
+@pytest.mark.parametrize("strip_nul", [False, True])
+def test_fast_run_row_gives_what_the_run_schema_gives(strip_nul: bool) -> None:
+    rng = random.Random(5)
+    clean = functools.partial(Backend.clean, types.SimpleNamespace(strips_nul=strip_nul))
+    fast = 0
+    for _ in range(5000):
+        snapshot = {rng.choice("abc"): json_like(rng) for _ in range(rng.randrange(4))} \
+            if rng.random() < 0.9 else json_like(rng)
+        names = {key: RUN_KEYS[0] if rng.random() < 0.8 else rng.choice(RUN_KEYS)
+                 for key in ("workflow_name", "run_id", "resource_id")}
+        quick = fast_run_row(**names, snapshot=snapshot, strip_nul=strip_nul)
+        problems = Problems()
+        full = schema_run_row(problems, clean, **names, snapshot=snapshot)
+        if quick is not None:
+            fast += 1
+            assert not problems and full is not None, (names, snapshot)
+            assert type(quick["snapshot"]) is JSONText and str(quick["snapshot"]) == json_dumps(full["snapshot"])
+            assert {**quick, "snapshot": None} == {**full, "snapshot": None}, (names, snapshot)
+    assert fast > 500  # the quick route does take the common calls
+
+
 @pytest.mark.parametrize("text", ["2026-01-31T09:05:01.123Z", "0999-12-31T23:59:59.999Z", "2026-02-30T09:05:01.123Z",
                                   "2026-01-31T09:05:01,123Z", "2026-01-31 09:05:01.123Z", "2026-01-31T09:05:01.123+"])
 def test_parse_iso_of_the_stored_form_agrees_with_the_pattern(text: str) -> None:
@@ -171,3 +200,71 @@ def test_parse_iso_of_the_stored_form_agrees_with_the_pattern(text: str) -> None
         assert quick[0] == "error"
     else:
         assert quick == outcome(lambda: parse_iso(" " + text), ValueError)  # the leading space skips the quick route
+
+
+def _result_submission(rng: random.Random) -> dict[str, Any]:
+    """An add_experiment_result submission (snake_case): mostly valid, sometimes not."""
+    def maybe(value: Any, odd: list[Any]) -> Any:
+        return rng.choice(odd) if rng.random() < 0.15 else value
+
+    stamp = datetime(2025, 3, 1, 9, 0, 0, 123456, tzinfo=timezone.utc)
+    submission: dict[str, Any] = {
+        "experiment_id": maybe("exp-1", ["", None, 5, "nul\x00"]),
+        "item_id": maybe("item-1", ["", None, b"x", "\ud800"]),
+        "input": json_like(rng),
+        "started_at": maybe(stamp, ["2025-03-01T09:00:00Z", "yesterday", None, stamp.replace(tzinfo=None)]),
+        "completed_at": maybe(stamp + timedelta(seconds=1), [stamp.date(), True]),
+    }
+    optional = {
+        "id": maybe("r-1", ["", 3, "é"]),
+        "item_dataset_version": maybe(3, [None, -1, True, 2.0]),
+        "output": json_like(rng), "ground_truth": json_like(rng),
+        "metadata": maybe({"k": json_like(rng)}, [None, [], "x", {1: 2}]),
+        "tool_mock_report": maybe(None, [{"a": json_like(rng)}, 3]),
+        "error": maybe({"message": "boom", "code": "E1"}, [None, {"message": 1}, {"code": "x"}, {"message": "m",
+                                                                                                 "stack": None}]),
+        "retry_count": maybe(0, [1, -1, None, False]), "attempt": maybe(2, [0, -3, 1.0]),
+        "trace_id": maybe("trace-1", [None, 7, "bad \x00"]),
+        "status": maybe(None, ["reviewed", "bogus", 1]),
+        "tags": maybe(["a", "b"], [None, ("a",), ["a", 1], ["\udc00"]]),
+        "organization_id": maybe("org", [None, 1]), "project_id": maybe(None, ["p", []]),
+    }
+    for key, value in optional.items():
+        if rng.random() < 0.6:
+            submission[key] = value
+    if rng.random() < 0.05:
+        submission["unknown"] = 1
+    return submission
+
+
+def test_fast_result_load_gives_what_the_schema_gives() -> None:
+    from repository.experiments import _RESULT_SCHEMA, _load, fast_load_result
+    from repository.validation import Problems
+
+    rng = random.Random(4)
+    quick_count = 0
+    for _ in range(5000):
+        submission = _result_submission(rng)
+        quick = fast_load_result(dict(submission))
+        problems = Problems()
+        full = _load(problems, _RESULT_SCHEMA, dict(submission))
+        if quick is not None:
+            quick_count += 1
+            assert not problems, submission
+            # Same keys and values (key order is not used: the columns are picked by name).
+            assert {k: repr(v) for k, v in quick.items()} == {k: repr(v) for k, v in full.items()}, submission
+    assert quick_count > 200  # the common valid submission takes the quick route
+
+
+def test_fast_result_load_takes_the_benchmark_submission() -> None:
+    from repository.experiments import fast_load_result
+
+    submission = {"experiment_id": "e", "item_id": "i", "item_dataset_version": 3, "input": {"q": "é"},
+                  "output": {"text": "x", "calls": [{"n": 1, "f": 0.5}]}, "ground_truth": None,
+                  "metadata": {"latencyMs": 900}, "started_at": datetime(2025, 1, 1, tzinfo=timezone.utc),
+                  "completed_at": datetime(2025, 1, 1, 0, 0, 1, tzinfo=timezone.utc), "retry_count": 0,
+                  "attempt": 0, "trace_id": "t", "status": None, "tags": None, "error": None,
+                  "tool_mock_report": None}
+    loaded = fast_load_result(submission)
+    assert loaded is not None and loaded["output"] == submission["output"]
+    assert loaded["output"] is not submission["output"]  # a copy: the caller's value is not stored

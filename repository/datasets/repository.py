@@ -282,7 +282,7 @@ class DatasetsRepository(DomainRepository):
         as of ``V`` and logs the version.  Returns ``V``."""
         Dataset, Item, Version = self.models.dataset, self.models.item, self.models.version
         version = dataset["version"] + 1
-        self.backend.update(Dataset, Dataset.id == dataset["id"], {"version": version})
+        self.backend.replace(Dataset, dataset, {"version": version})  # read (locked) in this transaction
         for chunk in _chunks(closed_ids):
             self.backend.update(Item, (Item.dataset_id == dataset["id"]) & Item.id.in_(chunk) & self._current(),
                                 {"valid_to": version})
