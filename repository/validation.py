@@ -88,6 +88,7 @@ class PageRequest:
 
     @property
     def offset(self) -> int:
+        """Rows skipped before the page (0 when ``per_page`` is ``False``)."""
         return 0 if self.per_page is False else self.page * self.per_page
 
     @property
@@ -96,6 +97,7 @@ class PageRequest:
         return None if self.per_page is False else self.per_page
 
     def has_more(self, total: int) -> bool:
+        """Whether rows follow this page, given the ``total`` of matching rows."""
         return False if self.per_page is False else self.offset + self.per_page < total
 
 
@@ -130,6 +132,7 @@ class Ordering:
 
     @property
     def descending(self) -> bool:
+        """Whether the direction is ``DESC``."""
         return self.direction == "DESC"
 
 

@@ -28,6 +28,31 @@ def mask_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
+class StoredFormats:
+    """How values look in one database: the conversions the field types of :mod:`models.fields`
+    ask of the bound peewee ``Database`` (each backend's ``Database`` implements them)."""
+
+    def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
+        """An aware datetime (or ISO text) as this database stores ``field``."""
+        raise NotImplementedError
+
+    def timestamp_converter(self, field: peewee.Field) -> Any:
+        """A function converting many values of ``field`` (bulk writes pick it once per call)."""
+        return functools.partial(self.timestamp_to_db, field)
+
+    def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
+        """A stored timestamp as an aware UTC datetime with millisecond precision."""
+        raise NotImplementedError
+
+    def json_to_db(self, field: peewee.Field, value: Any) -> Any:
+        """A JSON value as this database stores it (compact text, or text cast to ``jsonb``)."""
+        raise NotImplementedError
+
+    def json_from_db(self, field: peewee.Field, value: Any) -> Any:
+        """A stored JSON value decoded (text that does not parse comes back as the raw string)."""
+        raise NotImplementedError
+
+
 class Backend:
     """One configured database.
 

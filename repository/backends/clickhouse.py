@@ -27,7 +27,7 @@ from models.fields import DeletedField, TimestampField, VersionField
 
 from ..errors import NotSupportedError, StorageError, ValidationError
 from ..values import UTC, VERSION_CLOCK, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, primary_key_names, value_tuples
+from .base import Backend, StoredFormats, primary_key_names, value_tuples
 
 logger = logging.getLogger("repository.clickhouse")
 
@@ -220,7 +220,7 @@ def detect_features(client: Any) -> ClickHouseFeatures:
     return features
 
 
-class ClickHouseDatabase(peewee.Database):
+class ClickHouseDatabase(StoredFormats, peewee.Database):
     """A peewee ``Database`` for ClickHouse's native protocol.
 
     ``atomic()`` and transactions are accepted and do nothing: ClickHouse has no transactions.

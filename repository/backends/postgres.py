@@ -16,7 +16,7 @@ from models.fields import TimestampField, ZonedTimestampField
 
 from ..errors import ValidationError
 from ..values import UTC, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, timestamp_fields
+from .base import Backend, StoredFormats, timestamp_fields
 
 #: Seconds a call waits for a free pooled connection before failing.
 POOL_WAIT_S = 30.0
@@ -50,7 +50,7 @@ def _naive_utc(value: Any) -> datetime:
     return to_utc(value).replace(tzinfo=None)
 
 
-class PostgresDatabase(PooledPostgresqlDatabase):
+class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
     """peewee's pooled PostgreSQL database with this library's stored formats."""
 
     # Extends (not replaces) peewee's PostgreSQL types, so booleans stay BOOLEAN and doubles DOUBLE PRECISION.

@@ -13,7 +13,7 @@ import peewee
 from ..errors import ValidationError
 from ..jsonb import jsonb_to_json_text
 from ..values import format_iso, json_dumps, json_loads, parse_iso, to_utc
-from .base import Backend
+from .base import Backend, StoredFormats
 
 #: How long a connection waits for another writer before SQLite reports "database is locked".
 BUSY_TIMEOUT_S = 30.0
@@ -50,7 +50,7 @@ def _timestamp_text(value: Any) -> str:
     return value if isinstance(value, str) else format_iso(to_utc(value))
 
 
-class SQLiteDatabase(peewee.SqliteDatabase):
+class SQLiteDatabase(StoredFormats, peewee.SqliteDatabase):
     """peewee's SQLite database with this library's stored formats."""
 
     # Extends (not replaces) peewee's SQLite types, so booleans stay INTEGER.
