@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import peewee
 
@@ -108,12 +108,13 @@ class SQLiteBackend(Backend):
         self.database.register_function(jsonb_to_json_text, JSON_TEXT_FUNCTION, 1, deterministic=True)
         self._memory_lock = threading.RLock() if self.in_memory else None
 
+    def connection(self) -> ContextManager[None]:
+        # A file database needs nothing beyond the shared scope (no extra layer on hot calls).
+        return super().connection() if self._memory_lock is None else self._serialized_connection()
+
     @contextmanager
-    def connection(self) -> Iterator[None]:
-        if self._memory_lock is None:
-            with super().connection():
-                yield
-            return
+    def _serialized_connection(self) -> Iterator[None]:
+        """The scope of a call on ``:memory:``: its single connection, one thread at a time."""
         with self._memory_lock, super().connection():
             yield
 
