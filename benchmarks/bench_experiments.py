@@ -26,8 +26,7 @@ from typing import Any
 from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
-from .common import (BenchBackend, RawDatabase, backends, best_time, print_results, rate, scaled,
-                     selected_backends, throughput_row)
+from .common import BenchBackend, RawDatabase, best_time, print_results, rate, run_per_backend, scaled, throughput_row
 
 RESULTS = 5_000
 ROUNDS = 2
@@ -135,11 +134,7 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
 
 def main() -> list[dict[str, Any]]:
     """Run the experiments benchmark on SQLite and PostgreSQL; returns the result rows."""
-    results = []
-    with backends([name for name in selected_backends() if name != "clickhouse"]) as available:
-        for backend in available:
-            results += bench_backend(backend)
-    return results
+    return run_per_backend(bench_backend, sql_only=True)
 
 
 if __name__ == "__main__":

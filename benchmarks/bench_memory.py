@@ -34,8 +34,8 @@ from typing import Any, Callable
 from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
-from .common import (BenchBackend, RawDatabase, backends, best_time, clickhouse_timestamps, info_row,
-                     latency_row, p50_pair_ms, print_results, rate, scaled, throughput_row)
+from .common import (BenchBackend, RawDatabase, best_time, clickhouse_timestamps, info_row, latency_row,
+                     p50_pair_ms, print_results, rate, run_per_backend, scaled, throughput_row)
 
 MESSAGES = 10_000
 PER_THREAD = 50
@@ -282,11 +282,7 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
 
 def main() -> list[dict[str, Any]]:
     """Run the memory benchmarks on every available backend; returns the result rows."""
-    results = []
-    with backends() as available:
-        for backend in available:
-            results += bench_backend(backend)
-    return results
+    return run_per_backend(bench_backend)
 
 
 if __name__ == "__main__":

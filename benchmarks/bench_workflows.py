@@ -24,8 +24,8 @@ from typing import Any
 from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
-from .common import (BenchBackend, RawDatabase, backends, clickhouse_timestamps, latency_row, p50_pair_ms,
-                     print_results, scaled)
+from .common import (BenchBackend, RawDatabase, clickhouse_timestamps, latency_row, p50_pair_ms, print_results,
+                     run_per_backend, scaled)
 
 RUNS = 200
 CALLS = 300
@@ -161,11 +161,7 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
 
 def main() -> list[dict[str, Any]]:
     """Run the workflow benchmarks on every available backend; returns the result rows."""
-    results = []
-    with backends() as available:
-        for backend in available:
-            results += bench_backend(backend)
-    return results
+    return run_per_backend(bench_backend)
 
 
 if __name__ == "__main__":

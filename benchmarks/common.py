@@ -186,6 +186,18 @@ def backends(names: Sequence[str] | None = None) -> Iterator[list[BenchBackend]]
         yield available
 
 
+def run_per_backend(bench: Callable[[BenchBackend], list[dict[str, Any]]], *,
+                    sql_only: bool = False) -> list[dict[str, Any]]:
+    """``bench(backend)`` on every available backend (only SQLite and PostgreSQL with
+    ``sql_only``, for the domains ClickHouse does not hold); returns all result rows."""
+    names = [name for name in selected_backends() if name != "clickhouse"] if sql_only else None
+    results: list[dict[str, Any]] = []
+    with backends(names) as available:
+        for backend in available:
+            results += bench(backend)
+    return results
+
+
 def timed(function: Callable[[], Any]) -> tuple[Any, float]:
     """Call ``function()`` once; return ``(its result, elapsed wall-clock seconds)``."""
     started = time.perf_counter()

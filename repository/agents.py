@@ -17,13 +17,12 @@ import peewee
 
 from models.agents import CONFIG_COLUMNS, build_agents_models
 
-from .base import DomainRepository, fetch_page, operation, order_terms
+from .base import DomainRepository, fetch_page, filter_by_metadata, operation, order_terms
 from .errors import ConflictError, NotFoundError, NotSupportedError, StorageError, ValidationError
 from .page import Page
 from .schemas.agents import AGENT_STATUSES, VISIBILITIES, AgentInputSchema, AgentUpdateSchema, AgentVersionSchema
 from .schemas.base import load_into
-from .validation import (Problems, check_id, check_metadata_filter, check_order_by, check_page, check_text,
-                         json_matches)
+from .validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, check_text
 from .values import UNSET, json_dumps, json_loads, normalize_json, utc_now
 
 logger = logging.getLogger("repository.agents")
@@ -384,13 +383,7 @@ class AgentsRepository(DomainRepository):
                 query = query.where(field == value)
         if entity_ids:
             query = query.where(Agent.id.in_(list(dict.fromkeys(entity_ids))))
-        predicate = None
-        if filters:
-            condition = self.backend.metadata_condition(Agent.metadata, filters)
-            if condition is None:
-                predicate = lambda row: json_matches(row["metadata"], filters)  # noqa: E731
-            else:
-                query = query.where(condition)
+        query, predicate = filter_by_metadata(self.backend, query, Agent.metadata, filters)
         order = order_terms(getattr(Agent, ordering.field), ordering.descending, Agent.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
         return rows, total, has_more, request

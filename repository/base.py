@@ -15,6 +15,7 @@ import peewee
 
 from .backends.base import Backend
 from .errors import NotSupportedError, StorageError, ValidationError
+from .validation import json_matches
 
 logger = logging.getLogger("repository")
 
@@ -215,6 +216,24 @@ def fetch_prepared_page(backend: Backend, key: Any, build: Callable[[], peewee.M
         if limit == 0 or offset >= total:
             return [], total, request.has_more(total)
         return backend.prepared(page_key, page).rows(**values, **bounds), total, request.has_more(total)
+
+
+def filter_by_metadata(backend: Backend, query: peewee.ModelSelect, field: peewee.Field, filters: dict[str, Any],
+                       *, path: str = "$", document: Callable[[dict[str, Any]], Any] | None = None
+                       ) -> tuple[peewee.ModelSelect, Callable[[dict[str, Any]], bool] | None]:
+    """Apply a metadata filter on the JSON object at ``path`` in ``field``: in SQL where the
+    backend can, else as a Python predicate for :func:`fetch_page`.
+
+    Returns ``(query, predicate)``; ``document(row)`` gives the filtered object of a row (default:
+    the field's value).
+    """
+    if not filters:
+        return query, None
+    condition = backend.metadata_condition(field, filters, path)
+    if condition is not None:
+        return query.where(condition), None
+    document = document or (lambda row: row[field.name])
+    return query, lambda row: json_matches(document(row), filters)
 
 
 def order_terms(field: peewee.Field, descending: bool, *tie_breakers: peewee.Field) -> list[Any]:

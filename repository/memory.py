@@ -12,7 +12,7 @@ import peewee
 
 from models.memory import build_memory_models
 
-from .base import DomainRepository, fetch_page, fetch_prepared_page, operation, order_terms
+from .base import DomainRepository, fetch_page, fetch_prepared_page, filter_by_metadata, operation, order_terms
 from .errors import ConflictError, NotFoundError, ValidationError
 from .page import Page
 from .schemas.base import JSONObject, Timestamp, flatten_errors, load_into
@@ -290,13 +290,7 @@ class MemoryRepository(DomainRepository):
         query = self.backend.select(Thread)
         if resource_id:
             query = query.where(Thread.resource_id == resource_id)
-        predicate = None
-        if filters:
-            condition = self.backend.metadata_condition(Thread.metadata, filters)
-            if condition is None:
-                predicate = lambda row: json_matches(row["metadata"], filters)  # noqa: E731
-            else:
-                query = query.where(condition)
+        query, predicate = filter_by_metadata(self.backend, query, Thread.metadata, filters)
         order = order_terms(getattr(Thread, ordering.field), ordering.descending, Thread.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
         return Page([self._thread_record(r) for r in rows], total, request.page, request.per_page, has_more)
@@ -432,13 +426,9 @@ class MemoryRepository(DomainRepository):
                 query = query.where(Message.resource_id == resource_id)
             for condition in self._date_conditions(bounds):
                 query = query.where(condition)
-        if filters:
-            condition = self.backend.metadata_condition(Message.content, filters, "$.metadata")
-            if condition is None:
-                predicate = lambda row: json_matches(  # noqa: E731
-                    _object(decode_content(row["content"]).get("metadata")), filters)
-            else:
-                query = query.where(condition)
+            query, predicate = filter_by_metadata(
+                self.backend, query, Message.content, filters, path="$.metadata",
+                document=lambda row: _object(decode_content(row["content"]).get("metadata")))
 
         def in_main_filter(row: dict[str, Any]) -> bool:
             return ((thread_ids is None or row["thread_id"] in thread_ids)
