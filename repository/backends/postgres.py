@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import threading
 import zlib
 from contextlib import contextmanager
@@ -56,6 +57,16 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
     # Extends (not replaces) peewee's PostgreSQL types, so booleans stay BOOLEAN and doubles DOUBLE PRECISION.
     field_types = {**PooledPostgresqlDatabase.field_types, "TIMESTAMP": "TIMESTAMP", "TIMESTAMPTZ": "TIMESTAMPTZ",
                    "JSON": "JSONB"}
+
+    def _is_closed(self, conn: Any) -> bool:
+        # peewee pings (SELECT 1) each connection it takes from the pool: a round trip per call.
+        # An idle connection with nothing to read is as alive as a ping could tell; a server that
+        # stopped or restarted has sent its goodbye (or EOF), so only then does the ping run.
+        if conn.closed or conn.info.transaction_status != self._adapter.txn_idle:
+            return super()._is_closed(conn)
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0)) and super()._is_closed(conn)
 
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         return to_utc(value).replace(tzinfo=None)
