@@ -44,7 +44,6 @@ BAD_TEXT = "Contains U+0000 or an unpaired surrogate, which cannot be stored."
 JSON_NULL = JSONText("null")
 
 _EXPERIMENT_JSON = ("metadata", "provenance", "runner_attestation", "scorer_ids")
-_RESULT_JSON = ("input", "output", "ground_truth", "metadata", "error", "tags", "tool_mock_report")
 
 #: Experiment fields set by ``create_experiment`` from its arguments.
 _CREATE_FIELDS = ("name", "description", "metadata", "provenance", "runner_attestation", "experiment_set_id",
@@ -303,9 +302,9 @@ class ExperimentsRepository(DomainRepository):
 
     @staticmethod
     def _result_record(row: dict[str, Any]) -> dict[str, Any]:
+        # The row's JSON values are fresh (decoded from the database, or the validated copies
+        # just written), so the record takes them as they are.
         record = {name: row.get(name) for name in ExperimentResultSchema._declared_fields}
-        for name in _RESULT_JSON:
-            record[name] = deep_copy_json(record[name])
         if record["attempt"] is None:
             record["attempt"] = 0  # rows written by older clients
         return record
@@ -320,15 +319,17 @@ class ExperimentsRepository(DomainRepository):
     # several of them, and rendering each with peewee cost more than running it.
 
     def _by_id(self, model: type[peewee.Model], record_id: str, scope: dict[str, str] | None,
-               lock: bool) -> dict[str, Any] | None:
+               lock: bool, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The row (only ``fields``, when named) with this id and scope, locked when asked."""
         backend, names = self.backend, tuple(scope or ())
 
         def build() -> peewee.ModelSelect:
-            query = backend.select(model).where(model.id == backend.param("id"),
-                                                *(getattr(model, name) == backend.param(name) for name in names))
+            query = backend.select(model, *(getattr(model, name) for name in fields))
+            query = query.where(model.id == backend.param("id"),
+                                *(getattr(model, name) == backend.param(name) for name in names))
             return (backend.for_update(query) if lock else query).limit(1)
 
-        return backend.prepared((model, "by_id", names, lock), build).first(id=record_id, **(scope or {}))
+        return backend.prepared((model, "by_id", names, lock, fields), build).first(id=record_id, **(scope or {}))
 
     def _experiment_row(self, experiment_id: str, scope: dict[str, str] | None = None, *,
                         lock: bool = False) -> dict[str, Any] | None:
@@ -354,16 +355,21 @@ class ExperimentsRepository(DomainRepository):
                                                                  attempt=attempt)
 
     def _require_experiment(self, experiment_id: str) -> dict[str, Any]:
-        row = self._experiment_row(experiment_id, lock=True)
+        """What a result takes from its experiment (dataset and tenancy), the row locked."""
+        # Only these columns: every result write starts here, and the whole row costs more to
+        # send and decode than the lookup itself.
+        row = self._by_id(self.models.experiment, experiment_id, None, True,
+                          ("dataset_id", "organization_id", "project_id"))
         if row is None:
             raise NotFoundError(f"Experiment not found: {experiment_id}", details={"experiment_id": experiment_id})
         return row
 
-    def _insert_result(self, row: dict[str, Any]) -> None:
+    def _insert_result(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Insert a new result row; returns it as stored."""
         # The backends' insert sends None as SQL NULL: a None input is JSON null (NOT NULL column).
         if row["input"] is None:
             row = {**row, "input": JSON_NULL}
-        self.backend.insert(self.models.result, [row])
+        return self.backend.insert_returning(self.models.result, row)
 
     # ------------------------------------------------------------------ purge barrier
 
@@ -671,18 +677,13 @@ class ExperimentsRepository(DomainRepository):
             values = self._result_values(data, experiment, purge_checked=True, purged_at=purged_at)
             row = {"id": result_id, **values, "comment": None, "created_at": utc_now()}
             try:
-                self._insert_result(row)
+                return self._result_record(self._insert_result(row))
             except peewee.IntegrityError:
                 # The unique natural-key index (or the primary key) caught a concurrent writer.
                 if "id" in data:
                     raise ConflictError(f"Experiment result already exists: {result_id}",
                                         details={"id": result_id}) from None
                 raise key_conflict() from None
-            if self.backend.name == "SQLITE":
-                # JSON stored as text and ISO timestamps read back exactly as written: skip the
-                # re-read.  (PostgreSQL's jsonb may change numbers and key order, so it re-reads.)
-                return self._result_record(row)
-            return self._result_record(self._result_row(result_id))
 
     @operation
     def upsert_experiment_result(self, *, experiment_id: str, item_id: str, input: Any,

@@ -76,9 +76,11 @@ class Backend:
         self._initialized: set[str] = set()
         self._closed = False
         self._prepared: dict[Any, PreparedQuery] = {}
-        #: Rendered single-table writes: write_rows' (model, field names, on_conflict, preserve) →
-        #: (fields, SQL) and replace's (model, field names, "replace") → (converters, SQL).
-        self._insert_statements: dict[tuple, tuple[list[Any], str]] = {}
+        #: Rendered single-table writes: write_rows' (model, field names, on_conflict, preserve) and
+        #: replace's (model, field names, "replace") → SQL.
+        self._write_statements: dict[tuple, str] = {}
+        #: (model, field names) → the fields and their value converters (:meth:`columns`).
+        self._columns: dict[tuple, tuple[list[peewee.Field], list[Any]]] = {}
 
     # -- connections ---------------------------------------------------------------------
 
@@ -190,7 +192,12 @@ class Backend:
 
     def select(self, model: type[peewee.Model], *fields: Any) -> peewee.ModelSelect:
         """``SELECT`` of live rows (ClickHouse: ``FINAL`` and ``_deleted = 0``)."""
-        return model.select(*fields).dicts()
+        return self.as_records(model.select(*fields), model, fields)
+
+    def as_records(self, query: Any, model: type[peewee.Model], fields: Sequence[Any] = ()) -> Any:
+        """``query`` (selecting or returning ``fields`` of ``model``, or all of them) reading its
+        rows as records: dicts keyed by field name, values converted by the fields."""
+        return query.dicts()
 
     @contextmanager
     def read(self) -> Iterator[None]:
@@ -286,6 +293,16 @@ class Backend:
     # The fast path of every multi-row write: one prepared statement, the driver's executemany
     # (SQLite) or execute_values (PostgreSQL), values converted by per-column functions picked once.
 
+    def columns(self, model: type[peewee.Model], names: tuple[str, ...]) -> tuple[list[peewee.Field], list[Any]]:
+        """The fields of ``model`` named ``names`` and their :func:`value_converter`s, looked up
+        once per shape: a single-row write would otherwise spend more on them than the database
+        spends on the insert."""
+        columns = self._columns.get((model, names))
+        if columns is None:
+            fields = [model._meta.fields[name] for name in names]
+            columns = self._columns[(model, names)] = (fields, [value_converter(self, f) for f in fields])
+        return columns
+
     def write_rows(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *, on_conflict: str,
                    preserve: Sequence[str] = ()) -> None:
         """``INSERT`` rows; ``on_conflict`` is ``"error"``, ``"ignore"`` or ``"update"``."""
@@ -294,14 +311,36 @@ class Backend:
         rows = self.prepare_rows(model, rows)
         if not rows:
             return
-        # Rendered once per shape: single-row writes would otherwise rebuild the SQL every call.
-        key = (model, tuple(rows[0]), on_conflict, tuple(preserve))
-        statement = self._insert_statements.get(key)
-        if statement is None:
-            fields = [model._meta.fields[name] for name in rows[0]]
-            statement = self._insert_statements[key] = (fields, self.insert_sql(model, fields, on_conflict, preserve))
-        fields, sql = statement
-        self.execute_rows(sql, value_tuples(self, fields, rows))
+        names = tuple(rows[0])
+        fields, converters = self.columns(model, names)
+        self.execute_rows(self.insert_statement(model, names, on_conflict, tuple(preserve)),
+                          value_tuples(self, fields, rows, converters=converters))
+
+    def insert_statement(self, model: type[peewee.Model], names: tuple[str, ...], on_conflict: str,
+                         preserve: tuple[str, ...] = ()) -> str:
+        """:meth:`insert_sql` for rows of the fields ``names``, rendered once per shape."""
+        key = (model, names, on_conflict, preserve)
+        sql = self._write_statements.get(key)
+        if sql is None:
+            fields, _ = self.columns(model, names)
+            sql = self._write_statements[key] = self.insert_sql(model, fields, on_conflict, preserve)
+        return sql
+
+    def insert_returning(self, model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]:
+        """Insert one new row and return it as :meth:`select` reads it back: the database's own
+        form of what it stored (PostgreSQL's ``jsonb`` orders keys and rewrites numbers), from
+        one ``INSERT … RETURNING`` rendered once per shape instead of an insert and a read.
+        JSON values may be the objects given (SQLite): copy them before handing them out."""
+        row = self.prepare_rows(model, [row])[0]
+        names = tuple(row)
+        fields, converters = self.columns(model, names)
+
+        def build() -> peewee.ModelInsert:
+            insert = model.insert({field: self.param(field.name) for field in fields})
+            return self.as_records(insert.returning(*model._meta.sorted_fields), model)
+
+        statement = self.prepared((model, names, "insert_returning"), build)
+        return statement.first(**dict(zip(names, driver_values(converters, row.values()))))
 
     def table_sql(self, model: type[peewee.Model]) -> str:
         """The quoted table name as SQL."""
@@ -339,22 +378,19 @@ class Backend:
     def replace(self, model: type[peewee.Model], stored: dict[str, Any], values: dict[str, Any]) -> None:
         """Change one stored row (as read inside this write) to carry ``values``."""
         values = self.prepare_rows(model, [values])[0]
-        pk = _primary_key_fields(model)
+        names, pk_names = tuple(values), tuple(primary_key_names(model))
+        fields, converters = self.columns(model, names)
+        pk, pk_converters = self.columns(model, pk_names)
         # Rendered once per shape (peewee renders an UPDATE in ~100 µs, more than SQLite runs it).
-        key = (model, tuple(values), "replace")
-        statement = self._insert_statements.get(key)
-        if statement is None:
-            fields = [model._meta.fields[name] for name in values]
+        key = (model, names, "replace")
+        sql = self._write_statements.get(key)
+        if sql is None:
             param = self.database.param
             sets = ", ".join(f'"{f.column_name}" = {param}' for f in fields)
             where = " AND ".join(f'"{f.column_name}" = {param}' for f in pk)
-            statement = self._insert_statements[key] = ([value_converter(self, f) for f in [*fields, *pk]],
-                                                         f"UPDATE {self.table_sql(model)} SET {sets} WHERE {where}")
-        converters, sql = statement
-        params = [value if value is None or convert is None else
-                  _plain_str(value) if type(value) is JSONText else convert(value)
-                  for convert, value in zip(converters, [*values.values(), *(stored[f.name] for f in pk)])]
-        self.database.execute_sql(sql, params)
+            sql = self._write_statements[key] = f"UPDATE {self.table_sql(model)} SET {sets} WHERE {where}"
+        self.database.execute_sql(sql, driver_values([*converters, *pk_converters],
+                                                     [*values.values(), *(stored[name] for name in pk_names)]))
 
     def replace_many(self, model: type[peewee.Model], changes: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> None:
         """:meth:`replace` for several rows: each change is (stored row as read inside this
@@ -432,19 +468,25 @@ def value_converter(backend: Backend, field: peewee.Field) -> Any:
 
 
 def value_tuples(backend: Backend, fields: Sequence[peewee.Field], rows: Sequence[dict[str, Any]],
-                 defaults: dict[str, Any] | None = None) -> list[tuple]:
+                 defaults: dict[str, Any] | None = None, *, converters: Sequence[Any] | None = None) -> list[tuple]:
     """Rows as tuples of driver values, in the order of ``fields``; ``defaults`` (field name →
-    value) fill the keys a row lacks."""
-    # Column by column: one converter lookup per column and C-level loops over the rows.
+    value) fill the keys a row lacks; ``converters`` are the fields' :func:`value_converter`s,
+    when the caller keeps them."""
+    if converters is None:
+        converters = [value_converter(backend, field) for field in fields]
+    if len(rows) == 1:  # a single-row write: no per-column machinery
+        row, defaults = rows[0], defaults or {}
+        return [tuple(driver_values(converters, [row[f.name] if f.name in row else defaults.get(f.name)
+                                                 for f in fields]))]
+    # Column by column: one converter per column and C-level loops over the rows.
     columns = []
-    for field in fields:
+    for field, convert in zip(fields, converters):
         name = field.name
         try:
             values = list(map(operator.itemgetter(name), rows))
         except KeyError:  # some rows lack the key
             default = defaults.get(name) if defaults else None
             values = [row.get(name, default) for row in rows]
-        convert = value_converter(backend, field)
         if convert is None:
             pass
         elif isinstance(field, JSONField):  # JSONText is stored JSON already (sent as a plain str)
@@ -456,6 +498,13 @@ def value_tuples(backend: Backend, fields: Sequence[peewee.Field], rows: Sequenc
             values = [None if value is None else convert(value) for value in values]
         columns.append(values)
     return list(zip(*columns))
+
+
+def driver_values(converters: Sequence[Any], values: Iterable[Any]) -> list[Any]:
+    """One row's ``values`` converted by the matching :func:`value_converter`s (``None`` stays
+    NULL; a :class:`JSONText` is sent as the plain text it holds)."""
+    return [value if value is None or convert is None else _plain_str(value) if type(value) is JSONText
+            else convert(value) for convert, value in zip(converters, values)]
 
 
 _plain_str = str.__str__  # a str subclass as an exact str: drivers bind those without adaptation

@@ -606,6 +606,12 @@ class ClickHouseBackend(Backend):
         pk = primary_key_names(model)
         self.insert(model, [row for row in rows if tuple(row[k] for k in pk) not in stored])
 
+    def insert_returning(self, model, row) -> dict[str, Any]:
+        # No RETURNING: read the new version back by its key.
+        self.insert(model, [row])
+        return self.select(model).where(*(getattr(model, name) == row[name]
+                                          for name in primary_key_names(model))).get()
+
     def replace(self, model, stored, values) -> None:
         self._replace(model, [(stored, {**stored, **values})])
 

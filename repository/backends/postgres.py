@@ -188,9 +188,9 @@ class PostgresBackend(Backend):
 
     # -- reads and locks -----------------------------------------------------------------
 
-    def select(self, model: type[peewee.Model], *fields: Any) -> peewee.ModelSelect:
+    def as_records(self, query: Any, model: type[peewee.Model], fields: Sequence[Any] = ()) -> Any:
         zoned = [f for f in timestamp_fields(model) if not fields or any(f is g for g in fields)]
-        return model.select(*fields).objects(lambda **row: _prefer_zoned(row, zoned))
+        return query.objects(lambda **row: _prefer_zoned(row, zoned))
 
     def count(self, query: peewee.ModelSelect, *, bitmap: bool = False) -> int:
         if not bitmap:
