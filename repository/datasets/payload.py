@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ValidationError
 from ..values import json_dumps, json_loads
@@ -58,14 +58,15 @@ def _bad_text(text: str) -> str | None:
     return None
 
 
-def checked_payload(value: Any, path: str) -> Any:
+def checked_payload(value: Any, path: str | Callable[[], str]) -> Any:
     """A fresh copy of ``value`` if it is plain JSON, else :class:`PayloadError` for the first bad
     value found.  Nothing is converted: tuples, datetimes and the like are refused, so what is
-    stored comes back exactly as given."""
+    stored comes back exactly as given.  ``path`` names ``value`` in errors; bulk callers pass a
+    function giving it, built only when there is an error."""
     try:
         return _plain_copy(value, 0)
     except _NotPlain:
-        return _check(value, path, 0, {})  # finds the problem and its path
+        return _check(value, path if isinstance(path, str) else path(), 0, {})  # finds the problem
 
 
 class _NotPlain(Exception):
@@ -77,7 +78,8 @@ def _plain_copy(value: Any, depth: int) -> Any:
     building paths (items are a bulk path); anything else raises :class:`_NotPlain`."""
     kind = type(value)
     if kind is str:
-        if _bad_text(value):
+        # _bad_text's test, inline: strings are most of what a payload holds.
+        if "\x00" in value or not value.isascii() and _bad_text(value):
             raise _NotPlain
         return value
     if kind is dict or kind is list:
@@ -87,7 +89,7 @@ def _plain_copy(value: Any, depth: int) -> Any:
             return [_plain_copy(item, depth + 1) for item in value]
         copy = {}
         for key, item in value.items():
-            if type(key) is not str or _bad_text(key):
+            if type(key) is not str or "\x00" in key or not key.isascii() and _bad_text(key):
                 raise _NotPlain
             copy[key] = _plain_copy(item, depth + 1)
         return copy

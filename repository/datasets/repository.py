@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from uuid import uuid4
 
 import peewee
@@ -554,7 +554,7 @@ class DatasetsRepository(DomainRepository):
         for index, item in enumerate(loaded):
             for field in PAYLOAD_FIELDS:
                 if field in item:
-                    item[field] = self._checked(item[field], f"{prefix(index)}.{field}")
+                    item[field] = self._checked(item[field], lambda: f"{prefix(index)}.{field}")
 
         now = utc_now()
         with self.backend.write(("dataset", dataset_id)):
@@ -573,8 +573,9 @@ class DatasetsRepository(DomainRepository):
                 for row, item in zip(positions, loaded)]
 
     @staticmethod
-    def _checked(value: Any, path: str) -> Any:
-        """The JSON-value check of datasets.md §7.1: a fresh copy, or the validation error."""
+    def _checked(value: Any, path: str | Callable[[], str]) -> Any:
+        """The JSON-value check of datasets.md §7.1: a fresh copy, or the validation error
+        (``path``: as :func:`checked_payload` takes it)."""
         try:
             return checked_payload(value, path)
         except PayloadError as error:
@@ -639,7 +640,10 @@ class DatasetsRepository(DomainRepository):
                 else:
                     conflict(index, external_id, row["id"], "payload_mismatch")
             else:
-                payload = {field: encode_payload(field, item.get(field, ABSENT)) for field in PAYLOAD_FIELDS}
+                # Only the given fields are encoded: the others are absent (NULL).
+                payload = dict.fromkeys(PAYLOAD_FIELDS)
+                payload.update((field, encode_payload(field, item[field])) for field in PAYLOAD_FIELDS
+                               if field in item)
                 row = self._item_row(dataset, str(uuid4()), external_id, payload, created_at=now, now=now)
                 new_rows.append(row)
                 positions.append(row)
