@@ -5,12 +5,15 @@ domain).
 Every item-changing call is one version step (datasets.md §3). Per backend, into an empty
 dataset (no JSON Schemas) on the tables ``init()`` created:
 
-* **add_item**: ``ITEMS`` (1,000) calls, one item each (input, ground truth, metadata). Raw, per
-  item, in one transaction: read the dataset's version and tenancy (``FOR UPDATE`` on
-  PostgreSQL), store version + 1 on the dataset, insert the item row of that version and the
-  version-log row — what keeps the versioned layout consistent.
-* **batch_insert_items**: the same ``ITEMS`` in one call: raw, the same transaction with one
-  batch insert of the item rows (``executemany`` / ``execute_values``).
+* **add_item**: ``ITEMS`` (1,000) items (input, ground truth, metadata), one per call, the
+  library into one dataset and the raw path into another, called alternately in blocks (so both
+  see the same load on a shared machine); rows/s over all the calls. Raw, per item, in one
+  transaction: read the dataset's version and tenancy (``FOR UPDATE`` on PostgreSQL), store
+  version + 1 on the dataset, insert the item row of that version and the version-log row —
+  what keeps the versioned layout consistent.
+* **batch_insert_items**: the same ``ITEMS`` in one call, best of ``ROUNDS`` into an emptied
+  dataset: raw, the same transaction with one batch insert of the item rows (``executemany`` /
+  ``execute_values``).
 
 The payload columns hold the same JSON text (compact, UTF-8), absent fields NULL.
 
@@ -26,10 +29,12 @@ from typing import Any
 from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
-from .common import BenchBackend, RawDatabase, best_time, print_results, rate, run_per_backend, scaled, throughput_row
+from .common import (BenchBackend, RawDatabase, best_time, paired_rates, print_results, rate, run_per_backend, scaled,
+                     throughput_row)
 
 ITEMS = 1_000
-ROUNDS = 2
+ROUNDS = 5
+WARMUP = 10
 
 #: The raw path's JSON encoding: the library's text (compact, UTF-8), with the standard library.
 encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -98,7 +103,7 @@ class RawDatasets:
 
 def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
     """add_item and batch_insert_items on one backend; returns its result rows."""
-    items = make_items(scaled(ITEMS, minimum=10))
+    items = make_items(scaled(ITEMS, minimum=WARMUP + 10))
     count = len(items)
     store = store_for_url(backend.url)
     raw: RawDatasets | None = None
@@ -106,35 +111,31 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
         store.init()
         datasets = store.get_store("datasets")
         raw = RawDatasets(backend)
-        dataset_id = datasets.create_dataset(name="support-questions", organization_id="org-a",
-                                             project_id="proj-1")["id"]
+        library_id, raw_id = (datasets.create_dataset(name=f"support-questions-{side}", organization_id="org-a",
+                                                      project_id="proj-1")["id"] for side in ("library", "raw"))
+        library_items, raw_items = iter(items), iter(items)
+        library_single, raw_single = paired_rates(
+            lambda: datasets.add_item(dataset_id=library_id, **next(library_items)),
+            lambda: raw.add(raw_id, [next(raw_items)]), repeat=count - WARMUP, warmup=WARMUP)
+        assert raw.db.count("mastra_dataset_items") == 2 * count
 
         def reset() -> None:
             raw.db.truncate("mastra_dataset_items", "mastra_dataset_versions")
             with raw.db.write():
-                raw.db.execute('UPDATE "mastra_datasets" SET "version" = 0 WHERE "id" = ?', (dataset_id,))
+                raw.db.execute('UPDATE "mastra_datasets" SET "version" = 0 WHERE "id" = ?', (library_id,))
 
-        def library_single() -> None:
-            for item in items:
-                datasets.add_item(dataset_id=dataset_id, **item)
-
-        def raw_single() -> None:
-            for item in items:
-                raw.add(dataset_id, [item])
-
-        times = {name: float("inf") for name in ("library_single", "raw_single", "library_batch", "raw_batch")}
+        library_batch = raw_batch = float("inf")
         for _ in range(ROUNDS):
-            for name, function in (("library_single", library_single), ("raw_single", raw_single),
-                                   ("library_batch", lambda: datasets.batch_insert_items(dataset_id=dataset_id,
-                                                                                         items=items)),
-                                   ("raw_batch", lambda: raw.add(dataset_id, items))):
-                times[name] = min(times[name], best_time(function, repeat=1, setup=reset))
-                assert raw.db.count("mastra_dataset_items") == count, name
+            library_batch = min(library_batch, best_time(
+                lambda: datasets.batch_insert_items(dataset_id=library_id, items=items), repeat=1, setup=reset))
+            assert raw.db.count("mastra_dataset_items") == count
+            raw_batch = min(raw_batch, best_time(lambda: raw.add(library_id, items), repeat=1, setup=reset))
+            assert raw.db.count("mastra_dataset_items") == count
         results = [
-            throughput_row(f"add_item ({count:,} calls)", backend.name, library=rate(count, times["library_single"]),
-                           raw=rate(count, times["raw_single"]), note="one version step per item"),
+            throughput_row(f"add_item ({count:,} calls)", backend.name, library=library_single, raw=raw_single,
+                           note="one version step per item"),
             throughput_row(f"batch_insert_items ({count:,} in one call)", backend.name,
-                           library=rate(count, times["library_batch"]), raw=rate(count, times["raw_batch"])),
+                           library=rate(count, library_batch), raw=rate(count, raw_batch)),
         ]
         print(f"[datasets] {backend.name} done", flush=True)
         datasets.dangerously_clear_all()

@@ -13,7 +13,7 @@ A benchmark module (``benchmarks/bench_<topic>.py``) defines ``main() -> list[di
 
 * :func:`timed` / :func:`best_time` — wall-clock seconds of a call; :func:`p50_ms` — median
   latency of repeated calls; :func:`p50_pair_ms` — the same for the library and the raw path,
-  called alternately;
+  called alternately; :func:`paired_rates` — calls per second of both, called alternately;
 * :func:`rate` — rows per second; :func:`scaled` — a size times ``COMPOSITE_STORE_BENCH_SCALE``;
 * :func:`print_table` — a plain-text table of result dicts;
 * :func:`profile` — cProfile a call and print the hottest functions.
@@ -228,20 +228,39 @@ def p50_ms(function: Callable[[], Any], *, repeat: int, warmup: int = 1) -> floa
     return statistics.median(samples)
 
 
-def p50_pair_ms(library: Callable[[], Any], raw: Callable[[], Any], *, repeat: int,
-                warmup: int = 3) -> tuple[float, float]:
-    """Median milliseconds of ``library()`` and of ``raw()``, called alternately ``repeat`` times
-    each (after ``warmup`` calls of each), so both see the same load on a shared machine."""
+def paired_times_ms(library: Callable[[], Any], raw: Callable[[], Any], *, repeat: int, warmup: int = 3,
+                    block: int = 1) -> tuple[list[float], list[float]]:
+    """Milliseconds of each call of ``library()`` and of ``raw()``, ``repeat`` calls each (after
+    ``warmup`` calls of each), alternating every ``block`` calls, so both see the same load on a
+    shared machine."""
     for _ in range(warmup):
         library()
         raw()
     samples: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeat):
+    for start in range(0, repeat, block):
         for function, times in ((library, samples[0]), (raw, samples[1])):
-            started = time.perf_counter()
-            function()
-            times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples[0]), statistics.median(samples[1])
+            for _ in range(min(block, repeat - start)):
+                started = time.perf_counter()
+                function()
+                times.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def p50_pair_ms(library: Callable[[], Any], raw: Callable[[], Any], *, repeat: int,
+                warmup: int = 3) -> tuple[float, float]:
+    """Median milliseconds of ``library()`` and of ``raw()`` (:func:`paired_times_ms`)."""
+    library_ms, raw_ms = paired_times_ms(library, raw, repeat=repeat, warmup=warmup)
+    return statistics.median(library_ms), statistics.median(raw_ms)
+
+
+def paired_rates(library: Callable[[], Any], raw: Callable[[], Any], *, repeat: int, warmup: int = 3,
+                 block: int = 100) -> tuple[float, float]:
+    """Calls per second of ``library()`` and of ``raw()`` (:func:`paired_times_ms`): the whole
+    time of each side's calls, so the occasional slow call (a WAL checkpoint) counts, as it does
+    for a job making thousands of them.  Alternating in blocks, each side's connection keeps its
+    page cache between its calls (SQLite drops a connection's cache when another one wrote)."""
+    library_ms, raw_ms = paired_times_ms(library, raw, repeat=repeat, warmup=warmup, block=block)
+    return rate(repeat, sum(library_ms) / 1000), rate(repeat, sum(raw_ms) / 1000)
 
 
 def rate(rows: int, seconds: float) -> float:
