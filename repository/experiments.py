@@ -9,7 +9,6 @@ datasets repository can run them inside its own transaction when both domains sh
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,8 +27,8 @@ from .schemas.base import Timestamp, load_into
 from .schemas.experiments import (EXPERIMENT_STATUSES, RESULT_STATUSES, TARGET_TYPES, ExperimentResultSchema,
                                   ExperimentSchema)
 from .validation import Problems, check_id, check_order_by, check_page, check_tenancy
-from .values import (UNSET, JSONText, deep_copy_json, find_bad_text, format_iso, json_dumps, json_loads, to_utc,
-                     utc_now)
+from .values import (UNSET, JSONText, NotStorable, deep_copy_json, find_bad_text, format_iso, is_storable_text,
+                     json_dumps, json_loads, storable_json_copy, to_utc, utc_now)
 
 logger = logging.getLogger("repository.experiments")
 
@@ -126,10 +125,6 @@ def _load(problems: Problems, schema: ExperimentSchema | ExperimentResultSchema,
 
 # --------------------------------------------------------------------------- fast validation
 
-class _NotQuick(Exception):
-    """A value :func:`_storable_copy` leaves to the schema route."""
-
-
 _RESULT_STATUS_SET = frozenset(RESULT_STATUSES)
 #: Submission keys the quick route checks, by rule.
 _QUICK_IDS = ("experiment_id", "item_id")  # required non-empty str
@@ -140,41 +135,13 @@ _QUICK_OBJECTS = ("metadata", "tool_mock_report")  # JSON object or None
 _QUICK_KEYS = frozenset({*_QUICK_IDS, *_QUICK_TEXTS, *_QUICK_COUNTS, *_QUICK_VALUES, *_QUICK_OBJECTS, "id",
                          "item_dataset_version", "error", "started_at", "completed_at", "status", "tags"})
 _QUICK_REQUIRED = frozenset({*_QUICK_IDS, "input", "started_at", "completed_at"})
+#: JSON nested deeper takes the schema route (which has no limit of its own).
+_QUICK_MAX_DEPTH = 256
 
 
 def _storable(text: str) -> bool:
     """No U+0000 and no unpaired surrogate (what :func:`find_bad_text` looks for)."""
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _storable_copy(value: Any) -> Any:
-    """A fresh copy of a plain JSON value (exact ``dict``/``list``/``str``/``int``/``bool``/
-    ``None`` types, finite ``float``) whose strings are all storable; else :class:`_NotQuick`."""
-    kind = type(value)
-    if kind is str:
-        if not _storable(value):
-            raise _NotQuick
-        return value
-    if kind is dict:
-        copy = {}
-        for key, item in value.items():
-            if type(key) is not str or not _storable(key):
-                raise _NotQuick
-            copy[key] = _storable_copy(item)
-        return copy
-    if kind is list:
-        return [_storable_copy(item) for item in value]
-    if value is None or kind is bool or kind is int or kind is float and math.isfinite(value):
-        return value
-    raise _NotQuick
+    return "\x00" not in text and is_storable_text(text, False)
 
 
 def fast_load_result(given: dict[str, Any]) -> dict[str, Any] | None:
@@ -218,20 +185,20 @@ def fast_load_result(given: dict[str, Any]) -> dict[str, Any] | None:
             loaded["tags"] = list(tags)
         for name in _QUICK_VALUES:
             if name in given:
-                loaded[name] = _storable_copy(given[name])
+                loaded[name] = storable_json_copy(given[name], _QUICK_MAX_DEPTH)
         for name in _QUICK_OBJECTS:
             value = given.get(name)
             if value is not None:
                 if type(value) is not dict:
                     return None
-                loaded[name] = _storable_copy(value)
+                loaded[name] = storable_json_copy(value, _QUICK_MAX_DEPTH)
         error = given.get("error")
         if error is not None:
             if type(error) is not dict or type(error.get("message")) is not str \
                     or any(error.get(key) is not None and type(error[key]) is not str for key in ("stack", "code")):
                 return None
-            loaded["error"] = _storable_copy(error)
-    except (_NotQuick, RecursionError):
+            loaded["error"] = storable_json_copy(error, _QUICK_MAX_DEPTH)
+    except NotStorable:
         return None
     return loaded
 

@@ -181,6 +181,44 @@ def is_storable_text(text: str, strip_nul: bool) -> bool:
     return True
 
 
+class NotStorable(Exception):
+    """Raised by :func:`storable_json_copy` for a value its caller's full check must look at."""
+
+
+def storable_json_copy(value: Any, max_depth: int) -> Any:
+    """A fresh copy of ``value`` if it is plain JSON that every backend stores unchanged: exact
+    ``dict`` (``str`` keys), ``list``, ``str``, ``int``, ``bool``, ``None`` and finite ``float``,
+    no string (keys included) holding U+0000 or an unpaired surrogate, lists and dicts nested at
+    most ``max_depth`` deep.  Anything else raises :class:`NotStorable`.
+
+    The quick route of the strict checks (dataset payloads, experiment results): it builds no
+    paths, so the caller's full check runs only for values this refuses, and reports them.
+    """
+    return _storable_copy(value, max_depth)
+
+
+def _storable_copy(value: Any, depth_left: int) -> Any:
+    kind = type(value)
+    if kind is str:  # the test of is_storable_text, inline: strings are most of a payload
+        if "\x00" in value or not value.isascii() and not is_storable_text(value, False):
+            raise NotStorable
+        return value
+    if kind is dict or kind is list:
+        if depth_left == 0:  # also stops a reference cycle
+            raise NotStorable
+        if kind is list:
+            return [_storable_copy(item, depth_left - 1) for item in value]
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str or "\x00" in key or not key.isascii() and not is_storable_text(key, False):
+                raise NotStorable
+            copy[key] = _storable_copy(item, depth_left - 1)
+        return copy
+    if value is None or kind is bool or kind is int or kind is float and math.isfinite(value):
+        return value
+    raise NotStorable
+
+
 def find_bad_text(value: Any, path: str = "", _seen: frozenset[int] = frozenset()) -> Iterator[str]:
     """Paths of strings (keys included) holding an unpaired surrogate or U+0000."""
     if isinstance(value, (dict, list, tuple)):

@@ -9,7 +9,7 @@ import re
 from typing import Any, Callable
 
 from ..errors import ValidationError
-from ..values import json_dumps, json_loads
+from ..values import NotStorable, json_dumps, json_loads, storable_json_copy
 
 #: The payload fields of an item, in the order of datasets.md §4.2.
 PAYLOAD_FIELDS = ("input", "ground_truth", "expected_trajectory", "tool_mocks", "unmocked_tool_policy",
@@ -64,40 +64,9 @@ def checked_payload(value: Any, path: str | Callable[[], str]) -> Any:
     stored comes back exactly as given.  ``path`` names ``value`` in errors; bulk callers pass a
     function giving it, built only when there is an error."""
     try:
-        return _plain_copy(value, 0)
-    except _NotPlain:
+        return storable_json_copy(value, MAX_DEPTH)
+    except NotStorable:
         return _check(value, path if isinstance(path, str) else path(), 0, {})  # finds the problem
-
-
-class _NotPlain(Exception):
-    """A value :func:`_plain_copy` leaves to :func:`_check`."""
-
-
-def _plain_copy(value: Any, depth: int) -> Any:
-    """The copy :func:`_check` makes, for values of exact JSON types that pass every check, without
-    building paths (items are a bulk path); anything else raises :class:`_NotPlain`."""
-    kind = type(value)
-    if kind is str:
-        # _bad_text's test, inline: strings are most of what a payload holds.
-        if "\x00" in value or not value.isascii() and _bad_text(value):
-            raise _NotPlain
-        return value
-    if kind is dict or kind is list:
-        if depth + 1 > MAX_DEPTH:  # also stops a reference cycle
-            raise _NotPlain
-        if kind is list:
-            return [_plain_copy(item, depth + 1) for item in value]
-        copy = {}
-        for key, item in value.items():
-            if type(key) is not str or "\x00" in key or not key.isascii() and _bad_text(key):
-                raise _NotPlain
-            copy[key] = _plain_copy(item, depth + 1)
-        return copy
-    if value is None or kind is bool or kind is int:
-        return value
-    if kind is float and math.isfinite(value):
-        return value
-    raise _NotPlain
 
 
 def _check(value: Any, path: str, depth: int, ancestors: dict[int, str]) -> Any:
