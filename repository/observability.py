@@ -13,14 +13,14 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from operator import itemgetter
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import marshmallow
 import peewee
 
 from models.observability import ROOT_ENTRY_FITS, TABLE, build_observability_models
 
-from .base import DomainRepository, fetch_page, operation, order_terms
+from .base import DomainRepository, count_prepared, fetch_page, fetch_prepared_page, operation, order_terms
 from .errors import ConflictError, NotFoundError, ValidationError
 from .page import Page
 from .schemas.base import Timestamp, flatten_errors
@@ -64,8 +64,12 @@ TEXT_FILTERS = (
 )
 CHOICE_FILTERS = {"span_type": SPAN_TYPES, **{key: ENTITY_TYPES for key in ENTITY_TYPE_KEYS}}
 RANGE_KEYS = ("start", "end", "start_exclusive", "end_exclusive")
-FILTER_KEYS = frozenset({*TEXT_FILTERS, *CHOICE_FILTERS, "started_at", "ended_at", "status", "has_child_error",
+RANGE_FILTERS = ("started_at", "ended_at")
+FILTER_KEYS = frozenset({*TEXT_FILTERS, *CHOICE_FILTERS, *RANGE_FILTERS, "status", "has_child_error",
                          "tags", "metadata", "scope"})
+#: Filters whose values ``list_traces`` binds as parameters of statements rendered once per
+#: shape; tags, metadata and scope build conditions around their values, so they are rendered.
+PREPARED_FILTERS = FILTER_KEYS - {"tags", "metadata", "scope"}
 
 #: Tracing strategies (§3.10): what exporters should do, per backend.
 STRATEGIES = {
@@ -283,12 +287,12 @@ class _Dialect(ABC):
     def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
         """The root's ``tags`` contain every tag."""
 
-    def count_roots(self, repository: "ObservabilityRepository", query: peewee.ModelSelect,
-                    filters: dict[str, Any]) -> int:
-        """How many roots ``query`` (the roots matching ``filters``) selects."""
+    def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
+        """How many roots match ``filters``: ``count(where=None, bitmap=False)`` counts the roots
+        the list selects that also meet ``where``, with bitmap scans when asked."""
         # A filter with an index of its own: the count combines it with the roots' index (bitmap
         # scans) instead of reading every root in start-time order.
-        return repository.backend.count(query, bitmap=not self.indexed_filters.isdisjoint(filters))
+        return count(bitmap=not self.indexed_filters.isdisjoint(filters))
 
     def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
         """Every top-level member of the JSON object in ``field`` equals the filter's value."""
@@ -368,6 +372,11 @@ class _SQLiteDialect(_Dialect):
         return condition
 
 
+#: The predicates of PostgreSQL's root filter index and of its oversized-roots index.
+_ROOT_ENTRY_FITS = peewee.SQL(ROOT_ENTRY_FITS)
+_ROOT_ENTRY_TOO_BIG = peewee.SQL(f"NOT ({ROOT_ENTRY_FITS})")
+
+
 class _PostgresDialect(_Dialect):
     indexed_filters = frozenset({"trace_id", "span_type", "entity_type", "entity_id", "entity_name",
                                  "organization_id", "user_id", "metadata", "tags"})
@@ -428,16 +437,14 @@ $$ LANGUAGE plpgsql"""
     def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
         return span.error.is_null(False) & (span.error != peewee.Cast(peewee.Value("null", converter=str), "jsonb"))
 
-    def count_roots(self, repository: "ObservabilityRepository", query: peewee.ModelSelect,
-                    filters: dict[str, Any]) -> int:
+    def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
         if not filters or not self.root_index_filters.issuperset(filters):
-            return super().count_roots(repository, query, filters)
+            return super().count_roots(count, filters)
         # Index-only scans: the roots whose entry fits the filter index are counted there, the
         # others (normally none) through the oversized-roots index.  Both conditions are the
         # indexes' predicates word for word, which is how the planner matches them.
-        fits = peewee.SQL(ROOT_ENTRY_FITS)
-        backend = repository.backend
-        return backend.count(query.where(fits)) + backend.count(query.where(peewee.SQL(f"NOT ({ROOT_ENTRY_FITS})")))
+        return count(where=_ROOT_ENTRY_FITS) + count(where=_ROOT_ENTRY_TOO_BIG)
+
 
     def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
         return _contains(repository.models.span.tags, tags)
@@ -831,9 +838,12 @@ class ObservabilityRepository(DomainRepository):
         problems = Problems()
         check_id(problems, "trace_id", trace_id)
         problems.raise_if_any()
-        Span = self.models.span
-        rows = (self.backend.select(Span).where(Span.trace_id == trace_id)
-                .order_by(Span.started_at.asc(), Span.span_id.asc()))
+        Span, backend = self.models.span, self.backend
+        # A prepared statement: peewee would spend more rendering this wide select than the
+        # database spends finding the trace's spans.
+        rows = backend.prepared((Span, "trace"), lambda: backend.select(Span).where(
+            Span.trace_id == backend.param("trace_id")).order_by(Span.started_at.asc(), Span.span_id.asc())
+        ).rows(trace_id=backend.clean(trace_id))
         spans = [self._span_record(row) for row in rows]
         return {"trace_id": trace_id, "spans": spans} if spans else None
 
@@ -848,10 +858,7 @@ class ObservabilityRepository(DomainRepository):
         ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
                                   default_direction="DESC")
         problems.raise_if_any()
-        Span = self.models.span
-        query = self.backend.select(Span).where(self._dialect.root(Span))
-        for condition in self._filter_conditions(checked):
-            query = query.where(condition)
+        Span, backend, dialect = self.models.span, self.backend, self._dialect
         field = getattr(Span, ordering.field)
         if ordering.field == "ended_at":
             # Running roots (no end yet) come first newest-first and last oldest-first.
@@ -859,8 +866,17 @@ class ObservabilityRepository(DomainRepository):
             order = [first, Span.trace_id.asc(), Span.span_id.asc()]
         else:
             order = order_terms(field, ordering.descending, Span.trace_id, Span.span_id)
-        rows, total, has_more = fetch_page(self.backend, query, order, request,
-                                           count=lambda query: self._dialect.count_roots(self, query, checked))
+        if PREPARED_FILTERS.issuperset(checked):
+            rows, total, has_more = self._prepared_roots(checked, (ordering.field, ordering.descending), order,
+                                                         request)
+        else:
+            query = backend.select(Span).where(dialect.root(Span), *self._filter_conditions(checked))
+
+            def count(query: peewee.ModelSelect) -> int:
+                return dialect.count_roots(lambda where=None, bitmap=False: backend.count(
+                    query if where is None else query.where(where), bitmap=bitmap), checked)
+
+            rows, total, has_more = fetch_page(backend, query, order, request, count=count)
         items = []
         for row in rows:
             record = self._span_record(row)
@@ -868,18 +884,56 @@ class ObservabilityRepository(DomainRepository):
             items.append(record)
         return Page(items, total, request.page, request.per_page, has_more)
 
-    def _filter_conditions(self, filters: dict[str, Any]) -> list[peewee.Node]:
+    def _prepared_roots(self, filters: dict[str, Any], ordering: tuple[str, bool], order: list[Any],
+                        request: Any) -> tuple[list[dict[str, Any]], int, bool]:
+        """The page of a list whose filters all bind as parameters: its statements are rendered
+        once per shape (which filters, ranges and statuses, the order), since rendering the
+        wide select of spans cost more than running it."""
+        Span, backend, dialect = self.models.span, self.backend, self._dialect
+        values: dict[str, Any] = {}
+
+        def bind(name: str, field: peewee.Field, value: Any) -> peewee.Node:
+            values[name] = field.db_value(value)
+            return backend.param(name)
+
+        conditions = self._filter_conditions(filters, bind)  # fills values
+
+        def build() -> peewee.ModelSelect:
+            return backend.select(Span).where(dialect.root(Span), *conditions)
+
+        key = (Span, "roots", ordering, tuple(_filter_shape(name, value) for name, value in filters.items()))
+
+        def count(where: peewee.Node | None = None, bitmap: bool = False) -> int:
+            with backend.bitmap_scans(bitmap):
+                return count_prepared(backend, (key, None if where is None else where.sql),
+                                      build if where is None else lambda: build().where(where), values)
+
+        return fetch_prepared_page(backend, key, build, order, request, values,
+                                   count=lambda: dialect.count_roots(count, filters))
+
+    def _filter_conditions(self, filters: dict[str, Any],
+                           bind: Callable[[str, peewee.Field, Any], peewee.Node] | None = None) -> list[peewee.Node]:
+        """The conditions of ``list_traces`` filters; ``bind(name, field, value)``, when given,
+        gives the parameter standing for each compared value (tags, metadata and scope filters
+        are not bound)."""
         Span, dialect = self.models.span, self._dialect
+
+        def compared(name: str, field: peewee.Field, value: Any) -> Any:
+            return value if bind is None else bind(name, field, value)
+
         conditions = []
         for key, value in filters.items():
             if key in TEXT_FILTERS or key in CHOICE_FILTERS:
-                conditions.append(getattr(Span, key) == value)
-            elif key in ("started_at", "ended_at"):
+                field = getattr(Span, key)
+                conditions.append(field == compared(key, field, value))
+            elif key in RANGE_FILTERS:
                 field = getattr(Span, key)
                 if "start" in value:
-                    conditions.append(field > value["start"] if value.get("start_exclusive") else field >= value["start"])
+                    start = compared(f"{key}_start", field, value["start"])
+                    conditions.append(field > start if value.get("start_exclusive") else field >= start)
                 if "end" in value:
-                    conditions.append(field < value["end"] if value.get("end_exclusive") else field <= value["end"])
+                    end = compared(f"{key}_end", field, value["end"])
+                    conditions.append(field < end if value.get("end_exclusive") else field <= end)
                 if key == "ended_at":
                     conditions.append(field.is_null(False))
             elif key == "status":
@@ -896,6 +950,16 @@ class ObservabilityRepository(DomainRepository):
             elif key in ("metadata", "scope"):
                 conditions.append(dialect.json_condition(self, getattr(Span, key), value))
         return conditions
+
+
+def _filter_shape(name: str, value: Any) -> Any:
+    """What of a ``list_traces`` filter decides the SQL of its conditions (the rest is bound)."""
+    if name in RANGE_FILTERS:
+        return (name, "start" in value, "end" in value, bool(value.get("start_exclusive")),
+                bool(value.get("end_exclusive")))
+    if name in ("status", "has_child_error"):
+        return (name, value)
+    return name
 
 
 # --------------------------------------------------------------------------- argument checks

@@ -7,8 +7,8 @@ import logging
 import operator
 import re
 import threading
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 import peewee
 
@@ -212,7 +212,13 @@ class Backend:
     def count(self, query: peewee.ModelSelect, *, bitmap: bool = False) -> int:
         """The number of rows ``query`` selects (``fetch_page``'s total).  ``bitmap`` asks for
         bitmap scans where the database has them (PostgreSQL), for filtered counts."""
-        return query.count()
+        with self.bitmap_scans(bitmap):
+            return query.count()
+
+    def bitmap_scans(self, enabled: bool) -> ContextManager[None]:
+        """Inside this, when ``enabled``, counts use bitmap scans where the database has them
+        (PostgreSQL): filtered counts of big tables; it must run inside a read or write."""
+        return nullcontext()
 
     def for_update(self, query: peewee.ModelSelect) -> peewee.ModelSelect:
         """Lock the selected rows until the transaction ends, where the database can."""
