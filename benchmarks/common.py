@@ -51,6 +51,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
+from repository.backends.sqlite import MMAP_SIZE
 from tests.servers import (
     DEFAULT_POSTGRES_URL,
     create_postgres_database,
@@ -87,8 +88,8 @@ class BenchBackend(NamedTuple):
     ``name`` is ``"sqlite"``, ``"postgres"`` or ``"clickhouse"``; ``url`` is the library URL of
     the database (for ``store_for_url`` / ``CompositeStore.from_urls``); ``connect()`` opens a new
     bare driver connection to the same database: a ``sqlite3.Connection`` (WAL,
-    ``synchronous=NORMAL``, like the library's), a ``psycopg2`` connection (``TimeZone`` UTC) or a
-    ``clickhouse_driver.Client``. The caller closes it.
+    ``synchronous=NORMAL``, memory-mapped reads, like the library's), a ``psycopg2`` connection
+    (``TimeZone`` UTC) or a ``clickhouse_driver.Client``. The caller closes it.
     """
 
     name: str
@@ -109,6 +110,7 @@ def _sqlite_connect(path: str) -> Callable[[], sqlite3.Connection]:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=wal")
         connection.execute("PRAGMA synchronous=normal")
+        connection.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
         return connection
 
     return connect
