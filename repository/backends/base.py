@@ -181,6 +181,8 @@ class Backend:
     def clean(self, value: Any) -> Any:
         """Remove characters the driver cannot store from a string or JSON value."""
         if isinstance(value, str):
+            if value.isascii() and not (self.strips_nul and "\x00" in value):
+                return value  # the common case, without a call (bulk paths clean every id)
             return clean_text(value, strip_nul=self.strips_nul)
         if isinstance(value, (dict, list)):
             if self.strips_nul:
