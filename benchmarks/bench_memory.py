@@ -4,7 +4,8 @@ long thread, against the bare driver doing the same work on the same tables.
 Per backend, on the tables ``init()`` created (with their indexes):
 
 * **save_messages**: ``MESSAGES`` (10,000) messages in threads of 50, one ``save_messages`` call
-  per thread. Raw, per thread: SQLite and PostgreSQL, in one transaction, bump the thread's
+  per thread, alternating in blocks of 10 calls with the raw path saving 50 other new messages
+  of the same thread (so both see the same load on a shared machine). Raw, per thread: SQLite and PostgreSQL, in one transaction, bump the thread's
   ``updatedAt`` (its row count says the thread exists) and upsert the 50 rows (``ON CONFLICT (id)
   DO UPDATE`` keeping ``createdAt``; ``executemany`` / ``execute_values``); ClickHouse, read the
   stored ``createdAt`` of those ids and the thread row (``FINAL``), insert the messages in one
@@ -35,13 +36,15 @@ from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
 from .common import (BenchBackend, RawDatabase, best_time, clickhouse_timestamps, info_row, latency_row,
-                     p50_pair_ms, print_results, rate, run_per_backend, scaled, throughput_row)
+                     p50_pair_ms, paired_rates, print_results, rate, run_per_backend, scaled, throughput_row)
 
 MESSAGES = 10_000
 PER_THREAD = 50
 LONG_THREAD = 100_000
 PAGE_CALLS = 300
-ROUNDS = 2
+#: save_messages: calls of each side before timing, and calls per turn when alternating.
+SAVE_WARMUP = 5
+SAVE_BLOCK = 10
 UTC = timezone.utc
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -225,24 +228,24 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
                                        "title": f"Order question {t}", "metadata": {"channel": "chat"}})
         raw = RawMemory(backend)  # after init(): the raw path reads the timestamp column types
 
-        def library_save() -> None:
-            for batch in batches:
-                memory.save_messages(messages=batch)
+        # Alternating in blocks (so both see the same load): the library saves each thread's 50
+        # messages, the raw path 50 others of the same thread (fresh ids on both sides).
+        raw_batches = [make_messages(thread_id(t), f"user-{t % 20}", PER_THREAD, first=PER_THREAD)
+                       for t in range(threads)]
+        library_calls, raw_calls = iter(batches), iter(raw_batches)
 
-        def raw_save() -> None:
-            for batch in batches:
-                raw.save_messages(batch[0]["thread_id"], batch)
+        def raw_save(batch: list[dict[str, Any]]) -> None:
+            raw.save_messages(batch[0]["thread_id"], batch)
 
-        library_s = raw_s = float("inf")
-        for _ in range(ROUNDS):
-            raw.db.truncate("mastra_messages")
-            library_s = min(library_s, best_time(library_save, repeat=1))
-            assert raw.db.count("mastra_messages") == count
-            raw.db.truncate("mastra_messages")
-            raw_s = min(raw_s, best_time(raw_save, repeat=1))
-            assert raw.db.count("mastra_messages") == count
+        library_rate, raw_rate = paired_rates(lambda: memory.save_messages(messages=next(library_calls)),
+                                              lambda: raw_save(next(raw_calls)), repeat=threads - SAVE_WARMUP,
+                                              warmup=SAVE_WARMUP, block=SAVE_BLOCK)
+        assert raw.db.count("mastra_messages") == 2 * count
         results.append(throughput_row(f"save_messages ({count:,}, calls of {PER_THREAD})", backend.name,
-                                      library=rate(count, library_s), raw=rate(count, raw_s)))
+                                      library=library_rate * PER_THREAD, raw=raw_rate * PER_THREAD))
+        raw.db.truncate("mastra_messages")  # the reads below list the library's 50 per thread
+        for batch in batches:
+            memory.save_messages(messages=batch)
         print(f"[memory] {backend.name}: save_messages done", flush=True)
 
         # First page of a thread: both sides return the same 40 records and total.
