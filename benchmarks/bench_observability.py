@@ -321,7 +321,10 @@ class RawReads:
         """The statements (SQL with the driver's placeholders, parameters) ``call`` executes,
         without its transaction control (:meth:`run` brings its own)."""
         statements: list[tuple[str, tuple]] = []
-        hook = lambda event: statements.append((event.sql, tuple(event.params or ())))  # noqa: E731
+
+        def hook(event: Any) -> None:
+            statements.append((event.sql, tuple(event.params or ())))
+
         self.database.query_hooks.append(hook)
         try:
             call()

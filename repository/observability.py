@@ -445,7 +445,6 @@ $$ LANGUAGE plpgsql"""
         # indexes' predicates word for word, which is how the planner matches them.
         return count(where=_ROOT_ENTRY_FITS) + count(where=_ROOT_ENTRY_TOO_BIG)
 
-
     def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
         return _contains(repository.models.span.tags, tags)
 
