@@ -26,11 +26,10 @@ import json
 import uuid
 from typing import Any
 
-from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
-from .common import (BenchBackend, RawDatabase, best_time, paired_rates, print_results, rate, run_per_backend, scaled,
-                     throughput_row)
+from .common import (BenchBackend, RawDatabase, best_time, library_and_raw, paired_rates, print_results, rate,
+                     run_per_backend, scaled, throughput_row)
 
 ITEMS = 1_000
 ROUNDS = 5
@@ -105,12 +104,7 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
     """add_item and batch_insert_items on one backend; returns its result rows."""
     items = make_items(scaled(ITEMS, minimum=WARMUP + 10))
     count = len(items)
-    store = store_for_url(backend.url)
-    raw: RawDatasets | None = None
-    try:
-        store.init()
-        datasets = store.get_store("datasets")
-        raw = RawDatasets(backend)
+    with library_and_raw(backend, "datasets", RawDatasets) as (datasets, raw):
         library_id, raw_id = (datasets.create_dataset(name=f"support-questions-{side}", organization_id="org-a",
                                                       project_id="proj-1")["id"] for side in ("library", "raw"))
         library_items, raw_items = iter(items), iter(items)
@@ -138,11 +132,6 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
                            library=rate(count, library_batch), raw=rate(count, raw_batch)),
         ]
         print(f"[datasets] {backend.name} done", flush=True)
-        datasets.dangerously_clear_all()
-    finally:
-        if raw is not None:
-            raw.close()
-        store.close()
     return results
 
 

@@ -26,10 +26,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
-from .common import BenchBackend, RawDatabase, paired_rates, print_results, run_per_backend, scaled, throughput_row
+from .common import (BenchBackend, RawDatabase, library_and_raw, paired_rates, print_results, run_per_backend,
+                     scaled, throughput_row)
 
 RESULTS = 5_000
 WARMUP = 20
@@ -105,12 +105,7 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
     """add_experiment_result on one backend; returns its result rows."""
     results = make_results(scaled(RESULTS, minimum=WARMUP + 10))
     count = len(results)
-    store = store_for_url(backend.url)
-    raw: RawExperiments | None = None
-    try:
-        store.init()
-        experiments = store.get_store("experiments")
-        raw = RawExperiments(backend)
+    with library_and_raw(backend, "experiments", RawExperiments) as (experiments, raw):
         library_id, raw_id = (experiments.create_experiment(
             total_items=count, dataset_id="support-questions", dataset_version=3, target_type="agent",
             target_id="support-agent", organization_id="org-a", project_id="proj-1")["id"] for _ in range(2))
@@ -121,11 +116,6 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
         for experiment_id in (library_id, raw_id):
             assert experiments.list_experiment_results(experiment_id=experiment_id, per_page=1).total == count
         print(f"[experiments] {backend.name} done", flush=True)
-        experiments.dangerously_clear_all()
-    finally:
-        if raw is not None:
-            raw.close()
-        store.close()
     return [throughput_row(f"add_experiment_result ({count:,} calls)", backend.name, library=library_rate,
                            raw=raw_rate, note="one result per call")]
 

@@ -32,11 +32,11 @@ import tracemalloc
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
 from .common import (BenchBackend, RawDatabase, best_time, clickhouse_timestamps, info_row, latency_row,
-                     p50_pair_ms, paired_rates, print_results, rate, run_per_backend, scaled, throughput_row)
+                     library_and_raw, p50_pair_ms, paired_rates, print_results, rate, run_per_backend, scaled,
+                     throughput_row)
 
 MESSAGES = 10_000
 PER_THREAD = 50
@@ -217,16 +217,11 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
     threads = max(1, scaled(MESSAGES) // PER_THREAD)
     batches = [make_messages(thread_id(t), f"user-{t % 20}", PER_THREAD) for t in range(threads)]
     count = threads * PER_THREAD
-    store = store_for_url(backend.url)
-    raw: RawMemory | None = None
     results = []
-    try:
-        store.init()
-        memory = store.get_store("memory")
+    with library_and_raw(backend, "memory", RawMemory) as (memory, raw):
         for t in range(threads):
             memory.save_thread(thread={"id": thread_id(t), "resource_id": f"user-{t % 20}",
                                        "title": f"Order question {t}", "metadata": {"channel": "chat"}})
-        raw = RawMemory(backend)  # after init(): the raw path reads the timestamp column types
 
         # Alternating in blocks (so both see the same load): the library saves each thread's 50
         # messages, the raw path 50 others of the same thread (fresh ids on both sides).
@@ -275,11 +270,6 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
         results.append(info_row(f"{operation}: peak memory", backend.name, unit="peak MiB",
                                 library=library_peak, raw=raw_peak, note="tracemalloc"))
         print(f"[memory] {backend.name}: long thread done", flush=True)
-        memory.dangerously_clear_all()
-    finally:
-        if raw is not None:
-            raw.close()
-        store.close()
     return results
 
 

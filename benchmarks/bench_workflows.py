@@ -21,11 +21,10 @@ import random
 import time
 from typing import Any
 
-from repository.composite import store_for_url
 from repository.values import format_iso, utc_now
 
-from .common import (BenchBackend, RawDatabase, clickhouse_timestamps, latency_row, p50_pair_ms, print_results,
-                     run_per_backend, scaled)
+from .common import (BenchBackend, RawDatabase, clickhouse_timestamps, latency_row, library_and_raw, p50_pair_ms,
+                     print_results, run_per_backend, scaled)
 
 RUNS = 200
 CALLS = 300
@@ -119,12 +118,7 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
     calls = max(50, scaled(CALLS))
     run_ids = [f"run-{index:05d}" for index in range(runs)]
     snapshots = [make_snapshot(run_id, index % 5) for index, run_id in enumerate(run_ids)]
-    store = store_for_url(backend.url)
-    raw: RawWorkflows | None = None
-    try:
-        store.init()
-        workflows = store.get_store("workflows")
-        raw = RawWorkflows(backend)
+    with library_and_raw(backend, "workflows", RawWorkflows) as (workflows, raw):
         for run_id, snapshot in zip(run_ids, snapshots):
             workflows.persist_workflow_snapshot(workflow_name=WORKFLOW, run_id=run_id, snapshot=snapshot,
                                                 resource_id="user-1")
@@ -151,11 +145,6 @@ def bench_backend(backend: BenchBackend) -> list[dict[str, Any]]:
             lambda: raw.load(run_ids[picks.randrange(runs)]), repeat=calls)
         results.append(latency_row("load_workflow_snapshot", backend.name, library=library_ms, raw=raw_ms))
         print(f"[workflows] {backend.name} done", flush=True)
-        workflows.dangerously_clear_all()
-    finally:
-        if raw is not None:
-            raw.close()
-        store.close()
     return results
 
 

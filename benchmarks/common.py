@@ -11,6 +11,9 @@ A benchmark module (``benchmarks/bench_<topic>.py``) defines ``main() -> list[di
               store = store_for_url(url)      # the library on that database
               raw = connect()                 # the bare driver on the same database
 
+* :func:`library_and_raw` — a domain repository on an initialized store of one backend and the
+  module's raw path beside it, both closed afterwards (:func:`run_per_backend` runs a benchmark
+  function per backend);
 * :func:`timed` / :func:`best_time` — wall-clock seconds of a call; :func:`p50_ms` — median
   latency of repeated calls; :func:`p50_pair_ms` — the same for the library and the raw path,
   called alternately; :func:`paired_rates` — calls per second of both, called alternately;
@@ -52,6 +55,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
 from repository.backends.sqlite import MMAP_SIZE
+from repository.composite import store_for_url
 from tests.servers import (
     DEFAULT_POSTGRES_URL,
     create_postgres_database,
@@ -198,6 +202,26 @@ def run_per_backend(bench: Callable[[BenchBackend], list[dict[str, Any]]], *,
         for backend in available:
             results += bench(backend)
     return results
+
+
+@contextlib.contextmanager
+def library_and_raw(backend: BenchBackend, domain: str, raw_class: Callable[[BenchBackend], Any]
+                    ) -> Iterator[tuple[Any, Any]]:
+    """The ``domain`` repository of an initialized store on ``backend``, and ``raw_class(backend)``
+    made after ``init()`` (raw paths read the column types it created).  The domain's tables are
+    emptied when the block ends normally; both are closed in any case."""
+    store = store_for_url(backend.url)
+    try:
+        store.init()
+        repository = store.get_store(domain)
+        raw = raw_class(backend)
+        try:
+            yield repository, raw
+            repository.dangerously_clear_all()
+        finally:
+            raw.close()
+    finally:
+        store.close()
 
 
 def timed(function: Callable[[], Any]) -> tuple[Any, float]:
