@@ -26,7 +26,7 @@ import json
 import uuid
 from typing import Any
 
-from repository.values import format_iso, utc_now
+from composite_store.values import format_iso, utc_now
 
 from .common import (BenchBackend, RawDatabase, best_time, library_and_raw, paired_rates, print_results, rate,
                      run_per_backend, scaled, throughput_row)

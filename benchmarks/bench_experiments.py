@@ -26,7 +26,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from repository.values import format_iso, utc_now
+from composite_store.values import format_iso, utc_now
 
 from .common import (BenchBackend, RawDatabase, library_and_raw, paired_rates, print_results, run_per_backend,
                      scaled, throughput_row)

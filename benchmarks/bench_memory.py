@@ -32,7 +32,7 @@ import tracemalloc
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from repository.values import format_iso, utc_now
+from composite_store.values import format_iso, utc_now
 
 from .common import (BenchBackend, RawDatabase, best_time, clickhouse_timestamps, info_row, latency_row,
                      library_and_raw, p50_pair_ms, paired_rates, print_results, rate, run_per_backend, scaled,

@@ -40,9 +40,9 @@ from typing import Any, Callable, Iterator
 
 from benchmarks.common import (BenchBackend, RawDatabase, backends, latency_row, paired_times_ms, print_results,
                                profile, rate, scaled, throughput_row, timed)
-from repository.backends.sqlite import JSON_TEXT_FUNCTION
-from repository.composite import store_for_url
-from repository.jsonb import jsonb_to_json_text
+from composite_store.backends.sqlite import JSON_TEXT_FUNCTION
+from composite_store.composite import store_for_url
+from composite_store.jsonb import jsonb_to_json_text
 
 UTC = timezone.utc
 BATCH = 1_000

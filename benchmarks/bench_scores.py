@@ -29,8 +29,8 @@ import time
 import uuid
 from typing import Any
 
-from repository.composite import store_for_url
-from repository.values import epoch_ms, format_iso, utc_now
+from composite_store.composite import store_for_url
+from composite_store.values import epoch_ms, format_iso, utc_now
 
 from .common import BenchBackend, backends, best_time, print_results, profile, rate, scaled, throughput_row
 

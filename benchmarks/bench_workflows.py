@@ -21,7 +21,7 @@ import random
 import time
 from typing import Any
 
-from repository.values import format_iso, utc_now
+from composite_store.values import format_iso, utc_now
 
 from .common import (BenchBackend, RawDatabase, clickhouse_timestamps, latency_row, library_and_raw, p50_pair_ms,
                      print_results, run_per_backend, scaled)

@@ -54,8 +54,8 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
-from repository.backends.sqlite import MMAP_SIZE
-from repository.composite import store_for_url
+from composite_store.backends.sqlite import MMAP_SIZE
+from composite_store.composite import store_for_url
 from tests.servers import (
     DEFAULT_POSTGRES_URL,
     create_postgres_database,

@@ -5,11 +5,8 @@ Build with ``sphinx-build -W -b html docs docs/_build/html`` (warnings are error
 
 from __future__ import annotations
 
-import os
-import sys
-
-# Import the packages from this checkout (autodoc reads the docstrings).
-sys.path.insert(0, os.path.abspath(".."))
+# autodoc imports composite_store as installed (pip install -e '.[dev]'): the package's folders
+# (repository/, models/) are mapped to that name by setup.cfg, so the checkout is not on sys.path.
 
 project = "composite-store"
 author = "composite-store contributors"

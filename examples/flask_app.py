@@ -34,9 +34,9 @@ from typing import Any
 import marshmallow
 from flask import Flask, Response, abort, jsonify, request
 
-from repository import (BackendUnavailableError, CompositeStore, ConflictError, NotFoundError, NotSupportedError,
+from composite_store import (BackendUnavailableError, CompositeStore, ConflictError, NotFoundError, NotSupportedError,
                         Page, StorageError, ValidationError)
-from repository.schemas import MessageSchema, SpanSchema, ThreadSchema, flatten_errors
+from composite_store.schemas import MessageSchema, SpanSchema, ThreadSchema, flatten_errors
 
 #: Where the store lives when ``COMPOSITE_STORE_URL`` is not set.
 DEFAULT_URL = "sqlite:///flask-app.db"

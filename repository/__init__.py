@@ -3,7 +3,7 @@ agents, datasets, experiments) on SQLite, PostgreSQL and ClickHouse, in Mastra's
 
 Quick start::
 
-    from repository import CompositeStore
+    from composite_store import CompositeStore
 
     with CompositeStore.from_urls(default="sqlite:///app.db") as storage:
         storage.init()

@@ -1,4 +1,4 @@
-"""``python -m repository``: the ``composite-store`` command line."""
+"""``python -m composite_store``: the ``composite-store`` command line."""
 
 from .cli import main
 

@@ -15,7 +15,7 @@ from uuid import uuid4
 
 import peewee
 
-from models.agents import CONFIG_COLUMNS, build_agents_models
+from .models.agents import CONFIG_COLUMNS, build_agents_models
 
 from .base import DomainRepository, fetch_page, filter_by_metadata, operation, order_terms
 from .errors import ConflictError, NotFoundError, NotSupportedError, StorageError, ValidationError
@@ -25,7 +25,7 @@ from .schemas.base import load_into
 from .validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, check_text
 from .values import UNSET, json_dumps, json_loads, normalize_json, utc_now
 
-logger = logging.getLogger("repository.agents")
+logger = logging.getLogger("composite_store.agents")
 
 #: The configuration keys (agents.md §3.2), in the table's column order.
 CONFIG_KEYS = tuple(name for name, _ in CONFIG_COLUMNS)

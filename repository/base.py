@@ -17,7 +17,7 @@ from .backends.base import Backend
 from .errors import NotSupportedError, StorageError, ValidationError
 from .validation import json_matches
 
-logger = logging.getLogger("repository")
+logger = logging.getLogger("composite_store")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

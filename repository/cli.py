@@ -1,4 +1,4 @@
-"""The ``composite-store`` command line (also ``python -m repository``).
+"""The ``composite-store`` command line (also ``python -m composite_store``).
 
 Commands:
 

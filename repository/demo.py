@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 from .composite import CompositeStore
 from .stores import DOMAINS
 
-logger = logging.getLogger("repository.demo")
+logger = logging.getLogger("composite_store.demo")
 
 #: Database of ``composite-store demo`` without ``--url``: a file in the current directory.
 DEMO_URL = "sqlite:///composite-store-demo.db"

@@ -17,7 +17,7 @@ from uuid import uuid4
 import marshmallow
 import peewee
 
-from models.experiments import LEGACY_RESULT_INDEX, build_experiments_models
+from .models.experiments import LEGACY_RESULT_INDEX, build_experiments_models
 
 from .backends.base import Backend
 from .base import DomainRepository, fetch_page, operation, order_terms
@@ -30,7 +30,7 @@ from .validation import Problems, check_id, check_order_by, check_page, check_te
 from .values import (UNSET, JSONText, NotStorable, deep_copy_json, find_bad_text, format_iso, is_storable_text,
                      json_dumps, json_loads, storable_json_copy, to_utc, utc_now)
 
-logger = logging.getLogger("repository.experiments")
+logger = logging.getLogger("composite_store.experiments")
 
 _EXPERIMENT_SCHEMA = ExperimentSchema()
 _RESULT_SCHEMA = ExperimentResultSchema()
@@ -345,7 +345,7 @@ class ExperimentsRepository(DomainRepository):
         with self._dataset_items_lock:
             if self._dataset_items is UNSET:
                 try:
-                    from models.datasets import build_datasets_models
+                    from .models.datasets import build_datasets_models
                 except ImportError:
                     self._dataset_items = None
                 else:

@@ -10,7 +10,7 @@ from uuid import uuid4
 import marshmallow
 import peewee
 
-from models.memory import build_memory_models
+from .models.memory import build_memory_models
 
 from .base import DomainRepository, fetch_page, fetch_prepared_page, filter_by_metadata, operation, order_terms
 from .errors import ConflictError, NotFoundError, ValidationError

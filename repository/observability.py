@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import marshmallow
 import peewee
 
-from models.observability import ROOT_ENTRY_FITS, TABLE, build_observability_models
+from .models.observability import ROOT_ENTRY_FITS, TABLE, build_observability_models
 
 from .base import DomainRepository, count_prepared, fetch_page, fetch_prepared_page, operation, order_terms
 from .errors import ConflictError, NotFoundError, ValidationError

@@ -21,8 +21,8 @@ from uuid import uuid4
 
 import peewee
 
-from models.fields import JSONField
-from models.scores import build_scores_models
+from .models.fields import JSONField
+from .models.scores import build_scores_models
 
 from .base import DomainRepository, fetch_page, gc_paused, operation, order_terms
 from .errors import ValidationError

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 import marshmallow
 import peewee
 
-from models.workflows import TABLE, build_workflow_models
+from .models.workflows import TABLE, build_workflow_models
 
 from .base import DomainRepository, fetch_page, operation, order_terms
 from .errors import ConflictError
@@ -20,7 +20,7 @@ from .schemas.workflows import WorkflowRunSchema
 from .validation import Problems, check_id, check_page
 from .values import UNSET, JSONText, deep_copy_json, epoch_ms, is_storable_text, json_dumps, utc_now
 
-logger = logging.getLogger("repository")
+logger = logging.getLogger("composite_store")
 
 _RUN_SCHEMA = WorkflowRunSchema()
 _OBJECT_FIELD = JSONObject(allow_none=True)

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
-from repository.backends.clickhouse import escape
+from composite_store.backends.clickhouse import escape
 
 _LOCK = threading.Lock()
 

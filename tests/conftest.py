@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from repository.composite import store_for_url
-from repository.stores import WholeStore
+from composite_store.composite import store_for_url
+from composite_store.stores import WholeStore
 from tests.servers import DEFAULT_POSTGRES_URL, create_postgres_database, find_clickhouse_binary, start_clickhouse
 
 BACKENDS = ("sqlite", "postgres", "clickhouse")

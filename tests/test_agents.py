@@ -10,13 +10,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from repository import CompositeStore, ConflictError, NotFoundError, NotSupportedError, ValidationError
-from repository.agents import CONFIG_KEYS
-from repository.clickhouse import AgentsClickHouse, ClickHouseStore
-from repository.jsonb import encode_jsonb
-from repository.postgres import AgentsPG
-from repository.schemas import AgentSchema, AgentVersionSchema
-from repository.sqlite import AgentsSQLite
+from composite_store import CompositeStore, ConflictError, NotFoundError, NotSupportedError, ValidationError
+from composite_store.agents import CONFIG_KEYS
+from composite_store.clickhouse import AgentsClickHouse, ClickHouseStore
+from composite_store.jsonb import encode_jsonb
+from composite_store.postgres import AgentsPG
+from composite_store.schemas import AgentSchema, AgentVersionSchema
+from composite_store.sqlite import AgentsSQLite
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -406,7 +406,7 @@ def test_deleted_active_version_falls_back_to_the_latest_with_a_warning(agents, 
     v3 = agents.create_version(**version_args(number=3))
     agents.update(id="a1", active_version_id=v2["id"])
     agents.delete_version(version_id=v2["id"])
-    with caplog.at_level(logging.WARNING, logger="repository.agents"):
+    with caplog.at_level(logging.WARNING, logger="composite_store.agents"):
         resolved = agents.get_by_id_resolved(id="a1")
     assert resolved["resolved_version_id"] == v3["id"]
     assert resolved["active_version_id"] == v2["id"]

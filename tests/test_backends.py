@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from repository.values import JSONText, truncate_ms
+from composite_store.values import JSONText, truncate_ms
 
 
 @pytest.mark.backends("sqlite", "postgres", "clickhouse")

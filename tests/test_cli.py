@@ -6,17 +6,15 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from repository import CompositeStore
-from repository.cli import cli
-from repository.composite import store_for_url
-from repository.stores import DOMAINS
+from composite_store import CompositeStore
+from composite_store.cli import cli
+from composite_store.composite import store_for_url
+from composite_store.stores import DOMAINS
 
-ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE_PG = "postgresql://u:secret@127.0.0.1:1/db"
 
 
@@ -31,8 +29,8 @@ def available_domains(url: str) -> list[str]:
 
 
 def subprocess_env() -> dict[str, str]:
-    """The environment of a ``python -m repository`` child that imports this checkout."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    """The environment of a ``python -m composite_store`` child (the package is installed, editable)."""
+    return dict(os.environ)
 
 
 def row_counts(output: str) -> dict[str, int]:
@@ -205,7 +203,7 @@ def test_stats_bad_url_exits_1_with_the_error_id(url, error_id):
 
 
 def test_stats_unreachable_clickhouse_prints_one_line_without_the_password():
-    completed = subprocess.run([sys.executable, "-m", "repository", "stats", "clickhouse://u:secret@127.0.0.1:1/db"],
+    completed = subprocess.run([sys.executable, "-m", "composite_store", "stats", "clickhouse://u:secret@127.0.0.1:1/db"],
                                env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1
     assert completed.stdout == ""
@@ -292,7 +290,7 @@ def test_demo_unreachable_database_exits_1_and_masks_the_password():
 
 
 def test_python_dash_m_repository_demo(tmp_path):
-    completed = subprocess.run([sys.executable, "-m", "repository", "demo"], cwd=tmp_path, env=subprocess_env(),
+    completed = subprocess.run([sys.executable, "-m", "composite_store", "demo"], cwd=tmp_path, env=subprocess_env(),
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("composite-store demo: an afternoon of a support agent, stored in "

@@ -7,9 +7,9 @@ import logging
 import clickhouse_driver
 import pytest
 
-from repository import BackendUnavailableError, NotSupportedError, StorageError
-from repository.backends.clickhouse import ClickHouseBackend, escape, parse_clickhouse_url, timestamp_kind
-from repository.clickhouse import ClickHouseStore, MemoryClickHouse
+from composite_store import BackendUnavailableError, NotSupportedError, StorageError
+from composite_store.backends.clickhouse import ClickHouseBackend, escape, parse_clickhouse_url, timestamp_kind
+from composite_store.clickhouse import ClickHouseStore, MemoryClickHouse
 
 pytestmark = pytest.mark.backends("clickhouse")
 
@@ -111,7 +111,7 @@ def test_ttl_on_a_server_without_ttl_logs_one_warning(fresh_database, caplog):
     backend = ClickHouseBackend(url=fresh_database, ttl_days=7)
     if backend.features.ttl:
         pytest.skip("this server supports TTL")
-    from models.base import ClickHouseTable
+    from composite_store.models.base import ClickHouseTable
     import peewee
 
     class Event(peewee.Model):
@@ -122,12 +122,12 @@ def test_ttl_on_a_server_without_ttl_logs_one_warning(fresh_database, caplog):
             table_name = "events_with_ttl"
             clickhouse = ClickHouseTable(order_by=("id",), ttl_column="createdAt")
 
-    from models.fields import TimestampField
+    from composite_store.models.fields import TimestampField
     Event._meta.add_field("created_at", TimestampField(column_name="createdAt"))
     backend.prepare_models([Event])
-    with caplog.at_level(logging.WARNING, logger="repository.clickhouse"):
+    with caplog.at_level(logging.WARNING, logger="composite_store.clickhouse"):
         backend.create_tables([Event])
-    warnings = [r for r in caplog.records if r.name == "repository.clickhouse"]
+    warnings = [r for r in caplog.records if r.name == "composite_store.clickhouse"]
     assert len(warnings) == 1 and "TTL" in warnings[0].getMessage()
     backend.close()
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from repository.clickhouse import ClickHouseStore
+from composite_store.clickhouse import ClickHouseStore
 
 from tests.chdb_client import ChdbClient
 from tests.conftest import CHDB_URL

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from repository import BackendUnavailableError, CompositeStore, ValidationError
-from repository.backends.base import mask_password
-from repository.postgres import MemoryPG, PostgresStore
-from repository.sqlite import MemorySQLite, SQLiteStore
+from composite_store import BackendUnavailableError, CompositeStore, ValidationError
+from composite_store.backends.base import mask_password
+from composite_store.postgres import MemoryPG, PostgresStore
+from composite_store.sqlite import MemorySQLite, SQLiteStore
 
 
 def sqlite_url(tmp_path, name="db"):

@@ -10,10 +10,10 @@ from decimal import Decimal
 
 import pytest
 
-from repository import CompositeStore, ConflictError, NotFoundError, NotSupportedError, StorageError, ValidationError
-from repository.jsonb import encode_jsonb
-from repository.schemas import DatasetItemSchema, DatasetSchema
-from repository.sqlite import DatasetsSQLite, ExperimentsSQLite, SQLiteStore
+from composite_store import CompositeStore, ConflictError, NotFoundError, NotSupportedError, StorageError, ValidationError
+from composite_store.jsonb import encode_jsonb
+from composite_store.schemas import DatasetItemSchema, DatasetSchema
+from composite_store.sqlite import DatasetsSQLite, ExperimentsSQLite, SQLiteStore
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -859,7 +859,7 @@ def test_concurrent_updates_and_adds(datasets):
 
 
 def test_datasets_on_clickhouse_are_not_supported():
-    from repository.clickhouse import DatasetsClickHouse
+    from composite_store.clickhouse import DatasetsClickHouse
 
     with pytest.raises(NotSupportedError) as info:
         DatasetsClickHouse(url="clickhouse://default:@127.0.0.1:1/default")

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg2
 import pytest
 
-from repository import CompositeStore, ConflictError, NotFoundError, NotSupportedError, ValidationError
-from repository.clickhouse import ExperimentsClickHouse
-from repository.jsonb import encode_jsonb
-from repository.schemas import ExperimentResultSchema, ExperimentSchema
+from composite_store import CompositeStore, ConflictError, NotFoundError, NotSupportedError, ValidationError
+from composite_store.clickhouse import ExperimentsClickHouse
+from composite_store.jsonb import encode_jsonb
+from composite_store.schemas import ExperimentResultSchema, ExperimentSchema
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 

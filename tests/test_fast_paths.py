@@ -16,13 +16,13 @@ from typing import Any
 import marshmallow
 import pytest
 
-from repository.datasets.payload import PayloadError, _check, checked_payload
-from repository.datasets.repository import _ITEM_INPUT_SCHEMA, _fast_item
-from repository.backends.base import Backend
-from repository.memory import _MESSAGE_SCHEMA, _fast_message
-from repository.validation import Problems
-from repository.values import JSONText, json_dumps, normalize_json, parse_iso
-from repository.workflows import fast_run_row, schema_run_row
+from composite_store.datasets.payload import PayloadError, _check, checked_payload
+from composite_store.datasets.repository import _ITEM_INPUT_SCHEMA, _fast_item
+from composite_store.backends.base import Backend
+from composite_store.memory import _MESSAGE_SCHEMA, _fast_message
+from composite_store.validation import Problems
+from composite_store.values import JSONText, json_dumps, normalize_json, parse_iso
+from composite_store.workflows import fast_run_row, schema_run_row
 
 SCALARS = [None, True, False, 0, -7, 10**20, 1.5, -0.0, float("nan"), float("inf"), "text", "é", "",
            "bad \ud800 surrogate", "nul \x00 char", datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
@@ -192,7 +192,7 @@ def test_fast_run_row_gives_what_the_run_schema_gives(strip_nul: bool) -> None:
 @pytest.mark.parametrize("text", ["2026-01-31T09:05:01.123Z", "0999-12-31T23:59:59.999Z", "2026-02-30T09:05:01.123Z",
                                   "2026-01-31T09:05:01,123Z", "2026-01-31 09:05:01.123Z", "2026-01-31T09:05:01.123+"])
 def test_parse_iso_of_the_stored_form_agrees_with_the_pattern(text: str) -> None:
-    from repository import values
+    from composite_store import values
 
     quick = outcome(lambda: parse_iso(text), ValueError)
     pattern = values._ISO_RE.match(text.strip())
@@ -238,8 +238,8 @@ def _result_submission(rng: random.Random) -> dict[str, Any]:
 
 
 def test_fast_result_load_gives_what_the_schema_gives() -> None:
-    from repository.experiments import _RESULT_SCHEMA, _load, fast_load_result
-    from repository.validation import Problems
+    from composite_store.experiments import _RESULT_SCHEMA, _load, fast_load_result
+    from composite_store.validation import Problems
 
     rng = random.Random(4)
     quick_count = 0
@@ -257,7 +257,7 @@ def test_fast_result_load_gives_what_the_schema_gives() -> None:
 
 
 def test_fast_result_load_takes_the_benchmark_submission() -> None:
-    from repository.experiments import fast_load_result
+    from composite_store.experiments import fast_load_result
 
     submission = {"experiment_id": "e", "item_id": "i", "item_dataset_version": 3, "input": {"q": "é"},
                   "output": {"text": "x", "calls": [{"n": 1, "f": 0.5}]}, "ground_truth": None,

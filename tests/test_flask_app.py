@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pytest
 
-from repository import CompositeStore
+from composite_store import CompositeStore
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flask_app.py"
 WORKERS = 8

@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from repository.jsonb import decode_jsonb, encode_jsonb, is_jsonb, jsonb_to_json_text
+from composite_store.jsonb import decode_jsonb, encode_jsonb, is_jsonb, jsonb_to_json_text
 
 NULL, TRUE, FALSE, INT, INT5, FLOAT, FLOAT5 = range(7)
 TEXT, TEXTJ, TEXT5, TEXTRAW, ARRAY, OBJECT = range(7, 13)

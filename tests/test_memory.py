@@ -28,12 +28,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from repository import UNSET, ConflictError, NotFoundError, Page, ValidationError
-from repository.composite import store_for_url
-from repository.jsonb import encode_jsonb
-from repository.postgres import PostgresStore
-from repository.schemas import MessageSchema, ResourceSchema, ThreadSchema
-from repository.values import truncate_ms, utc_now
+from composite_store import UNSET, ConflictError, NotFoundError, Page, ValidationError
+from composite_store.composite import store_for_url
+from composite_store.jsonb import encode_jsonb
+from composite_store.postgres import PostgresStore
+from composite_store.schemas import MessageSchema, ResourceSchema, ThreadSchema
+from composite_store.values import truncate_ms, utc_now
 from tests.conftest import CURRENT_CLICKHOUSE_URL
 
 UTC = timezone.utc
@@ -115,7 +115,7 @@ def clickhouse_client(url: str):
     """A raw clickhouse-driver client for ``url``."""
     from clickhouse_driver import Client
 
-    from repository.backends.clickhouse import parse_clickhouse_url
+    from composite_store.backends.clickhouse import parse_clickhouse_url
 
     return Client(**parse_clickhouse_url(url))
 
@@ -1690,7 +1690,7 @@ def test_init_completes_an_old_layout(memory, backend, fresh_database, make_stor
 @pytest.mark.backends("clickhouse", *CURRENT)
 def test_init_refuses_tables_that_cannot_be_read_with_final(memory, fresh_database, make_store):
     """README *ClickHouse rows*: a non-``ReplacingMergeTree`` table makes ``init`` raise and change nothing."""
-    from repository import NotSupportedError
+    from composite_store import NotSupportedError
 
     url, run = fresh_database
     run("CREATE TABLE mastra_resources (id String, createdAt Int64) ENGINE = MergeTree() ORDER BY id")

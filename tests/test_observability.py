@@ -18,15 +18,15 @@ from decimal import Decimal
 
 import pytest
 
-from models.observability import POSTGRES_INDEXES, POSTGRES_LIST_INDEXES, SQLITE_LIST_INDEXES
-from repository import ConflictError, NotFoundError, Page, StorageError, ValidationError
-from repository.clickhouse import ObservabilityClickHouse
-from repository.jsonb import encode_jsonb
-from repository.observability import SPAN_KEYS, SpanRows
-from repository.postgres import ObservabilityPG
-from repository.schemas import SpanSchema
-from repository.sqlite import ObservabilitySQLite
-from repository.values import json_loads
+from composite_store.models.observability import POSTGRES_INDEXES, POSTGRES_LIST_INDEXES, SQLITE_LIST_INDEXES
+from composite_store import ConflictError, NotFoundError, Page, StorageError, ValidationError
+from composite_store.clickhouse import ObservabilityClickHouse
+from composite_store.jsonb import encode_jsonb
+from composite_store.observability import SPAN_KEYS, SpanRows
+from composite_store.postgres import ObservabilityPG
+from composite_store.schemas import SpanSchema
+from composite_store.sqlite import ObservabilitySQLite
+from composite_store.values import json_loads
 
 UTC = timezone.utc
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -75,7 +75,7 @@ def page_info(page: Page) -> tuple:
 def clickhouse_client(url: str):
     from clickhouse_driver import Client
 
-    from repository.backends.clickhouse import parse_clickhouse_url
+    from composite_store.backends.clickhouse import parse_clickhouse_url
 
     return Client(**parse_clickhouse_url(url))
 
@@ -895,13 +895,13 @@ def test_is_event_must_be_a_real_boolean(observability):
 @pytest.mark.parametrize("strip_nul, scalars_first", [(False, False), (True, False), (False, True)])
 def test_fast_path_stores_what_the_schema_would(strip_nul, scalars_first):
     """The hand-written checks accept only records the schema accepts, and build the same row."""
-    from repository.values import clean_text
+    from composite_store.values import clean_text
 
     def clean(value):
         if isinstance(value, str):
             return clean_text(value, strip_nul=strip_nul)
         if strip_nul and isinstance(value, (dict, list)):
-            from repository.backends.base import _strip_nul_deep
+            from composite_store.backends.base import _strip_nul_deep
             return _strip_nul_deep(value)
         return value
 
@@ -971,7 +971,7 @@ def test_clickhouse_ttl_on_an_old_server(clickhouse_url, caplog):
     try:
         if repository.backend.features.ttl:
             pytest.skip("the server supports TTL")
-        with caplog.at_level(logging.WARNING, logger="repository.clickhouse"):
+        with caplog.at_level(logging.WARNING, logger="composite_store.clickhouse"):
             repository.init()
         warnings = [r for r in caplog.records if "TTL" in r.getMessage() and "mastra_ai_spans" in r.getMessage()]
         assert len(warnings) == 1
@@ -1004,7 +1004,7 @@ def test_clickhouse_delete_timeout(clickhouse_url):
 @pytest.mark.backends(*CLICKHOUSE)
 def test_clickhouse_rows_of_other_clients(observability, backend_url):
     """§2.5/§2.6: "" and "_null_" mean no parent and no error; "null" means no error."""
-    from repository.values import epoch_ms
+    from composite_store.values import epoch_ms
 
     datetime64 = observability.backend.features.datetime64
     stamp = (lambda moment: moment) if datetime64 else epoch_ms
@@ -1376,7 +1376,7 @@ def test_current_clickhouse_table_laid_out_by_mastra(observability, caplog):
             f"'{text(base + timedelta(milliseconds=700))}', '_null_', NULL, '', "
             f"'{text(base + timedelta(seconds=1))}', '{text(base + timedelta(seconds=1))}')")
         observability.backend._initialized.discard("observability")
-        with caplog.at_level(logging.WARNING, logger="repository.clickhouse"):
+        with caplog.at_level(logging.WARNING, logger="composite_store.clickhouse"):
             observability.init()
         assert [r for r in caplog.records if "mastra_ai_spans" in r.getMessage() and "_version" in r.getMessage()]
         columns = observability.backend.features.columns["mastra_ai_spans"]

@@ -23,16 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repository import Page, ValidationError
-from repository.clickhouse import ScoresClickHouse
-from repository.errors import BackendUnavailableError, NotSupportedError
-from repository.jsonb import encode_jsonb
-from repository.postgres import ScoresPG
-from repository.schemas import ScoreSchema
-from repository.scores import fast_prepare_score
-from repository.sqlite import ScoresSQLite
-from repository.validation import Problems
-from repository.values import json_loads
+from composite_store import Page, ValidationError
+from composite_store.clickhouse import ScoresClickHouse
+from composite_store.errors import BackendUnavailableError, NotSupportedError
+from composite_store.jsonb import encode_jsonb
+from composite_store.postgres import ScoresPG
+from composite_store.schemas import ScoreSchema
+from composite_store.scores import fast_prepare_score
+from composite_store.sqlite import ScoresSQLite
+from composite_store.validation import Problems
+from composite_store.values import json_loads
 
 UTC = timezone.utc
 CURRENT_CLICKHOUSE_URL = os.environ.get("COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL")
@@ -98,7 +98,7 @@ def clickhouse_client(url: str):
     """A raw clickhouse-driver client for ``url``."""
     from clickhouse_driver import Client
 
-    from repository.backends.clickhouse import parse_clickhouse_url
+    from composite_store.backends.clickhouse import parse_clickhouse_url
 
     return Client(**parse_clickhouse_url(url))
 
@@ -482,7 +482,7 @@ def test_wrong_types_are_rejected(scores, field, value):
 @pytest.fixture
 def unreachable_scores(backend, tmp_path):
     """The scores repository of a store whose database cannot be reached."""
-    from repository.composite import store_for_url
+    from composite_store.composite import store_for_url
 
     url = {"sqlite": f"sqlite:///{tmp_path}/missing/dir/x.db",
            "postgres": "postgresql://postgres@127.0.0.1:1/nowhere",
@@ -746,7 +746,7 @@ def test_init_twice_changes_nothing(backend, backend_url, make_store):
 
 def test_init_from_many_threads_and_store_objects(backend, backend_url, tmp_path, request):
     """§3.10: init is idempotent and safe from several threads (and store objects) at once."""
-    from repository.composite import store_for_url
+    from composite_store.composite import store_for_url
 
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path}/threads.db"
@@ -888,9 +888,9 @@ def test_clickhouse_18_table_and_ttl_warning(clickhouse_database, caplog):
     if clickhouse_supports_ttl(client):
         pytest.skip("the ClickHouse under test supports TTL (scenario 45 covers it)")
     scores = ScoresClickHouse(url=url, ttl_days=30)
-    with caplog.at_level(logging.WARNING, logger="repository.clickhouse"):
+    with caplog.at_level(logging.WARNING, logger="composite_store.clickhouse"):
         scores.init()
-    warnings = [r for r in caplog.records if r.name == "repository.clickhouse" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "composite_store.clickhouse" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "ttl_days=30" in warnings[0].getMessage()
     [[ddl]] = client.execute("SHOW CREATE TABLE mastra_scorers")
     assert "ReplacingMergeTree(_version)" in ddl and "TTL" not in ddl

@@ -18,10 +18,10 @@ from datetime import datetime, timedelta, timezone
 import marshmallow
 import pytest
 
-from repository import UNSET, ConflictError, ValidationError
-from repository.jsonb import encode_jsonb
-from repository.schemas import WorkflowRunSchema
-from repository.values import format_iso, utc_now
+from composite_store import UNSET, ConflictError, ValidationError
+from composite_store.jsonb import encode_jsonb
+from composite_store.schemas import WorkflowRunSchema
+from composite_store.values import format_iso, utc_now
 
 UTC = timezone.utc
 BACKEND_IDS = {"sqlite": "SQLITE", "postgres": "PG", "clickhouse": "CLICKHOUSE"}
@@ -488,7 +488,7 @@ def test_threads_racing_to_create_a_run_make_one_row(workflows):  # scenario 30
 
 def add_steps_in_process(url: str, run_id: str, step_numbers: list[int]) -> str | None:
     """Worker of the multi-process test: its own store from ``url``; returns an error or ``None``."""
-    from repository.composite import store_for_url
+    from composite_store.composite import store_for_url
 
     try:
         with store_for_url(url) as store:
@@ -881,7 +881,7 @@ def test_sqlite_older_table_gets_resource_id_column(workflows, tmp_path, make_st
 def _clickhouse_client(url: str):
     from clickhouse_driver import Client
 
-    from repository.backends.clickhouse import parse_clickhouse_url
+    from composite_store.backends.clickhouse import parse_clickhouse_url
 
     return Client(**parse_clickhouse_url(url))
 
@@ -920,7 +920,7 @@ def test_clickhouse_table_and_row_versions(workflows, clickhouse_url):  # scenar
 def current_engine_workflows(chdb_engine):
     """The workflows repository of a ClickHouse store whose client runs the SQL in chdb, a current
     ClickHouse engine embedded in Python (only an 18.16 server can be installed here)."""
-    from repository.clickhouse import ClickHouseStore
+    from composite_store.clickhouse import ClickHouseStore
     from tests.chdb_client import ChdbClient
     from tests.conftest import CHDB_URL
 
@@ -957,7 +957,7 @@ def test_current_clickhouse_engine_runs_the_generated_sql(current_engine_workflo
 
 @pytest.mark.skipif(not CURRENT_CLICKHOUSE_URL, reason="COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL names no 24.x server")
 def test_clickhouse_current_server():  # scenario 44
-    from repository.clickhouse import ClickHouseStore
+    from composite_store.clickhouse import ClickHouseStore
 
     with ClickHouseStore(url=CURRENT_CLICKHOUSE_URL) as store:
         store.init()

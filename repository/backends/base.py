@@ -12,12 +12,12 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 import peewee
 
-from models.fields import JSONField, TimestampField, ZonedTimestampField
+from ..models.fields import JSONField, TimestampField, ZonedTimestampField
 
 from ..errors import BackendUnavailableError, StorageError
 from ..values import JSONText, clean_text
 
-logger = logging.getLogger("repository")
+logger = logging.getLogger("composite_store")
 
 #: Rows per multi-row INSERT on SQLite and PostgreSQL.
 CHUNK_SIZE = 500

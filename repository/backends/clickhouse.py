@@ -22,14 +22,14 @@ from urllib.parse import unquote, urlsplit
 
 import peewee
 
-from models.base import ClickHouseTable
-from models.fields import DeletedField, TimestampField, VersionField
+from ..models.base import ClickHouseTable
+from ..models.fields import DeletedField, TimestampField, VersionField
 
 from ..errors import NotSupportedError, StorageError, ValidationError
 from ..values import UTC, VERSION_CLOCK, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
 from .base import Backend, StoredFormats, primary_key_names, value_tuples
 
-logger = logging.getLogger("repository.clickhouse")
+logger = logging.getLogger("composite_store.clickhouse")
 
 #: Placeholder some clients write for a missing value; it reads as ``None``.
 NULL_PLACEHOLDER = "_null_"

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
-from models.fields import TimestampField, ZonedTimestampField
+from ..models.fields import TimestampField, ZonedTimestampField
 
 from ..errors import ValidationError
 from ..values import UTC, json_dumps, json_loads, to_utc, truncate_ms

@@ -10,7 +10,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import peewee
 
-from models.fields import JSONField
+from ..models.fields import JSONField
 
 from ..errors import ValidationError
 from ..jsonb import jsonb_to_json_text

@@ -10,8 +10,8 @@ from uuid import uuid4
 
 import peewee
 
-from models.datasets import JSONTextField, build_datasets_models
-from models.experiments import build_experiments_models
+from ..models.datasets import JSONTextField, build_datasets_models
+from ..models.experiments import build_experiments_models
 
 from ..base import DomainRepository, fetch_page, operation, order_terms
 from ..errors import VALIDATION_STATUS_ORDER, ConflictError, NotFoundError, StorageError, ValidationError

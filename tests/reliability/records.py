@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from repository.stores import WholeStore
+from composite_store.stores import WholeStore
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 31, 9, 5, 1, 123000, tzinfo=UTC)

@@ -22,11 +22,11 @@ from typing import Any, Callable
 
 import pytest
 
-from repository import BackendUnavailableError
-from repository.clickhouse import ClickHouseStore
-from repository.postgres import PostgresStore
-from repository.sqlite import SQLiteStore
-from repository.stores import WholeStore
+from composite_store import BackendUnavailableError
+from composite_store.clickhouse import ClickHouseStore
+from composite_store.postgres import PostgresStore
+from composite_store.sqlite import SQLiteStore
+from composite_store.stores import WholeStore
 from tests.reliability import records as R
 from tests.reliability.servers import APP_PASSWORD
 
@@ -343,7 +343,7 @@ def test_clickhouse_crash_in_the_middle_of_a_run(fault_clickhouse):
 #: The child process: open the store, build one big batch, report, write it, report.
 CHILD = r"""
 import sys
-from repository.sqlite import SQLiteStore
+from composite_store.sqlite import SQLiteStore
 from tests.reliability import records as R
 
 url, kind, size = sys.argv[1], sys.argv[2], int(sys.argv[3])

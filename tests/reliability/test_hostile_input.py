@@ -21,13 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repository import ValidationError
-from repository.schemas.agents import AGENT_STATUSES, SKILLS_FORMATS, VISIBILITIES
-from repository.schemas.datasets import TARGET_TYPES, UNMOCKED_TOOL_POLICIES
-from repository.schemas.experiments import EXPERIMENT_STATUSES, RESULT_STATUSES
-from repository.schemas.memory import MESSAGE_ROLES
-from repository.schemas.observability import ENTITY_TYPES, SPAN_TYPES
-from repository.schemas.scores import SCORE_ENTITY_TYPES, SCORE_SOURCES
+from composite_store import ValidationError
+from composite_store.schemas.agents import AGENT_STATUSES, SKILLS_FORMATS, VISIBILITIES
+from composite_store.schemas.datasets import TARGET_TYPES, UNMOCKED_TOOL_POLICIES
+from composite_store.schemas.experiments import EXPERIMENT_STATUSES, RESULT_STATUSES
+from composite_store.schemas.memory import MESSAGE_ROLES
+from composite_store.schemas.observability import ENTITY_TYPES, SPAN_TYPES
+from composite_store.schemas.scores import SCORE_ENTITY_TYPES, SCORE_SOURCES
 from tests.reliability import records as R
 from tests.reliability.strategies import (BAD_ID, BAD_JSON, BAD_LIST, BAD_METADATA_KEY, BAD_METADATA_VALUE, BAD_OBJECT,
                                           BAD_OPTIONAL_ID, BAD_PAGE, BAD_PER_PAGE, BAD_REQUIRED_DATETIME,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from repository import ValidationError
+from composite_store import ValidationError
 from tests.reliability import records as R
 from tests.reliability.strategies import VALID_METADATA_KEY
 
