@@ -18,15 +18,15 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import marshmallow
 import peewee
 
-from .models.observability import ROOT_ENTRY_FITS, TABLE, build_observability_models
+from ..models.observability import ROOT_ENTRY_FITS, TABLE, build_observability_models
 
-from .base import DomainRepository, count_prepared, fetch_page, fetch_prepared_page, operation, order_terms
-from .errors import ConflictError, NotFoundError, ValidationError
-from .page import Page
-from .schemas.base import Timestamp, flatten_errors
-from .schemas.observability import ENTITY_TYPES, IGNORED_KEYS, PARENT_IS_SELF, SPAN_TYPES, SpanSchema
-from .validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, join_path
-from .values import JSONText, is_storable_text, json_dumps, to_utc, utc_now
+from ..base import DomainRepository, count_prepared, fetch_page, fetch_prepared_page, operation, order_terms
+from ..errors import ConflictError, NotFoundError, ValidationError
+from ..page import Page
+from ..schemas.base import Timestamp, flatten_errors
+from ..schemas.observability import ENTITY_TYPES, IGNORED_KEYS, PARENT_IS_SELF, SPAN_TYPES, SpanSchema
+from ..validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, join_path
+from ..values import JSONText, is_storable_text, json_dumps, to_utc, utc_now
 
 _SPAN_SCHEMA = SpanSchema()
 _TIMESTAMP_FIELD = Timestamp()
