@@ -1,10 +1,25 @@
 """The observability domain: traces and spans of agent runs, tool calls and model calls
-(spec: observability.md).  The public names are importable from ``composite_store.observability``."""
+(spec: observability.md).
 
-from .repository import (CHOICE_FILTERS, DELETE_CHUNK, ENTITY_TYPE_KEYS, FILTER_KEYS, JSON_KEYS, KEY_FIELDS,
-                         LIST_ORDER_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE, OPTIONAL_TEXT_KEYS, PREPARED_FILTERS,
-                         RANGE_FILTERS, RANGE_KEYS, SPAN_KEYS, STATUSES, STRATEGIES, TEXT_FILTERS, WRITABLE_KEYS,
-                         ObservabilityRepository, SpanRows, scalars_first)
+The package's modules, each along one seam:
+
+* :mod:`.repository`: :class:`ObservabilityRepository`, the public operations;
+* :mod:`.records`: record conversion (input spans to stored rows and the fast path of bulk
+  ingest; stored rows to records);
+* :mod:`.filters`: the ``list_traces`` filters and their checks;
+* :mod:`.legacy_sql`: the SQL of the legacy table (``mastra_ai_spans``) per database and the
+  tracing strategies it supports.
+
+A further table layout or signal adds a module beside these; the names below are the
+package's public ones, importable from ``composite_store.observability``.
+"""
+
+from .filters import (CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, PREPARED_FILTERS, RANGE_FILTERS, RANGE_KEYS,
+                      STATUSES, TEXT_FILTERS)
+from .legacy_sql import STRATEGIES
+from .records import (ENTITY_TYPE_KEYS, JSON_KEYS, KEY_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE, OPTIONAL_TEXT_KEYS,
+                      SPAN_KEYS, WRITABLE_KEYS, SpanRows, scalars_first)
+from .repository import DELETE_CHUNK, ObservabilityRepository
 
 __all__ = [
     "CHOICE_FILTERS", "DELETE_CHUNK", "ENTITY_TYPE_KEYS", "FILTER_KEYS", "JSON_KEYS", "KEY_FIELDS", "LIST_ORDER_FIELDS",

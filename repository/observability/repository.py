@@ -1,547 +1,37 @@
-"""The observability domain: traces and spans of agent runs, tool calls and model calls
+"""The observability repository: traces and spans of agent runs, tool calls and model calls
 (spec: observability.md).
 
-Spans arrive in bulk from tracing exporters, so ``batch_create_spans`` has a fast path: each
-record is checked by hand for the common valid case (:class:`SpanRows`) and only a record that
-fails those checks goes through the marshmallow :class:`~repository.schemas.SpanSchema`, which
-then builds the exact error report (or accepts an unusual but valid record).  The rows are
+Record conversion lives in :mod:`.records`, the ``list_traces`` filters in :mod:`.filters` and
+the SQL of the legacy table per database in :mod:`.legacy_sql`.  The rows of a batch are
 written with the backend's bulk upsert in one call.
 """
 
 from __future__ import annotations
 
-import re
-from abc import ABC, abstractmethod
-from operator import itemgetter
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, Callable
 
 import marshmallow
 import peewee
 
-from ..models.observability import ROOT_ENTRY_FITS, TABLE, build_observability_models
-
 from ..base import DomainRepository, count_prepared, fetch_page, fetch_prepared_page, operation, order_terms
-from ..errors import ConflictError, NotFoundError, ValidationError
+from ..errors import NotFoundError, ValidationError
+from ..models.observability import build_observability_models
 from ..page import Page
-from ..schemas.base import Timestamp, flatten_errors
-from ..schemas.observability import ENTITY_TYPES, IGNORED_KEYS, PARENT_IS_SELF, SPAN_TYPES, SpanSchema
-from ..validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, join_path
-from ..values import JSONText, is_storable_text, json_dumps, to_utc, utc_now
+from ..schemas.base import flatten_errors
+from ..schemas.observability import PARENT_IS_SELF, SpanSchema
+from ..validation import Problems, check_id, check_order_by, check_page, join_path
+from ..values import utc_now
+from .filters import (CHOICE_FILTERS, LIST_ORDER_FIELDS, PREPARED_FILTERS, RANGE_FILTERS, TEXT_FILTERS,
+                      check_filters, filter_shape)
+from .legacy_sql import LEGACY_DIALECTS, STRATEGIES, LegacyDialect
+from .records import (CAMEL_TO_SNAKE, IGNORED_WIRE_KEYS, JSON_KEYS, KEY_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE,
+                      SpanRows, batch_error, span_record, trace_status)
 
 _SPAN_SCHEMA = SpanSchema()
-_TIMESTAMP_FIELD = Timestamp()
 
-#: The keys of a returned span, in the spec's order (observability.md §2.2).
-SPAN_KEYS = (
-    "trace_id", "span_id", "parent_span_id", "name", "span_type", "is_event", "started_at", "ended_at",
-    "entity_type", "entity_id", "entity_name", "parent_entity_type", "parent_entity_id", "parent_entity_name",
-    "root_entity_type", "root_entity_id", "root_entity_name", "user_id", "organization_id", "resource_id",
-    "run_id", "session_id", "thread_id", "request_id", "environment", "service_name", "scope",
-    "entity_version_id", "parent_entity_version_id", "root_entity_version_id", "experiment_id", "source",
-    "metadata", "tags", "attributes", "links", "input", "output", "error", "request_context",
-    "created_at", "updated_at",
-)
-
-#: Fields a caller writes (every key but the two storage timestamps).
-WRITABLE_KEYS = SPAN_KEYS[:-2]
-JSON_KEYS = ("scope", "metadata", "tags", "attributes", "links", "input", "output", "error", "request_context")
-ENTITY_TYPE_KEYS = ("entity_type", "parent_entity_type", "root_entity_type")
-#: Optional text fields (``parent_span_id`` and the entity types included).
-OPTIONAL_TEXT_KEYS = tuple(key for key in WRITABLE_KEYS if key not in JSON_KEYS and key not in (
-    "trace_id", "span_id", "name", "span_type", "is_event", "started_at", "ended_at"))
-#: Keys ``update_span`` rejects with "Cannot be updated."
-KEY_FIELDS = ("trace_id", "span_id")
-NOT_NULL_ON_UPDATE = ("name", "span_type", "started_at", "is_event")
-
-STATUSES = ("success", "error", "running")
-LIST_ORDER_FIELDS = ("started_at", "ended_at")
-#: Equality filters of ``list_traces`` taking any string, and those limited to a value list.
-TEXT_FILTERS = (
-    "trace_id", "entity_id", "entity_name", "parent_entity_id", "parent_entity_name", "root_entity_id",
-    "root_entity_name", "entity_version_id", "parent_entity_version_id", "root_entity_version_id", "experiment_id",
-    "user_id", "organization_id", "resource_id", "run_id", "session_id", "thread_id", "request_id",
-    "environment", "source", "service_name",
-)
-CHOICE_FILTERS = {"span_type": SPAN_TYPES, **{key: ENTITY_TYPES for key in ENTITY_TYPE_KEYS}}
-RANGE_KEYS = ("start", "end", "start_exclusive", "end_exclusive")
-RANGE_FILTERS = ("started_at", "ended_at")
-FILTER_KEYS = frozenset({*TEXT_FILTERS, *CHOICE_FILTERS, *RANGE_FILTERS, "status", "has_child_error",
-                         "tags", "metadata", "scope"})
-#: Filters whose values ``list_traces`` binds as parameters of statements rendered once per
-#: shape; tags, metadata and scope build conditions around their values, so they are rendered.
-PREPARED_FILTERS = FILTER_KEYS - {"tags", "metadata", "scope"}
-
-#: Tracing strategies (§3.10): what exporters should do, per backend.
-STRATEGIES = {
-    "SQLITE": ("batch-with-updates", ("batch-with-updates", "realtime", "insert-only")),
-    "PG": ("batch-with-updates", ("batch-with-updates", "realtime", "insert-only")),
-    "CLICKHOUSE": ("insert-only", ("insert-only", "batch-with-updates")),
-}
-
-#: How many invalid records a batch error message names.
-MESSAGE_RECORDS = 10
 #: Trace ids per delete statement.
 DELETE_CHUNK = 500
 
-
-def _one_of(values: Iterable[str]) -> str:
-    return f"Must be one of: {', '.join(values)}."
-
-
-# --------------------------------------------------------------------------- the fast path
-
-_STR = frozenset({str})
-_TEXT_TYPES = frozenset({str, type(None)})
-_SCALAR_TYPES = frozenset({str, int, float, bool})
-_FLAT_TYPES = frozenset({str, int, float, bool, type(None)})
-_SPAN_TYPE_SET = frozenset(SPAN_TYPES)
-_ENTITY_TYPES_OR_NONE = frozenset({*ENTITY_TYPES, None})
-_REQUIRED = frozenset({"trace_id", "span_id", "name", "span_type", "started_at"})
-_IGNORED_WIRE = frozenset({*IGNORED_KEYS, "createdAt", "updatedAt"})
-_SNAKE_KEYS = frozenset({*WRITABLE_KEYS, *IGNORED_KEYS})
-_CAMEL_TO_SNAKE = {field.data_key or name: name for name, field in SpanSchema().load_fields.items()}
-_CAMEL_KEYS = frozenset({*_CAMEL_TO_SNAKE, *_IGNORED_WIRE})
-_EMPTY_ROW = {**dict.fromkeys(WRITABLE_KEYS), "is_event": False}
-_OBJECT_KEYS = frozenset({"scope", "metadata", "attributes", "error", "request_context"})
-_ARRAY_KEYS = frozenset({"tags", "links"})
-_SCALARS_FIRST_KEYS = ("metadata", "scope")
-_texts_of = itemgetter(*OPTIONAL_TEXT_KEYS)
-_entity_types_of = itemgetter(*ENTITY_TYPE_KEYS)
-
-
-def _str_keys(value: Any) -> bool:
-    """Whether every dict inside a JSON-encodable value has only ``str`` keys."""
-    if isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value):
-            return False
-        members = value.values()
-    elif isinstance(value, (list, tuple)):
-        members = value
-    else:
-        return True
-    return all(_str_keys(member) for member in members if isinstance(member, (dict, list, tuple)))
-
-
-#: In compact JSON a key follows "{" or "," and precedes ":"; json writes int, float, bool and
-#: None keys as such strings, so text without one needs no look at the keys themselves.
-_CONVERTED_KEY = re.compile(r'[{,]"(?:-?[0-9][0-9.eE+-]*|true|false|null)":')
-
-
-def scalars_first(value: Any) -> Any:
-    """A JSON object with its top-level scalar members before the nested ones (ClickHouse's
-    ``visitParam*`` functions take the first occurrence of a key at any depth, §4.3.4)."""
-    if not isinstance(value, dict) or _FLAT_TYPES.issuperset(map(type, value.values())):
-        return value
-    nested = [key for key, member in value.items() if isinstance(member, (dict, list, tuple))]
-    ordered = {key: member for key, member in value.items() if key not in nested}
-    ordered.update((key, value[key]) for key in nested)
-    return ordered
-
-
-class SpanRows:
-    """Turns input spans into rows ready to store, for one backend.
-
-    A row maps every writable field to its value: strings cleaned for the database, timestamps
-    as aware UTC datetimes, JSON as :class:`~repository.values.JSONText`.  :meth:`fast` handles
-    the common valid record with plain type checks and returns ``None`` for anything else
-    (invalid input, wire-form oddities, values that need cleaning); :meth:`from_loaded` builds the
-    row from the schema's output, so both paths store exactly the same thing.
-    """
-
-    def __init__(self, *, strip_nul: bool, scalars_first: bool, clean: Any) -> None:
-        self.strip_nul = strip_nul
-        self.scalars_first = scalars_first
-        self.clean = clean
-
-    def fast(self, record: Any) -> dict[str, Any] | None:
-        """The row of a common valid record, or ``None`` to let the schema decide."""
-        if type(record) is not dict:
-            return None
-        keys = record.keys()
-        if not keys <= _SNAKE_KEYS:
-            if not keys <= _CAMEL_KEYS:
-                return None
-            record = {_CAMEL_TO_SNAKE[key]: value for key, value in record.items() if key not in _IGNORED_WIRE}
-            keys = record.keys()
-        if not _REQUIRED <= keys:
-            return None
-        row = {**_EMPTY_ROW, **record}
-        if not keys.isdisjoint(IGNORED_KEYS):
-            for key in IGNORED_KEYS:
-                row.pop(key, None)
-        trace_id, span_id, name, span_type = row["trace_id"], row["span_id"], row["name"], row["span_type"]
-        if type(trace_id) is not str or type(span_id) is not str or type(name) is not str or not trace_id \
-                or not span_id or type(span_type) is not str or span_type not in _SPAN_TYPE_SET \
-                or type(row["is_event"]) is not bool:
-            return None
-        texts = _texts_of(row)
-        if not _TEXT_TYPES.issuperset(map(type, texts)) or not _ENTITY_TYPES_OR_NONE.issuperset(_entity_types_of(row)):
-            return None
-        parent = row["parent_span_id"]
-        if parent == "":
-            row["parent_span_id"] = None
-        elif parent == span_id:
-            return None
-        if not is_storable_text("".join(filter(None, texts)) + trace_id + span_id + name, self.strip_nul):
-            return None
-        try:
-            started = row["started_at"] = to_utc(row["started_at"])
-            if row["ended_at"] is not None:
-                row["ended_at"] = to_utc(row["ended_at"])
-        except (TypeError, ValueError, OverflowError):
-            return None
-        if row["is_event"] and row["ended_at"] is None:
-            row["ended_at"] = started
-        for key in JSON_KEYS:
-            value = row[key]
-            if value is not None:
-                text = self._fast_json(key, value)
-                if text is None:
-                    return None
-                row[key] = text
-        return row
-
-    def _fast_json(self, key: str, value: Any) -> JSONText | None:
-        kind = type(value)
-        if kind is dict:
-            if key in _ARRAY_KEYS:
-                return None
-            if self.scalars_first and key in _SCALARS_FIRST_KEYS:
-                value = scalars_first(value)
-        elif kind is list or kind is tuple:
-            if key in _OBJECT_KEYS or (key == "tags" and not _STR.issuperset(map(type, value))):
-                return None
-        elif key in _OBJECT_KEYS or key in _ARRAY_KEYS or kind not in _SCALAR_TYPES:
-            return None
-        try:
-            # The C encoder rejects every non-JSON type, NaN, infinity and cycles by itself.
-            text = json_dumps(value)
-        except (TypeError, ValueError, RecursionError):
-            return None
-        if _CONVERTED_KEY.search(text) and not _str_keys(value):
-            return None
-        if not is_storable_text(text, False) or (self.strip_nul and "\\u0000" in text):
-            return None
-        return JSONText(text)
-
-    def from_loaded(self, loaded: dict[str, Any]) -> dict[str, Any]:
-        """The row of a record the schema accepted."""
-        row = {**_EMPTY_ROW, **loaded}
-        for key in OPTIONAL_TEXT_KEYS + ("trace_id", "span_id", "name"):
-            if row[key] is not None:
-                row[key] = self.clean(row[key])
-        for key in JSON_KEYS:
-            if row[key] is not None:
-                row[key] = self.json(key, row[key])
-        return row
-
-    def json(self, key: str, value: Any) -> JSONText | None:
-        """A validated JSON value as stored text."""
-        if value is None:
-            return None
-        value = self.clean(value)
-        if self.scalars_first and key in _SCALARS_FIRST_KEYS:
-            value = scalars_first(value)
-        return JSONText(json_dumps(value))
-
-
-# --------------------------------------------------------------------------- per-backend SQL
-
-class _Dialect(ABC):
-    """What this domain's SQL looks like on one backend: table creation, the root and error
-    checks, and the filters that look inside JSON."""
-
-    #: On ClickHouse other clients write ``""`` for a missing parent or error.
-    blank_is_null: ClassVar[bool] = False
-    #: ``list_traces`` filters that an index of the table serves besides the roots' start-time
-    #: index; the count of a list filtered by one of them combines the indexes (bitmap scans).
-    indexed_filters: ClassVar[frozenset[str]] = frozenset()
-
-    def create_table(self, repository: "ObservabilityRepository") -> None:
-        """Create the table (and check an existing one) before the generic columns and indexes."""
-
-    def after_create(self, repository: "ObservabilityRepository") -> None:
-        """DDL that needs the complete table (key constraint, trigger)."""
-
-    def root(self, span: Any) -> peewee.Node:
-        """The span has no parent."""
-        return span.parent_span_id.is_null()
-
-    def not_root(self, span: Any) -> peewee.Node:
-        """The span has a parent."""
-        return span.parent_span_id.is_null(False)
-
-    @abstractmethod
-    def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
-        """The span's ``error`` is neither SQL ``NULL`` nor JSON ``null`` (§2.5)."""
-
-    def has_child_error(self, repository: "ObservabilityRepository", wanted: bool) -> peewee.Node:
-        """Some span of the root's trace other than a root has an error (``wanted``), or none has."""
-        Span = repository.models.span
-        child = Span.alias("child")
-        exists = peewee.fn.EXISTS(child.select(peewee.SQL("1")).where(
-            (child.trace_id == Span.trace_id) & self.not_root(child) & self.error_present(repository, child)))
-        return exists if wanted else ~exists
-
-    @abstractmethod
-    def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
-        """The root's ``tags`` contain every tag."""
-
-    def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
-        """How many roots match ``filters``: ``count(where=None, bitmap=False)`` counts the roots
-        the list selects that also meet ``where``, with bitmap scans when asked."""
-        # A filter with an index of its own: the count combines it with the roots' index (bitmap
-        # scans) instead of reading every root in start-time order.
-        return count(bitmap=not self.indexed_filters.isdisjoint(filters))
-
-    def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
-        """Every top-level member of the JSON object in ``field`` equals the filter's value."""
-        return repository.backend.metadata_condition(field, filters)
-
-
-def _pairs_with_duplicates(table: str) -> str:
-    return (f'SELECT count(*) FROM (SELECT 1 FROM {table} GROUP BY "traceId", "spanId" '
-            f"HAVING count(*) > 1) AS duplicates")
-
-
-def _create_table_sql(repository: "ObservabilityRepository", key: str) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` with the model's columns in order and the given key."""
-    backend, Span = repository.backend, repository.models.span
-    context = backend.database.get_sql_context()
-    columns, _ = context.sql(peewee.CommaNodeList([field.ddl(context) for field in Span._meta.sorted_fields])).query()
-    return f"CREATE TABLE IF NOT EXISTS {backend.table_sql(Span)} ({columns}, {key})"
-
-
-def _duplicates_conflict(count: int) -> ConflictError:
-    return ConflictError(f"Cannot add the unique key of {TABLE}: {count} (traceId, spanId) pairs are stored "
-                         "more than once", details={"code": "DUPLICATE_SPANS", "duplicates": count})
-
-
-class _SQLiteDialect(_Dialect):
-    KEY = 'UNIQUE ("spanId", "traceId")'
-
-    def create_table(self, repository: "ObservabilityRepository") -> None:
-        database = repository.backend.database
-        if not database.table_exists(TABLE):
-            database.execute_sql(_create_table_sql(repository, self.KEY))
-            return
-        # Tables of older versions may lack the unique key; the index that adds it would fail
-        # on duplicate pairs, so they are counted first and nothing is changed.
-        if not self._has_unique_key(database):
-            count = database.execute_sql(_pairs_with_duplicates(f'"{TABLE}"')).fetchone()[0]
-            if count:
-                raise _duplicates_conflict(count)
-
-    @staticmethod
-    def _has_unique_key(database: peewee.Database) -> bool:
-        for _, name, unique, _, partial in database.execute_sql(f'PRAGMA index_list("{TABLE}")').fetchall():
-            if unique and not partial:
-                columns = {row[2] for row in database.execute_sql(f'PRAGMA index_info("{name}")').fetchall()}
-                if columns == {"traceId", "spanId"}:
-                    return True
-        return False
-
-    def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
-        # json_type of NULL (also of text that is not JSON) is NULL: that error is present.
-        kind = peewee.fn.json_type(repository.backend.json_text(span.error))
-        return span.error.is_null(False) & (peewee.fn.coalesce(kind, "") != "null")
-
-    def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
-        document = repository.backend.json_text(repository.models.span.tags)
-        condition = None
-        for tag in tags:
-            term = peewee.NodeList((
-                peewee.SQL("EXISTS (SELECT 1 FROM json_each("), document,
-                peewee.SQL(") AS tag WHERE tag.type = 'text' AND tag.value = ?)", [tag]),
-            ), glue="")
-            condition = term if condition is None else condition & term
-        return condition
-
-    def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
-        # json_extract gives a string member as its text, other scalars as numbers or NULL, and
-        # objects and arrays as JSON text starting with "{" or "[": for any other string the
-        # comparison alone is the typed equality, saving the JSON parse of json_type per row.
-        document = repository.backend.json_text(field)
-        condition = None
-        for key, value in filters.items():
-            if isinstance(value, str) and not value.startswith(("{", "[")):
-                term = peewee.fn.json_extract(document, f"$.{key}") == value
-            else:
-                term = repository.backend.metadata_condition(field, {key: value})
-            condition = term if condition is None else condition & term
-        return condition
-
-
-#: The predicates of PostgreSQL's root filter index and of its oversized-roots index.
-_ROOT_ENTRY_FITS = peewee.SQL(ROOT_ENTRY_FITS)
-_ROOT_ENTRY_TOO_BIG = peewee.SQL(f"NOT ({ROOT_ENTRY_FITS})")
-
-
-class _PostgresDialect(_Dialect):
-    indexed_filters = frozenset({"trace_id", "span_type", "entity_type", "entity_id", "entity_name",
-                                 "organization_id", "user_id", "metadata", "tags"})
-    #: Filters whose columns the roots' filter index holds (models.observability.ROOT_FILTER_COLUMNS).
-    root_index_filters = frozenset({"entity_type", "entity_id", "entity_name", "user_id", "organization_id",
-                                    "environment", "span_type", "tags", "started_at", "ended_at"})
-    HAS_PRIMARY_KEY = "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'"
-    FUNCTION = """CREATE FUNCTION {schema}.trigger_set_timestamps() RETURNS trigger AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW."createdAt" := timezone('UTC', now());
-        NEW."updatedAt" := timezone('UTC', now());
-        NEW."createdAtZ" := now();
-        NEW."updatedAtZ" := now();
-    ELSIF TG_OP = 'UPDATE' THEN
-        NEW."updatedAt" := timezone('UTC', now());
-        NEW."updatedAtZ" := now();
-        NEW."createdAt" := OLD."createdAt";
-        NEW."createdAtZ" := OLD."createdAtZ";
-    END IF;
-    RETURN NEW;
-END;
-$$ LANGUAGE plpgsql"""
-
-    def _key_name(self, repository: "ObservabilityRepository") -> str:
-        return f"{repository.backend.schema_name or 'public'}_{TABLE}_traceid_spanid_pk"
-
-    def create_table(self, repository: "ObservabilityRepository") -> None:
-        backend = repository.backend
-        table = backend.table_sql(repository.models.span)
-        exists = backend.database.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
-        if not exists:
-            key = f'CONSTRAINT "{self._key_name(repository)}" PRIMARY KEY ("traceId", "spanId")'
-            backend.database.execute_sql(_create_table_sql(repository, key))
-            return
-        if not backend.database.execute_sql(self.HAS_PRIMARY_KEY, (table,)).fetchone()[0]:
-            count = backend.database.execute_sql(_pairs_with_duplicates(table)).fetchone()[0]
-            if count:
-                raise _duplicates_conflict(count)
-
-    def after_create(self, repository: "ObservabilityRepository") -> None:
-        backend = repository.backend
-        database = backend.database
-        table = backend.table_sql(repository.models.span)
-        schema = f'"{backend.schema_name or "public"}"'
-        if not database.execute_sql(self.HAS_PRIMARY_KEY, (table,)).fetchone()[0]:
-            database.execute_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{self._key_name(repository)}" '
-                                 'PRIMARY KEY ("traceId", "spanId")')
-        if database.execute_sql("SELECT to_regprocedure(%s) IS NULL",
-                                (f"{schema}.trigger_set_timestamps()",)).fetchone()[0]:
-            database.execute_sql(self.FUNCTION.format(schema=schema))
-        trigger = database.execute_sql("SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
-                                       "AND tgname = 'mastra_ai_spans_timestamps'", (table,)).fetchone()[0]
-        if not trigger:
-            database.execute_sql(f"CREATE TRIGGER mastra_ai_spans_timestamps BEFORE INSERT OR UPDATE ON {table} "
-                                 f"FOR EACH ROW EXECUTE FUNCTION {schema}.trigger_set_timestamps()")
-
-    def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
-        return span.error.is_null(False) & (span.error != peewee.Cast(peewee.Value("null", converter=str), "jsonb"))
-
-    def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
-        if not filters or not self.root_index_filters.issuperset(filters):
-            return super().count_roots(count, filters)
-        # Index-only scans: the roots whose entry fits the filter index are counted there, the
-        # others (normally none) through the oversized-roots index.  Both conditions are the
-        # indexes' predicates word for word, which is how the planner matches them.
-        return count(where=_ROOT_ENTRY_FITS) + count(where=_ROOT_ENTRY_TOO_BIG)
-
-    def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
-        return _contains(repository.models.span.tags, tags)
-
-    def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
-        # Containment of {key: scalar} is the type-aware equality of that top-level member (a
-        # nested array never contains a bare scalar), and the GIN index on metadata serves it.
-        return _contains(field, filters)
-
-
-def _contains(field: Any, value: Any) -> peewee.Node:
-    """PostgreSQL: ``field @> value::jsonb``, the JSON text bound as a parameter."""
-    return peewee.Expression(field, "@>", peewee.Cast(peewee.Value(json_dumps(value), converter=str), "jsonb"))
-
-
-class _ClickHouseDialect(_Dialect):
-    blank_is_null = True
-    #: Texts other clients write for "no value" (README *Stored formats*, §2.5).
-    NO_PARENT = ("", "_null_")
-    NO_ERROR = ("", "null", "_null_")
-
-    def root(self, span: Any) -> peewee.Node:
-        return span.parent_span_id.is_null() | span.parent_span_id.in_(self.NO_PARENT)
-
-    def not_root(self, span: Any) -> peewee.Node:
-        return span.parent_span_id.is_null(False) & span.parent_span_id.not_in(self.NO_PARENT)
-
-    def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
-        # The texts are compared as stored, not encoded as JSON like values of the column.
-        blanks = [peewee.Value(text, converter=str) for text in self.NO_ERROR]
-        return span.error.is_null(False) & span.error.not_in(blanks)
-
-    def has_child_error(self, repository: "ObservabilityRepository", wanted: bool) -> peewee.Node:
-        # 18.16 has no correlated subqueries: one FINAL subquery of the traces with a failed child.
-        Span = repository.models.span
-        failed = repository.backend.select(Span, Span.trace_id).where(self.not_root(Span) & self.error_present(repository, Span))
-        return Span.trace_id.in_(failed) if wanted else Span.trace_id.not_in(failed)
-
-    def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
-        tags_field = repository.models.span.tags
-        condition = None
-        for tag in tags:
-            if repository.backend.features.json_functions:
-                # JSONExtract cannot return a Nullable array: a NULL column reads as no tags.
-                tags_array = peewee.fn.JSONExtract(peewee.fn.ifNull(tags_field, "[]"), "Array(String)")
-                term = peewee.fn.has(tags_array, tag)
-            else:
-                # Exact for compact JSON: the encoded tag between "[" or "," and "," or "]".
-                encoded = json_dumps(tag)
-                term = None
-                for text in (f"[{encoded},", f"[{encoded}]", f",{encoded},", f",{encoded}]"):
-                    found = peewee.fn.position(tags_field, text) > 0
-                    term = found if term is None else term | found
-            condition = term if condition is None else condition & term
-        return condition
-
-    def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
-        json_functions = repository.backend.features.json_functions
-        condition = None
-        for key, value in filters.items():
-            term = (self._member_equals(field, key, value) if json_functions
-                    else self._visit_param_equals(field, key, value))
-            condition = term if condition is None else condition & term
-        return condition
-
-    @staticmethod
-    def _member_equals(field: Any, key: str, value: Any) -> peewee.Node:
-        kind = peewee.fn.JSONType(field, key)
-        has = peewee.fn.JSONHas(field, key) == 1
-        if value is None:
-            return has & (kind == "Null")
-        if isinstance(value, bool):
-            return has & (kind == "Bool") & (peewee.fn.JSONExtractBool(field, key) == int(value))
-        if isinstance(value, str):
-            return has & (kind == "String") & (peewee.fn.JSONExtractString(field, key) == value)
-        return has & kind.in_(["Int64", "UInt64", "Double"]) & (peewee.fn.JSONExtractFloat(field, key) == value)
-
-    @staticmethod
-    def _visit_param_equals(field: Any, key: str, value: Any) -> peewee.Node:
-        # 18.16: visitParam* find the first occurrence of the key at any depth; top-level
-        # scalars are written first, so for this library's rows that is the top-level member.
-        raw = peewee.fn.visitParamExtractRaw(field, key)
-        has = peewee.fn.visitParamHas(field, key) == 1
-        if value is None:
-            return has & (raw == "null")
-        if isinstance(value, bool):
-            return has & (raw == ("true" if value else "false"))
-        first = peewee.fn.substring(raw, 1, 1)
-        if isinstance(value, str):
-            return has & (first == '"') & (peewee.fn.visitParamExtractString(field, key) == value)
-        return has & first.not_in(['"', "t", "f", "n", "{", "["]) & (peewee.fn.visitParamExtractFloat(field, key) == value)
-
-
-_DIALECTS: dict[str, _Dialect] = {"SQLITE": _SQLiteDialect(), "PG": _PostgresDialect(),
-                                  "CLICKHOUSE": _ClickHouseDialect()}
-
-
-# --------------------------------------------------------------------------- the repository
 
 class ObservabilityRepository(DomainRepository):
     """Traces and spans: bulk ingest, partial updates, trace reads and trace lists.
@@ -562,18 +52,19 @@ class ObservabilityRepository(DomainRepository):
     domain = "observability"
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
-        return build_observability_models(database, clickhouse=self.backend.name == "CLICKHOUSE")
+        return build_observability_models(database)
 
     @property
-    def _dialect(self) -> _Dialect:
-        return _DIALECTS[self.backend.name]
+    def _dialect(self) -> LegacyDialect:
+        return LEGACY_DIALECTS[self.backend.name]
 
     @property
     def _rows(self) -> SpanRows:
         rows = self.__dict__.get("_span_rows")
         if rows is None:
             rows = self.__dict__["_span_rows"] = SpanRows(
-                strip_nul=self.backend.strips_nul, scalars_first=self.backend.name == "CLICKHOUSE",
+                strip_nul=self.backend.features.strips_nul,
+                scalars_first=self.backend.features.json_scalars_first,
                 clean=self.backend.clean)
         return rows
 
@@ -601,19 +92,7 @@ class ObservabilityRepository(DomainRepository):
     # ------------------------------------------------------------------ record conversion
 
     def _span_record(self, row: dict[str, Any]) -> dict[str, Any]:
-        record = {key: row.get(key) for key in SPAN_KEYS}
-        record["is_event"] = bool(record["is_event"])
-        if self._dialect.blank_is_null:
-            for key in ("parent_span_id", "error"):
-                if record[key] == "":
-                    record[key] = None
-        return record
-
-    @staticmethod
-    def _status(record: dict[str, Any]) -> str:
-        if record["error"] is not None:
-            return "error"
-        return "running" if record["ended_at"] is None else "success"
+        return span_record(row, blank_is_null=self._dialect.blank_is_null)
 
     # ------------------------------------------------------------------ validation of spans
 
@@ -649,7 +128,7 @@ class ObservabilityRepository(DomainRepository):
                     errors[index] = problems.fields
             rows.append(row)
         if errors:
-            raise _batch_error(records, errors)
+            raise batch_error(records, errors)
         return rows
 
     # ------------------------------------------------------------------ writes
@@ -727,12 +206,12 @@ class ObservabilityRepository(DomainRepository):
             return {}
         data = {}
         for key, value in updates.items():
-            name = _CAMEL_TO_SNAKE.get(key, key)
+            name = CAMEL_TO_SNAKE.get(key, key)
             if name in KEY_FIELDS:
                 problems.add(join_path(prefix, name), "Cannot be updated.")
             elif name in NOT_NULL_ON_UPDATE and value is None:
                 problems.add(join_path(prefix, name), "Field may not be null.")
-            elif key not in _IGNORED_WIRE:
+            elif key not in IGNORED_WIRE_KEYS:
                 data[key] = value
         try:
             loaded = _SPAN_SCHEMA.load(data, partial=True)
@@ -853,7 +332,7 @@ class ObservabilityRepository(DomainRepository):
         newest first by default."""
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=10)
-        checked = _check_filters(problems, filters)
+        checked = check_filters(problems, filters)
         ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
                                   default_direction="DESC")
         problems.raise_if_any()
@@ -879,7 +358,7 @@ class ObservabilityRepository(DomainRepository):
         items = []
         for row in rows:
             record = self._span_record(row)
-            record["status"] = self._status(record)
+            record["status"] = trace_status(record)
             items.append(record)
         return Page(items, total, request.page, request.per_page, has_more)
 
@@ -900,7 +379,7 @@ class ObservabilityRepository(DomainRepository):
         def build() -> peewee.ModelSelect:
             return backend.select(Span).where(dialect.root(Span), *conditions)
 
-        key = (Span, "roots", ordering, tuple(_filter_shape(name, value) for name, value in filters.items()))
+        key = (Span, "roots", ordering, tuple(filter_shape(name, value) for name, value in filters.items()))
 
         def count(where: peewee.Node | None = None, bitmap: bool = False) -> int:
             with backend.bitmap_scans(bitmap):
@@ -950,119 +429,3 @@ class ObservabilityRepository(DomainRepository):
                 conditions.append(dialect.json_condition(self, getattr(Span, key), value))
         return conditions
 
-
-def _filter_shape(name: str, value: Any) -> Any:
-    """What of a ``list_traces`` filter decides the SQL of its conditions (the rest is bound)."""
-    if name in RANGE_FILTERS:
-        return (name, "start" in value, "end" in value, bool(value.get("start_exclusive")),
-                bool(value.get("end_exclusive")))
-    if name in ("status", "has_child_error"):
-        return (name, value)
-    return name
-
-
-# --------------------------------------------------------------------------- argument checks
-
-def _check_filters(problems: Problems, filters: Any) -> dict[str, Any]:
-    """Validated ``list_traces`` filters (keys with ``None`` and empty lists/dicts dropped)."""
-    if filters is None:
-        return {}
-    if not isinstance(filters, dict):
-        problems.add("filters", "Not a valid mapping type.")
-        return {}
-    checked: dict[str, Any] = {}
-    for key, value in filters.items():
-        path = f"filters.{key}"
-        if key not in FILTER_KEYS:
-            problems.add(path, "Unknown field.")
-        elif key in ("metadata", "scope"):
-            members = check_metadata_filter(problems, path, value)
-            if members:
-                checked[key] = members
-        elif value is None:
-            continue
-        elif key in TEXT_FILTERS:
-            if isinstance(value, str):
-                checked[key] = value
-            else:
-                problems.add(path, "Not a valid string.")
-        elif key in CHOICE_FILTERS or key == "status":
-            choices = CHOICE_FILTERS.get(key, STATUSES)
-            if isinstance(value, str) and value in choices:
-                checked[key] = value
-            else:
-                problems.add(path, _one_of(choices))
-        elif key in ("started_at", "ended_at"):
-            bounds = _check_range(problems, path, value)
-            if bounds:
-                checked[key] = bounds
-        elif key == "has_child_error":
-            flag = {True: True, False: False, "true": True, "false": False}.get(value) \
-                if isinstance(value, (bool, str)) else None
-            if flag is None:
-                problems.add(path, "Not a valid boolean.")
-            else:
-                checked[key] = flag
-        elif key == "tags":
-            if not isinstance(value, (list, tuple)):
-                problems.add(path, "Not a valid list.")
-            else:
-                for index, tag in enumerate(value):
-                    if not isinstance(tag, str):
-                        problems.add(f"{path}[{index}]", "Not a valid string.")
-                if value:
-                    checked[key] = list(dict.fromkeys(value))
-    return checked
-
-
-def _check_range(problems: Problems, path: str, value: Any) -> dict[str, Any]:
-    """A ``{"start", "end", "start_exclusive", "end_exclusive"}`` range of datetimes."""
-    if not isinstance(value, dict):
-        problems.add(path, "Not a valid mapping type.")
-        return {}
-    bounds: dict[str, Any] = {}
-    for key, item in value.items():
-        if key not in RANGE_KEYS:
-            problems.add(f"{path}.{key}", "Unknown field.")
-        elif item is None:
-            continue
-        elif key in ("start", "end"):
-            try:
-                bounds[key] = _TIMESTAMP_FIELD.deserialize(item)
-            except marshmallow.ValidationError:
-                problems.add(f"{path}.{key}", "Not a valid datetime.")
-        elif not isinstance(item, bool):
-            problems.add(f"{path}.{key}", "Not a valid boolean.")
-        else:
-            bounds[key] = item
-    if "start" in bounds and "end" in bounds and bounds["start"] > bounds["end"]:
-        problems.add(path, "start must not be later than end")
-    return bounds
-
-
-def _batch_error(records: Sequence[Any], errors: dict[int, dict[str, list[str]]]) -> ValidationError:
-    """The validation error of a batch with invalid records (§3.3)."""
-    fields: dict[str, list[str]] = {}
-    invalid, parts = [], []
-    for index, messages in errors.items():
-        record = records[index]
-        ids = {key: _given_id(record, key) for key in ("trace_id", "span_id")}
-        invalid.append({"index": index, **ids})
-        for path, texts in messages.items():
-            fields[join_path(f"records[{index}]", path)] = texts
-        if len(parts) < MESSAGE_RECORDS:
-            described = ", ".join(f"{path or 'record'}: {' '.join(texts)}" for path, texts in messages.items())
-            parts.append(f"records[{index}] (trace_id={ids['trace_id']!r}, span_id={ids['span_id']!r}): {described}")
-    more = f"; … {len(errors) - MESSAGE_RECORDS} more" if len(errors) > MESSAGE_RECORDS else ""
-    message = f"{len(errors)} of {len(records)} spans are invalid: " + "; ".join(parts) + more
-    return ValidationError(message, fields=fields,
-                           details={"errors": {index: dict(messages) for index, messages in errors.items()},
-                                    "invalid": invalid})
-
-
-def _given_id(record: Any, key: str) -> Any:
-    """An id as the caller gave it (snake_case or wire key), ``None`` when missing."""
-    if not isinstance(record, dict):
-        return None
-    camel = "traceId" if key == "trace_id" else "spanId"
-    return record.get(key, record.get(camel))

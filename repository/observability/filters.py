@@ -1,0 +1,126 @@
+"""The ``list_traces`` filters of the observability domain (§3.8): which exist, their checks,
+and the shape of a filter set that decides its SQL (the key of its prepared statements)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import marshmallow
+
+from ..schemas.base import Timestamp
+from ..schemas.observability import ENTITY_TYPES, SPAN_TYPES
+from ..validation import Problems, check_metadata_filter
+from .records import ENTITY_TYPE_KEYS
+
+_TIMESTAMP_FIELD = Timestamp()
+
+STATUSES = ("success", "error", "running")
+LIST_ORDER_FIELDS = ("started_at", "ended_at")
+#: Equality filters of ``list_traces`` taking any string, and those limited to a value list.
+TEXT_FILTERS = (
+    "trace_id", "entity_id", "entity_name", "parent_entity_id", "parent_entity_name", "root_entity_id",
+    "root_entity_name", "entity_version_id", "parent_entity_version_id", "root_entity_version_id", "experiment_id",
+    "user_id", "organization_id", "resource_id", "run_id", "session_id", "thread_id", "request_id",
+    "environment", "source", "service_name",
+)
+CHOICE_FILTERS = {"span_type": SPAN_TYPES, **{key: ENTITY_TYPES for key in ENTITY_TYPE_KEYS}}
+RANGE_KEYS = ("start", "end", "start_exclusive", "end_exclusive")
+RANGE_FILTERS = ("started_at", "ended_at")
+FILTER_KEYS = frozenset({*TEXT_FILTERS, *CHOICE_FILTERS, *RANGE_FILTERS, "status", "has_child_error",
+                         "tags", "metadata", "scope"})
+#: Filters whose values ``list_traces`` binds as parameters of statements rendered once per
+#: shape; tags, metadata and scope build conditions around their values, so they are rendered.
+PREPARED_FILTERS = FILTER_KEYS - {"tags", "metadata", "scope"}
+
+
+def _one_of(values: Iterable[str]) -> str:
+    return f"Must be one of: {', '.join(values)}."
+
+
+def filter_shape(name: str, value: Any) -> Any:
+    """What of a ``list_traces`` filter decides the SQL of its conditions (the rest is bound)."""
+    if name in RANGE_FILTERS:
+        return (name, "start" in value, "end" in value, bool(value.get("start_exclusive")),
+                bool(value.get("end_exclusive")))
+    if name in ("status", "has_child_error"):
+        return (name, value)
+    return name
+
+
+
+def check_filters(problems: Problems, filters: Any) -> dict[str, Any]:
+    """Validated ``list_traces`` filters (keys with ``None`` and empty lists/dicts dropped)."""
+    if filters is None:
+        return {}
+    if not isinstance(filters, dict):
+        problems.add("filters", "Not a valid mapping type.")
+        return {}
+    checked: dict[str, Any] = {}
+    for key, value in filters.items():
+        path = f"filters.{key}"
+        if key not in FILTER_KEYS:
+            problems.add(path, "Unknown field.")
+        elif key in ("metadata", "scope"):
+            members = check_metadata_filter(problems, path, value)
+            if members:
+                checked[key] = members
+        elif value is None:
+            continue
+        elif key in TEXT_FILTERS:
+            if isinstance(value, str):
+                checked[key] = value
+            else:
+                problems.add(path, "Not a valid string.")
+        elif key in CHOICE_FILTERS or key == "status":
+            choices = CHOICE_FILTERS.get(key, STATUSES)
+            if isinstance(value, str) and value in choices:
+                checked[key] = value
+            else:
+                problems.add(path, _one_of(choices))
+        elif key in ("started_at", "ended_at"):
+            bounds = _check_range(problems, path, value)
+            if bounds:
+                checked[key] = bounds
+        elif key == "has_child_error":
+            flag = {True: True, False: False, "true": True, "false": False}.get(value) \
+                if isinstance(value, (bool, str)) else None
+            if flag is None:
+                problems.add(path, "Not a valid boolean.")
+            else:
+                checked[key] = flag
+        elif key == "tags":
+            if not isinstance(value, (list, tuple)):
+                problems.add(path, "Not a valid list.")
+            else:
+                for index, tag in enumerate(value):
+                    if not isinstance(tag, str):
+                        problems.add(f"{path}[{index}]", "Not a valid string.")
+                if value:
+                    checked[key] = list(dict.fromkeys(value))
+    return checked
+
+
+def _check_range(problems: Problems, path: str, value: Any) -> dict[str, Any]:
+    """A ``{"start", "end", "start_exclusive", "end_exclusive"}`` range of datetimes."""
+    if not isinstance(value, dict):
+        problems.add(path, "Not a valid mapping type.")
+        return {}
+    bounds: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in RANGE_KEYS:
+            problems.add(f"{path}.{key}", "Unknown field.")
+        elif item is None:
+            continue
+        elif key in ("start", "end"):
+            try:
+                bounds[key] = _TIMESTAMP_FIELD.deserialize(item)
+            except marshmallow.ValidationError:
+                problems.add(f"{path}.{key}", "Not a valid datetime.")
+        elif not isinstance(item, bool):
+            problems.add(f"{path}.{key}", "Not a valid boolean.")
+        else:
+            bounds[key] = item
+    if "start" in bounds and "end" in bounds and bounds["start"] > bounds["end"]:
+        problems.add(path, "start must not be later than end")
+    return bounds
+
