@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Mapping
 
 from .base import DomainRepository
 from .errors import NotSupportedError, ValidationError
-from .stores import DOMAINS, WholeStore
+from .stores import DOMAINS, WholeStore, check_domain_key, unknown_domain
+
+logger = logging.getLogger(__name__)
 
 #: Domains that ClickHouse does not hold yet.
 CLICKHOUSE_LATER = ("agents", "datasets", "experiments")
@@ -50,7 +53,7 @@ class CompositeStore:
         domains = dict(domains or {})
         for key, source in domains.items():
             if key not in DOMAINS:
-                raise _invalid(f"Unknown domain {key!r}; domains are {', '.join(DOMAINS)}", key)
+                raise _invalid(unknown_domain(key), key)
             if source is not False and not isinstance(source, (DomainRepository, WholeStore)):
                 raise _invalid(f"The source of {key} must be a domain repository, a whole store or False", key)
         if default is not None and not isinstance(default, WholeStore):
@@ -81,7 +84,7 @@ class CompositeStore:
         """
         for key in domain_urls:
             if key not in DOMAINS:
-                raise _invalid(f"Unknown domain {key!r}; domains are {', '.join(DOMAINS)}", key)
+                raise _invalid(unknown_domain(key), key)
         stores: dict[str, WholeStore] = {}
 
         def store(url: str, domain: str | None) -> WholeStore:
@@ -104,7 +107,13 @@ class CompositeStore:
         return cls(id=id, default=default_store, domains=domains, disable_init=disable_init)
 
     def get_store(self, key: str) -> DomainRepository | None:
-        """The repository that serves domain ``key``, or ``None`` when it is absent or disabled."""
+        """The repository that serves domain ``key``, or ``None`` when it is disabled or its
+        source store does not hold it.
+
+        A ``key`` that is not one of the seven domain keys raises :class:`ValidationError`
+        ``STORAGE_COMPOSITE_GET_STORE_INVALID_INPUT`` listing them.
+        """
+        check_domain_key(key, backend="COMPOSITE")
         source = self._sources.get(key, self.default)
         if source is None or source is False:
             return None
@@ -126,6 +135,7 @@ class CompositeStore:
             return
         with self._init_lock:
             for repository in self._repositories():
+                logger.debug("init %s on %s", repository.domain, repository.backend.display_url)
                 repository.init()
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, ClassVar
 
 from .backends.base import Backend
@@ -10,6 +11,21 @@ from .errors import StorageError, ValidationError
 
 #: Every domain key, in the order stores list them.
 DOMAINS = ("memory", "workflows", "scores", "observability", "agents", "datasets", "experiments")
+
+
+def unknown_domain(key: Any) -> str:
+    """The message for a key that is not one of :data:`DOMAINS`, naming the nearest key if any."""
+    nearest = difflib.get_close_matches(key, DOMAINS, n=1) if isinstance(key, str) else []
+    hint = f" (did you mean {nearest[0]!r}?)" if nearest else ""
+    return f"Unknown domain {key!r}{hint}; domains are {', '.join(DOMAINS)}"
+
+
+def check_domain_key(key: Any, *, backend: str) -> None:
+    """Raise ``ValidationError`` ``STORAGE_<backend>_GET_STORE_INVALID_INPUT`` unless ``key`` is a
+    domain key: a typo must fail here, not later as an ``AttributeError`` on ``None``."""
+    if key not in DOMAINS:
+        message = unknown_domain(key)
+        raise ValidationError(message, fields={"key": [message]}, id=f"STORAGE_{backend}_GET_STORE_INVALID_INPUT")
 
 
 class WholeStore:
@@ -45,7 +61,12 @@ class WholeStore:
         return tuple(key for key in DOMAINS if key in self._repositories)
 
     def get_store(self, key: str) -> DomainRepository | None:
-        """The repository of domain ``key``, or ``None`` when this store does not hold it."""
+        """The repository of domain ``key``, or ``None`` when this store does not hold it.
+
+        A ``key`` that is not one of the seven domain keys raises :class:`ValidationError`
+        listing them.
+        """
+        check_domain_key(key, backend=self.backend_class.name)
         return self._repositories.get(key)
 
     def init(self) -> None:

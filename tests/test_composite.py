@@ -23,12 +23,37 @@ def test_domains_win_over_default_and_false_disables(tmp_path):
     storage = CompositeStore(id="c", default=default, domains={"memory": memory, "scores": False})
     assert storage.get_store("memory") is memory
     assert storage.get_store("scores") is None
-    assert storage.get_store("unknown") is None
 
 
 def test_get_store_is_none_when_the_source_lacks_the_domain(tmp_path):
     storage = CompositeStore(domains={"memory": MemorySQLite(url=sqlite_url(tmp_path))})
     assert storage.get_store("workflows") is None
+
+
+@pytest.mark.parametrize("key", ["score", "unknown", "", None, "Memory"])
+def test_get_store_of_an_unknown_domain_lists_the_domain_keys(tmp_path, key):
+    storage = CompositeStore(id="c", default=SQLiteStore(url=sqlite_url(tmp_path)), domains={"scores": False})
+    with pytest.raises(ValidationError) as info:
+        storage.get_store(key)
+    assert info.value.id == "STORAGE_COMPOSITE_GET_STORE_INVALID_INPUT"
+    assert info.value.fields == {"key": [str(info.value)]}
+    assert f"Unknown domain {key!r}" in str(info.value)
+    assert "memory, workflows, scores, observability, agents, datasets, experiments" in str(info.value)
+
+
+def test_get_store_of_a_typo_names_the_nearest_domain(tmp_path):
+    storage = CompositeStore(default=SQLiteStore(url=sqlite_url(tmp_path)))
+    with pytest.raises(ValidationError, match=r"Unknown domain 'score' \(did you mean 'scores'\?\)"):
+        storage.get_store("score")
+
+
+def test_whole_store_get_store_follows_the_same_rule(tmp_path):
+    store = SQLiteStore(url=sqlite_url(tmp_path))
+    assert isinstance(store.get_store("memory"), MemorySQLite)
+    with pytest.raises(ValidationError) as info:
+        store.get_store("threads")
+    assert info.value.id == "STORAGE_SQLITE_GET_STORE_INVALID_INPUT"
+    assert "domains are memory, workflows" in str(info.value)
 
 
 @pytest.mark.parametrize("kwargs, domain", [
