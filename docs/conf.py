@@ -20,7 +20,9 @@ extensions = [
 
 exclude_patterns = ["_build"]
 templates_path: list[str] = []
-html_static_path: list[str] = []
+# _static/code-blocks.css: code blocks and wide tables scroll inside their box instead of being cut off.
+html_static_path = ["_static"]
+html_css_files = ["code-blocks.css"]
 html_theme = "alabaster"
 html_title = "composite-store"
 
