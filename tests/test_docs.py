@@ -144,6 +144,9 @@ def commands(block: Block) -> list[Command]:
                     found.append(Command([]))            # its output is the status of the last command
         elif found:
             found[-1].expected_output.append(line)
+    for command in found:                                # the blank line before the next prompt
+        while command.expected_output and not command.expected_output[-1].strip():
+            command.expected_output.pop()
     for echo, command in zip(found[1:], found):
         if not echo.argv:
             command.expected_status = int(echo.expected_output[0])
