@@ -67,19 +67,32 @@ def _domain_url_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="Log the library's messages to stderr (-vv: debug).")
+@click.option("-v", "--verbose", count=True,
+              help="Log the library's messages to stderr (-v: info, -vv: debug, -vvv: also the drivers' "
+                   "and peewee's debug lines, SQL included).")
 def cli(verbose: int) -> None:
     """Storage for AI-agent applications on SQLite, PostgreSQL and ClickHouse.
 
     URLs: sqlite:///path, file:./path, postgresql://user:pass@host:port/db[?schema_name=app],
     clickhouse://user:pass@host:port/db.
     """
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    if verbose < 2:
-        # The ClickHouse driver logs every failed connection attempt with a traceback; the command
-        # reports the failure itself, once, with the error's id.
-        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+    configure_logging(verbose=verbose)
+
+
+def configure_logging(*, verbose: int) -> None:
+    """Log to stderr: warnings of everyone, and the library's own (``composite_store.*``) lines at
+    INFO with ``-v`` and DEBUG with ``-vv``; ``-vvv`` opens every logger at DEBUG.
+
+    A failing command still prints one ``<id>: <message>`` line and no traceback: the drivers stay
+    quiet below ``-vvv`` (the ClickHouse driver logs every failed connection attempt with one).
+    """
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if verbose >= 3:
+        logging.getLogger().setLevel(logging.DEBUG)
+        logging.getLogger("clickhouse_driver").setLevel(logging.NOTSET)
+        return
+    logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+    logging.getLogger("composite_store").setLevel({0: logging.NOTSET, 1: logging.INFO}.get(verbose, logging.DEBUG))
 
 
 @cli.command()
@@ -130,7 +143,8 @@ def stats(url: str) -> None:
     backend = store.backend
     if isinstance(backend, SQLiteBackend) and not backend.in_memory and not os.path.exists(backend.path):
         # Opening it would create an empty file; a mistyped path deserves an error instead.
-        fail(NotFoundError(f"No SQLite database at {backend.path}", id="STORAGE_SQLITE_COUNT_ROWS_NOT_FOUND"))
+        fail(NotFoundError(f"No SQLite database at {os.path.abspath(backend.path)}",
+                           id="STORAGE_SQLITE_COUNT_ROWS_NOT_FOUND"))
     rows: list[tuple[str, str, int | None]] = []
     try:
         with store:
@@ -160,4 +174,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="composite-store")
 
 
-__all__ = ["cli", "main", "fail", "progress", "render_stats"]
+__all__ = ["cli", "main", "fail", "configure_logging", "progress", "render_stats"]

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .errors import ValidationError
+
+if TYPE_CHECKING:  # pandas is optional: imported when a page is converted
+    import pandas
 
 
 @dataclass(frozen=True)
@@ -23,3 +28,34 @@ class Page:
         """The page as a plain dict (``items`` are the same record dicts)."""
         return {"items": self.items, "total": self.total, "page": self.page,
                 "per_page": self.per_page, "has_more": self.has_more}
+
+    def to_dataframe(self, *, columns: Sequence[str] | None = None, drop_empty: bool = True) -> "pandas.DataFrame":
+        """The items as a pandas ``DataFrame``, one row per item (needs the ``pandas`` extra:
+        ``pip install 'composite-store[pandas]'``).
+
+        ``columns`` chooses the columns and their order; they are kept even when empty.  Without
+        it, every key of the items is a column in record order and, with ``drop_empty``, the keys
+        that are ``None`` in every item are left out (a score has 35 keys, most often unset).
+        Nested values (dicts, lists) stay Python objects; timestamps become UTC datetimes.
+
+        Example::
+
+            frame = scores.list_scores(per_page=False).to_dataframe(columns=["scorer_id", "score"])
+        """
+        from .backends.base import require_driver
+
+        require_driver("pandas", extra="pandas")
+        import pandas
+
+        if columns is None:
+            names = list(dict.fromkeys(key for item in self.items for key in item))
+            if drop_empty:
+                names = [name for name in names if any(item.get(name) is not None for item in self.items)]
+        else:
+            names = list(columns)
+            known = {key for item in self.items for key in item}
+            unknown = [name for name in names if self.items and name not in known]
+            if unknown:
+                raise ValidationError(fields={"columns": [f"Unknown column(s): {', '.join(map(str, unknown))}; "
+                                                          f"the items have: {', '.join(sorted(known))}"]})
+        return pandas.DataFrame([[item.get(name) for name in names] for item in self.items], columns=names)

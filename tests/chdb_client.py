@@ -4,6 +4,9 @@ Only ClickHouse 18.16 can be installed as a server here, so the SQL this library
 current servers (``DateTime64`` columns, TTL) is checked by running it in chdb, a real
 ClickHouse engine embedded in Python.  The client renders native-insert data as ``VALUES``
 literals with the backend's own escaping and decodes typed JSON output.
+
+One engine serves the whole process (chdb allows one per process); each client keeps to the
+database its URL names, switching the engine's current database before its queries.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from typing import Any
 
 from composite_store.backends.clickhouse import escape
 
+#: Host part of the URLs that name the in-process engine (``clickhouse://default:@in-process/<db>``).
+IN_PROCESS_HOST = "in-process"
+#: URL given to stores on the in-process engine (never dialled: their client is chdb's).
+CHDB_URL = f"clickhouse://default:@{IN_PROCESS_HOST}/default"
+
 _LOCK = threading.Lock()
+#: The engine's current database (``USE`` holds for the whole engine, so it is tracked here).
+_current_database = ["default"]
 
 
 def _decode(value: Any, type_: str) -> Any:
@@ -37,21 +47,29 @@ def _decode(value: Any, type_: str) -> Any:
 class ChdbClient:
     """The part of ``clickhouse_driver.Client`` the backend uses, over one chdb session."""
 
-    def __init__(self, session: Any, **_: Any) -> None:
+    def __init__(self, session: Any, *, database: str = "default", **_: Any) -> None:
         self.session = session
+        self.database = database
         self.connection = SimpleNamespace(connect=lambda: None)
+
+    def _query(self, query: str, *args: Any) -> Any:
+        """Run ``query`` in this client's database (the caller holds ``_LOCK``)."""
+        if _current_database[0] != self.database:
+            self.session.query(f"USE `{self.database}`")
+            _current_database[0] = self.database
+        return self.session.query(query, *args)
 
     def execute(self, query: str, params: Any = None, with_column_types: bool = False, **_: Any) -> Any:
         if isinstance(params, list):  # a native insert: data rows after "... VALUES"
             if params:
                 values = ", ".join("(" + ", ".join(escape(v) for v in row) + ")" for row in params)
                 with _LOCK:
-                    self.session.query(f"{query} {values}")
+                    self._query(f"{query} {values}")
             return []
         if isinstance(params, dict):
             query = query % {key: escape(value) for key, value in params.items()}
         with _LOCK:
-            result = self.session.query(query, "JSONCompactEachRowWithNamesAndTypes")
+            result = self._query(query, "JSONCompactEachRowWithNamesAndTypes")
         lines = [json.loads(line) for line in result.bytes().decode().splitlines() if line.strip()]
         if not lines:
             return ([], []) if with_column_types else []

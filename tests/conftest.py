@@ -1,39 +1,84 @@
-"""Shared fixtures: one store per backend, on real databases.
+"""Shared fixtures: one store per backend of the test matrix, on real databases.
 
-* SQLite: a file in a temporary directory.
-* PostgreSQL: ``COMPOSITE_STORE_POSTGRES_URL`` (a server URL), else 127.0.0.1:5432 user
+The matrix (:data:`MATRIX`) is defined here once: each entry names a database and the capabilities
+tests select it by.
+
+* ``sqlite``: a file in a temporary directory.
+* ``postgres``: ``COMPOSITE_STORE_POSTGRES_URL`` (a server URL), else 127.0.0.1:5432 user
   ``postgres``; each test run works in a fresh database it creates and drops.
-* ClickHouse: ``COMPOSITE_STORE_CLICKHOUSE_URL``, else a throwaway ``clickhouse-server``
-  started in a temporary directory on free ports and stopped at the end.
+* ``postgres-app``: the same database with ``schema_name="app"`` (only for tests that name it).
+* ``clickhouse``: ``COMPOSITE_STORE_CLICKHOUSE_URL``, else a throwaway ``clickhouse-server``
+  (Debian's 18.16 here) started in a temporary directory on free ports and stopped at the end.
+* ``clickhouse-current``: a current (24.x+) ClickHouse: the server named by
+  ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` when it is set, else the current engine in-process
+  (chdb, one per process: the session fixture ``chdb_engine``) through
+  :class:`tests.chdb_client.ChdbClient`.
 
 ``COMPOSITE_STORE_REQUIRED_BACKENDS`` (``sqlite,postgres,clickhouse``) lists the backends that
 must run: a required backend that cannot be reached fails the run; any other is skipped.
 
 A test that takes the ``backend`` fixture (directly or through ``store`` / a domain fixture)
-runs once per backend; ``@pytest.mark.backends("sqlite", "postgres")`` narrows that.  Besides the
-three required backends, a module may name these in its marker:
-
-* ``postgres-app``: PostgreSQL with ``schema_name="app"``;
-* ``clickhouse-current``: the current (24.x+) server named by
-  ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` (skipped when it is not set);
-* ``clickhouse-chdb``: a current ClickHouse engine in-process (chdb), reached through
-  :class:`tests.chdb_client.ChdbClient`.
+runs once per default backend of the matrix.  ``@pytest.mark.requires(transactions=True)`` keeps
+the backends with those capabilities (Django's ``skipUnlessDBFeature``); ``@pytest.mark.backends(
+"postgres", "postgres-app")`` names backends, for tests about one database's own layout.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from composite_store.backends.clickhouse import parse_clickhouse_url
 from composite_store.composite import store_for_url
 from composite_store.stores import WholeStore
+from tests.chdb_client import CHDB_URL, IN_PROCESS_HOST, ChdbClient
 from tests.servers import DEFAULT_POSTGRES_URL, create_postgres_database, find_clickhouse_binary, start_clickhouse
 
-BACKENDS = ("sqlite", "postgres", "clickhouse")
 REQUIRED = {name.strip() for name in os.environ.get("COMPOSITE_STORE_REQUIRED_BACKENDS", "").split(",")
             if name.strip()}
+#: URL of a current ClickHouse server for ``clickhouse-current`` (else the in-process engine).
+CURRENT_CLICKHOUSE_URL = os.environ.get("COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One database of the test matrix and the capabilities tests select it by."""
+
+    name: str
+    #: ``sqlite``, ``postgres`` or ``clickhouse``: the dialect of a test's raw SQL.
+    family: str
+    #: Read-modify-write operations are atomic across callers (``supports_concurrent_updates``).
+    transactions: bool
+    #: Stored text loses U+0000 (PostgreSQL).
+    strips_nul: bool = False
+    #: A current ClickHouse (``DateTime64``, ``Bool``, JSON functions, TTL) whatever the environment.
+    current_clickhouse: bool = False
+    #: Text ``_null_`` that other clients wrote reads as ``None`` (ClickHouse's stored format).
+    null_placeholder: bool = False
+    #: Runs for the tests that name no backends.
+    default: bool = True
+
+    @property
+    def error_name(self) -> str:
+        """The backend part of error ids (``STORAGE_<NAME>_...``)."""
+        return {"sqlite": "SQLITE", "postgres": "PG", "clickhouse": "CLICKHOUSE"}[self.family]
+
+
+#: Every backend the suites can run on, by name.
+MATRIX = {spec.name: spec for spec in (
+    BackendSpec("sqlite", "sqlite", transactions=True),
+    BackendSpec("postgres", "postgres", transactions=True, strips_nul=True),
+    BackendSpec("postgres-app", "postgres", transactions=True, strips_nul=True, default=False),
+    BackendSpec("clickhouse", "clickhouse", transactions=False, null_placeholder=True),
+    BackendSpec("clickhouse-current", "clickhouse", transactions=False, null_placeholder=True,
+                current_clickhouse=True),
+)}
+#: The backends a test runs on when it names none.
+DEFAULT_BACKENDS = tuple(name for name, spec in MATRIX.items() if spec.default)
+CAPABILITIES = {field.name for field in fields(BackendSpec)} - {"name"}
 
 
 def unavailable(backend: str, reason: str) -> None:
@@ -43,17 +88,44 @@ def unavailable(backend: str, reason: str) -> None:
     pytest.skip(f"{backend} unavailable: {reason}")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requires(**capabilities): run only on the backends of the matrix "
+                                       "with these capabilities (tests/conftest.py BackendSpec)")
+
+
+def selected_backends(item: Any) -> list[str]:
+    """The backends a test runs on: those its ``backends`` marker names (else the defaults),
+    narrowed by every ``requires`` marker."""
+    marker = item.get_closest_marker("backends")
+    names = list(marker.args) if marker else list(DEFAULT_BACKENDS)
+    unknown = [name for name in names if name not in MATRIX]
+    if unknown:
+        raise pytest.UsageError(f"{item.nodeid}: unknown backends {unknown}; the matrix has {sorted(MATRIX)}")
+    for requires in item.iter_markers("requires"):
+        wrong = set(requires.kwargs) - CAPABILITIES
+        if wrong:
+            raise pytest.UsageError(f"{item.nodeid}: unknown capabilities {sorted(wrong)}; "
+                                    f"known: {sorted(CAPABILITIES)}")
+        names = [name for name in names
+                 if all(getattr(MATRIX[name], key) == value for key, value in requires.kwargs.items())]
+    return names
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        marker = metafunc.definition.get_closest_marker("backends")
-        names = marker.args if marker else BACKENDS
-        metafunc.parametrize("backend", names, indirect=True, scope="session")
+        metafunc.parametrize("backend", selected_backends(metafunc.definition), indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
-    """The backend under test: ``sqlite``, ``postgres`` or ``clickhouse``."""
+    """The name of the backend under test (a key of :data:`MATRIX`)."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def backend_spec(backend: str) -> BackendSpec:
+    """The matrix entry of the backend under test."""
+    return MATRIX[backend]
 
 
 @pytest.fixture(scope="session")
@@ -90,12 +162,6 @@ def clickhouse_url(clickhouse_server: Any) -> str:
     return os.environ.get("COMPOSITE_STORE_CLICKHOUSE_URL") or clickhouse_server.url
 
 
-#: URL of a current ClickHouse server, for the optional ``clickhouse-current`` backend.
-CURRENT_CLICKHOUSE_URL = os.environ.get("COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL")
-#: URL given to stores on the in-process engine (never dialled: their client is chdb's).
-CHDB_URL = "clickhouse://default:@in-process/default"
-
-
 @pytest.fixture(scope="session")
 def backend_url(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A database URL for the backend under test."""
@@ -106,41 +172,73 @@ def backend_url(backend: str, request: pytest.FixtureRequest, tmp_path_factory: 
     if backend == "postgres-app":
         return request.getfixturevalue("postgres_url") + "?schema_name=app"
     if backend == "clickhouse-current":
-        if not CURRENT_CLICKHOUSE_URL:
-            pytest.skip("COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL names no current (24.x+) ClickHouse server")
-        return CURRENT_CLICKHOUSE_URL
-    if backend == "clickhouse-chdb":
+        if CURRENT_CLICKHOUSE_URL:
+            return CURRENT_CLICKHOUSE_URL
+        request.getfixturevalue("chdb_engine")
         return CHDB_URL
     return request.getfixturevalue("clickhouse_url")
+
+
+#: The session's chdb engine, once started (chdb allows one engine per process).
+_chdb_engines: list[Any] = []
 
 
 @pytest.fixture(scope="session")
 def chdb_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An in-process current ClickHouse engine (one per test session: chdb allows one per process)."""
-    chdb_session = pytest.importorskip("chdb.session", reason="chdb is not installed")
+    try:
+        import chdb.session as chdb_session
+    except ImportError:
+        unavailable("clickhouse-current", "COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL is not set and chdb is "
+                                          "not installed (pip install -e '.[dev]')")
     engine = chdb_session.Session(str(tmp_path_factory.mktemp("chdb")))
+    _chdb_engines.append(engine)
     yield engine
+    _chdb_engines.clear()
     engine.close()
 
 
-def open_store(backend: str, url: str, request: pytest.FixtureRequest) -> WholeStore:
-    """A whole store for ``url``; on ``clickhouse-chdb`` its connections use the chdb engine."""
-    store = store_for_url(url)
-    if backend == "clickhouse-chdb":
-        from tests.chdb_client import ChdbClient
+def in_process(url: str) -> bool:
+    """Whether ``url`` names the in-process engine rather than a ClickHouse server."""
+    return url.startswith("clickhouse://") and parse_clickhouse_url(url)["host"] == IN_PROCESS_HOST
 
-        engine = request.getfixturevalue("chdb_engine")
-        store.backend.database.client_factory = lambda **kwargs: ChdbClient(engine, **kwargs)
-    return store
+
+def chdb_client(**params: Any) -> ChdbClient:
+    """A client of the session's in-process engine (``chdb_engine`` must have started it)."""
+    assert _chdb_engines, "the chdb_engine fixture has not started the in-process engine"
+    return ChdbClient(_chdb_engines[0], **params)
+
+
+def clickhouse_client(url: str) -> Any:
+    """A raw client for a ClickHouse URL of the matrix: clickhouse-driver's, or the in-process engine's."""
+    params = parse_clickhouse_url(url)
+    if params["host"] == IN_PROCESS_HOST:
+        return chdb_client(**params)
+    from clickhouse_driver import Client
+
+    return Client(**params)
+
+
+def on_url(repository_or_store: Any, url: str) -> Any:
+    """``repository_or_store`` (built for ``url``), its connections made through the in-process
+    engine when ``url`` names it."""
+    if in_process(url):
+        repository_or_store.backend.database.client_factory = chdb_client
+    return repository_or_store
+
+
+def open_store(url: str) -> WholeStore:
+    """A whole store for ``url`` (in-process URLs reach the chdb engine)."""
+    return on_url(store_for_url(url), url)
 
 
 @pytest.fixture
-def make_store(backend: str, backend_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., WholeStore]]:
+def make_store(backend_url: str) -> Iterator[Callable[..., WholeStore]]:
     """Factory of extra whole stores on the backend under test (closed after the test)."""
     made: list[WholeStore] = []
 
     def make(url: str | None = None) -> WholeStore:
-        store = open_store(backend, url or backend_url, request)
+        store = open_store(url or backend_url)
         made.append(store)
         return store
 
@@ -150,9 +248,9 @@ def make_store(backend: str, backend_url: str, request: pytest.FixtureRequest) -
 
 
 @pytest.fixture(scope="session")
-def session_store(backend: str, backend_url: str, request: pytest.FixtureRequest) -> Iterator[WholeStore]:
+def session_store(backend_url: str) -> Iterator[WholeStore]:
     """One initialized whole store per backend, shared by the tests of a session."""
-    store = open_store(backend, backend_url, request)
+    store = open_store(backend_url)
     store.init()
     yield store
     store.close()

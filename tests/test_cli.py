@@ -115,6 +115,19 @@ def test_init_unreachable_postgres_exits_1_and_masks_the_password():
     assert "secret" not in result.output
 
 
+def test_init_of_a_missing_postgres_database_says_the_server_answered(postgres_url):
+    url = postgres_url.rsplit("/", 1)[0] + "/no_such_database_cli"
+    result = run("init", "--default", url)
+    assert result.exit_code == 1
+    assert result.stderr == (f"STORAGE_PG_INIT_FAILED: Connected to {url}, but the server refused the login: "
+                             'database "no_such_database_cli" does not exist\n')
+
+
+def test_verbose_levels_are_documented_in_the_help():
+    result = run("--help")
+    assert "-vv: debug, -vvv: also the drivers' and peewee's debug lines" in " ".join(result.output.split())
+
+
 # ---------------------------------------------------------------------------- stats
 
 def test_stats_counts_rows_per_domain_and_table(tmp_path):
@@ -154,6 +167,13 @@ def test_stats_of_a_missing_sqlite_file_is_an_error(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith("STORAGE_SQLITE_COUNT_ROWS_NOT_FOUND: ")
     assert not (tmp_path / "nothing-here.db").exists()
+
+
+def test_stats_of_a_missing_relative_sqlite_file_shows_the_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("stats", "sqlite:///nothing-here.db")
+    assert result.exit_code == 1
+    assert result.stderr == f"STORAGE_SQLITE_COUNT_ROWS_NOT_FOUND: No SQLite database at {tmp_path}/nothing-here.db\n"
 
 
 def test_stats_on_postgres_schema(postgres_url):

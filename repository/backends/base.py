@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import operator
 import re
@@ -26,6 +27,26 @@ CHUNK_SIZE = 500
 def mask_password(url: str) -> str:
     """``scheme://user:secret@host`` → ``scheme://user:***@host``."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (its class name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def require_driver(module: str, *, extra: str) -> None:
+    """Import a backend's driver, or raise one :class:`StorageError` naming the extra that installs it.
+
+    The import error is left out of the chain (its text is in the message): a missing package
+    needs an install command, not three tracebacks.
+    """
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise StorageError(f"The {module} package cannot be imported ({exc}); install it with: "
+                           f"pip install 'composite-store[{extra}]'",
+                           details={"code": "DRIVER_MISSING", "driver": module, "extra": extra}) from None
 
 
 class StoredFormats:
@@ -70,7 +91,14 @@ class Backend:
     #: Whether metadata filters run in SQL (else the repository evaluates them in Python).
     sql_json_filters = True
 
+    #: The driver module this backend needs and the ``pip install 'composite-store[<extra>]'``
+    #: extra that provides it (empty: the standard library has it).
+    driver_module = ""
+    driver_extra = ""
+
     def __init__(self, display_url: str) -> None:
+        if self.driver_module:
+            require_driver(self.driver_module, extra=self.driver_extra)
         self.display_url = mask_password(display_url)
         self._init_lock = threading.Lock()
         self._initialized: set[str] = set()
@@ -98,6 +126,8 @@ class Backend:
         except Exception as exc:
             if not isinstance(exc, StorageError) and self.is_connection_failure(exc):
                 self.discard_connection()
+                logger.debug("Connecting to %s failed: %s: %s", self.display_url, type(exc).__name__,
+                             mask_password(first_line(exc)))
                 raise self.unavailable(exc) from exc
             raise
         finally:
@@ -124,10 +154,23 @@ class Backend:
             self.database.close()
 
     def unavailable(self, exc: BaseException) -> BackendUnavailableError:
-        """The error for a database that cannot be reached."""
-        reason = mask_password(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        return BackendUnavailableError(f"Cannot reach database {self.display_url}: {reason}",
-                                       details={"url": self.display_url})
+        """The error for a database that cannot be reached, or whose server refused the login.
+
+        ``details["code"]`` tells them apart: ``CANNOT_CONNECT`` (nothing listening, unknown host)
+        or ``LOGIN_REFUSED`` (the server answered: unknown database or role, wrong password).
+        """
+        refusal = self.login_refusal(exc)
+        if refusal is not None:
+            return BackendUnavailableError(
+                f"Connected to {self.display_url}, but the server refused the login: {mask_password(refusal)}",
+                details={"url": self.display_url, "code": "LOGIN_REFUSED"})
+        return BackendUnavailableError(f"Cannot reach database {self.display_url}: {mask_password(first_line(exc))}",
+                                       details={"url": self.display_url, "code": "CANNOT_CONNECT"})
+
+    def login_refusal(self, exc: BaseException) -> str | None:
+        """The server's reason when ``exc`` means it answered but refused this database, user or
+        password; ``None`` when the server could not be reached at all."""
+        return None
 
     def translate_error(self, exc: BaseException) -> StorageError | None:
         """Turn a driver error into a :class:`StorageError`; ``None`` for non-database errors."""
@@ -159,8 +202,7 @@ class Backend:
             with self.database.atomic():
                 self.database.execute_sql(sql)
         except peewee.IntegrityError as exc:
-            logger.warning("Index %s was not created (%s); continuing without it", index.name,
-                           str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            logger.warning("Index %s was not created (%s); continuing without it", index.name, first_line(exc))
 
     def run_once(self, key: str, func) -> None:
         """Run ``func`` once per backend for ``key`` (an init), serialized across threads."""

@@ -340,6 +340,10 @@ class Final(peewee.Node):
 
 _STRIPES = 256
 
+#: Server codes of a refused login: UNKNOWN_DATABASE, UNKNOWN_USER, WRONG_PASSWORD,
+#: REQUIRED_PASSWORD, DATABASE_ACCESS_DENIED, AUTHENTICATION_FAILED (newer servers).
+LOGIN_REFUSED_CODES = frozenset({81, 192, 193, 194, 291, 516})
+
 
 class ClickHouseBackend(Backend):
     """A ClickHouse database; one connection per thread."""
@@ -347,6 +351,8 @@ class ClickHouseBackend(Backend):
     name = "CLICKHOUSE"
     supports_concurrent_updates = False
     sql_json_filters = False
+    driver_module = "clickhouse_driver"
+    driver_extra = "clickhouse"
 
     def __init__(self, *, url: str, ttl_days: int | None = None, mutation_timeout_s: float = 300) -> None:
         super().__init__(url)
@@ -369,7 +375,21 @@ class ClickHouseBackend(Backend):
         from clickhouse_driver import errors as ch_errors
 
         return isinstance(exc, (ch_errors.NetworkError, ch_errors.SocketTimeoutError,
-                                ch_errors.UnexpectedPacketFromServerError, EOFError, ConnectionError, OSError))
+                                ch_errors.UnexpectedPacketFromServerError, EOFError, ConnectionError, OSError)) \
+            or self.login_refusal(exc) is not None
+
+    def login_refusal(self, exc: BaseException) -> str | None:
+        from clickhouse_driver import errors as ch_errors
+
+        # The server answers the handshake with one of these codes; once connected, a query's
+        # "unknown database" is a statement error, not a refused login.
+        if not (isinstance(exc, ch_errors.ServerException) and exc.code in LOGIN_REFUSED_CODES
+                and self.database.is_closed()):
+            return None
+        # "DB::Exception: Database x doesn't exist. Stack trace: …" → "Database x doesn't exist"
+        lines = (exc.message or "").strip().splitlines()
+        reason = (lines[0] if lines else "").removeprefix("DB::Exception: ").split(". Stack trace:", 1)[0].rstrip(".")
+        return f"{reason} (code {exc.code})"
 
     def discard_connection(self) -> None:
         # The client is unusable: drop it so the next call reconnects (and detects again).

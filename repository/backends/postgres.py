@@ -96,6 +96,8 @@ class PostgresBackend(Backend):
 
     name = "PG"
     strips_nul = True
+    driver_module = "psycopg2"
+    driver_extra = "postgres"
 
     def __init__(self, *, connection_string: str, schema_name: str | None = None,
                  max_connections: int = 10) -> None:
@@ -119,6 +121,15 @@ class PostgresBackend(Backend):
             return False
         conn = self.database._state.conn
         return conn is None or getattr(conn, "closed", 0) != 0
+
+    def login_refusal(self, exc: BaseException) -> str | None:
+        # libpq reports what the server answered as "FATAL:  database "x" does not exist" (also
+        # role, password, pg_hba); a failure to reach the server has no FATAL part.  With several
+        # addresses for one host the answer may follow a refused address, so the whole text counts.
+        text = str(exc)
+        if "FATAL:" not in text:
+            return None
+        return text.split("FATAL:", 1)[1].strip().splitlines()[0]
 
     def discard_connection(self) -> None:
         # A broken connection must not go back to the pool.

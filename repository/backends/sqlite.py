@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -12,10 +13,10 @@ import peewee
 
 from ..models.fields import JSONField
 
-from ..errors import ValidationError
+from ..errors import BackendUnavailableError, ValidationError
 from ..jsonb import jsonb_to_json_text
 from ..values import JSONText, format_iso, json_dumps, json_loads, parse_iso, to_utc
-from .base import Backend, StoredFormats, driver_values
+from .base import Backend, StoredFormats, driver_values, first_line
 
 #: How long a connection waits for another writer before SQLite reports "database is locked".
 BUSY_TIMEOUT_S = 30.0
@@ -119,6 +120,25 @@ class SQLiteBackend(Backend):
         """The scope of a call on ``:memory:``: its single connection, one thread at a time."""
         with self._memory_lock, super().connection():
             yield
+
+    def unavailable(self, exc: BaseException) -> BackendUnavailableError:
+        """A file that cannot be opened: the error shows the path resolved to absolute, says when
+        its folder is missing, and explains ``sqlite:///relative`` vs ``sqlite:////absolute`` when
+        a relative path looks like it meant an absolute one (``sqlite:///tmp/x.db``)."""
+        if self.in_memory:
+            return super().unavailable(exc)
+        path = os.path.abspath(self.path)
+        message = f"Cannot open SQLite database {self.display_url} at {path}: {first_line(exc)}"
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            message += f" (the folder {folder} does not exist)"
+        top = self.path.split("/", 1)[0]
+        if self.display_url.startswith("sqlite:///") and not os.path.isabs(self.path) \
+                and top not in ("", ".", "..") and os.path.isdir(os.path.join(os.sep, top)):
+            message += (f"; three slashes make the path relative to the current folder {os.getcwd()}: "
+                        f"for the absolute path /{self.path} write sqlite:////{self.path} (four slashes)")
+        return BackendUnavailableError(message, details={"url": self.display_url, "path": path,
+                                                         "code": "CANNOT_CONNECT"})
 
     def close(self) -> None:
         if self._memory_lock is None:
