@@ -13,10 +13,12 @@ store and return exactly the same things.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 from datetime import datetime
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 from uuid import uuid4
 
 import peewee
@@ -29,8 +31,8 @@ from .errors import ValidationError
 from .page import Page
 from .schemas.base import load_into
 from .schemas.scores import SCORE_ENTITY_TYPES, SCORE_KEYS, SCORE_SOURCES, ScoreSchema
-from .validation import Problems, check_id, check_page, check_tenancy
-from .values import JSONText, is_storable_text, json_dumps, utc_now
+from .validation import Ordering, Problems, check_id, check_order_by, check_page, check_tenancy, one_of
+from .values import JSON_NULL, JSONText, chunks, is_storable_text, json_dumps, utc_now
 
 _SCORE_SCHEMA = ScoreSchema()
 
@@ -40,8 +42,9 @@ IGNORED_KEYS = frozenset({"created_at", "createdAt", "updated_at", "updatedAt"})
 #: Payload keys copied into ``details`` of a validation error, so a batch job can log the score.
 DETAIL_KEYS = ("scorer_id", "entity_id", "entity_type", "trace_id", "span_id")
 
-#: Stored JSON ``null``: what the ``NOT NULL`` JSON columns (PostgreSQL, ClickHouse) hold for ``None``.
-JSON_NULL = JSONText("null")
+#: Fields ``list_scores`` may order by; every list's default order is the first, newest first.
+LIST_ORDER_FIELDS = ("created_at", "updated_at", "score")
+_NEWEST_FIRST = Ordering("created_at", "DESC")
 
 #: Caller-supplied ids read back per query (ClickHouse limits a query's size).
 ID_CHUNK = 1000
@@ -163,22 +166,8 @@ def fast_prepare_score(payload: Any, *, strip_nul: bool = False,
 
 # --------------------------------------------------------------------------- repository
 
-def _chunks(ids: list[str]) -> Iterator[list[str]]:
-    """Ids in groups small enough for one query on every backend."""
-    chunk: list[str] = []
-    size = 0
-    for item in ids:
-        if chunk and (len(chunk) >= ID_CHUNK or size + len(item) > ID_CHUNK_CHARS):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += len(item) + 4
-    if chunk:
-        yield chunk
-
-
 class ScoresRepository(DomainRepository):
-    """Evaluation scores: save one or many, read by id, list by scorer, run, entity or span.
+    """Evaluation scores: save one or many, read by id, list all or by scorer, run, entity or span.
 
     Example::
 
@@ -279,7 +268,7 @@ class ScoresRepository(DomainRepository):
         Score = self.models.score
         param = self.backend.database.param
         kept: dict[str, datetime] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids, size=ID_CHUNK, max_chars=ID_CHUNK_CHARS):
             # One SQL node for the list: peewee renders a long IN list value by value, slowly.
             in_chunk = peewee.SQL(f'"{Score.id.column_name}" IN ({", ".join([param] * len(chunk))})', chunk)
             query = self.backend.select(Score, Score.id, Score.created_at).where(in_chunk, Score.created_at != now)
@@ -345,8 +334,10 @@ class ScoresRepository(DomainRepository):
         row = self.backend.select(Score).where(Score.id == id).first()
         return None if row is None else self._record(row)
 
-    def _list(self, problems: Problems, conditions: list[Any], filters: Any, page: Any, per_page: Any) -> Page:
-        """One page of the scores matching ``conditions`` and the tenancy ``filters``, newest first."""
+    def _list(self, problems: Problems, conditions: list[Any], filters: Any, page: Any, per_page: Any,
+              ordering: Ordering = _NEWEST_FIRST) -> Page:
+        """One page of the scores matching ``conditions`` and the tenancy ``filters`` in ``ordering``
+        (ties by id)."""
         request = check_page(problems, page, per_page, default_per_page=100)
         scope = check_tenancy(problems, filters)
         problems.raise_if_any()
@@ -355,13 +346,31 @@ class ScoresRepository(DomainRepository):
             conditions.append(Score.organization_id == scope["organization_id"])
         if "project_id" in scope:
             conditions.append(Score.project_id == scope["project_id"])
-        query = self.backend.select(Score).where(*conditions)
-        rows, total, has_more = fetch_page(self.backend, query, order_terms(Score.created_at, True, Score.id), request)
+        query = self.backend.select(Score)
+        if conditions:  # list_scores may have none
+            query = query.where(*conditions)
+        order = order_terms(getattr(Score, ordering.field), ordering.descending, Score.id)
+        rows, total, has_more = fetch_page(self.backend, query, order, request)
         return Page([self._record(row) for row in rows], total, request.page, request.per_page, has_more)
 
     @operation
     def list_scores_by_scorer_id(self, *, scorer_id: str, entity_id: str | None = None,
                                  entity_type: str | None = None, source: str | None = None,
+    @operation
+    def list_scores(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 100,
+                    order_by: dict | None = None) -> Page:
+        """Every score, narrowed by the tenancy ``filters``; newest first unless ``order_by`` names a
+        field of ``created_at``, ``updated_at``, ``score`` and a direction (ties by id).
+
+        Example: the 50 best scores as a DataFrame::
+
+            scores.list_scores(per_page=50, order_by={"field": "score", "direction": "DESC"}).to_dataframe()
+        """
+        problems = Problems()
+        ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="created_at",
+                                  default_direction="DESC")
+        return self._list(problems, [], filters, page, per_page, ordering)
+
                                  filters: dict | None = None, page: int = 0, per_page: int | bool = 100) -> Page:
         """Scores of one scorer, optionally narrowed by entity and source; newest first."""
         problems = Problems()
@@ -370,7 +379,7 @@ class ScoresRepository(DomainRepository):
             if value is not None:
                 check_id(problems, name, value)
         if source is not None and (not isinstance(source, str) or source not in _SOURCE_SET):
-            problems.add("source", f"Must be one of: {', '.join(SCORE_SOURCES)}.")
+            problems.add("source", one_of(SCORE_SOURCES))
         Score = self.models.score
         conditions = [Score.scorer_id == scorer_id]
         if entity_id is not None:

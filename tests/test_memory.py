@@ -1,22 +1,16 @@
 """Memory domain conformance suite (memory.md §6), run on every backend.
 
-Each test runs on SQLite, PostgreSQL and ClickHouse (the session's server, Debian's 18.16 here)
-unless marked otherwise.  Two extra backend names exist in this module only:
-
-* ``clickhouse-current``: the server named by ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` (a
-  24.x or later ClickHouse, scenario 64); every scenario runs there when it is set;
-* ``clickhouse-chdb``: a current ClickHouse engine in-process (chdb, when installed), through the
-  client stand-in of ``tests/chdb_client.py``: the SQL generated for current servers (scenario 64)
-  runs for real even where only 18.16 can be installed;
-* ``postgres-app``: PostgreSQL with ``schema_name="app"`` (scenario 65), for a representative
-  subset of the scenarios.
+Each test runs on every default backend of the matrix in ``tests/conftest.py`` (SQLite,
+PostgreSQL, the session's ClickHouse server — Debian's 18.16 here — and a current ClickHouse,
+scenario 64, in-process when no server URL is given) unless its markers narrow that;
+``postgres-app`` (PostgreSQL with ``schema_name="app"``, scenario 65) runs a representative
+subset of the scenarios.
 
 Scenario numbers from memory.md §6 are given in the test docstrings.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sqlite3
@@ -34,25 +28,17 @@ from composite_store.jsonb import encode_jsonb
 from composite_store.postgres import PostgresStore
 from composite_store.schemas import MessageSchema, ResourceSchema, ThreadSchema
 from composite_store.values import truncate_ms, utc_now
-from tests.conftest import CURRENT_CLICKHOUSE_URL
+from tests.conftest import DEFAULT_BACKENDS, MATRIX, clickhouse_client
 
 UTC = timezone.utc
-CURRENT = ("clickhouse-current",) if CURRENT_CLICKHOUSE_URL else ()
-CHDB = ("clickhouse-chdb",) if importlib.util.find_spec("chdb") else ()
 
-#: Every scenario runs on these unless marked otherwise.
-EVERY = ("sqlite", "postgres", "clickhouse", *CURRENT, *CHDB)
-#: Backends reached over the network, for scenarios that open more stores or raw connections.
-SERVERS = pytest.mark.backends("sqlite", "postgres", "clickhouse", *CURRENT)
 #: Scenarios also checked on PostgreSQL with ``schema_name="app"`` (scenario 65).
-WITH_APP_SCHEMA = pytest.mark.backends(*EVERY, "postgres-app")
-#: Scenarios the spec names for SQLite and PostgreSQL only.
-SQL_ONLY = pytest.mark.backends("sqlite", "postgres")
+WITH_APP_SCHEMA = pytest.mark.backends(*DEFAULT_BACKENDS, "postgres-app")
+#: Scenarios of concurrent read-modify-write, which the spec makes atomic where there are transactions.
+TRANSACTIONS = pytest.mark.requires(transactions=True)
+#: Scenarios about ClickHouse's own tables and stored formats.
+CLICKHOUSE = pytest.mark.requires(family="clickhouse")
 
-pytestmark = pytest.mark.backends(*EVERY)
-
-BACKEND_IDS = {"sqlite": "SQLITE", "postgres": "PG", "postgres-app": "PG", "clickhouse": "CLICKHOUSE",
-               "clickhouse-current": "CLICKHOUSE", "clickhouse-chdb": "CLICKHOUSE"}
 THREAD_KEYS = {"id", "resource_id", "title", "metadata", "created_at", "updated_at"}
 MESSAGE_KEYS = {"id", "thread_id", "resource_id", "role", "type", "content", "created_at"}
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -62,7 +48,7 @@ ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 def error_id(backend: str, operation: str, status: str) -> str:
     """``STORAGE_<B>_<OPERATION>_<STATUS>`` for the backend under test."""
-    return f"STORAGE_{BACKEND_IDS[backend]}_{operation}_{status}"
+    return f"STORAGE_{MATRIX[backend].error_name}_{operation}_{status}"
 
 
 def make_thread(**overrides):
@@ -109,15 +95,6 @@ def insert_raw_messages(memory, rows: list[dict]) -> None:
     """Write message rows as another client would (no validation, content given as stored text)."""
     with memory.backend.connection(), memory.backend.write():
         memory.backend.insert(memory.models.message, rows)
-
-
-def clickhouse_client(url: str):
-    """A raw clickhouse-driver client for ``url``."""
-    from clickhouse_driver import Client
-
-    from composite_store.backends.clickhouse import parse_clickhouse_url
-
-    return Client(**parse_clickhouse_url(url))
 
 
 @pytest.fixture
@@ -1289,7 +1266,7 @@ def test_update_thread_metadata(memory):
 
 # =========================================================================== Concurrency
 
-@SQL_ONLY
+@TRANSACTIONS
 def test_concurrent_updates_keep_every_key(memory):
     """Scenario 57."""
     thread = memory.save_thread(thread=make_thread(metadata={}))
@@ -1301,7 +1278,7 @@ def test_concurrent_updates_keep_every_key(memory):
     assert memory.get_resource_by_id(resource_id=resource_id)["metadata"] == {f"k{i}": i for i in range(8)}
 
 
-@SQL_ONLY
+@TRANSACTIONS
 def test_concurrent_read_modify_write_of_thread_metadata(memory):
     """Scenario 58."""
     thread = memory.save_thread(thread=make_thread(metadata={"n": 0}))
@@ -1436,7 +1413,7 @@ def test_id_arguments_must_be_non_empty_strings(memory, backend):
 
 def test_unstorable_characters_are_removed(memory, backend):
     """README *Input values*: unpaired surrogates go everywhere, U+0000 on PostgreSQL only."""
-    postgres = backend.startswith("postgres")
+    postgres = MATRIX[backend].strips_nul
     thread = memory.save_thread(thread=make_thread(title="a\ud800b\x00c",
                                                    metadata={"k\udc00ey": {"v": "x\ud800y", "n": "nul\x00!"}}))
     got = memory.get_thread_by_id(thread_id=thread["id"])
@@ -1658,11 +1635,10 @@ OLD_MESSAGE_ROW = {
 
 
 def backend_kind(backend: str) -> str:
-    """``sqlite``, ``postgres`` or ``clickhouse`` for this module's backend names."""
-    return backend.split("-")[0]
+    """``sqlite``, ``postgres`` or ``clickhouse``: the dialect of raw SQL on ``backend``."""
+    return MATRIX[backend].family
 
 
-@SERVERS
 def test_init_completes_an_old_layout(memory, backend, fresh_database, make_store):
     """§4.6: ``init`` adds ``resourceId`` to an old messages table; rows and extra columns stay."""
     url, run = fresh_database
@@ -1687,7 +1663,7 @@ def test_init_completes_an_old_layout(memory, backend, fresh_database, make_stor
         assert run("SELECT legacyExtra FROM mastra_messages WHERE id = 'old'") == [("kept",)]
 
 
-@pytest.mark.backends("clickhouse", *CURRENT)
+@CLICKHOUSE
 def test_init_refuses_tables_that_cannot_be_read_with_final(memory, fresh_database, make_store):
     """README *ClickHouse rows*: a non-``ReplacingMergeTree`` table makes ``init`` raise and change nothing."""
     from composite_store import NotSupportedError
@@ -1704,7 +1680,6 @@ def test_init_refuses_tables_that_cannot_be_read_with_final(memory, fresh_databa
     assert columns == ["id", "createdAt"]
 
 
-@SERVERS
 def test_concurrent_init_of_several_stores(memory, fresh_database, make_store):
     """README *Public API shape*: ``init`` is safe from many threads and several store objects at once."""
     url, _ = fresh_database
@@ -1715,7 +1690,6 @@ def test_concurrent_init_of_several_stores(memory, fresh_database, make_store):
     assert stores[3].get_store("memory").get_thread_by_id(thread_id=thread["id"]) == thread
 
 
-@SERVERS
 def test_dangerously_clear_all_leaves_other_tables(memory, backend, fresh_database, make_store):
     """§4.6: every row of the three memory tables goes; other tables are untouched."""
     url, run = fresh_database
@@ -1749,7 +1723,7 @@ def test_supports_concurrent_updates(memory, backend):
     assert memory.supports_concurrent_updates() is (backend_kind(backend) != "clickhouse")
 
 
-@SQL_ONLY
+@pytest.mark.requires(null_placeholder=False)
 def test_placeholder_text_is_ordinary_text_outside_clickhouse(memory):
     """README *Stored formats*: only ClickHouse reads ``_null_`` as ``None``."""
     thread = memory.save_thread(thread=make_thread(title="_null_", metadata={"v": "_null_"}))
@@ -1758,7 +1732,7 @@ def test_placeholder_text_is_ordinary_text_outside_clickhouse(memory):
     assert memory.get_resource_by_id(resource_id="r")["working_memory"] == "_null_"
 
 
-@pytest.mark.backends("clickhouse", *CURRENT)
+@CLICKHOUSE
 def test_clickhouse_null_placeholder_reads_as_none(memory, backend_url, base_time):
     """README *Stored formats*: on ClickHouse, ``_null_`` written by other clients reads as ``None``."""
     thread = memory.save_thread(thread=make_thread())
@@ -2077,7 +2051,7 @@ def test_postgres_database_created_by_the_reference_system(reference_postgres_da
         connection.close()
 
 
-@pytest.mark.backends("clickhouse")
+@pytest.mark.requires(family="clickhouse", current_clickhouse=False)
 def test_clickhouse_tables_on_an_old_server(memory, backend_url):
     """Scenario 63: ``ReplacingMergeTree(_version)`` with ``Int64`` timestamps; versions and deletes."""
     client = clickhouse_client(backend_url)
@@ -2136,7 +2110,7 @@ def test_clickhouse_tables_on_an_old_server(memory, backend_url):
         client.disconnect()
 
 
-@pytest.mark.backends("clickhouse-current", *CHDB)
+@pytest.mark.requires(current_clickhouse=True)
 def test_clickhouse_tables_on_a_current_server(memory):
     """Scenario 64: ``DateTime64(3, 'UTC')`` timestamps (the other scenarios run on this backend too)."""
     with memory.backend.connection():

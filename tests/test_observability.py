@@ -1,9 +1,9 @@
 """Observability domain conformance suite (observability.md §5), run on every backend.
 
-Each test runs on SQLite, PostgreSQL and ClickHouse unless marked otherwise; ClickHouse is the
-session's server (Debian's 18.16 here), a current engine in-process (chdb: ``DateTime64``,
-``Bool``, JSON functions, TTL) and, when ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` names one, a
-current server.  Scenario numbers from observability.md §5 are given in the test docstrings.
+Each test runs on every default backend of the matrix in ``tests/conftest.py`` unless its
+markers narrow that: SQLite, PostgreSQL and ClickHouse twice — the session's server (Debian's 18.16
+here) and a current one (``DateTime64``, ``Bool``, JSON functions, TTL: the server of
+``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL``, else the engine in-process).  Scenario numbers from observability.md §5 are given in the test docstrings.
 """
 
 from __future__ import annotations
@@ -27,17 +27,13 @@ from composite_store.postgres import ObservabilityPG
 from composite_store.schemas import SpanSchema
 from composite_store.sqlite import ObservabilitySQLite
 from composite_store.values import json_loads
+from tests.conftest import MATRIX, clickhouse_client, on_url
 
 UTC = timezone.utc
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
-#: ClickHouse: the session's server (Debian's 18.16 here), a current engine in-process (chdb) and,
-#: when ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` names one, a current server (tests/conftest.py).
-CLICKHOUSE = ("clickhouse", "clickhouse-chdb", "clickhouse-current")
-CURRENT_CLICKHOUSE = pytest.mark.backends("clickhouse-chdb", "clickhouse-current")
-BACKEND_IDS = {"sqlite": "SQLITE", "postgres": "PG", **{name: "CLICKHOUSE" for name in CLICKHOUSE}}
-SQL_ONLY = pytest.mark.backends("sqlite", "postgres")
-
-pytestmark = pytest.mark.backends("sqlite", "postgres", *CLICKHOUSE)
+#: Scenarios about ClickHouse's own tables and stored formats.
+CLICKHOUSE_ONLY = pytest.mark.requires(family="clickhouse")
+CURRENT_CLICKHOUSE = pytest.mark.requires(current_clickhouse=True)
 
 
 def at(seconds: float) -> datetime:
@@ -61,7 +57,7 @@ def child(parent, **overrides):
 
 
 def error_id(backend: str, operation: str, status: str) -> str:
-    return f"STORAGE_{BACKEND_IDS[backend]}_{operation}_{status}"
+    return f"STORAGE_{MATRIX[backend].error_name}_{operation}_{status}"
 
 
 def trace_ids(page: Page) -> list[str]:
@@ -72,14 +68,6 @@ def page_info(page: Page) -> tuple:
     return page.total, page.page, page.per_page, page.has_more
 
 
-def clickhouse_client(url: str):
-    from clickhouse_driver import Client
-
-    from composite_store.backends.clickhouse import parse_clickhouse_url
-
-    return Client(**parse_clickhouse_url(url))
-
-
 def clickhouse_sql(repository, sql: str, rows: list | None = None) -> list:
     """Run SQL (a native insert when ``rows`` are given) on the repository's own ClickHouse
     connection, bypassing the library: works on a server and on the in-process engine."""
@@ -88,15 +76,9 @@ def clickhouse_sql(repository, sql: str, rows: list | None = None) -> list:
         return client.execute(sql, rows) if rows is not None else client.execute(sql)
 
 
-def open_repository(backend: str, request, **options):
-    """An extra ``ObservabilityClickHouse`` on the backend under test (chdb's engine included)."""
-    repository = ObservabilityClickHouse(url=request.getfixturevalue("backend_url"), **options)
-    if backend == "clickhouse-chdb":
-        from tests.chdb_client import ChdbClient
-
-        engine = request.getfixturevalue("chdb_engine")
-        repository.backend.database.client_factory = lambda **kwargs: ChdbClient(engine, **kwargs)
-    return repository
+def open_repository(url: str, **options) -> ObservabilityClickHouse:
+    """An extra ``ObservabilityClickHouse`` on ``url`` (the in-process engine's included)."""
+    return on_url(ObservabilityClickHouse(url=url, **options), url)
 
 
 # --------------------------------------------------------------------------- create and read
@@ -599,7 +581,6 @@ def test_list_by_metadata_string_is_not_json_text(observability):
     assert listing(observability, metadata={"k": "true"}) == []
 
 
-@SQL_ONLY
 def test_list_counts_roots_too_big_for_the_filter_index(observability):
     """§3.8: roots whose filter values exceed an index entry (PostgreSQL counts them through a
     second index) are stored, listed and counted like the others."""
@@ -689,7 +670,7 @@ def test_list_ties_by_trace_id(listed):
 def test_observability_strategy(observability, backend):
     """43."""
     strategy = observability.observability_strategy
-    if backend in CLICKHOUSE:
+    if MATRIX[backend].family == "clickhouse":
         assert strategy == {"preferred": "insert-only", "supported": ["insert-only", "batch-with-updates"]}
     else:
         assert strategy["preferred"] == "batch-with-updates"
@@ -702,7 +683,7 @@ def test_observability_strategy(observability, backend):
 
 def test_supports_concurrent_updates(observability, backend):
     """44."""
-    assert observability.supports_concurrent_updates() is (backend not in CLICKHOUSE)
+    assert observability.supports_concurrent_updates() is MATRIX[backend].transactions
 
 
 # --------------------------------------------------------------------------- bulk ingest and retries
@@ -747,7 +728,7 @@ def test_same_batch_twice_leaves_one_copy(observability, backend, backend_url):
     created = assert_bulk_stored(observability)
     observability.batch_create_spans(records=records)
     assert assert_bulk_stored(observability) == created
-    if backend in CLICKHOUSE:
+    if MATRIX[backend].family == "clickhouse":
         clickhouse_sql(observability, "OPTIMIZE TABLE mastra_ai_spans FINAL")
         assert assert_bulk_stored(observability) == created
     observability.batch_create_spans(records=ten_thousand_spans(output="changed"))
@@ -934,7 +915,7 @@ def test_fast_path_declines_what_it_cannot_check():
 
 # --------------------------------------------------------------------------- backend specifics
 
-@pytest.mark.backends(*CLICKHOUSE)
+@CLICKHOUSE_ONLY
 def test_clickhouse_batch_with_updates(observability):
     """54."""
     root = span(ended_at=None)
@@ -947,7 +928,7 @@ def test_clickhouse_batch_with_updates(observability):
     assert observability.list_traces().total == 1
 
 
-@pytest.mark.backends(*CLICKHOUSE)
+@CLICKHOUSE_ONLY
 def test_clickhouse_18_16_types_and_fallback_filters(listed, backend_url):
     """55 (36–38 ran through the visitParam fallback on this server)."""
     features = listed.backend.features
@@ -964,10 +945,10 @@ def test_clickhouse_18_16_types_and_fallback_filters(listed, backend_url):
     assert listing(listed, metadata={"priority": "high"}) == ["t1"]
 
 
-@pytest.mark.backends("clickhouse")
-def test_clickhouse_ttl_on_an_old_server(clickhouse_url, caplog):
+@pytest.mark.requires(family="clickhouse", current_clickhouse=False)
+def test_clickhouse_ttl_on_an_old_server(backend_url, caplog):
     """56 (18.16: one warning, init succeeds)."""
-    repository = ObservabilityClickHouse(url=clickhouse_url, ttl_days=30)
+    repository = open_repository(backend_url, ttl_days=30)
     try:
         if repository.backend.features.ttl:
             pytest.skip("the server supports TTL")
@@ -979,14 +960,14 @@ def test_clickhouse_ttl_on_an_old_server(clickhouse_url, caplog):
         repository.close()
 
 
+# A ClickHouse server: the in-process engine runs mutations synchronously, so none stays unfinished.
 @pytest.mark.backends("clickhouse")
-def test_clickhouse_delete_timeout(clickhouse_url):
+def test_clickhouse_delete_timeout(backend_url):
     """§3.2: a delete that waits on a mutation which never finishes times out with the ids."""
     database = f"obs_timeout_{uuid.uuid4().hex[:8]}"
-    client = clickhouse_client(clickhouse_url)
+    client = clickhouse_client(backend_url)
     client.execute(f"CREATE DATABASE {database}")
-    repository = ObservabilityClickHouse(url=clickhouse_url.rsplit("/", 1)[0] + f"/{database}",
-                                         mutation_timeout_s=0.3)
+    repository = open_repository(backend_url.rsplit("/", 1)[0] + f"/{database}", mutation_timeout_s=0.3)
     try:
         repository.init()
         repository.create_span(span=span(trace_id="t1"))
@@ -1001,7 +982,7 @@ def test_clickhouse_delete_timeout(clickhouse_url):
         client.execute(f"DROP DATABASE {database}")
 
 
-@pytest.mark.backends(*CLICKHOUSE)
+@CLICKHOUSE_ONLY
 def test_clickhouse_rows_of_other_clients(observability, backend_url):
     """§2.5/§2.6: "" and "_null_" mean no parent and no error; "null" means no error."""
     from composite_store.values import epoch_ms
@@ -1252,7 +1233,7 @@ def test_postgres_layout_and_old_table(postgres_url):
         connection.close()
 
 
-@SQL_ONLY
+@pytest.mark.backends("sqlite", "postgres")  # their query plans
 def test_sql_query_plans_use_the_indexes(listed, backend):
     """§4.1/§4.2: trace reads use the trace index, root lists the partial root index."""
     Span = listed.models.span
@@ -1309,7 +1290,7 @@ def test_postgres_filtered_counts_are_index_only_scans(listed, caplog, filters, 
 # --------------------------------------------------------------------------- current ClickHouse
 
 @CURRENT_CLICKHOUSE
-def test_current_clickhouse_layout_and_ttl(observability, backend, request):
+def test_current_clickhouse_layout_and_ttl(observability, backend_url):
     """55/56 on a current server: DateTime64 and Bool columns; ``ttl_days=30`` shows in SHOW CREATE
     TABLE and a second ``init()`` issues no ALTER."""
     columns = observability.backend.features.columns["mastra_ai_spans"]
@@ -1432,7 +1413,7 @@ def test_stored_json_is_compact_text(observability, backend, backend_url):
             metadata, scope = connection.execute(
                 "SELECT metadata, scope FROM mastra_ai_spans WHERE \"traceId\" = 'json-t'").fetchone()
         assert metadata == '{"nested":{"a":1},"z":"é"}' and scope == '{"deps":[1],"v":"1"}'
-    elif backend in CLICKHOUSE:
+    elif MATRIX[backend].family == "clickhouse":
         metadata, scope = clickhouse_sql(
             observability, "SELECT metadata, scope FROM mastra_ai_spans WHERE traceId = 'json-t'")[0]
         assert metadata == '{"z":"é","nested":{"a":1}}' and scope == '{"v":"1","deps":[1]}'

@@ -1,9 +1,10 @@
 """Scores domain conformance suite (scores.md §5), run on every backend, plus ``save_scores``.
 
-Each test runs on SQLite, PostgreSQL and ClickHouse (the session's server, Debian's 18.16 here);
-with ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` set, also on that current (24.x+) server
-(``clickhouse-current``). The SQL generated for current servers is also run in-process with chdb
-(scenario 45). Scenario numbers from scores.md §5 are given in the docstrings.
+Each test runs on every default backend of the matrix in ``tests/conftest.py``: SQLite,
+PostgreSQL, ClickHouse (the session's server, Debian's 18.16 here) and a current ClickHouse
+(``clickhouse-current``: the server of ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL``, else the engine
+in-process), unless its markers narrow that. Scenario numbers from scores.md §5 are given in the
+docstrings.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import secrets
 import sqlite3
 import time
@@ -33,18 +33,11 @@ from composite_store.scores import fast_prepare_score
 from composite_store.sqlite import ScoresSQLite
 from composite_store.validation import Problems
 from composite_store.values import json_loads
+from tests.conftest import MATRIX, clickhouse_client, on_url, open_store
 
 UTC = timezone.utc
-CURRENT_CLICKHOUSE_URL = os.environ.get("COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL")
-
-#: Every scenario runs on these unless marked otherwise.
-EVERY = ("sqlite", "postgres", "clickhouse") + (("clickhouse-current",) if CURRENT_CLICKHOUSE_URL else ())
-SQL_ONLY = pytest.mark.backends("sqlite", "postgres")
-CLICKHOUSE_ONLY = pytest.mark.backends("clickhouse", *(("clickhouse-current",) if CURRENT_CLICKHOUSE_URL else ()))
-
-pytestmark = pytest.mark.backends(*EVERY)
-
-BACKEND_IDS = {"sqlite": "SQLITE", "postgres": "PG", "clickhouse": "CLICKHOUSE", "clickhouse-current": "CLICKHOUSE"}
+#: Scenarios about ClickHouse's own tables.
+CLICKHOUSE_ONLY = pytest.mark.requires(family="clickhouse")
 
 #: The 35 keys of a score (scores.md §2.1).
 SCORE_KEYS = {
@@ -78,7 +71,7 @@ def sample(scorer_id: str = "sc-1", **overrides) -> dict:
 
 def error_id(backend: str, operation: str, status: str = "INVALID_INPUT") -> str:
     """``STORAGE_<B>_<OPERATION>_<STATUS>`` for the backend under test."""
-    return f"STORAGE_{BACKEND_IDS[backend]}_{operation}_{status}"
+    return f"STORAGE_{MATRIX[backend].error_name}_{operation}_{status}"
 
 
 def info(page: Page) -> tuple:
@@ -92,15 +85,6 @@ def ids(page: Page) -> list[str]:
 
 def total_rows(scores) -> int:
     return scores.count_rows()["mastra_scorers"]
-
-
-def clickhouse_client(url: str):
-    """A raw clickhouse-driver client for ``url``."""
-    from clickhouse_driver import Client
-
-    from composite_store.backends.clickhouse import parse_clickhouse_url
-
-    return Client(**parse_clickhouse_url(url))
 
 
 def sqlite_path(url: str) -> str:
@@ -283,6 +267,65 @@ def test_list_by_span_pages(scores):
     assert sorted(seen) == sorted(target)
 
 
+# --------------------------------------------------------------------------- every score
+
+def test_list_scores_returns_every_score_newest_first(scores):
+    """``list_scores``: all scores of every scorer, run and entity; newest first, ties by id."""
+    saved = scores.save_scores(scores=[sample("sc-a"), sample("sc-b", entity_id="other", entity_type="WORKFLOW")])
+    saved += [scores.save_score(score=sample("sc-c", trace_id="t", span_id="s")) for _ in range(3)]
+    newest_first = [item["id"] for item in sorted(saved, key=lambda item: (-item["created_at"].timestamp(), item["id"]))]
+    page = scores.list_scores()
+    assert ids(page) == newest_first and info(page) == (5, 0, 100, False)
+    assert page.items == [scores.get_score_by_id(id=score_id) for score_id in newest_first]
+    first, second, third = (scores.list_scores(page=number, per_page=2) for number in range(3))
+    assert (info(first), info(second), info(third)) == ((5, 0, 2, True), (5, 1, 2, True), (5, 2, 2, False))
+    assert ids(first) + ids(second) + ids(third) == newest_first
+    assert ids(scores.list_scores(per_page=False)) == newest_first
+    assert scores.list_scores(per_page=0).items == [] and scores.list_scores(per_page=0).total == 5
+
+
+def test_list_scores_order_by(scores):
+    """``list_scores(order_by=...)``: by score, created_at or updated_at in either direction, ties by id."""
+    saved = scores.save_scores(scores=[sample(score=value) for value in (0.5, 0.1, 0.9, 0.5)])
+    by_score = sorted(saved, key=lambda item: (item["score"], item["id"]))
+    assert ids(scores.list_scores(order_by={"field": "score", "direction": "asc"})) == [i["id"] for i in by_score]
+    descending = sorted(saved, key=lambda item: (-item["score"], item["id"]))
+    assert ids(scores.list_scores(order_by={"field": "score"})) == [item["id"] for item in descending]
+    oldest_first = sorted(saved, key=lambda item: (item["created_at"], item["id"]))
+    assert ids(scores.list_scores(order_by={"direction": "ASC"})) == [item["id"] for item in oldest_first]
+    assert ids(scores.list_scores(order_by={"field": "updated_at", "direction": "ASC"})) == \
+        [item["id"] for item in sorted(saved, key=lambda item: (item["updated_at"], item["id"]))]
+
+
+def test_list_scores_honours_tenancy(scores, tenants):
+    """``list_scores(filters=...)``: the tenancy scope narrows all scores."""
+    assert scores.list_scores().total == 3
+    assert scores.list_scores(filters={"organization_id": "org-a"}).total == 2
+    page = scores.list_scores(filters={"organization_id": "org-a", "project_id": "proj-1"})
+    assert ids(page) == [tenants[("org-a", "proj-1")]["id"]]
+    assert scores.list_scores(filters={"project_id": "proj-1"}).total == 2
+    assert scores.list_scores(filters={"organization_id": "org-c"}).items == []
+
+
+def test_list_scores_rejects_bad_arguments_before_any_query(unreachable_scores, backend):
+    """``list_scores``: every bad argument in one validation error; no query runs."""
+    with pytest.raises(ValidationError) as caught:
+        unreachable_scores.list_scores(page=-1, filters={"tenant": "x"},
+                                       order_by={"field": "reason", "direction": "UP", "nulls": "last"})
+    assert caught.value.id == error_id(backend, "LIST_SCORES", "INVALID_PAGE")
+    assert caught.value.fields == {
+        "page": caught.value.fields["page"], "filters.tenant": ["Unknown field."],
+        "order_by.field": ["order_by.field must be one of created_at, updated_at, score"],
+        "order_by.direction": ["order_by.direction must be ASC or DESC"], "order_by.nulls": ["Unknown field."]}
+    with pytest.raises(ValidationError) as caught:
+        unreachable_scores.list_scores(order_by="score")
+    assert caught.value.id == error_id(backend, "LIST_SCORES") and set(caught.value.fields) == {"order_by"}
+    with pytest.raises(TypeError):
+        unreachable_scores.list_scores({"organization_id": "org-a"})
+    with pytest.raises(BackendUnavailableError):
+        unreachable_scores.list_scores()
+
+
 # --------------------------------------------------------------------------- tenancy and provenance
 
 def test_tenancy_fields_round_trip(scores):
@@ -361,7 +404,7 @@ def test_retrying_a_save_with_an_id_leaves_one_row(scores, backend, backend_url)
         assert scores.get_score_by_id(id="score-2")["run_id"] == payload["run_id"]
 
     check()
-    if backend.startswith("clickhouse"):
+    if MATRIX[backend].family == "clickhouse":
         clickhouse_client(backend_url).execute("OPTIMIZE TABLE mastra_scorers FINAL")
         check()
 
@@ -591,7 +634,7 @@ def test_unstorable_characters_are_removed(scores, backend):
     """README: unpaired surrogates are removed everywhere, U+0000 on PostgreSQL."""
     saved = scores.save_score(score=sample(reason="a\ud800b\x00c", metadata={"k\udc00": ["x\x00y\ud800"]}))
     stored = scores.get_score_by_id(id=saved["id"])
-    nul = "" if backend == "postgres" else "\x00"
+    nul = "" if MATRIX[backend].strips_nul else "\x00"
     assert stored["reason"] == f"ab{nul}c" and stored["metadata"] == {"k": [f"x{nul}y"]}
     assert stored == saved
 
@@ -687,7 +730,7 @@ def test_threads_share_one_store(scores, backend):
     """Scenario 40: 8 threads x 250 saves. On ClickHouse 8 x 20: every single save is one INSERT,
     which on 18.16 writes a new part of ~140 files (10-30 saves/s on the test machines), so the
     full 2,000 would add minutes to the suite without checking anything more."""
-    per_thread = 20 if backend.startswith("clickhouse") else 250
+    per_thread = 20 if MATRIX[backend].family == "clickhouse" else 250
 
     def work(worker: int) -> list[str]:
         return [scores.save_score(score=sample("sc-threads", run_id=f"w{worker}"))["id"] for _ in range(per_thread)]
@@ -746,15 +789,13 @@ def test_init_twice_changes_nothing(backend, backend_url, make_store):
 
 def test_init_from_many_threads_and_store_objects(backend, backend_url, tmp_path, request):
     """§3.10: init is idempotent and safe from several threads (and store objects) at once."""
-    from composite_store.composite import store_for_url
-
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path}/threads.db"
     elif backend == "postgres":
         url = f"{backend_url}?schema_name=threads_{secrets.token_hex(4)}"
     else:
         url, _ = request.getfixturevalue("clickhouse_database")
-    stores = [store_for_url(url) for _ in range(4)]
+    stores = [open_store(url) for _ in range(4)]
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda index: stores[index % 4].get_store("scores").init(), range(8)))
@@ -845,13 +886,13 @@ def test_init_on_a_clickhouse_table_with_an_extra_and_a_missing_column(clickhous
     """Scenario 42 on ClickHouse: a table this library created, with an unknown column added and
     ``datasetItemId`` dropped."""
     url, client = clickhouse_database
-    scores = ScoresClickHouse(url=url)
+    scores = on_url(ScoresClickHouse(url=url), url)
     scores.init()
     saved = scores.save_score(score=sample("sc-old"))
     client.execute("ALTER TABLE mastra_scorers ADD COLUMN legacyNote Nullable(String)")
     client.execute("ALTER TABLE mastra_scorers DROP COLUMN datasetItemId")
     scores.close()
-    again = ScoresClickHouse(url=url)
+    again = on_url(ScoresClickHouse(url=url), url)
     again.init()
     columns = {name for name, in client.execute("SELECT name FROM system.columns WHERE database = currentDatabase() "
                                                 "AND table = 'mastra_scorers'")}
@@ -867,7 +908,7 @@ def test_init_refuses_a_plain_merge_tree(clickhouse_database):
     client.execute("CREATE TABLE mastra_scorers (id String, scorerId String, createdAt Int64) "
                    "ENGINE = MergeTree() ORDER BY (createdAt, id)")
     before = client.execute("SHOW CREATE TABLE mastra_scorers")
-    scores = ScoresClickHouse(url=url)
+    scores = on_url(ScoresClickHouse(url=url), url)
     with pytest.raises(NotSupportedError) as caught:
         scores.init()
     assert caught.value.id == "STORAGE_CLICKHOUSE_INIT_NOT_SUPPORTED" and caught.value.domain == "scores"
@@ -877,10 +918,10 @@ def test_init_refuses_a_plain_merge_tree(clickhouse_database):
 
 def test_supports_concurrent_updates(scores, backend):
     """Scenario 43."""
-    assert scores.supports_concurrent_updates() is (not backend.startswith("clickhouse"))
+    assert scores.supports_concurrent_updates() is MATRIX[backend].transactions
 
 
-@pytest.mark.backends("clickhouse")
+@pytest.mark.requires(family="clickhouse", current_clickhouse=False)
 def test_clickhouse_18_table_and_ttl_warning(clickhouse_database, caplog):
     """Scenario 44: Int64 timestamps, ReplacingMergeTree(_version), monthly partitions, no TTL;
     ``ttl_days`` only logs one warning on a server without TTL."""
@@ -903,15 +944,16 @@ def test_clickhouse_18_table_and_ttl_warning(clickhouse_database, caplog):
     scores.close()
 
 
-@pytest.mark.skipif(not CURRENT_CLICKHOUSE_URL, reason="COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL is not set")
-@pytest.mark.backends("clickhouse-current")
+@pytest.mark.requires(current_clickhouse=True)
 def test_current_clickhouse_ttl(clickhouse_database):
-    """Scenario 45 on a real current server."""
+    """Scenario 45: ``DateTime64`` columns, monthly partitions and the TTL; a second ``init()`` issues
+    no ``ALTER``."""
     url, client = clickhouse_database
-    ScoresClickHouse(url=url, ttl_days=30).init()
+    on_url(ScoresClickHouse(url=url, ttl_days=30), url).init()
     [[ddl]] = client.execute("SHOW CREATE TABLE mastra_scorers")
+    assert "DateTime64(3, 'UTC')" in ddl and "PARTITION BY toYYYYMM(createdAt)" in ddl
     assert "TTL" in ddl and "toIntervalDay(30)" in ddl.replace("INTERVAL 30 DAY", "toIntervalDay(30)")
-    second = ScoresClickHouse(url=url, ttl_days=30)
+    second = on_url(ScoresClickHouse(url=url, ttl_days=30), url)
     statements = spy_statements(second)
     second.init()
     assert not [sql for sql in statements if sql.lstrip().upper().startswith("ALTER")]
@@ -929,41 +971,6 @@ def spy_statements(scores) -> list[str]:
 
     database.execute_sql = recording
     return statements
-
-
-def test_current_clickhouse_sql_in_chdb(chdb_engine):
-    """Scenario 45 checked in-process: the DDL and reads generated for a current server run in chdb."""
-    from tests.chdb_client import ChdbClient
-
-    engine = chdb_engine
-    engine.query("DROP TABLE IF EXISTS mastra_scorers")
-
-    def current() -> ScoresClickHouse:
-        scores = ScoresClickHouse(url="clickhouse://default:@in-process/default", ttl_days=30)
-        scores.backend.database.client_factory = lambda **kwargs: ChdbClient(engine, **kwargs)
-        return scores
-
-    scores = current()
-    scores.init()
-    [[ddl]] = scores.backend.database.connection().client.execute("SHOW CREATE TABLE mastra_scorers")
-    assert "DateTime64(3, 'UTC')" in ddl and "PARTITION BY toYYYYMM(createdAt)" in ddl and "TTL" in ddl
-    second = current()
-    statements = spy_statements(second)
-    second.init()
-    assert not [sql for sql in statements if sql.lstrip().upper().startswith("ALTER")]
-    first = scores.save_score(score=sample("sc-chdb", id="c-1", score=0.1))
-    replaced = scores.save_score(score=sample("sc-chdb", id="c-1", score=0.7))
-    batch = scores.save_scores(scores=[sample("sc-chdb") for _ in range(3)])
-    assert replaced["created_at"] == first["created_at"]
-    assert scores.get_score_by_id(id="c-1") == replaced
-    page = scores.list_scores_by_scorer_id(scorer_id="sc-chdb", per_page=2)
-    assert page.total == 4 and len(page.items) == 2 and page.has_more
-    assert batch[0]["created_at"].tzinfo is not None
-    scores.close()
-    second.close()
-    # The engine is shared by the session: later tests must not inherit this retention.
-    engine.query("ALTER TABLE mastra_scorers REMOVE TTL")
-
 
 
 # --------------------------------------------------------------------------- save_scores

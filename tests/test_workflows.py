@@ -1,12 +1,14 @@
 """Workflows domain conformance suite (workflows.md §6), run on every backend.
 
-Each test names the spec scenario it covers; the headings follow §6.
+Each test runs on every default backend of the matrix in ``tests/conftest.py`` (SQLite,
+PostgreSQL, the session's ClickHouse server — Debian's 18.16 here — and a current ClickHouse,
+scenario 44, in-process when no server URL is given) unless its markers narrow that.  Each test
+names the spec scenario it covers; the headings follow §6.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sqlite3
 import threading
 import time
@@ -22,10 +24,9 @@ from composite_store import UNSET, ConflictError, ValidationError
 from composite_store.jsonb import encode_jsonb
 from composite_store.schemas import WorkflowRunSchema
 from composite_store.values import format_iso, utc_now
+from tests.conftest import MATRIX, clickhouse_client
 
 UTC = timezone.utc
-BACKEND_IDS = {"sqlite": "SQLITE", "postgres": "PG", "clickhouse": "CLICKHOUSE"}
-CURRENT_CLICKHOUSE_URL = os.environ.get("COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL")
 
 
 def sample_snapshot(status: str, run_id: str | None = None, step: str | None = None) -> dict:
@@ -47,7 +48,7 @@ def persist(workflows, workflow_name: str = "wf", status: str = "success", **kwa
 
 
 def error_id(backend: str, operation: str, status: str) -> str:
-    return f"STORAGE_{BACKEND_IDS[backend]}_{operation}_{status}"
+    return f"STORAGE_{MATRIX[backend].error_name}_{operation}_{status}"
 
 
 def run_ids(page) -> list[str]:
@@ -443,7 +444,7 @@ def test_snapshot_without_context_is_a_conflict(workflows, backend):  # scenario
 
 
 def test_supports_concurrent_updates(workflows, backend):  # scenario 28
-    assert workflows.supports_concurrent_updates() is (backend != "clickhouse")
+    assert workflows.supports_concurrent_updates() is MATRIX[backend].transactions
 
 
 # =========================================================================== concurrency
@@ -499,7 +500,7 @@ def add_steps_in_process(url: str, run_id: str, step_numbers: list[int]) -> str 
     return None
 
 
-@pytest.mark.backends("sqlite", "postgres")
+@pytest.mark.requires(transactions=True)  # ClickHouse's write lock holds within one process only
 def test_processes_adding_step_results_lose_nothing(workflows, backend_url):  # scenario 31
     run_id = _running_run(workflows)
     context = multiprocessing.get_context("spawn")
@@ -629,7 +630,7 @@ def test_characters_that_cannot_be_stored_are_removed(workflows, backend):  # sc
     snapshot = {"status": "success", "context": {"st\x00ep": {"text": "a\x00b\ud800c"}},
                 "literal": "\\u0000", "k\udc00ey": "v"}
     workflows.persist_workflow_snapshot(workflow_name="wf", run_id="chars", snapshot=snapshot)
-    nul = "" if backend == "postgres" else "\x00"
+    nul = "" if MATRIX[backend].strips_nul else "\x00"
     expected = {"status": "success", "context": {f"st{nul}ep": {"text": f"a{nul}bc"}}, "literal": "\\u0000",
                 "key": "v"}
     assert workflows.load_workflow_snapshot(workflow_name="wf", run_id="chars") == expected
@@ -878,17 +879,9 @@ def test_sqlite_older_table_gets_resource_id_column(workflows, tmp_path, make_st
         assert connection.execute("SELECT extra FROM mastra_workflow_snapshot").fetchall() == [("kept",)]
 
 
-def _clickhouse_client(url: str):
-    from clickhouse_driver import Client
-
-    from composite_store.backends.clickhouse import parse_clickhouse_url
-
-    return Client(**parse_clickhouse_url(url))
-
-
-@pytest.mark.backends("clickhouse")
-def test_clickhouse_table_and_row_versions(workflows, clickhouse_url):  # scenario 43
-    client = _clickhouse_client(clickhouse_url)
+@pytest.mark.requires(family="clickhouse")
+def test_clickhouse_table_and_row_versions(workflows, backend, backend_url):  # scenarios 43 and 44
+    client = clickhouse_client(backend_url)
     try:
         engine, sorting_key = client.execute(
             "SELECT engine_full, sorting_key FROM system.tables "
@@ -896,6 +889,7 @@ def test_clickhouse_table_and_row_versions(workflows, clickhouse_url):  # scenar
         columns = dict(client.execute("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
                                       "AND table = 'mastra_workflow_snapshot'"))
         datetime64 = client.execute("SELECT count() FROM system.data_type_families WHERE name = 'DateTime64'")[0][0]
+        assert datetime64 or not MATRIX[backend].current_clickhouse
         assert engine.startswith("ReplacingMergeTree(_version)") and "index_granularity = 8192" in engine
         assert "PARTITION BY" not in engine
         assert sorting_key.replace(" ", "") == "createdAt,run_id,workflow_name"
@@ -914,67 +908,3 @@ def test_clickhouse_table_and_row_versions(workflows, clickhouse_url):  # scenar
         assert workflows.get_workflow_run_by_id(run_id="versioned") is None
     finally:
         client.disconnect()
-
-
-@pytest.fixture(scope="module")
-def current_engine_workflows(chdb_engine):
-    """The workflows repository of a ClickHouse store whose client runs the SQL in chdb, a current
-    ClickHouse engine embedded in Python (only an 18.16 server can be installed here)."""
-    from composite_store.clickhouse import ClickHouseStore
-    from tests.chdb_client import ChdbClient
-    from tests.conftest import CHDB_URL
-
-    store = ClickHouseStore(id="current", url=CHDB_URL)
-    store.backend.database.client_factory = lambda **kwargs: ChdbClient(chdb_engine, **kwargs)
-    store.init()
-    yield store.get_store("workflows")
-    store.close()
-
-
-def test_current_clickhouse_engine_runs_the_generated_sql(current_engine_workflows):  # scenario 44, in-process
-    workflows = current_engine_workflows
-    features = workflows.backend.features
-    assert features.datetime64 and features.json_functions
-    columns = features.columns["mastra_workflow_snapshot"]
-    assert columns["createdAt"] == columns["updatedAt"] == "DateTime64(3, 'UTC')"
-    scenarios = (test_list_filters_by_top_level_status_only, test_list_filters_by_thread_id,
-                 test_list_date_range_is_inclusive_to_the_millisecond,
-                 test_timestamps_are_aware_utc_to_the_millisecond,
-                 test_persist_again_replaces_snapshot_and_keeps_created_at,
-                 test_update_workflow_state_merges_run_fields,
-                 test_update_workflow_results_creates_a_missing_run, test_same_run_id_in_two_workflows)
-    for scenario in scenarios:
-        workflows.dangerously_clear_all()
-        scenario(workflows)
-    workflows.dangerously_clear_all()
-    for status in ("running", "suspended", "success"):
-        persist(workflows, run_id="versioned", status=status)
-    page = workflows.list_workflow_runs(status="success")
-    assert (page.total, run_ids(page)) == (1, ["versioned"])
-    workflows.delete_workflow_run_by_id(run_id="versioned", workflow_name="wf")
-    assert workflows.list_workflow_runs().total == 0
-
-
-@pytest.mark.skipif(not CURRENT_CLICKHOUSE_URL, reason="COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL names no 24.x server")
-def test_clickhouse_current_server():  # scenario 44
-    from composite_store.clickhouse import ClickHouseStore
-
-    with ClickHouseStore(url=CURRENT_CLICKHOUSE_URL) as store:
-        store.init()
-        workflows = store.get_store("workflows")
-        workflows.dangerously_clear_all()
-        client = _clickhouse_client(CURRENT_CLICKHOUSE_URL)
-        try:
-            types = dict(client.execute("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
-                                        "AND table = 'mastra_workflow_snapshot'"))
-        finally:
-            client.disconnect()
-        assert types["createdAt"] == types["updatedAt"] == "DateTime64(3, 'UTC')"
-        test_list_filters_by_top_level_status_only(workflows)
-        workflows.dangerously_clear_all()
-        test_timestamps_are_aware_utc_to_the_millisecond(workflows)
-        workflows.dangerously_clear_all()
-        test_update_workflow_state_merges_run_fields(workflows)
-        test_threads_adding_step_results_lose_nothing(workflows)
-        workflows.dangerously_clear_all()
-        test_list_filters_by_thread_id(workflows)
