@@ -252,3 +252,12 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
                 (runner.run_python if block.language == "python" else runner.run_shell)(block)
         finally:
             runner.close()
+
+
+def test_readme_names_every_environment_variable_the_tests_and_benchmarks_read():
+    sources = [path.read_text() for folder in ("tests", "benchmarks") for path in (ROOT / folder).rglob("*.py")]
+    names = {name for text in sources
+             for name in re.findall(r'"(COMPOSITE_STORE_[A-Z0-9_]+)"|_ENV = "([A-Z0-9_]+)"', text) for name in name if name}
+    assert "CLICKHOUSE_SERVER_BINARY" in names
+    readme = (ROOT / "README.md").read_text()
+    assert not sorted(name for name in names if name not in readme)
