@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 from typing import Any, Mapping
 from uuid import uuid4
 
@@ -22,8 +21,8 @@ from .errors import ConflictError, NotFoundError, NotSupportedError, StorageErro
 from .page import Page
 from .schemas.agents import AGENT_STATUSES, VISIBILITIES, AgentInputSchema, AgentUpdateSchema, AgentVersionSchema
 from .schemas.base import load_into
-from .validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, check_text
-from .values import UNSET, json_dumps, json_loads, normalize_json, utc_now
+from .validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, check_text, one_of
+from .values import UNSET, json_dumps, json_loads, later_than, normalize_json, utc_now
 
 logger = logging.getLogger("composite_store.agents")
 
@@ -102,10 +101,6 @@ def _check_id(problems: Problems, field: str, value: Any) -> None:
     check_id(problems, field, value)
     if isinstance(value, str):
         check_text(problems, field, value)
-
-
-def _one_of(choices: tuple[str, ...]) -> str:
-    return f"Must be one of: {', '.join(choices)}."
 
 
 class AgentsRepository(DomainRepository):
@@ -267,9 +262,7 @@ class AgentsRepository(DomainRepository):
                 stored = row["metadata"] if isinstance(row["metadata"], dict) else {}
                 changes["metadata"] = {**stored, **changes["metadata"]}
             # updated_at strictly increases, even for two updates within one millisecond.
-            stored_at = row["updated_at"]
-            later = stored_at is None or now > stored_at
-            changes["updated_at"] = now if later else stored_at + timedelta(milliseconds=1)
+            changes["updated_at"] = later_than(row["updated_at"], now)
             self.backend.replace(Agent, row, changes)
         return _agent_record({**row, **changes})
 
@@ -306,7 +299,7 @@ class AgentsRepository(DomainRepository):
         problems = Problems()
         _check_id(problems, "id", id)
         if status is not None and status not in AGENT_STATUSES:
-            problems.add("status", _one_of(AGENT_STATUSES))
+            problems.add("status", one_of(AGENT_STATUSES))
         if version_id is not None:
             _check_id(problems, "version_id", version_id)
             if status is not None:
@@ -361,9 +354,9 @@ class AgentsRepository(DomainRepository):
         ordering = check_order_by(problems, order_by, allowed=("created_at", "updated_at"),
                                   default_field="created_at", default_direction="DESC")
         if status is not None and status not in AGENT_STATUSES:
-            problems.add("status", _one_of(AGENT_STATUSES))
+            problems.add("status", one_of(AGENT_STATUSES))
         if visibility is not None and visibility not in VISIBILITIES:
-            problems.add("visibility", _one_of(VISIBILITIES))
+            problems.add("visibility", one_of(VISIBILITIES))
         if author_id is not None:
             _check_id(problems, "author_id", author_id)
         if entity_ids is not None:

@@ -59,6 +59,11 @@ def check_id(problems: Problems, field: str, value: Any) -> None:
         problems.add(field, f"{field} must be a non-empty string")
 
 
+def one_of(choices: Iterable[str]) -> str:
+    """The message of a value outside ``choices`` (marshmallow's ``OneOf`` wording)."""
+    return f"Must be one of: {', '.join(choices)}."
+
+
 def require_id(field: str, value: Any) -> None:
     """Raise at once when one id argument is not a non-empty string."""
     problems = Problems()

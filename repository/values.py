@@ -8,7 +8,7 @@ import re
 import threading
 import time
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from .jsonb import decode_jsonb
 
@@ -119,6 +119,12 @@ def epoch_ms(value: datetime) -> int:
 def from_epoch_ms(value: int) -> datetime:
     """Inverse of :func:`epoch_ms`."""
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value))
+
+
+def later_than(stored: datetime | None, now: datetime) -> datetime:
+    """``now``, or ``stored`` + 1 ms when the clock has not moved past ``stored``: an
+    ``updated_at`` that always moves forward, even on a clock that steps back."""
+    return now if stored is None or now > stored else stored + timedelta(milliseconds=1)
 
 
 class VersionClock:
@@ -331,6 +337,11 @@ class JSONText(str):
     __slots__ = ()
 
 
+#: Stored JSON ``null``: what a ``None`` input is in a ``NOT NULL`` JSON column (the backends'
+#: insert sends a bare ``None`` as SQL ``NULL``).
+JSON_NULL = JSONText("null")
+
+
 # One configured encoder: json.dumps with options would build a new encoder on every call.
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _json_thread = threading.local()
@@ -392,3 +403,28 @@ def deep_copy_json(value: Any) -> Any:
     if isinstance(value, list):
         return [deep_copy_json(item) for item in value]
     return value
+
+
+# --------------------------------------------------------------------------- id lists
+
+#: Ids per statement of a bulk read, update or delete (every backend takes this many parameters).
+ID_CHUNK = 500
+
+
+def chunks(values: Sequence[Any], *, size: int = ID_CHUNK, max_chars: int | None = None) -> Iterator[list[Any]]:
+    """``values`` in lists of at most ``size`` members; with ``max_chars``, also of at most about
+    that many characters of (string) ids, for servers that limit a query's length (ClickHouse)."""
+    if max_chars is None:
+        for start in range(0, len(values), size):
+            yield list(values[start:start + size])
+        return
+    chunk: list[Any] = []
+    length = 0
+    for value in values:
+        if chunk and (len(chunk) >= size or length + len(value) > max_chars):
+            yield chunk
+            chunk, length = [], 0
+        chunk.append(value)
+        length += len(value) + 4  # quotes, comma and space around each id
+    if chunk:
+        yield chunk

@@ -3,24 +3,23 @@
 
 from __future__ import annotations
 
-import threading
-from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from datetime import datetime
+from typing import Any, Callable
 from uuid import uuid4
 
 import peewee
 
 from ..models.datasets import JSONTextField, build_datasets_models
-from ..models.experiments import build_experiments_models
 
 from ..base import DomainRepository, fetch_page, operation, order_terms
 from ..errors import VALIDATION_STATUS_ORDER, ConflictError, NotFoundError, StorageError, ValidationError
-from ..experiments import detach_dataset_rows, redact_item_result_rows
 from ..page import Page
+from ..purge import (LinkedTables, detach_dataset_rows, is_purged, purge_mark, purge_time,
+                     redact_item_result_rows)
 from ..schemas.base import load_into
 from ..schemas.datasets import DatasetSchema, ItemInputSchema, ItemPayloadSchema
 from ..validation import Problems, check_id, check_order_by, check_page, check_tenancy, check_text
-from ..values import UNSET, format_iso, json_dumps, utc_now
+from ..values import UNSET, chunks, format_iso, json_dumps, later_than, utc_now
 from .payload import (
     ABSENT,
     NONE_IS_ABSENT,
@@ -49,7 +48,6 @@ _LIST_FILTERS = ("candidate_key", "candidate_id", "target_type", "target_ids", "
 #: ``update_dataset`` reports at most this many failing items in ``details["failures"]``.
 MAX_SCHEMA_UPDATE_FAILURES = 10
 #: Ids per ``IN (...)`` list.
-_ID_CHUNK = 500
 
 EMPTY_DATASET_ID = "Caller-defined dataset ID must not be empty"
 IDENTITY_CONFLICT_MESSAGE = "One or more dataset item identities conflict with previously accepted items."
@@ -82,22 +80,6 @@ def _check_version(problems: Problems, name: str, value: Any, *, required: bool)
 
 def _scope_conditions(model: type[peewee.Model], scope: dict[str, Any]) -> list[peewee.Expression]:
     return [getattr(model, key) == value for key, value in scope.items()]
-
-
-def _later_than(stored: datetime | None, now: datetime) -> datetime:
-    """``now``, or one millisecond after ``stored`` when the clock has not moved past it."""
-    if stored is not None and now <= stored:
-        return stored + timedelta(milliseconds=1)
-    return now
-
-
-def _is_purged(metadata: Any) -> bool:
-    return isinstance(metadata, dict) and metadata.get("__purged") is True
-
-
-def _chunks(values: list[Any]) -> Iterable[list[Any]]:
-    for start in range(0, len(values), _ID_CHUNK):
-        yield values[start:start + _ID_CHUNK]
 
 
 #: Item keys whose checks :func:`_fast_item` makes itself (the others go through the schema).
@@ -152,8 +134,7 @@ class DatasetsRepository(DomainRepository):
 
     def __init__(self, *, store: Any = None, **options: Any) -> None:
         super().__init__(store=store, **options)
-        self._experiments_models: Any = None
-        self._experiments_models_lock = threading.Lock()
+        self._experiments = LinkedTables.experiments()
         self._linked_experiments: Any = None
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
@@ -170,13 +151,7 @@ class DatasetsRepository(DomainRepository):
     def _local_experiments(self) -> Any:
         """The experiments models on this repository's own database when ``mastra_experiments``
         exists there (whichever store created it), else ``None``."""
-        with self._experiments_models_lock:
-            if self._experiments_models is None:
-                models = build_experiments_models(self._proxy)
-                self.backend.prepare_models(list(vars(models).values()))
-                self._experiments_models = models
-        models = self._experiments_models
-        return models if models.experiment.table_exists() else None
+        return self._experiments.get(self)
 
     # ------------------------------------------------------------------ records
 
@@ -283,7 +258,7 @@ class DatasetsRepository(DomainRepository):
         Dataset, Item, Version = self.models.dataset, self.models.item, self.models.version
         version = dataset["version"] + 1
         self.backend.replace(Dataset, dataset, {"version": version})  # read (locked) in this transaction
-        for chunk in _chunks(closed_ids):
+        for chunk in chunks(closed_ids):
             self.backend.update(Item, (Item.dataset_id == dataset["id"]) & Item.id.in_(chunk) & self._current(),
                                 {"valid_to": version})
         for row in new_rows:
@@ -407,7 +382,7 @@ class DatasetsRepository(DomainRepository):
             if row is None:
                 raise _not_found_dataset(id)
             self._check_schema_change(row, values)
-            values["updated_at"] = _later_than(row["updated_at"], utc_now())
+            values["updated_at"] = later_than(row["updated_at"], utc_now())
             self.backend.update(Dataset, Dataset.id == id, values)
         return self._dataset_record({**row, **values})
 
@@ -596,7 +571,7 @@ class DatasetsRepository(DomainRepository):
         """Every stored row of these ``external_id``s in the dataset, oldest version first."""
         Item = self.models.item
         histories: dict[str, list[dict[str, Any]]] = {}
-        for chunk in _chunks(external_ids):
+        for chunk in chunks(external_ids):
             query = (self._items().where(Item.dataset_id == dataset_id, Item.external_id.in_(chunk))
                      .order_by(Item.external_id, Item.dataset_version))
             for row in query:
@@ -686,7 +661,7 @@ class DatasetsRepository(DomainRepository):
                 raise _not_found_item(id)
             if current["dataset_id"] != dataset_id:
                 raise _dataset_mismatch(id, dataset_id)
-            if _is_purged(decode_payload("metadata", current["metadata"])):
+            if is_purged(decode_payload("metadata", current["metadata"])):
                 raise ConflictError(f"Item {id} has been purged and cannot be updated",
                                     details={"code": "ITEM_PURGED", "item_id": id})
             payload = {field: encode_payload(field, changes[field]) if field in changes
@@ -738,7 +713,7 @@ class DatasetsRepository(DomainRepository):
             if dataset is None:
                 return
             current: dict[str, dict[str, Any]] = {}
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 for row in self._items().where(Item.dataset_id == dataset_id, Item.id.in_(chunk), self._current()):
                     current[row["id"]] = row
             deletable = [item_id for item_id in wanted if item_id in current]
@@ -765,12 +740,12 @@ class DatasetsRepository(DomainRepository):
             if not rows:
                 raise _not_found_item(id)
             marks = [decode_payload("metadata", row["metadata"]) for row in rows]
-            if all(_is_purged(mark) for mark in marks):
-                purged_at = marks[0].get("purgedAt")  # purging again is a no-op
+            if all(is_purged(mark) for mark in marks):
+                purged_at = purge_time(marks[0])  # purging again is a no-op
             else:
                 purged_at = format_iso(utc_now())
                 values: dict[str, Any] = {field: None for field in PAYLOAD_FIELDS}
-                values.update(input=json_dumps(None), metadata=json_dumps({"__purged": True, "purgedAt": purged_at}))
+                values.update(input=json_dumps(None), metadata=json_dumps(purge_mark(purged_at)))
                 self.backend.update(Item, (Item.id == id) & (Item.dataset_id == dataset_id), values)
                 experiments = self._local_experiments()
                 if experiments is not None:

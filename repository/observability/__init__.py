@@ -19,10 +19,10 @@ from .filters import (CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, PREPARED_F
 from .legacy_sql import STRATEGIES
 from .records import (ENTITY_TYPE_KEYS, JSON_KEYS, KEY_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE, OPTIONAL_TEXT_KEYS,
                       SPAN_KEYS, WRITABLE_KEYS, SpanRows, scalars_first)
-from .repository import DELETE_CHUNK, ObservabilityRepository
+from .repository import ObservabilityRepository
 
 __all__ = [
-    "CHOICE_FILTERS", "DELETE_CHUNK", "ENTITY_TYPE_KEYS", "FILTER_KEYS", "JSON_KEYS", "KEY_FIELDS", "LIST_ORDER_FIELDS",
+    "CHOICE_FILTERS", "ENTITY_TYPE_KEYS", "FILTER_KEYS", "JSON_KEYS", "KEY_FIELDS", "LIST_ORDER_FIELDS",
     "MESSAGE_RECORDS", "NOT_NULL_ON_UPDATE", "OPTIONAL_TEXT_KEYS", "PREPARED_FILTERS", "RANGE_FILTERS", "RANGE_KEYS",
     "SPAN_KEYS", "STATUSES", "STRATEGIES", "TEXT_FILTERS", "WRITABLE_KEYS", "ObservabilityRepository", "SpanRows",
     "scalars_first",

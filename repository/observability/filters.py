@@ -3,13 +3,13 @@ and the shape of a filter set that decides its SQL (the key of its prepared stat
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import marshmallow
 
 from ..schemas.base import Timestamp
 from ..schemas.observability import ENTITY_TYPES, SPAN_TYPES
-from ..validation import Problems, check_metadata_filter
+from ..validation import Problems, check_metadata_filter, one_of
 from .records import ENTITY_TYPE_KEYS
 
 _TIMESTAMP_FIELD = Timestamp()
@@ -31,10 +31,6 @@ FILTER_KEYS = frozenset({*TEXT_FILTERS, *CHOICE_FILTERS, *RANGE_FILTERS, "status
 #: Filters whose values ``list_traces`` binds as parameters of statements rendered once per
 #: shape; tags, metadata and scope build conditions around their values, so they are rendered.
 PREPARED_FILTERS = FILTER_KEYS - {"tags", "metadata", "scope"}
-
-
-def _one_of(values: Iterable[str]) -> str:
-    return f"Must be one of: {', '.join(values)}."
 
 
 def filter_shape(name: str, value: Any) -> Any:
@@ -76,7 +72,7 @@ def check_filters(problems: Problems, filters: Any) -> dict[str, Any]:
             if isinstance(value, str) and value in choices:
                 checked[key] = value
             else:
-                problems.add(path, _one_of(choices))
+                problems.add(path, one_of(choices))
         elif key in ("started_at", "ended_at"):
             bounds = _check_range(problems, path, value)
             if bounds:

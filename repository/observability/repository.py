@@ -20,7 +20,7 @@ from ..page import Page
 from ..schemas.base import flatten_errors
 from ..schemas.observability import PARENT_IS_SELF, SpanSchema
 from ..validation import Problems, check_id, check_order_by, check_page, join_path
-from ..values import utc_now
+from ..values import chunks, utc_now
 from .filters import (CHOICE_FILTERS, LIST_ORDER_FIELDS, PREPARED_FILTERS, RANGE_FILTERS, TEXT_FILTERS,
                       check_filters, filter_shape)
 from .legacy_sql import LEGACY_DIALECTS, STRATEGIES, LegacyDialect
@@ -28,9 +28,6 @@ from .records import (CAMEL_TO_SNAKE, IGNORED_WIRE_KEYS, JSON_KEYS, KEY_FIELDS, 
                       SpanRows, batch_error, span_record, trace_status)
 
 _SPAN_SCHEMA = SpanSchema()
-
-#: Trace ids per delete statement.
-DELETE_CHUNK = 500
 
 
 class ObservabilityRepository(DomainRepository):
@@ -254,9 +251,9 @@ class ObservabilityRepository(DomainRepository):
     def _stored_spans(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         Span = self.models.span
         found = {}
-        for chunk in peewee.chunked(keys, DELETE_CHUNK):
+        for chunk in chunks(keys):
             query = self.backend.for_update(self.backend.select(Span).where(
-                peewee.Tuple(Span.trace_id, Span.span_id).in_(list(chunk))))
+                peewee.Tuple(Span.trace_id, Span.span_id).in_(chunk)))
             found.update(((row["trace_id"], row["span_id"]), row) for row in query)
         return found
 
@@ -277,8 +274,8 @@ class ObservabilityRepository(DomainRepository):
             return
         Span = self.models.span
         with self.backend.write(*(("trace", trace_id) for trace_id in ids)):
-            for chunk in peewee.chunked(ids, DELETE_CHUNK):
-                where = Span.trace_id.in_(list(chunk))
+            for chunk in chunks(ids):
+                where = Span.trace_id.in_(chunk)
                 if organization_id is not None:
                     where &= Span.organization_id == organization_id
                 if resource_id is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import marshmallow
 from marshmallow import fields, validate
 
+from ..validation import one_of
 from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, StrictInteger, StrictString, Timestamp
 
 AGENT_STATUSES = ("draft", "published", "archived")
@@ -21,10 +22,6 @@ _BLOCK_REQUIRED = {"text": "content", "prompt_block_ref": "id", "prompt_block": 
 MISSING = "Missing data for required field."
 NOT_STRING = "Not a valid string."
 NOT_MAPPING = "Not a valid mapping type."
-
-
-def _one_of(choices: tuple[str, ...]) -> str:
-    return f"Must be one of: {', '.join(choices)}."
 
 
 def _variant_list_errors(value: list) -> Any:
@@ -106,7 +103,7 @@ def _block_errors(block: Any) -> Any:
         return {"type": [MISSING]}
     kind = block["type"]
     if not isinstance(kind, str) or kind not in INSTRUCTION_BLOCK_TYPES:
-        return {"type": [_one_of(INSTRUCTION_BLOCK_TYPES)]}
+        return {"type": [one_of(INSTRUCTION_BLOCK_TYPES)]}
     required = _BLOCK_REQUIRED[kind]
     if required not in block:
         return {required: [MISSING]}

@@ -15,6 +15,7 @@ import marshmallow
 from jsonschema.validators import validator_for
 from marshmallow import fields, validate
 
+from ..validation import one_of
 from .base import (JSONObject, NonEmptyString, RecordSchema, StrictBoolean, StrictInteger, StrictString,
                    Timestamp)
 
@@ -122,11 +123,11 @@ _TOOL_MOCK_MEMBERS = {
     "toolName": (lambda v: isinstance(v, str), NOT_STRING, True),
     "args": (lambda v: isinstance(v, dict), NOT_MAPPING, True),
     "output": (lambda v: True, "", True),
-    "matchArgs": (lambda v: v in MATCH_ARGS, f"Must be one of: {', '.join(MATCH_ARGS)}.", False),
+    "matchArgs": (lambda v: v in MATCH_ARGS, one_of(MATCH_ARGS), False),
 }
 
 _SOURCE_MEMBERS = {
-    "type": (lambda v: isinstance(v, str) and v in SOURCE_TYPES, f"Must be one of: {', '.join(SOURCE_TYPES)}.", True),
+    "type": (lambda v: isinstance(v, str) and v in SOURCE_TYPES, one_of(SOURCE_TYPES), True),
     "referenceId": (lambda v: isinstance(v, str), NOT_STRING, False),
 }
 
