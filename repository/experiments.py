@@ -1,16 +1,14 @@
 """The experiments domain: experiment runs over a dataset and their per-item results
 (spec: experiments.md).  SQLite and PostgreSQL only.
 
-Besides the repository, this module offers the row work of the two hooks the datasets domain
-needs (:func:`detach_dataset_rows`, :func:`redact_item_result_rows`) as plain functions, so the
-datasets repository can run them inside its own transaction when both domains share a database.
+What this domain shares with the datasets domain (the purge mark, redaction, the cascades of
+its hooks and the purge barrier) lives in :mod:`composite_store.purge`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
@@ -19,28 +17,23 @@ import peewee
 
 from .models.experiments import LEGACY_RESULT_INDEX, build_experiments_models
 
-from .backends.base import Backend
 from .base import DomainRepository, fetch_page, operation, order_terms
 from .errors import ConflictError, NotFoundError
 from .page import Page
 from .schemas.base import Timestamp, load_into
 from .schemas.experiments import (EXPERIMENT_STATUSES, RESULT_STATUSES, TARGET_TYPES, ExperimentResultSchema,
                                   ExperimentSchema)
-from .validation import Problems, check_id, check_order_by, check_page, check_tenancy
-from .values import (UNSET, JSONText, NotStorable, deep_copy_json, find_bad_text, format_iso, is_storable_text,
-                     json_dumps, json_loads, storable_json_copy, to_utc, utc_now)
+from .purge import (LinkedTables, detach_dataset_rows, is_purged, purge_barrier, purge_time,
+                    redact_item_result_rows, redacted_result_values)
+from .validation import Problems, check_id, check_order_by, check_page, check_tenancy, check_text, one_of
+from .values import (JSON_NULL, UNSET, NotStorable, deep_copy_json, is_storable_text, json_dumps, later_than,
+                     storable_json_copy, to_utc, utc_now)
 
 logger = logging.getLogger("composite_store.experiments")
 
 _EXPERIMENT_SCHEMA = ExperimentSchema()
 _RESULT_SCHEMA = ExperimentResultSchema()
 _TIMESTAMP_FIELD = Timestamp()
-
-#: Message for strings that no backend can store (agents, datasets and experiments refuse them).
-BAD_TEXT = "Contains U+0000 or an unpaired surrogate, which cannot be stored."
-
-#: Stored JSON ``null`` (what a ``None`` input is; the column is NOT NULL).
-JSON_NULL = JSONText("null")
 
 _EXPERIMENT_JSON = ("metadata", "provenance", "runner_attestation", "scorer_ids")
 
@@ -55,71 +48,12 @@ _PAYLOAD_FIELDS = ("experiment_id", "item_id", "item_dataset_version", "input", 
                    "status", "tags", "tool_mock_report", "organization_id", "project_id")
 
 
-# --------------------------------------------------------------------------- hook row work
-
-def redacted_result_values(purged_at: datetime | str | None = None) -> dict[str, Any]:
-    """The field values of a redacted result (experiments.md §6); timing, ids, tenancy and review
-    status are not among them, so they are kept."""
-    stamp = purged_at if isinstance(purged_at, str) else format_iso(to_utc(purged_at or utc_now()))
-    return {"input": None, "output": None, "ground_truth": None, "error": None, "tags": None,
-            "tool_mock_report": None, "comment": None, "metadata": {"__purged": True, "purgedAt": stamp}}
-
-
-def _lock_dataset_experiments(backend: Backend, models: Any, dataset_id: str) -> list[str]:
-    """Lock (PostgreSQL) the experiments on a dataset, in id order; returns their ids."""
-    Experiment = models.experiment
-    query = backend.select(Experiment, Experiment.id).where(Experiment.dataset_id == dataset_id)
-    return [row["id"] for row in backend.for_update(query.order_by(Experiment.id))]
-
-
-def detach_dataset_rows(backend: Backend, models: Any, dataset_id: str) -> int:
-    """Delete the results of every experiment on ``dataset_id`` and set those experiments'
-    ``dataset_id``/``dataset_version`` to ``None``; returns how many experiments were detached.
-
-    Runs inside the caller's write transaction (``backend.write()``); ``models`` is the namespace
-    of :func:`models.experiments.build_experiments_models` bound to ``backend``'s database.
-    """
-    Experiment, Result = models.experiment, models.result
-    experiment_ids = _lock_dataset_experiments(backend, models, dataset_id)
-    if not experiment_ids:
-        return 0
-    on_dataset = Experiment.select(Experiment.id).where(Experiment.dataset_id == dataset_id)
-    backend.delete_bulk(Result, Result.experiment_id.in_(on_dataset))
-    backend.update(Experiment, Experiment.dataset_id == dataset_id, {"dataset_id": None, "dataset_version": None})
-    return len(experiment_ids)
-
-
-def redact_item_result_rows(backend: Backend, models: Any, dataset_id: str, item_id: str,
-                            purged_at: datetime | str | None) -> int:
-    """Redact (experiments.md §6) every result for ``item_id`` in experiments on ``dataset_id``;
-    returns how many results were redacted.  ``purged_at`` (``None``: now) is recorded in the
-    redacted metadata.  Runs inside the caller's write transaction, like
-    :func:`detach_dataset_rows`.
-    """
-    Experiment, Result = models.experiment, models.result
-    if not _lock_dataset_experiments(backend, models, dataset_id):
-        return 0
-    on_dataset = Experiment.select(Experiment.id).where(Experiment.dataset_id == dataset_id)
-    where = (Result.item_id == item_id) & Result.experiment_id.in_(on_dataset)
-    return backend.update(Result, where, redacted_result_values(purged_at))
-
-
 # --------------------------------------------------------------------------- helpers
-
-def _later_than(stored: datetime | None, now: datetime) -> datetime:
-    """``now``, or ``stored`` + 1 ms when the clock has not moved past the stored value."""
-    return now if stored is None or now > stored else stored + timedelta(milliseconds=1)
-
-
-def _is_purged(metadata: Any) -> bool:
-    return isinstance(metadata, dict) and metadata.get("__purged") is True
-
 
 def _load(problems: Problems, schema: ExperimentSchema | ExperimentResultSchema, values: dict[str, Any],
           *, partial: bool = False) -> dict[str, Any]:
     """Validate arguments with ``schema``; strings that cannot be stored are refused too."""
-    for path in find_bad_text(values):
-        problems.add(path, BAD_TEXT)
+    check_text(problems, "", values)
     return load_into(problems, schema, values, partial=partial) or {}
 
 
@@ -215,7 +149,7 @@ def _check_string(problems: Problems, name: str, value: Any) -> None:
 
 def _check_choice(problems: Problems, name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value is not None and value not in choices:
-        problems.add(name, f"Must be one of: {', '.join(choices)}.")
+        problems.add(name, one_of(choices))
 
 
 class ExperimentsRepository(DomainRepository):
@@ -235,9 +169,7 @@ class ExperimentsRepository(DomainRepository):
 
     def __init__(self, *, store: Any = None, **options: Any) -> None:
         super().__init__(store=store, **options)
-        self._dataset_items_lock = threading.Lock()
-        self._dataset_items: Any = UNSET
-        self._dataset_items_seen = False
+        self._datasets = LinkedTables.datasets()
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_experiments_models(database)
@@ -340,47 +272,21 @@ class ExperimentsRepository(DomainRepository):
 
     # ------------------------------------------------------------------ purge barrier
 
-    def _dataset_item_model(self) -> type[peewee.Model] | None:
-        """The datasets domain's item model bound to this database, or ``None`` without that domain."""
-        with self._dataset_items_lock:
-            if self._dataset_items is UNSET:
-                try:
-                    from .models.datasets import build_datasets_models
-                except ImportError:
-                    self._dataset_items = None
-                else:
-                    tables = list(vars(build_datasets_models(self._proxy)).values())
-                    self.backend.prepare_models(tables)
-                    self._dataset_items = next(
-                        (m for m in tables if m._meta.table_name == "mastra_dataset_items"), None)
-            return self._dataset_items
-
-    def _dataset_items_exist(self, Item: type[peewee.Model]) -> bool:
-        # Tables are never dropped by this library, so a table once seen is remembered.
-        if not self._dataset_items_seen:
-            self._dataset_items_seen = Item.table_exists()
-        return self._dataset_items_seen
+    def _dataset_items(self, dataset_id: str | None) -> type[peewee.Model] | None:
+        """The datasets domain's item model on this database when the experiment has a dataset
+        and ``mastra_dataset_items`` exists here (the purge barrier applies), else ``None``."""
+        tables = self._datasets.get(self) if dataset_id is not None else None
+        return None if tables is None else tables.item
 
     def _purge_time(self, dataset_id: str | None, item_id: str) -> str | None:
         """When the item's rows in this database say it was purged, the purge time (ISO text)."""
-        Item = self._dataset_item_model() if dataset_id is not None else None
-        if Item is None or not self._dataset_items_exist(Item):
+        Item = self._dataset_items(dataset_id)
+        if Item is None:
             return None
-        backend, columns = self.backend, Item._meta.columns
-        metadata = columns["metadata"]
-
-        def build() -> peewee.ModelSelect:
-            purged = backend.metadata_condition(metadata, {"__purged": True})
-            return backend.select(Item, metadata).where(columns["id"] == backend.param("item_id"),
-                                                        columns["datasetId"] == backend.param("dataset_id"),
-                                                        purged).limit(1)
-
-        row = backend.prepared((Item, "purged"), build).first(item_id=item_id, dataset_id=dataset_id)
-        if row is None:
-            return None
-        stored = json_loads(row[metadata.name])  # the datasets models may hand back raw JSON text
-        stamp = stored.get("purgedAt") if isinstance(stored, dict) else None
-        return stamp if isinstance(stamp, str) else format_iso(utc_now())
+        backend, metadata = self.backend, Item._meta.columns["metadata"]
+        row = backend.prepared((Item, "purged"), lambda: backend.select(Item, metadata).where(
+            *purge_barrier(backend, Item)).limit(1)).first(item_id=item_id, dataset_id=dataset_id)
+        return None if row is None else purge_time(row[metadata.name])
 
     def _add_checks(self, dataset_id: str | None, values: dict[str, Any],
                     result_id: str | None) -> tuple[bool, bool, str | None]:
@@ -389,9 +295,7 @@ class ExperimentsRepository(DomainRepository):
         (when given) is taken, and the purge time of the item when its dataset rows say it was
         purged (as :meth:`_purge_time`).  Runs after the experiment row is locked."""
         Result, backend = self.models.result, self.backend
-        Item = self._dataset_item_model() if dataset_id is not None else None
-        if Item is not None and not self._dataset_items_exist(Item):
-            Item = None
+        Item = self._dataset_items(dataset_id)
         with_id = result_id is not None
 
         def build() -> peewee.Select:
@@ -404,23 +308,15 @@ class ExperimentsRepository(DomainRepository):
                 columns.append(Result.select(peewee.SQL("1")).where(Result.id == backend.param("id"))
                                .limit(1).alias("id_taken"))
             if Item is not None:
-                item_columns = Item._meta.columns
-                metadata = item_columns["metadata"]
-                purged = backend.metadata_condition(metadata, {"__purged": True})
-                columns.append(Item.select(metadata).where(item_columns["id"] == backend.param("item_id"),
-                                                           item_columns["datasetId"] == backend.param("dataset_id"),
-                                                           purged).limit(1).alias("purged_metadata"))
+                columns.append(Item.select(Item._meta.columns["metadata"]).where(*purge_barrier(backend, Item))
+                               .limit(1).alias("purged_metadata"))
             return peewee.Select(columns=columns).dicts()
 
         key = (Result, "add_checks", with_id, Item)
         row = backend.prepared(key, build).first(
             experiment_id=values["experiment_id"], item_id=values["item_id"], attempt=values["attempt"],
             id=result_id, dataset_id=dataset_id)
-        purged_at = None
-        if row.get("purged_metadata") is not None:
-            stored = json_loads(row["purged_metadata"])  # raw JSON text, a JSONB blob or decoded
-            stamp = stored.get("purgedAt") if isinstance(stored, dict) else None
-            purged_at = stamp if isinstance(stamp, str) else format_iso(utc_now())
+        purged_at = None if row.get("purged_metadata") is None else purge_time(row["purged_metadata"])
         return row["key_taken"] is not None, bool(with_id and row["id_taken"] is not None), purged_at
 
     # ------------------------------------------------------------------ experiments
@@ -488,7 +384,7 @@ class ExperimentsRepository(DomainRepository):
             stored = self._experiment_row(id, lock=True)
             if stored is None:
                 raise NotFoundError(f"Experiment not found: {id}", details={"id": id})
-            values = {**data, "updated_at": _later_than(stored["updated_at"], utc_now())}
+            values = {**data, "updated_at": later_than(stored["updated_at"], utc_now())}
             self.backend.update(Experiment, Experiment.id == id, values)
             return self._experiment_record(self._experiment_row(id))
 
@@ -516,7 +412,7 @@ class ExperimentsRepository(DomainRepository):
                 "succeeded_count": Experiment.succeeded_count + succeeded,
                 "failed_count": Experiment.failed_count + failed,
                 "skipped_count": Experiment.skipped_count + skipped,
-                "updated_at": _later_than(stored["updated_at"], utc_now())})
+                "updated_at": later_than(stored["updated_at"], utc_now())})
             return self._experiment_record(self._experiment_row(id))
 
     @operation
@@ -713,7 +609,7 @@ class ExperimentsRepository(DomainRepository):
             if experiment_id is not None and row["experiment_id"] != experiment_id:
                 raise NotFoundError(f"Experiment result {id} does not belong to experiment {experiment_id}",
                                     details={"id": id, "experiment_id": experiment_id})
-            if _is_purged(row["metadata"]):
+            if is_purged(row["metadata"]):
                 data = {key: value for key, value in data.items() if key == "status"}
             if not data:
                 return self._result_record(row)
