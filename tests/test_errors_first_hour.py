@@ -22,10 +22,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from composite_store import BackendUnavailableError, StorageError, ValidationError
+from composite_store.backends.clickhouse import parse_clickhouse_url
 from composite_store.clickhouse import ClickHouseStore
 from composite_store.postgres import PostgresStore
 from composite_store.sqlite import SQLiteStore
-from tests.conftest import clickhouse_client
 from tests.reliability.conftest import postgres_cluster  # noqa: F401 - a fixture used below
 from tests.reliability.servers import APP_PASSWORD
 
@@ -198,7 +198,9 @@ def test_clickhouse_store_refused_for_a_missing_database_works_once_it_exists(cl
     store = ClickHouseStore(url=with_url_parts(clickhouse_url, database=name))
     with pytest.raises(BackendUnavailableError):
         store.init()
-    admin = clickhouse_client(clickhouse_url)
+    from clickhouse_driver import Client
+
+    admin = Client(**parse_clickhouse_url(clickhouse_url))
     admin.execute(f"CREATE DATABASE {name}")
     try:
         with store:
