@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import peewee
 
-from .backends.base import Backend
+from .backends.base import Backend, statement_key
 from .errors import NotSupportedError, StorageError, ValidationError
 from .validation import json_matches
 
@@ -192,9 +192,10 @@ def fetch_prepared_page(backend: Backend, key: Any, build: Callable[[], peewee.M
     """:func:`fetch_page` of a query whose shape is fixed, rendered to SQL once.
 
     ``build()`` gives the query with every varying value as :meth:`Backend.param` (bound from
-    ``values``, already in their stored form); ``key`` must determine the SQL of ``build()`` and of
-    ``order``.  The count and the page are :meth:`Backend.prepared` statements: a short page of
-    a hot list (a thread's latest messages) costs a third less than when peewee renders it.
+    ``values``, already in their stored form); ``key`` (the ``shape`` of :meth:`Backend.prepared`)
+    must determine the SQL of ``build()`` at its call site and of ``order``.  The count and the
+    page are :meth:`Backend.prepared` statements: a short page of a hot list (a thread's latest
+    messages) costs a third less than when peewee renders it.
     ``count()``, when given, computes the total instead (with :func:`count_prepared` too).
     """
     offset, limit = request.offset, request.limit
@@ -205,7 +206,7 @@ def fetch_prepared_page(backend: Backend, key: Any, build: Callable[[], peewee.M
         query = query if not offset else query.offset(backend.param("offset"))
         return query if limit is None else query.limit(backend.param("limit"))
 
-    page_key = (key, "page", bool(offset), limit is None)
+    page_key = (statement_key(build, key), bool(offset), limit is None)
     with backend.read():
         if not include_total:
             rows = backend.prepared(page_key, page).rows(**values, **bounds)
@@ -218,8 +219,8 @@ def fetch_prepared_page(backend: Backend, key: Any, build: Callable[[], peewee.M
 
 def count_prepared(backend: Backend, key: Any, build: Callable[[], peewee.ModelSelect], values: dict[str, Any]) -> int:
     """The number of rows of ``build()``, a query of fixed shape as :func:`fetch_prepared_page`
-    takes it; the count statement is rendered once per ``key``."""
-    statement = backend.prepared((key, "count"), lambda: peewee.Select(
+    takes it; the count statement is rendered once per call site of ``build`` and ``key``."""
+    statement = backend.prepared(statement_key(build, key), lambda: peewee.Select(
         [build().order_by().select(peewee.SQL("1")).alias("_wrapped")], [peewee.fn.COUNT(peewee.SQL("1"))]).tuples())
     return statement.first(**values)[0]
 

@@ -228,7 +228,7 @@ class ExperimentsRepository(DomainRepository):
                                 *(getattr(model, name) == backend.param(name) for name in names))
             return (backend.for_update(query) if lock else query).limit(1)
 
-        return backend.prepared((model, "by_id", names, lock, fields), build).first(id=record_id, **(scope or {}))
+        return backend.prepared((model, names, lock, fields), build).first(id=record_id, **(scope or {}))
 
     def _experiment_row(self, experiment_id: str, scope: dict[str, str] | None = None, *,
                         lock: bool = False) -> dict[str, Any] | None:
@@ -250,7 +250,7 @@ class ExperimentsRepository(DomainRepository):
                      .order_by(Result.attempt.is_null(), Result.id))
             return backend.for_update(query).limit(1)
 
-        return backend.prepared((Result, "by_key"), build).first(experiment_id=experiment_id, item_id=item_id,
+        return backend.prepared(Result, build).first(experiment_id=experiment_id, item_id=item_id,
                                                                  attempt=attempt)
 
     def _require_experiment(self, experiment_id: str) -> dict[str, Any]:
@@ -284,7 +284,7 @@ class ExperimentsRepository(DomainRepository):
         if Item is None:
             return None
         backend, metadata = self.backend, Item._meta.columns["metadata"]
-        row = backend.prepared((Item, "purged"), lambda: backend.select(Item, metadata).where(
+        row = backend.prepared(Item, lambda: backend.select(Item, metadata).where(
             *purge_barrier(backend, Item)).limit(1)).first(item_id=item_id, dataset_id=dataset_id)
         return None if row is None else purge_time(row[metadata.name])
 
@@ -312,7 +312,7 @@ class ExperimentsRepository(DomainRepository):
                                .limit(1).alias("purged_metadata"))
             return peewee.Select(columns=columns).dicts()
 
-        key = (Result, "add_checks", with_id, Item)
+        key = (Result, with_id, Item)
         row = backend.prepared(key, build).first(
             experiment_id=values["experiment_id"], item_id=values["item_id"], attempt=values["attempt"],
             id=result_id, dataset_id=dataset_id)

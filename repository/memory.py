@@ -481,8 +481,7 @@ class MemoryRepository(DomainRepository):
                 query = query.where(created < backend.param("end"))
             return query
 
-        key = (Message, "list", None if thread_ids is None else len(thread_ids), bool(resource_id), tuple(limits),
-               descending)
+        key = (Message, None if thread_ids is None else len(thread_ids), bool(resource_id), tuple(limits), descending)
         return fetch_prepared_page(backend, key, build, order_terms(created, descending, Message.id), request,
                                    values, include_total=include_total)
 
@@ -527,7 +526,7 @@ class MemoryRepository(DomainRepository):
         if len(wanted) > PREPARED_IDS:
             found = {row["id"] for row in backend.select(Thread, Thread.id).where(Thread.id.in_(wanted))}
         else:  # every save_messages checks its threads: prepared, one statement per count
-            statement = backend.prepared((Thread, "ids", len(wanted)), lambda: backend.select(Thread, Thread.id).where(
+            statement = backend.prepared((Thread, len(wanted)), lambda: backend.select(Thread, Thread.id).where(
                 Thread.id.in_([backend.param(f"id_{i}") for i in range(len(wanted))])))
             found = {row["id"] for row in statement.rows(**{f"id_{i}": value for i, value in enumerate(wanted)})}
         for thread_id in wanted:
@@ -550,7 +549,7 @@ class MemoryRepository(DomainRepository):
         if len(ids) > PREPARED_IDS:
             return {row["id"]: row for row in build()}
         # Every save reads its ids first: prepared, one statement per batch size.
-        statement = backend.prepared((Message, "stored", len(ids), lock), lambda: build(len(ids)))
+        statement = backend.prepared((Message, len(ids), lock), lambda: build(len(ids)))
         return {row["id"]: row for row in statement.rows(**{f"id_{i}": value for i, value in enumerate(ids)})}
 
     @contextmanager

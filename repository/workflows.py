@@ -332,7 +332,7 @@ class WorkflowsRepository(DomainRepository):
             return (backend.for_update(query) if lock else query).limit(1)
 
         # A prepared statement: loading a snapshot is a hot point read.
-        return backend.prepared((Run, "run", lock), build).first(workflow_name=workflow_name, run_id=run_id)
+        return backend.prepared((Run, lock), build).first(workflow_name=workflow_name, run_id=run_id)
 
     @staticmethod
     def _snapshot(row: dict[str, Any]) -> Any:
@@ -397,7 +397,7 @@ class WorkflowsRepository(DomainRepository):
                 (Run.workflow_name == backend.param("workflow_name")) & (Run.run_id == backend.param("run_id"))
             ).limit(1)
 
-        row = backend.prepared((Run, "snapshot"), build).first(workflow_name=backend.clean(workflow_name),
+        row = backend.prepared(Run, build).first(workflow_name=backend.clean(workflow_name),
                                                                 run_id=backend.clean(run_id))
         return None if row is None else self._snapshot(row)
 

@@ -273,14 +273,17 @@ class Backend:
         its value is sent to the driver as given (no field conversion)."""
         return peewee.SQL(self.database.param, [Param(name)])
 
-    def prepared(self, key: Any, build: Callable[[], peewee.SelectBase]) -> "PreparedQuery":
-        """The query ``build()`` returns, rendered to SQL once per ``key`` and backend.
+    def prepared(self, shape: Any, build: Callable[[], peewee.SelectBase]) -> "PreparedQuery":
+        """The query ``build()`` returns, rendered to SQL once per call site, ``shape`` and backend.
 
         Rendering a peewee query costs ~50-200 µs, several times what SQLite needs to run a
-        lookup by key, so the hot point reads render once and then only bind values.  ``build``
-        must give the same SQL every time (put the model in ``key``: each repository has its own
-        model classes) and take every varying value as a :meth:`param`.
+        lookup by key, so the hot point reads render once and then only bind values.  The cache
+        entry is :func:`statement_key` of ``build`` and ``shape``: the call site (the code of
+        ``build``) comes with it, so ``shape`` only holds what changes the SQL at that site: the
+        model (each repository has its own model classes) and the flags or counts the SQL
+        depends on.  Every varying value is a :meth:`param`.
         """
+        key = statement_key(build, shape)
         statement = self._prepared.get(key)
         if statement is None:
             statement = self._prepared[key] = PreparedQuery(self.database, build())
@@ -389,7 +392,7 @@ class Backend:
             insert = model.insert({field: self.param(field.name) for field in fields})
             return self.as_records(insert.returning(*model._meta.sorted_fields), model)
 
-        statement = self.prepared((model, names, "insert_returning"), build)
+        statement = self.prepared((model, names), build)
         return statement.first(**dict(zip(names, driver_values(converters, row.values()))))
 
     def table_sql(self, model: type[peewee.Model]) -> str:
@@ -464,6 +467,18 @@ class Param:
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+
+def statement_key(build: Callable[..., Any], shape: Any) -> tuple[Any, ...]:
+    """The cache key of a prepared statement (:meth:`Backend.prepared`): the code object of
+    ``build``, the function that builds the query, and ``shape``.
+
+    Every function written in the source has a code object of its own, so two call sites never
+    share a statement whatever ``shape`` they pass.  The code is compared by identity (two sites
+    with the same code text are still two sites); it is kept in the key, so its id is never reused.
+    """
+    code = build.__code__
+    return (id(code), code, shape)
 
 
 class PreparedQuery:

@@ -213,7 +213,7 @@ class DatasetsRepository(DomainRepository):
             return backend.for_update(query).limit(1)
 
         # A prepared statement: every item write starts with this read.
-        return backend.prepared((Dataset, "locked", names), build).first(id=dataset_id, **(scope or {}))
+        return backend.prepared((Dataset, names), build).first(id=dataset_id, **(scope or {}))
 
     def _dataset_for_items(self, dataset_id: str, scope: dict[str, Any], filters: Any) -> dict[str, Any] | None:
         """The locked dataset of an item delete or purge: ``None`` (a silent no-op) when it is missing

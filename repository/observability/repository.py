@@ -316,7 +316,7 @@ class ObservabilityRepository(DomainRepository):
         Span, backend = self.models.span, self.backend
         # A prepared statement: peewee would spend more rendering this wide select than the
         # database spends finding the trace's spans.
-        rows = backend.prepared((Span, "trace"), lambda: backend.select(Span).where(
+        rows = backend.prepared(Span, lambda: backend.select(Span).where(
             Span.trace_id == backend.param("trace_id")).order_by(Span.started_at.asc(), Span.span_id.asc())
         ).rows(trace_id=backend.clean(trace_id))
         spans = [self._span_record(row) for row in rows]
@@ -376,7 +376,7 @@ class ObservabilityRepository(DomainRepository):
         def build() -> peewee.ModelSelect:
             return backend.select(Span).where(dialect.root(Span), *conditions)
 
-        key = (Span, "roots", ordering, tuple(filter_shape(name, value) for name, value in filters.items()))
+        key = (Span, ordering, tuple(filter_shape(name, value) for name, value in filters.items()))
 
         def count(where: peewee.Node | None = None, bitmap: bool = False) -> int:
             with backend.bitmap_scans(bitmap):
