@@ -12,6 +12,7 @@ database its URL names, switching the engine's current database before its queri
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -53,11 +54,20 @@ class ChdbClient:
         self.connection = SimpleNamespace(connect=lambda: None)
 
     def _query(self, query: str, *args: Any) -> Any:
-        """Run ``query`` in this client's database (the caller holds ``_LOCK``)."""
-        if _current_database[0] != self.database:
-            self.session.query(f"USE `{self.database}`")
-            _current_database[0] = self.database
-        return self.session.query(query, *args)
+        """Run ``query`` in this client's database (the caller holds ``_LOCK``); the engine's
+        errors are raised as the driver raises a server's (``ServerException`` with its code)."""
+        from clickhouse_driver.errors import ServerException
+
+        try:
+            if _current_database[0] != self.database:
+                self.session.query(f"USE `{self.database}`")
+                _current_database[0] = self.database
+            return self.session.query(query, *args)
+        except Exception as exc:  # chdb raises one class for every server error
+            code = re.match(r"Code: (\d+)", str(exc))
+            if code is None:
+                raise
+            raise ServerException(str(exc), code=int(code.group(1))) from exc
 
     def execute(self, query: str, params: Any = None, with_column_types: bool = False, **_: Any) -> Any:
         if isinstance(params, list):  # a native insert: data rows after "... VALUES"

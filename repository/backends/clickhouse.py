@@ -504,7 +504,7 @@ class ClickHouseBackend(Backend):
                 self.database.execute_sql(
                     f'ALTER TABLE "{name}" ADD COLUMN "{field.column_name}" {self.column_type(field, table)}')
             except ServerException as exc:
-                if exc.code != 44:  # 44: another process added it first
+                if exc.code not in (15, 44):  # another process added it first (current servers: 15, 18.16: 44)
                     raise
         self.database.connection().refresh_schema()
 
