@@ -213,7 +213,7 @@ def ingest(bench: BenchBackend, count: int, *, rounds: int = 2, show_profile: bo
         # The test data is not garbage: keep the collector from walking it during the timings.
         gc.collect()
         gc.freeze()
-        datetime64 = bench.name == "clickhouse" and observability.backend.features.datetime64
+        datetime64 = bench.name == "clickhouse" and observability.backend.server_features.datetime64
         write_raw, close_raw = raw_writer(bench, datetime64)
         best_library = best_raw = float("inf")
         try:

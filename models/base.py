@@ -16,7 +16,10 @@ class ClickHouseTable:
     expression; ``partition_by_month`` names a timestamp column whose month partitions the table
     (the backend writes ``toYYYYMM(...)`` for the column's stored type); ``defaults`` maps column
     names to SQL default expressions; ``ttl_column`` names the timestamp that ``ttl_days``
-    retention counts from (``None``: no retention).
+    retention counts from (``None``: no retention).  Layout differences from the other
+    databases' tables: ``text_columns`` maps field names to the columns only the ClickHouse table
+    has (text); ``not_null`` names columns that are plain there although nullable elsewhere.
+    The ClickHouse backend applies both in ``prepare_models``.
     """
 
     order_by: tuple[str, ...]
@@ -24,6 +27,8 @@ class ClickHouseTable:
     partition_by_month: str | None = None
     defaults: dict[str, str] = field(default_factory=dict)
     ttl_column: str | None = None
+    text_columns: dict[str, str] = field(default_factory=dict)
+    not_null: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -71,12 +71,12 @@ POSTGRES_LIST_INDEXES = (
 )
 
 
-def build_observability_models(database: peewee.DatabaseProxy, *, clickhouse: bool = False) -> SimpleNamespace:
+def build_observability_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
     """Declare the span model bound to ``database``; returns ``span``.
 
     Fields follow the column order of the reference ``CREATE TABLE`` (observability.md §4.1).
     ``updatedAt`` is nullable in the SQL layouts but a plain timestamp on ClickHouse
-    (``clickhouse=True``), like ``createdAt``.
+    (``ClickHouseTable.not_null``), like ``createdAt``.
     """
     Base = base_model(database)
 
@@ -122,7 +122,7 @@ def build_observability_models(database: peewee.DatabaseProxy, *, clickhouse: bo
         ended_at = TimestampField(column_name="endedAt", null=True)
         request_context = JSONField(column_name="requestContext", null=True)
         created_at = TimestampField(column_name="createdAt")
-        updated_at = TimestampField(column_name="updatedAt", null=not clickhouse)
+        updated_at = TimestampField(column_name="updatedAt", null=True)
 
         class Meta:
             table_name = TABLE
@@ -130,6 +130,7 @@ def build_observability_models(database: peewee.DatabaseProxy, *, clickhouse: bo
             sqlite_indexes = SQLITE_INDEXES + SQLITE_LIST_INDEXES
             postgres_indexes = POSTGRES_INDEXES + POSTGRES_LIST_INDEXES
             clickhouse = ClickHouseTable(order_by=("traceId", "spanId"), partition_by_month="createdAt",
-                                         defaults={"metadata": "'{}'"}, ttl_column="createdAt")
+                                         defaults={"metadata": "'{}'"}, ttl_column="createdAt",
+                                         not_null=("updatedAt",))
 
     return SimpleNamespace(span=Span)

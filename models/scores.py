@@ -20,27 +20,27 @@ _INDEXES = (
 )
 
 
-def build_scores_models(database: peewee.DatabaseProxy, *, all_nullable: bool = False) -> SimpleNamespace:
+def build_scores_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
     """Declare the scores model bound to ``database``; returns ``score``.
 
-    Nullability follows PostgreSQL and ClickHouse (required columns ``NOT NULL``); with
-    ``all_nullable`` every column but ``id`` is nullable, as in the table Mastra creates on SQLite.
+    Nullability follows PostgreSQL and ClickHouse (required columns ``NOT NULL``); on SQLite
+    (``Meta.sqlite_all_nullable``) every column but ``id`` is nullable, as in the table Mastra
+    creates there.
     Fields are declared in the spec's ``CREATE TABLE`` column order.
     """
     Base = base_model(database)
-    required = not all_nullable
 
     class Score(Base):
         id = TextField(primary_key=True)
-        scorer_id = TextField(column_name="scorerId", null=not required)
+        scorer_id = TextField(column_name="scorerId")
         trace_id = TextField(column_name="traceId", null=True)
         span_id = TextField(column_name="spanId", null=True)
-        run_id = TextField(column_name="runId", null=not required)
-        scorer = JSONField(column_name="scorer", null=not required)
+        run_id = TextField(column_name="runId")
+        scorer = JSONField(column_name="scorer")
         preprocess_step_result = JSONField(column_name="preprocessStepResult", null=True)
         extract_step_result = JSONField(column_name="extractStepResult", null=True)
         analyze_step_result = JSONField(column_name="analyzeStepResult", null=True)
-        score = peewee.DoubleField(column_name="score", null=not required)
+        score = peewee.DoubleField(column_name="score")
         reason = TextField(column_name="reason", null=True)
         metadata = JSONField(column_name="metadata", null=True)
         preprocess_prompt = TextField(column_name="preprocessPrompt", null=True)
@@ -49,14 +49,14 @@ def build_scores_models(database: peewee.DatabaseProxy, *, all_nullable: bool = 
         generate_reason_prompt = TextField(column_name="generateReasonPrompt", null=True)
         analyze_prompt = TextField(column_name="analyzePrompt", null=True)
         reason_prompt = TextField(column_name="reasonPrompt", null=True)
-        input = JSONField(column_name="input", null=not required)
-        output = JSONField(column_name="output", null=not required)
+        input = JSONField(column_name="input")
+        output = JSONField(column_name="output")
         additional_context = JSONField(column_name="additionalContext", null=True)
         request_context = JSONField(column_name="requestContext", null=True)
         entity_type = TextField(column_name="entityType", null=True)
         entity = JSONField(column_name="entity", null=True)
         entity_id = TextField(column_name="entityId", null=True)
-        source = TextField(column_name="source", null=not required)
+        source = TextField(column_name="source")
         resource_id = TextField(column_name="resourceId", null=True)
         thread_id = TextField(column_name="threadId", null=True)
         organization_id = TextField(column_name="organizationId", null=True)
@@ -64,11 +64,12 @@ def build_scores_models(database: peewee.DatabaseProxy, *, all_nullable: bool = 
         batch_id = TextField(column_name="batchId", null=True)
         dataset_id = TextField(column_name="datasetId", null=True)
         dataset_item_id = TextField(column_name="datasetItemId", null=True)
-        created_at = TimestampField(column_name="createdAt", null=not required)
-        updated_at = TimestampField(column_name="updatedAt", null=not required)
+        created_at = TimestampField(column_name="createdAt")
+        updated_at = TimestampField(column_name="updatedAt")
 
         class Meta:
             table_name = "mastra_scorers"
+            sqlite_all_nullable = True
             sqlite_indexes = _INDEXES
             postgres_indexes = _INDEXES
             clickhouse = ClickHouseTable(order_by=("createdAt", "id"), partition_by_month="createdAt",

@@ -20,13 +20,13 @@ PG_THREAD_ID_SQL = (
 )
 
 
-def build_workflow_models(database: peewee.DatabaseProxy, *, clickhouse: bool = False) -> SimpleNamespace:
+def build_workflow_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
     """Declare the workflow snapshot model bound to ``database``; returns ``snapshot``.
 
     A run is keyed by ``(workflow_name, run_id)``: on SQLite and PostgreSQL a unique constraint
     (the tables are created by the repository, not from this declaration, because they have no
-    primary key), on ClickHouse the sorting key.  ``clickhouse=True`` adds the ``id`` column that
-    only ClickHouse tables have (written as the run id, never read).
+    primary key), on ClickHouse the sorting key.  Only ClickHouse tables have the ``id`` column
+    (field ``row_id``: written as the run id, never read).
     """
     Base = base_model(database)
 
@@ -47,8 +47,7 @@ def build_workflow_models(database: peewee.DatabaseProxy, *, clickhouse: bool = 
                       "workflow_name, (snapshot::jsonb ->> 'status'), \"createdAt\" DESC"),
                 Index("mastra_workflow_snapshot_threadid_idx", f"({PG_THREAD_ID_SQL})"),
             )
-            clickhouse = ClickHouseTable(order_by=("createdAt", "run_id", "workflow_name"))
+            clickhouse = ClickHouseTable(order_by=("createdAt", "run_id", "workflow_name"),
+                                         text_columns={"row_id": "id"})
 
-    if clickhouse:
-        WorkflowSnapshot._meta.add_field("row_id", TextField(column_name="id"))
     return SimpleNamespace(snapshot=WorkflowSnapshot)

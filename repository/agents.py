@@ -123,6 +123,7 @@ class AgentsRepository(DomainRepository):
     """
 
     domain = "agents"
+    rejects_unstorable_text = True
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_agents_models(database)

@@ -8,14 +8,14 @@ import gc
 import logging
 import re
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import peewee
 
-from .backends.base import Backend, statement_key
+from .backends.base import Backend, UnstorableText, rejecting_unstorable_text, statement_key
 from .errors import NotSupportedError, StorageError, ValidationError
-from .validation import json_matches
+from .validation import check_arguments_text, json_matches
 
 logger = logging.getLogger("composite_store")
 
@@ -29,6 +29,10 @@ def operation(func: F) -> F:
     gets the id ``STORAGE_<BACKEND>_<METHOD>_<STATUS>`` and the domain; a driver error becomes
     a :class:`StorageError` (``…_FAILED``) with the driver error as ``__cause__``.  Any other
     exception (for example one raised by a user callback) propagates unchanged.
+
+    In a domain that ``rejects_unstorable_text``, an argument holding U+0000 or an unpaired
+    surrogate that reaches a statement unchecked (an id or filter value of a read) becomes a
+    :class:`ValidationError` naming it; elsewhere the backend maps it as writes map stored text.
     """
     name = func.__name__.upper()
 
@@ -36,8 +40,15 @@ def operation(func: F) -> F:
     def wrapper(self: "DomainRepository", *args: Any, **kwargs: Any) -> Any:
         backend = self.backend
         try:
-            with backend.connection():
+            with backend.connection(), rejecting_unstorable_text() if self.rejects_unstorable_text else nullcontext():
                 return func(self, *args, **kwargs)
+        except UnstorableText as exc:
+            try:
+                check_arguments_text(kwargs)
+            except ValidationError as error:
+                raise error.bind(backend=backend.name, operation=name, domain=self.domain) from None
+            raise StorageError("A stored value holds U+0000 or an unpaired surrogate", category="SYSTEM").bind(
+                backend=backend.name, operation=name, domain=self.domain) from exc
         except StorageError as exc:
             raise exc.bind(backend=backend.name, operation=name, domain=self.domain)
         except Exception as exc:
@@ -60,6 +71,10 @@ class DomainRepository:
 
     #: The domain key (``"memory"``, ``"workflows"``, …).
     domain: ClassVar[str] = ""
+    #: Whether text the databases cannot hold (U+0000, unpaired surrogates) is refused with a
+    #: validation error (agents, datasets, experiments) instead of removed (README *Characters
+    #: that cannot be stored*); reads follow the same rule as writes.
+    rejects_unstorable_text: ClassVar[bool] = False
     #: The backend class this repository runs on; set by the per-backend subclasses.
     backend_class: ClassVar[type[Backend]]
 
@@ -120,7 +135,7 @@ class DomainRepository:
 
     def supports_concurrent_updates(self) -> bool:
         """Whether read-modify-write methods are atomic across concurrent callers."""
-        return self.backend.supports_concurrent_updates
+        return self.backend.features.concurrent_updates
 
     def close(self) -> None:
         """Close the backend's connections (shared with the store this repository came from)."""
@@ -236,7 +251,7 @@ def filter_by_metadata(backend: Backend, query: peewee.ModelSelect, field: peewe
     """
     if not filters:
         return query, None
-    condition = backend.metadata_condition(field, filters, path)
+    condition = backend.json_members_equal(field, filters, path)
     if condition is not None:
         return query.where(condition), None
     document = document or (lambda row: row[field.name])

@@ -26,7 +26,7 @@ from .schemas.experiments import (EXPERIMENT_STATUSES, RESULT_STATUSES, TARGET_T
 from .purge import (LinkedTables, detach_dataset_rows, is_purged, purge_barrier, purge_time,
                     redact_item_result_rows, redacted_result_values)
 from .validation import Problems, check_id, check_order_by, check_page, check_tenancy, check_text, one_of
-from .values import (JSON_NULL, UNSET, NotStorable, deep_copy_json, is_storable_text, json_dumps, later_than,
+from .values import (JSON_NULL, UNSET, NotStorable, deep_copy_json, is_storable_text, later_than,
                      storable_json_copy, to_utc, utc_now)
 
 logger = logging.getLogger("composite_store.experiments")
@@ -166,6 +166,7 @@ class ExperimentsRepository(DomainRepository):
     """
 
     domain = "experiments"
+    rejects_unstorable_text = True
 
     def __init__(self, *, store: Any = None, **options: Any) -> None:
         super().__init__(store=store, **options)
@@ -595,6 +596,7 @@ class ExperimentsRepository(DomainRepository):
         check_id(problems, "id", id)
         if experiment_id is not None:
             check_id(problems, "experiment_id", experiment_id)
+            check_text(problems, "experiment_id", experiment_id)  # compared in Python, never bound
         data = _load(problems, _RESULT_SCHEMA, given, partial=True)
         problems.raise_if_any()
         Result = self.models.result
@@ -627,21 +629,6 @@ class ExperimentsRepository(DomainRepository):
         row = self._result_row(id, scope)
         return None if row is None else self._result_record(row)
 
-    def _all_tags_condition(self, tags: list[str]) -> peewee.Node:
-        """Rows whose ``tags`` array holds every one of ``tags``."""
-        Result = self.models.result
-        if self.backend.name == "PG":  # served by the GIN index
-            return peewee.Expression(Result.tags, "@>", peewee.Cast(peewee.Value(json_dumps(tags), converter=str),
-                                                                    "jsonb"))
-        document = self.backend.json_text(Result.tags)  # JSONB blobs of other clients as text
-        condition = peewee.fn.json_type(document) == "array"
-        for tag in tags:
-            condition &= peewee.NodeList((
-                peewee.SQL("EXISTS (SELECT 1 FROM json_each("), document,
-                peewee.SQL(") AS tag WHERE tag.type = 'text' AND tag.value ="), peewee.Value(tag, converter=str),
-                peewee.SQL(")")))
-        return condition
-
     @operation
     def list_experiment_results(self, *, experiment_id: str, page: int = 0, per_page: int | bool = 100,
                                 trace_id: str | None = None, status: str | None = None,
@@ -659,6 +646,7 @@ class ExperimentsRepository(DomainRepository):
         _check_choice(problems, "status", status, RESULT_STATUSES)
         if tags is not None and (not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags)):
             problems.add("tags", "tags must be a list of strings")
+        check_text(problems, "tags", tags)  # matched inside JSON text, which escapes U+0000
         scope = check_tenancy(problems, filters)
         ordering = check_order_by(problems, order_by, allowed=("started_at", "created_at"),
                                   default_field="started_at", default_direction="ASC")
@@ -670,7 +658,7 @@ class ExperimentsRepository(DomainRepository):
         if status is not None:
             conditions.append(Result.status == status)
         if tags:
-            conditions.append(self._all_tags_condition(list(dict.fromkeys(tags))))
+            conditions.append(self.backend.json_array_contains_all(Result.tags, list(dict.fromkeys(tags))))
         query = self.backend.select(Result).where(*conditions)
         order = order_terms(getattr(Result, ordering.field), ordering.descending, Result.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request)

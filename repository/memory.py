@@ -569,7 +569,7 @@ class MemoryRepository(DomainRepository):
             with self.backend.write(*keys):
                 stored = self._stored_messages(message_ids, lock=True)
                 needed = wanted | {("thread", row["thread_id"]) for row in stored.values()}
-                if self.backend.supports_concurrent_updates or needed <= keys:
+                if self.backend.features.concurrent_updates or needed <= keys:
                     yield stored
                     return
             keys = needed
@@ -591,15 +591,15 @@ class MemoryRepository(DomainRepository):
         now = utc_now()
         batch: dict[str, dict[str, Any]] = {}
         # The validated content is a fresh copy, equal to what its stored JSON text decodes to.
-        contents = {data["id"]: data["content"] for data in loaded}
+        contents = {self.backend.clean(data["id"]): data["content"] for data in loaded}
         for data in loaded:
-            first = batch.get(data["id"])
+            # Keyed by the stored (cleaned) id, as the stored rows read back are.
+            row = self._clean({"id": data["id"], "thread_id": data["thread_id"], "resource_id": data["resource_id"],
+                               "role": data["role"], "type": data.get("type") or DEFAULT_MESSAGE_TYPE})
+            first = batch.get(row["id"])
             created_at = first["created_at"] if first else (data.get("created_at") or now)
             # The content needs no cleaning: it is the JSON text of a cleaned copy (NUL escaped).
-            batch[data["id"]] = {**self._clean({
-                "id": data["id"], "thread_id": data["thread_id"], "resource_id": data["resource_id"],
-                "role": data["role"], "type": data.get("type") or DEFAULT_MESSAGE_TYPE}),
-                "content": json_dumps(data["content"]), "created_at": created_at}
+            batch[row["id"]] = {**row, "content": json_dumps(data["content"]), "created_at": created_at}
         thread_ids = {row["thread_id"] for row in batch.values()}
         with self._message_write(batch, thread_ids, exclusive=False) as stored:
             self._require_threads(row["thread_id"] for row in batch.values())
@@ -709,7 +709,8 @@ class MemoryRepository(DomainRepository):
         problems.raise_if_any()
 
         Thread, Message = self.models.thread, self.models.message
-        new_id = new_thread_id or str(uuid4())
+        # The copied rows are bulk-written with these ids: stored as every write stores text.
+        new_id, resource_id = self.backend.clean(new_thread_id) or str(uuid4()), self.backend.clean(resource_id)
         now = utc_now()
         with self.backend.write(("thread", new_id)):
             source = self._thread_row(source_thread_id)

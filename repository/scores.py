@@ -185,12 +185,15 @@ class ScoresRepository(DomainRepository):
     domain = "scores"
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
-        # Mastra's SQLite table leaves every column but id nullable; validation enforces the rest.
-        models = build_scores_models(database, all_nullable=self.backend.name == "SQLITE")
-        # JSON columns declared NOT NULL store JSON null for None (PostgreSQL, ClickHouse).
-        self._json_null_names = frozenset(field.name for field in models.score._meta.sorted_fields
-                                          if isinstance(field, JSONField) and not field.null)
-        return models
+        return build_scores_models(database)
+
+    @functools.cached_property
+    def _json_null_names(self) -> frozenset[str]:
+        """JSON columns declared NOT NULL, which store JSON null for ``None`` (PostgreSQL,
+        ClickHouse; Mastra's SQLite table leaves every column but id nullable, and validation
+        enforces the rest)."""
+        return frozenset(field.name for field in self.models.score._meta.sorted_fields
+                         if isinstance(field, JSONField) and not field.null)
 
     # ------------------------------------------------------------------ conversion
 
@@ -205,7 +208,7 @@ class ScoresRepository(DomainRepository):
     def _prepare(self, problems: Problems, payload: Any, prefix: str = "") -> tuple[Any, Any]:
         """Validate one payload: ``(record, row)`` (``id`` ``None`` when not given, timestamps
         unset), or ``(None, None)`` with its problems recorded under ``prefix``."""
-        fast = fast_prepare_score(payload, strip_nul=self.backend.strips_nul, json_null=self._json_null_names)
+        fast = fast_prepare_score(payload, strip_nul=self.backend.features.strips_nul, json_null=self._json_null_names)
         return fast if fast is not None else self._prepare_with_schema(problems, payload, prefix)
 
     def _prepare_with_schema(self, problems: Problems, payload: Any, prefix: str = "") -> tuple[Any, Any]:
@@ -354,9 +357,6 @@ class ScoresRepository(DomainRepository):
         return Page([self._record(row) for row in rows], total, request.page, request.per_page, has_more)
 
     @operation
-    def list_scores_by_scorer_id(self, *, scorer_id: str, entity_id: str | None = None,
-                                 entity_type: str | None = None, source: str | None = None,
-    @operation
     def list_scores(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 100,
                     order_by: dict | None = None) -> Page:
         """Every score, narrowed by the tenancy ``filters``; newest first unless ``order_by`` names a
@@ -371,6 +371,9 @@ class ScoresRepository(DomainRepository):
                                   default_direction="DESC")
         return self._list(problems, [], filters, page, per_page, ordering)
 
+    @operation
+    def list_scores_by_scorer_id(self, *, scorer_id: str, entity_id: str | None = None,
+                                 entity_type: str | None = None, source: str | None = None,
                                  filters: dict | None = None, page: int = 0, per_page: int | bool = 100) -> Page:
         """Scores of one scorer, optionally narrowed by entity and source; newest first."""
         problems = Problems()

@@ -82,6 +82,15 @@ def check_text(problems: Problems, path: str, value: Any) -> None:
         problems.add(bad_path, BAD_TEXT)
 
 
+def check_arguments_text(arguments: Mapping[str, Any]) -> None:
+    """Raise one :class:`ValidationError` naming every argument path (``id``,
+    ``filters.organization_id``) whose text holds U+0000 or an unpaired surrogate, if any."""
+    problems = Problems()
+    for name, value in arguments.items():
+        check_text(problems, name, value)
+    problems.raise_if_any()
+
+
 # --------------------------------------------------------------------------- pagination
 
 @dataclass(frozen=True)

@@ -266,10 +266,8 @@ class _PostgresDialect(_Dialect):
 
 class _ClickHouseDialect(_Dialect):
     def status_condition(self, repository: "WorkflowsRepository", status: str) -> peewee.Node | None:
-        # 18.16's visitParam* functions also match nested "status" keys of step results.
-        if not repository.backend.features.json_functions:
-            return None
-        return peewee.fn.JSONExtractString(repository.models.snapshot.snapshot, "status") == status
+        # Snapshots are not written scalars first: 18.16 leaves the filter to Python.
+        return repository.backend.json_members_equal(repository.models.snapshot.snapshot, {"status": status})
 
 
 _DIALECTS: dict[str, _Dialect] = {"SQLITE": _SQLiteDialect(), "PG": _PostgresDialect(),
@@ -294,7 +292,7 @@ class WorkflowsRepository(DomainRepository):
     domain = "workflows"
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
-        return build_workflow_models(database, clickhouse=self.backend.name == "CLICKHOUSE")
+        return build_workflow_models(database)
 
     @property
     def _dialect(self) -> _Dialect:
@@ -370,7 +368,7 @@ class WorkflowsRepository(DomainRepository):
         row = None
         if created_at is None and updated_at is None:
             row = fast_run_row(workflow_name=workflow_name, run_id=run_id, snapshot=snapshot,
-                               resource_id=resource_id, strip_nul=self.backend.strips_nul)
+                               resource_id=resource_id, strip_nul=self.backend.features.strips_nul)
         if row is None:
             problems = Problems()
             row = schema_run_row(problems, self.backend.clean, workflow_name=workflow_name, run_id=run_id,

@@ -33,7 +33,7 @@ def fresh_database(client, clickhouse_url):
 
 
 def test_capabilities_are_detected_from_the_server(store):
-    features = store.backend.features
+    features = store.backend.server_features
     assert features.version >= (18, 16)
     assert features.datetime64 == ("DateTime64" in {r[0] for r in store.backend.database.connection().client.execute(
         "SELECT name FROM system.data_type_families")})
@@ -109,7 +109,7 @@ def test_concurrent_init_of_separate_stores_adds_each_column_once(client, fresh_
 
 def test_ttl_on_a_server_without_ttl_logs_one_warning(fresh_database, caplog):
     backend = ClickHouseBackend(url=fresh_database, ttl_days=7)
-    if backend.features.ttl:
+    if backend.server_features.ttl:
         pytest.skip("this server supports TTL")
     from composite_store.models.base import ClickHouseTable
     import peewee
@@ -179,7 +179,7 @@ def test_escape(value, literal):
 
 
 def test_timestamp_kind_from_column_type(store):
-    features = store.backend.features
+    features = store.backend.server_features
     assert timestamp_kind("DateTime64(3, 'UTC')", features) == "datetime64"
     assert timestamp_kind("DateTime", features) == "datetime"
     assert timestamp_kind("Int64", features) == "ms"

@@ -18,7 +18,7 @@ import pytest
 
 from composite_store.datasets.payload import PayloadError, _check, checked_payload
 from composite_store.datasets.repository import _ITEM_INPUT_SCHEMA, _fast_item
-from composite_store.backends.base import Backend
+from composite_store.backends.base import Backend, BackendFeatures
 from composite_store.memory import _MESSAGE_SCHEMA, _fast_message
 from composite_store.validation import Problems
 from composite_store.values import JSONText, json_dumps, normalize_json, parse_iso
@@ -171,7 +171,7 @@ RUN_KEYS = ["wf", "run-1", "é", "", "bad \ud800", "nul \x00", 1, None]
 @pytest.mark.parametrize("strip_nul", [False, True])
 def test_fast_run_row_gives_what_the_run_schema_gives(strip_nul: bool) -> None:
     rng = random.Random(5)
-    clean = functools.partial(Backend.clean, types.SimpleNamespace(strips_nul=strip_nul))
+    clean = functools.partial(Backend.clean, types.SimpleNamespace(features=BackendFeatures(strips_nul=strip_nul)))
     fast = 0
     for _ in range(5000):
         snapshot = {rng.choice("abc"): json_like(rng) for _ in range(rng.randrange(4))} \

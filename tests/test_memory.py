@@ -2115,7 +2115,7 @@ def test_clickhouse_tables_on_a_current_server(memory):
     """Scenario 64: ``DateTime64(3, 'UTC')`` timestamps (the other scenarios run on this backend too)."""
     with memory.backend.connection():
         memory.backend.database.connection().refresh_schema()
-        features = memory.backend.features
+        features = memory.backend.server_features
     assert features.datetime64
     for table in ("mastra_threads", "mastra_resources"):
         assert features.columns[table]["createdAt"] == features.columns[table]["updatedAt"] == "DateTime64(3, 'UTC')"

@@ -931,7 +931,7 @@ def test_clickhouse_batch_with_updates(observability):
 @CLICKHOUSE_ONLY
 def test_clickhouse_18_16_types_and_fallback_filters(listed, backend_url):
     """55 (36–38 ran through the visitParam fallback on this server)."""
-    features = listed.backend.features
+    features = listed.backend.server_features
     if features.version >= (19, 8):
         pytest.skip("not an 18.16 server")
     assert not features.json_functions
@@ -950,7 +950,7 @@ def test_clickhouse_ttl_on_an_old_server(backend_url, caplog):
     """56 (18.16: one warning, init succeeds)."""
     repository = open_repository(backend_url, ttl_days=30)
     try:
-        if repository.backend.features.ttl:
+        if repository.backend.server_features.ttl:
             pytest.skip("the server supports TTL")
         with caplog.at_level(logging.WARNING, logger="composite_store.clickhouse"):
             repository.init()
@@ -987,7 +987,7 @@ def test_clickhouse_rows_of_other_clients(observability, backend_url):
     """§2.5/§2.6: "" and "_null_" mean no parent and no error; "null" means no error."""
     from composite_store.values import epoch_ms
 
-    datetime64 = observability.backend.features.datetime64
+    datetime64 = observability.backend.server_features.datetime64
     stamp = (lambda moment: moment) if datetime64 else epoch_ms
     columns = ["traceId", "spanId", "parentSpanId", "name", "spanType", "isEvent", "startedAt", "endedAt", "error",
                "createdAt", "updatedAt"]
@@ -1293,11 +1293,11 @@ def test_postgres_filtered_counts_are_index_only_scans(listed, caplog, filters, 
 def test_current_clickhouse_layout_and_ttl(observability, backend_url):
     """55/56 on a current server: DateTime64 and Bool columns; ``ttl_days=30`` shows in SHOW CREATE
     TABLE and a second ``init()`` issues no ALTER."""
-    columns = observability.backend.features.columns["mastra_ai_spans"]
+    columns = observability.backend.server_features.columns["mastra_ai_spans"]
     assert columns["startedAt"] == "DateTime64(3, 'UTC')" and columns["endedAt"] == "Nullable(DateTime64(3, 'UTC'))"
     assert columns["isEvent"] == "Bool" and columns["updatedAt"] == "DateTime64(3, 'UTC')"
-    assert observability.backend.features.json_functions
-    repository = open_repository(backend, request, ttl_days=30)
+    assert observability.backend.server_features.json_functions
+    repository = open_repository(backend_url, ttl_days=30)
     try:
         repository.init()
         create = clickhouse_sql(repository, "SHOW CREATE TABLE mastra_ai_spans")[0][0]
@@ -1360,7 +1360,7 @@ def test_current_clickhouse_table_laid_out_by_mastra(observability, caplog):
         with caplog.at_level(logging.WARNING, logger="composite_store.clickhouse"):
             observability.init()
         assert [r for r in caplog.records if "mastra_ai_spans" in r.getMessage() and "_version" in r.getMessage()]
-        columns = observability.backend.features.columns["mastra_ai_spans"]
+        columns = observability.backend.server_features.columns["mastra_ai_spans"]
         assert "_version" in columns and "_deleted" in columns and columns["startedAt"] == "DateTime64(3)"
         root = observability.get_root_span(trace_id="mt")
         assert root["span_id"] == "root" and root["parent_span_id"] is None and root["error"] is None

@@ -1059,7 +1059,7 @@ REPOSITORIES = {
 
 def both_routes(repository, payload):
     """``(fast route result or None, schema route result, schema problems)`` for one payload."""
-    fast = fast_prepare_score(payload, strip_nul=repository.backend.strips_nul,
+    fast = fast_prepare_score(payload, strip_nul=repository.backend.features.strips_nul,
                               json_null=repository._json_null_names)
     problems = Problems()
     slow = repository._prepare_with_schema(problems, payload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import logging
@@ -9,6 +10,7 @@ import operator
 import re
 import threading
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 import peewee
@@ -16,7 +18,7 @@ import peewee
 from ..models.fields import JSONField, TimestampField, ZonedTimestampField
 
 from ..errors import BackendUnavailableError, StorageError
-from ..values import JSONText, clean_text
+from ..values import JSONText, clean_text, is_storable_text
 
 logger = logging.getLogger("composite_store")
 
@@ -49,9 +51,49 @@ def require_driver(module: str, *, extra: str) -> None:
                            details={"code": "DRIVER_MISSING", "driver": module, "extra": extra}) from None
 
 
+#: Whether the running repository call belongs to a domain that refuses text the databases cannot
+#: hold (agents, datasets, experiments) instead of stripping it (:func:`rejecting_unstorable_text`).
+_rejecting = contextvars.ContextVar("rejecting_unstorable_text", default=False)
+
+
+class UnstorableText(Exception):
+    """Raised by a statement's parameters holding U+0000 or an unpaired surrogate inside
+    :func:`rejecting_unstorable_text`; ``@operation`` turns it into a validation error naming the
+    arguments that hold such text."""
+
+
+@contextmanager
+def rejecting_unstorable_text() -> Iterator[None]:
+    """Inside this, a statement whose parameters hold U+0000 or an unpaired surrogate raises
+    :class:`UnstorableText` instead of having them removed."""
+    token = _rejecting.set(True)
+    try:
+        yield
+    finally:
+        _rejecting.reset(token)
+
+
 class StoredFormats:
     """How values look in one database: the conversions the field types of :mod:`models.fields`
     ask of the bound peewee ``Database`` (each backend's ``Database`` implements them)."""
+
+    #: Whether text loses U+0000 before it reaches the database (PostgreSQL cannot hold it).
+    strips_nul = False
+
+    def execute_sql(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        """Run one statement.  Its string parameters are mapped as every write maps stored text
+        (README *Characters that cannot be stored*): an id or filter value holding U+0000 or an
+        unpaired surrogate finds what the write stored instead of failing in the driver; in a
+        call of a domain that refuses such text, :class:`UnstorableText` is raised instead.
+        (Bulk writes bind their rows without this: the domains have cleaned them already.)"""
+        if params:
+            rejecting = _rejecting.get()
+            strips_nul = self.strips_nul or rejecting
+            if not all(type(p) is not str or is_storable_text(p, strips_nul) for p in params):
+                if rejecting:
+                    raise UnstorableText(sql)
+                params = [clean_text(p, strip_nul=strips_nul) if type(p) is str else p for p in params]
+        return super().execute_sql(sql, params)
 
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         """An aware datetime (or ISO text) as this database stores ``field``."""
@@ -74,6 +116,26 @@ class StoredFormats:
         raise NotImplementedError
 
 
+@dataclass(kw_only=True)
+class BackendFeatures:
+    """What a database can do, for the code that is generic over backends (Django's
+    ``connection.features``): a domain module asks these flags, never which database it runs on.
+
+    SQLite and PostgreSQL declare theirs; ClickHouse's extend them with what is probed from the
+    server (:class:`~composite_store.backends.clickhouse.ClickHouseFeatures`).
+    """
+
+    #: Read-modify-write operations are atomic across concurrent callers (Mastra's
+    #: ``supportsConcurrentUpdates``); without it they are serialized by in-process locks only.
+    concurrent_updates: bool = True
+    #: Strings lose U+0000 before they are written (PostgreSQL's text and jsonb cannot hold it).
+    strips_nul: bool = False
+    #: JSON objects are stored with their top-level scalar members first, so that a server
+    #: whose only JSON functions find the first occurrence of a key (ClickHouse 18.16's
+    #: ``visitParam*``) finds the top-level one.
+    json_scalars_first: bool = False
+
+
 class Backend:
     """One configured database.
 
@@ -84,12 +146,8 @@ class Backend:
 
     #: ``SQLITE``, ``PG`` or ``CLICKHOUSE``: the backend part of error ids.
     name = ""
-    #: Whether read-modify-write operations are atomic across concurrent callers.
-    supports_concurrent_updates = True
-    #: Whether strings must lose U+0000 before they are written (PostgreSQL).
-    strips_nul = False
-    #: Whether metadata filters run in SQL (else the repository evaluates them in Python).
-    sql_json_filters = True
+    #: What this database can do (ClickHouse: probed from the server, per connection).
+    features = BackendFeatures()
 
     #: The driver module this backend needs and the ``pip install 'composite-store[<extra>]'``
     #: extra that provides it (empty: the standard library has it).
@@ -223,11 +281,12 @@ class Backend:
     def clean(self, value: Any) -> Any:
         """Remove characters the driver cannot store from a string or JSON value."""
         if isinstance(value, str):
-            if value.isascii() and not (self.strips_nul and "\x00" in value):
+            strips_nul = self.features.strips_nul
+            if value.isascii() and not (strips_nul and "\x00" in value):
                 return value  # the common case, without a call (bulk paths clean every id)
-            return clean_text(value, strip_nul=self.strips_nul)
+            return clean_text(value, strip_nul=strips_nul)
         if isinstance(value, (dict, list)):
-            if self.strips_nul:
+            if self.features.strips_nul:
                 return _strip_nul_deep(value)
             return value
         return value
@@ -313,11 +372,26 @@ class Backend:
         """``column`` as JSON text for SQL conditions (``LIKE`` searches)."""
         return column
 
-    def metadata_condition(self, field: Any, filters: dict[str, Any], path: str = "$") -> peewee.Expression | None:
-        """SQL condition for a metadata filter on the JSON object at ``path`` in ``field``, or
-        ``None`` when the repository must evaluate it in Python
-        (:func:`repository.validation.json_matches`)."""
+    # JSON predicates, written once per database (peewee's json_methods): each returns an SQL
+    # condition, or None where the server cannot decide it exactly (the repository then filters
+    # in Python with composite_store.validation.json_matches).
+
+    def json_members_equal(self, field: Any, filters: dict[str, Any], path: str = "$", *,
+                           scalars_first: bool = False) -> peewee.Node | None:
+        """Every top-level member ``key`` of the JSON object at ``path`` in ``field`` equals the
+        scalar ``filters[key]`` (:func:`~composite_store.validation.check_metadata_filter`;
+        type-aware: ``1`` is not ``"1"``, ``None`` is JSON ``null``).
+        ``scalars_first``: the column's objects were written with top-level scalars first
+        (:attr:`BackendFeatures.json_scalars_first`)."""
         return None
+
+    def json_array_contains_all(self, field: Any, values: Sequence[str]) -> peewee.Node:
+        """The JSON array in ``field`` holds every one of the strings ``values``."""
+        raise NotImplementedError
+
+    def json_present(self, field: Any) -> peewee.Node:
+        """``field`` holds a value: neither SQL ``NULL`` nor JSON ``null``."""
+        raise NotImplementedError
 
     # -- writes --------------------------------------------------------------------------
 

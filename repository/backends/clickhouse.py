@@ -9,7 +9,10 @@ with a higher version, deletes insert tombstones, reads use ``FINAL`` and ``_del
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+import operator
 import re
 import threading
 import time
@@ -23,11 +26,11 @@ from urllib.parse import unquote, urlsplit
 import peewee
 
 from ..models.base import ClickHouseTable
-from ..models.fields import DeletedField, TimestampField, VersionField
+from ..models.fields import DeletedField, TextField, TimestampField, VersionField
 
 from ..errors import NotSupportedError, StorageError, ValidationError
 from ..values import UTC, VERSION_CLOCK, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, StoredFormats, primary_key_names, value_tuples
+from .base import Backend, BackendFeatures, StoredFormats, primary_key_names, value_tuples
 
 logger = logging.getLogger("composite_store.clickhouse")
 
@@ -61,9 +64,16 @@ def parse_clickhouse_url(url: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- capabilities
 
-@dataclass
-class ClickHouseFeatures:
-    """What the connected server supports, read once per connection."""
+#: What every ClickHouse server offers, known without connecting.  No transactions:
+#: read-modify-writes are serialized per record inside one store object only; JSON objects are
+#: written scalars first for 18.16's ``visitParam*`` functions.
+DECLARED_FEATURES = BackendFeatures(concurrent_updates=False, json_scalars_first=True)
+
+
+@dataclass(kw_only=True)
+class ClickHouseFeatures(BackendFeatures):
+    """What the connected server supports, read once per connection: the flags every ClickHouse
+    backend declares (:data:`DECLARED_FEATURES`) and what is probed from the server."""
 
     version: tuple[int, ...]
     datetime64: bool
@@ -209,6 +219,7 @@ def detect_features(client: Any) -> ClickHouseFeatures:
     families = {row[0] for row in client.execute("SELECT name FROM system.data_type_families")}
     json_functions = client.execute("SELECT count() FROM system.functions WHERE name = 'JSONExtractString'")[0][0] > 0
     features = ClickHouseFeatures(
+        **dataclasses.asdict(DECLARED_FEATURES),
         version=version,
         datetime64="DateTime64" in families,
         ttl=version >= (19, 6),
@@ -349,8 +360,8 @@ class ClickHouseBackend(Backend):
     """A ClickHouse database; one connection per thread."""
 
     name = "CLICKHOUSE"
-    supports_concurrent_updates = False
-    sql_json_filters = False
+    #: Known without connecting; :attr:`server_features` adds what the connected server supports.
+    features = DECLARED_FEATURES
     driver_module = "clickhouse_driver"
     driver_extra = "clickhouse"
 
@@ -411,13 +422,20 @@ class ClickHouseBackend(Backend):
         return super().translate_error(exc)
 
     @property
-    def features(self) -> ClickHouseFeatures:
+    def server_features(self) -> ClickHouseFeatures:
+        """What the connected server supports (probed once per connection; reading it connects)."""
         return self.database.features
 
     # -- models and DDL ------------------------------------------------------------------
 
     def prepare_models(self, models) -> None:
         for model in models:
+            table = model._meta.clickhouse
+            for name, column in table.text_columns.items():
+                model._meta.add_field(name, TextField(column_name=column))
+            for field in model._meta.sorted_fields:
+                if field.column_name in table.not_null:
+                    field.null = False
             model._meta.add_field("row_version", VersionField(column_name="_version", default=0))
             model._meta.add_field("row_deleted", DeletedField(column_name="_deleted", default=0))
 
@@ -428,9 +446,9 @@ class ClickHouseBackend(Backend):
         if isinstance(field, DeletedField):
             return "UInt8 DEFAULT 0"
         if isinstance(field, TimestampField):
-            base = self.features.timestamp_type()
+            base = self.server_features.timestamp_type()
         elif isinstance(field, (peewee.BooleanField,)):
-            base = "Bool" if self.features.bool_type else "UInt8"
+            base = "Bool" if self.server_features.bool_type else "UInt8"
         elif isinstance(field, (peewee.IntegerField, peewee.BigIntegerField)):
             base = "Int64"
         elif isinstance(field, (peewee.FloatField, peewee.DoubleField)):
@@ -445,8 +463,8 @@ class ClickHouseBackend(Backend):
     def _ttl_clause(self, model: type[peewee.Model], table: ClickHouseTable) -> str | None:
         if self.ttl_days is None or table.ttl_column is None:
             return None
-        column_type = self.features.columns.get(model._meta.table_name, {}).get(table.ttl_column)
-        kind = timestamp_kind(column_type, self.features)
+        column_type = self.server_features.columns.get(model._meta.table_name, {}).get(table.ttl_column)
+        kind = timestamp_kind(column_type, self.server_features)
         column = f'"{table.ttl_column}"'
         moment = f"toDateTime(intDiv({column}, 1000))" if kind == "ms" else f"toDateTime({column})"
         return f"{moment} + toIntervalDay({self.ttl_days})"
@@ -454,7 +472,7 @@ class ClickHouseBackend(Backend):
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         connection = self.database.connection()
         connection.refresh_schema()
-        features = self.features
+        features = self.server_features
         for model in models:
             table: ClickHouseTable = model._meta.clickhouse
             name = model._meta.table_name
@@ -478,7 +496,7 @@ class ClickHouseBackend(Backend):
 
     def _month_of(self, column: str, column_type: str) -> str:
         """``toYYYYMM`` of a timestamp column stored as ``column_type`` (epoch ms: via seconds)."""
-        if timestamp_kind(column_type, self.features) == "ms":
+        if timestamp_kind(column_type, self.server_features) == "ms":
             return f'toYYYYMM(toDateTime(intDiv("{column}", 1000)))'
         return f'toYYYYMM("{column}")'
 
@@ -496,7 +514,7 @@ class ClickHouseBackend(Backend):
         from clickhouse_driver.errors import ServerException
 
         name = model._meta.table_name
-        existing = self.features.columns.get(name, {})
+        existing = self.server_features.columns.get(name, {})
         for field in model._meta.sorted_fields:
             if field.column_name in existing:
                 continue
@@ -511,12 +529,12 @@ class ClickHouseBackend(Backend):
     def _apply_ttl(self, model: type[peewee.Model], table: ClickHouseTable) -> None:
         if self.ttl_days is None or table.ttl_column is None:
             return
-        if not self.features.ttl:
+        if not self.server_features.ttl:
             logger.warning("ClickHouse %s has no TTL support: ttl_days=%s is ignored for %s.",
-                           ".".join(map(str, self.features.version)), self.ttl_days, model._meta.table_name)
+                           ".".join(map(str, self.server_features.version)), self.ttl_days, model._meta.table_name)
             return
         ttl = self._ttl_clause(model, table)
-        _, full = self.features.tables.get(model._meta.table_name, ("", ""))
+        _, full = self.server_features.tables.get(model._meta.table_name, ("", ""))
         if ttl and f"TTL {ttl}".replace('"', "") not in full.replace('"', "").replace("`", ""):
             self.database.execute_sql(f'ALTER TABLE "{model._meta.table_name}" MODIFY TTL {ttl}')
 
@@ -540,6 +558,45 @@ class ClickHouseBackend(Backend):
             for index in stripes:
                 stack.enter_context(self._record_locks[index])
             yield
+
+    # -- JSON predicates -----------------------------------------------------------------
+    # Current servers have JSONExtract*; 18.16 only visitParam*, which find the first occurrence
+    # of a key at any depth: exact only for objects written scalars first, and only at the top.
+
+    #: Texts other clients write for "no value" in a JSON column (README *Stored formats*).
+    NO_JSON_VALUE = ("", "null", "_null_")
+
+    def json_members_equal(self, field: Any, filters: dict[str, Any], path: str = "$", *,
+                           scalars_first: bool = False) -> peewee.Node | None:
+        if not filters:
+            return None
+        keys = path.split(".")[1:]  # "$.metadata" → ["metadata"]: JSONExtract's key arguments
+        if self.server_features.json_functions:
+            member = functools.partial(_json_member_equals, field, keys)
+        elif scalars_first and not keys:
+            member = functools.partial(_visit_param_equals, field)
+        else:
+            return None
+        return functools.reduce(operator.and_, (member(key, value) for key, value in filters.items()))
+
+    def json_array_contains_all(self, field: Any, values: Sequence[str]) -> peewee.Node:
+        terms = []
+        for value in values:
+            if self.server_features.json_functions:
+                # JSONExtract cannot return a Nullable array: a NULL column reads as no values.
+                terms.append(peewee.fn.has(peewee.fn.JSONExtract(peewee.fn.ifNull(field, "[]"), "Array(String)"),
+                                           value))
+            else:
+                # Exact for compact JSON: the encoded value between "[" or "," and "," or "]".
+                encoded = json_dumps(value)
+                terms.append(functools.reduce(operator.or_, (
+                    peewee.fn.position(field, text) > 0
+                    for text in (f"[{encoded},", f"[{encoded}]", f",{encoded},", f",{encoded}]"))))
+        return functools.reduce(operator.and_, terms) if terms else peewee.SQL("1")
+
+    def json_present(self, field: Any) -> peewee.Node:
+        # The texts are compared as stored, not encoded as JSON like values of the column.
+        return field.is_null(False) & field.not_in([peewee.Value(text, converter=str) for text in self.NO_JSON_VALUE])
 
     # -- writes: versions and tombstones -------------------------------------------------
 
@@ -673,3 +730,31 @@ class ClickHouseBackend(Backend):
                                    details={"code": "MUTATION_TIMEOUT", "mutation_ids": sorted(pending)})
             time.sleep(MUTATION_POLL_S)
             pending &= {row[0] for row in client.execute(query, {"table": table})}
+
+
+def _json_member_equals(field: Any, keys: list[str], key: str, value: Any) -> peewee.Node:
+    """The member ``key`` of the object at ``keys`` in ``field`` equals the scalar ``value``."""
+    path = (*keys, key)
+    kind = peewee.fn.JSONType(field, *path)
+    has = peewee.fn.JSONHas(field, *path) == 1
+    if value is None:
+        return has & (kind == "Null")
+    if isinstance(value, bool):
+        return has & (kind == "Bool") & (peewee.fn.JSONExtractBool(field, *path) == int(value))
+    if isinstance(value, str):
+        return has & (kind == "String") & (peewee.fn.JSONExtractString(field, *path) == value)
+    return has & kind.in_(["Int64", "UInt64", "Double"]) & (peewee.fn.JSONExtractFloat(field, *path) == value)
+
+
+def _visit_param_equals(field: Any, key: str, value: Any) -> peewee.Node:
+    """18.16: the top-level member ``key`` of an object written scalars first equals ``value``."""
+    raw = peewee.fn.visitParamExtractRaw(field, key)
+    has = peewee.fn.visitParamHas(field, key) == 1
+    if value is None:
+        return has & (raw == "null")
+    if isinstance(value, bool):
+        return has & (raw == ("true" if value else "false"))
+    first = peewee.fn.substring(raw, 1, 1)
+    if isinstance(value, str):
+        return has & (first == '"') & (peewee.fn.visitParamExtractString(field, key) == value)
+    return has & first.not_in(['"', "t", "f", "n", "{", "["]) & (peewee.fn.visitParamExtractFloat(field, key) == value)

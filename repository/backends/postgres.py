@@ -17,7 +17,7 @@ from ..models.fields import TimestampField, ZonedTimestampField
 
 from ..errors import ValidationError
 from ..values import UTC, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, StoredFormats, timestamp_fields
+from .base import Backend, BackendFeatures, StoredFormats, timestamp_fields
 
 #: Seconds a call waits for a free pooled connection before failing.
 POOL_WAIT_S = 30.0
@@ -53,6 +53,8 @@ def _naive_utc(value: Any) -> datetime:
 
 class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
     """peewee's pooled PostgreSQL database with this library's stored formats."""
+
+    strips_nul = True  # neither text nor jsonb holds U+0000
 
     # Extends (not replaces) peewee's PostgreSQL types, so booleans stay BOOLEAN and doubles DOUBLE PRECISION.
     field_types = {**PooledPostgresqlDatabase.field_types, "TIMESTAMP": "TIMESTAMP", "TIMESTAMPTZ": "TIMESTAMPTZ",
@@ -95,7 +97,7 @@ class PostgresBackend(Backend):
     """A PostgreSQL database reached through a pool of ``max_connections`` connections."""
 
     name = "PG"
-    strips_nul = True
+    features = BackendFeatures(strips_nul=PostgresDatabase.strips_nul)
     driver_module = "psycopg2"
     driver_extra = "postgres"
 
@@ -226,16 +228,23 @@ class PostgresBackend(Backend):
     def json_text(self, column: Any) -> Any:
         return peewee.Cast(column, "text")
 
-    def metadata_condition(self, field: Any, filters: dict[str, Any], path: str = "$") -> peewee.Expression | None:
+    def json_members_equal(self, field: Any, filters: dict[str, Any], path: str = "$", *,
+                           scalars_first: bool = False) -> peewee.Node | None:
         if not filters or path != "$":
             return None  # only jsonb columns filter in SQL; JSON held in text columns is filtered in Python
-        condition = None
-        for key, value in filters.items():
-            # The key and the JSON text are bound parameters, never spliced into the SQL.
-            member = peewee.Expression(field, "->", peewee.Value(key, converter=str))
-            term = member == peewee.Cast(peewee.Value(json_dumps(value), converter=str), "jsonb")
-            condition = term if condition is None else condition & term
-        return condition
+        # Cleaned as stored values are: JSON text escapes U+0000, which jsonb refuses to parse.
+        filters = self.clean(filters)
+        # Filter values are scalars (validation.check_metadata_filter): containment of
+        # {key: scalar} is the type-aware equality of that top-level member (a nested array never
+        # contains a bare scalar), and a GIN index on the column serves it.
+        return _contains(field, dict(filters))
+
+    def json_array_contains_all(self, field: Any, values: Sequence[str]) -> peewee.Node:
+        # A top-level array contains the array of the wanted strings; a GIN index serves it.
+        return _contains(field, self.clean(list(values)))  # U+0000 removed, as json_members_equal
+
+    def json_present(self, field: Any) -> peewee.Node:
+        return field.is_null(False) & (field != peewee.Cast(peewee.Value("null", converter=str), "jsonb"))
 
     def table_sql(self, model) -> str:
         schema = f'"{self.schema_name}".' if self.schema_name else ""
@@ -273,3 +282,7 @@ def _prefer_zoned(row: dict[str, Any], fields: list[TimestampField]) -> dict[str
             row[field.name] = zoned
     return row
 
+
+def _contains(field: Any, value: Any) -> peewee.Node:
+    """``field @> value::jsonb``, the JSON text bound as a parameter."""
+    return peewee.Expression(field, "@>", peewee.Cast(peewee.Value(json_dumps(value), converter=str), "jsonb"))

@@ -149,6 +149,13 @@ class SQLiteBackend(Backend):
 
     # -- DDL -----------------------------------------------------------------------------
 
+    def prepare_models(self, models) -> None:
+        for model in models:
+            if getattr(model._meta, "sqlite_all_nullable", False):  # the table Mastra creates here
+                for field in model._meta.sorted_fields:
+                    field.null = field.null or not field.primary_key
+        super().prepare_models(models)
+
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         with self.write():
             for model in models:
@@ -199,7 +206,8 @@ class SQLiteBackend(Backend):
         text = peewee.Case(None, [(peewee.fn.typeof(column) == "blob", peewee.fn.cs_json(column))], column)
         return peewee.Case(None, [(peewee.fn.json_valid(text) == 1, text)], None)
 
-    def metadata_condition(self, field: Any, filters: dict[str, Any], path: str = "$") -> peewee.Expression | None:
+    def json_members_equal(self, field: Any, filters: dict[str, Any], path: str = "$", *,
+                           scalars_first: bool = False) -> peewee.Node | None:
         if not filters:
             return None
         document = self.json_text(field)
@@ -207,7 +215,12 @@ class SQLiteBackend(Backend):
         for key, value in filters.items():
             key_path = f"{path}.{key}"
             kind = peewee.fn.json_type(document, key_path)
-            if value is True:
+            if isinstance(value, str) and not value.startswith(("{", "[")):
+                # json_extract gives a string member as its text, other scalars as numbers or
+                # NULL, objects and arrays as JSON text starting with "{" or "[": for any other
+                # string the comparison alone is the typed equality (no json_type parse per row).
+                term = peewee.fn.json_extract(document, key_path) == value
+            elif value is True:
                 term = kind == "true"
             elif value is False:
                 term = kind == "false"
@@ -219,3 +232,17 @@ class SQLiteBackend(Backend):
                 term = kind.in_(["integer", "real"]) & (peewee.fn.json_extract(document, key_path) == value)
             condition = term if condition is None else condition & term
         return condition
+
+    def json_array_contains_all(self, field: Any, values: Sequence[str]) -> peewee.Node:
+        document = self.json_text(field)  # JSONB blobs of other clients as text
+        condition = peewee.fn.json_type(document) == "array"  # json_each also walks objects
+        for value in values:
+            condition &= peewee.NodeList((
+                peewee.SQL("EXISTS (SELECT 1 FROM json_each("), document,
+                peewee.SQL(") AS element WHERE element.type = 'text' AND element.value = ?)", [value]),
+            ), glue="")
+        return condition
+
+    def json_present(self, field: Any) -> peewee.Node:
+        # json_type of text that is not JSON is NULL: such a value is present.
+        return field.is_null(False) & (peewee.fn.coalesce(peewee.fn.json_type(self.json_text(field)), "") != "null")

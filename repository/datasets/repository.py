@@ -131,6 +131,7 @@ class DatasetsRepository(DomainRepository):
     """
 
     domain = "datasets"
+    rejects_unstorable_text = True
 
     def __init__(self, *, store: Any = None, **options: Any) -> None:
         super().__init__(store=store, **options)

@@ -1,20 +1,19 @@
 """The queries of the legacy span table (``mastra_ai_spans``, Mastra's layout) per database.
 
 One :class:`LegacyDialect` per backend says what the domain's SQL looks like there: table
-creation and key checks, the root and error conditions, and the filters that look inside JSON.
+creation and key checks, the root conditions and the count of roots; the JSON predicates
+they use are the backend's own (``Backend.json_present`` and friends).
 :data:`STRATEGIES` are the tracing strategies (§3.10) this layout supports per backend.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import peewee
 
 from ..errors import ConflictError
 from ..models.observability import ROOT_ENTRY_FITS, TABLE
-from ..values import json_dumps
 
 if TYPE_CHECKING:
     from .repository import ObservabilityRepository
@@ -27,9 +26,9 @@ STRATEGIES = {
 }
 
 
-class LegacyDialect(ABC):
-    """What this domain's SQL looks like on one backend: table creation, the root and error
-    checks, and the filters that look inside JSON."""
+class LegacyDialect:
+    """What this domain's SQL looks like on one backend: table creation and key checks, the
+    root checks, and the count of roots (the JSON predicates are the backend's own)."""
 
     #: On ClickHouse other clients write ``""`` for a missing parent or error.
     blank_is_null: ClassVar[bool] = False
@@ -51,21 +50,14 @@ class LegacyDialect(ABC):
         """The span has a parent."""
         return span.parent_span_id.is_null(False)
 
-    @abstractmethod
-    def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
-        """The span's ``error`` is neither SQL ``NULL`` nor JSON ``null`` (§2.5)."""
-
     def has_child_error(self, repository: "ObservabilityRepository", wanted: bool) -> peewee.Node:
         """Some span of the root's trace other than a root has an error (``wanted``), or none has."""
         Span = repository.models.span
         child = Span.alias("child")
         exists = peewee.fn.EXISTS(child.select(peewee.SQL("1")).where(
-            (child.trace_id == Span.trace_id) & self.not_root(child) & self.error_present(repository, child)))
+            (child.trace_id == Span.trace_id) & self.not_root(child)
+            & repository.backend.json_present(child.error)))
         return exists if wanted else ~exists
-
-    @abstractmethod
-    def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
-        """The root's ``tags`` contain every tag."""
 
     def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
         """How many roots match ``filters``: ``count(where=None, bitmap=False)`` counts the roots
@@ -73,10 +65,6 @@ class LegacyDialect(ABC):
         # A filter with an index of its own: the count combines it with the roots' index (bitmap
         # scans) instead of reading every root in start-time order.
         return count(bitmap=not self.indexed_filters.isdisjoint(filters))
-
-    def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
-        """Every top-level member of the JSON object in ``field`` equals the filter's value."""
-        return repository.backend.metadata_condition(field, filters)
 
 
 def _pairs_with_duplicates(table: str) -> str:
@@ -120,36 +108,6 @@ class _SQLiteDialect(LegacyDialect):
                 if columns == {"traceId", "spanId"}:
                     return True
         return False
-
-    def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
-        # json_type of NULL (also of text that is not JSON) is NULL: that error is present.
-        kind = peewee.fn.json_type(repository.backend.json_text(span.error))
-        return span.error.is_null(False) & (peewee.fn.coalesce(kind, "") != "null")
-
-    def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
-        document = repository.backend.json_text(repository.models.span.tags)
-        condition = None
-        for tag in tags:
-            term = peewee.NodeList((
-                peewee.SQL("EXISTS (SELECT 1 FROM json_each("), document,
-                peewee.SQL(") AS tag WHERE tag.type = 'text' AND tag.value = ?)", [tag]),
-            ), glue="")
-            condition = term if condition is None else condition & term
-        return condition
-
-    def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
-        # json_extract gives a string member as its text, other scalars as numbers or NULL, and
-        # objects and arrays as JSON text starting with "{" or "[": for any other string the
-        # comparison alone is the typed equality, saving the JSON parse of json_type per row.
-        document = repository.backend.json_text(field)
-        condition = None
-        for key, value in filters.items():
-            if isinstance(value, str) and not value.startswith(("{", "[")):
-                term = peewee.fn.json_extract(document, f"$.{key}") == value
-            else:
-                term = repository.backend.metadata_condition(field, {key: value})
-            condition = term if condition is None else condition & term
-        return condition
 
 
 #: The predicates of PostgreSQL's root filter index and of its oversized-roots index.
@@ -214,9 +172,6 @@ $$ LANGUAGE plpgsql"""
             database.execute_sql(f"CREATE TRIGGER mastra_ai_spans_timestamps BEFORE INSERT OR UPDATE ON {table} "
                                  f"FOR EACH ROW EXECUTE FUNCTION {schema}.trigger_set_timestamps()")
 
-    def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
-        return span.error.is_null(False) & (span.error != peewee.Cast(peewee.Value("null", converter=str), "jsonb"))
-
     def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
         if not filters or not self.root_index_filters.issuperset(filters):
             return super().count_roots(count, filters)
@@ -225,25 +180,11 @@ $$ LANGUAGE plpgsql"""
         # indexes' predicates word for word, which is how the planner matches them.
         return count(where=_ROOT_ENTRY_FITS) + count(where=_ROOT_ENTRY_TOO_BIG)
 
-    def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
-        return _contains(repository.models.span.tags, tags)
-
-    def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
-        # Containment of {key: scalar} is the type-aware equality of that top-level member (a
-        # nested array never contains a bare scalar), and the GIN index on metadata serves it.
-        return _contains(field, filters)
-
-
-def _contains(field: Any, value: Any) -> peewee.Node:
-    """PostgreSQL: ``field @> value::jsonb``, the JSON text bound as a parameter."""
-    return peewee.Expression(field, "@>", peewee.Cast(peewee.Value(json_dumps(value), converter=str), "jsonb"))
-
 
 class _ClickHouseDialect(LegacyDialect):
     blank_is_null = True
     #: Texts other clients write for "no value" (README *Stored formats*, §2.5).
     NO_PARENT = ("", "_null_")
-    NO_ERROR = ("", "null", "_null_")
 
     def root(self, span: Any) -> peewee.Node:
         return span.parent_span_id.is_null() | span.parent_span_id.in_(self.NO_PARENT)
@@ -251,70 +192,12 @@ class _ClickHouseDialect(LegacyDialect):
     def not_root(self, span: Any) -> peewee.Node:
         return span.parent_span_id.is_null(False) & span.parent_span_id.not_in(self.NO_PARENT)
 
-    def error_present(self, repository: "ObservabilityRepository", span: Any) -> peewee.Node:
-        # The texts are compared as stored, not encoded as JSON like values of the column.
-        blanks = [peewee.Value(text, converter=str) for text in self.NO_ERROR]
-        return span.error.is_null(False) & span.error.not_in(blanks)
-
     def has_child_error(self, repository: "ObservabilityRepository", wanted: bool) -> peewee.Node:
         # 18.16 has no correlated subqueries: one FINAL subquery of the traces with a failed child.
         Span = repository.models.span
-        failed = repository.backend.select(Span, Span.trace_id).where(self.not_root(Span) & self.error_present(repository, Span))
+        failed = repository.backend.select(Span, Span.trace_id).where(
+            self.not_root(Span) & repository.backend.json_present(Span.error))
         return Span.trace_id.in_(failed) if wanted else Span.trace_id.not_in(failed)
-
-    def tags_condition(self, repository: "ObservabilityRepository", tags: list[str]) -> peewee.Node:
-        tags_field = repository.models.span.tags
-        condition = None
-        for tag in tags:
-            if repository.backend.features.json_functions:
-                # JSONExtract cannot return a Nullable array: a NULL column reads as no tags.
-                tags_array = peewee.fn.JSONExtract(peewee.fn.ifNull(tags_field, "[]"), "Array(String)")
-                term = peewee.fn.has(tags_array, tag)
-            else:
-                # Exact for compact JSON: the encoded tag between "[" or "," and "," or "]".
-                encoded = json_dumps(tag)
-                term = None
-                for text in (f"[{encoded},", f"[{encoded}]", f",{encoded},", f",{encoded}]"):
-                    found = peewee.fn.position(tags_field, text) > 0
-                    term = found if term is None else term | found
-            condition = term if condition is None else condition & term
-        return condition
-
-    def json_condition(self, repository: "ObservabilityRepository", field: Any, filters: dict[str, Any]) -> peewee.Node:
-        json_functions = repository.backend.features.json_functions
-        condition = None
-        for key, value in filters.items():
-            term = (self._member_equals(field, key, value) if json_functions
-                    else self._visit_param_equals(field, key, value))
-            condition = term if condition is None else condition & term
-        return condition
-
-    @staticmethod
-    def _member_equals(field: Any, key: str, value: Any) -> peewee.Node:
-        kind = peewee.fn.JSONType(field, key)
-        has = peewee.fn.JSONHas(field, key) == 1
-        if value is None:
-            return has & (kind == "Null")
-        if isinstance(value, bool):
-            return has & (kind == "Bool") & (peewee.fn.JSONExtractBool(field, key) == int(value))
-        if isinstance(value, str):
-            return has & (kind == "String") & (peewee.fn.JSONExtractString(field, key) == value)
-        return has & kind.in_(["Int64", "UInt64", "Double"]) & (peewee.fn.JSONExtractFloat(field, key) == value)
-
-    @staticmethod
-    def _visit_param_equals(field: Any, key: str, value: Any) -> peewee.Node:
-        # 18.16: visitParam* find the first occurrence of the key at any depth; top-level
-        # scalars are written first, so for this library's rows that is the top-level member.
-        raw = peewee.fn.visitParamExtractRaw(field, key)
-        has = peewee.fn.visitParamHas(field, key) == 1
-        if value is None:
-            return has & (raw == "null")
-        if isinstance(value, bool):
-            return has & (raw == ("true" if value else "false"))
-        first = peewee.fn.substring(raw, 1, 1)
-        if isinstance(value, str):
-            return has & (first == '"') & (peewee.fn.visitParamExtractString(field, key) == value)
-        return has & first.not_in(['"', "t", "f", "n", "{", "["]) & (peewee.fn.visitParamExtractFloat(field, key) == value)
 
 
 #: The dialect of each backend, by ``Backend.name``.

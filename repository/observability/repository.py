@@ -412,7 +412,7 @@ class ObservabilityRepository(DomainRepository):
                 if key == "ended_at":
                     conditions.append(field.is_null(False))
             elif key == "status":
-                error = dialect.error_present(self, Span)
+                error = self.backend.json_present(Span.error)
                 if value == "error":
                     conditions.append(error)
                 else:
@@ -421,8 +421,9 @@ class ObservabilityRepository(DomainRepository):
             elif key == "has_child_error":
                 conditions.append(dialect.has_child_error(self, value))
             elif key == "tags":
-                conditions.append(dialect.tags_condition(self, value))
+                conditions.append(self.backend.json_array_contains_all(Span.tags, value))
             elif key in ("metadata", "scope"):
-                conditions.append(dialect.json_condition(self, getattr(Span, key), value))
+                conditions.append(self.backend.json_members_equal(
+                    getattr(Span, key), value, scalars_first=self.backend.features.json_scalars_first))
         return conditions
 

@@ -317,13 +317,13 @@ def test_clickhouse_restart_between_calls_reconnects_and_detects_again(fault_cli
         store.init()
         tag = f"between-{time.time_ns()}"
         write_records(store, tag)
-        detected = store.backend.features
+        detected = store.backend.server_features
         fault_clickhouse.stop()
         fault_clickhouse.start()
         check_records(store, tag)
-        assert store.backend.features is not detected
-        assert store.backend.features.version == detected.version
-        assert store.backend.features.columns == detected.columns
+        assert store.backend.server_features is not detected
+        assert store.backend.server_features.version == detected.version
+        assert store.backend.server_features.columns == detected.columns
 
 
 def test_clickhouse_outage_is_unavailable_with_masked_password_then_recovers(fault_clickhouse):
