@@ -75,3 +75,12 @@ def test_array_contains_all_and_present(observability, backend):
         assert traces(backend_.json_array_contains_all(Span.tags, ["a"])) == {"t1", "t2"}
         assert traces(backend_.json_array_contains_all(Span.tags, ["a,b"])) == {"t3"}
         assert traces(backend_.json_present(Span.error)) == {"t1"}
+
+
+def test_members_equal_finds_text_with_nul(memory, backend):
+    """A filter value holding U+0000 finds what the write stored (stripped on PostgreSQL, kept
+    elsewhere), also on SQLite, whose json_extract would cut the text at the NUL."""
+    memory.save_thread(thread={"id": "t-nul", "resource_id": "r", "metadata": {"k": "a\x00b"}})
+    memory.save_thread(thread={"id": "t-a", "resource_id": "r", "metadata": {"k": "a"}})
+    found = memory.list_threads(metadata={"k": "a\x00b"}, per_page=False).items
+    assert [thread["id"] for thread in found] == ["t-nul"]

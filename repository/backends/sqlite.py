@@ -208,8 +208,8 @@ class SQLiteBackend(Backend):
 
     def json_members_equal(self, field: Any, filters: dict[str, Any], path: str = "$", *,
                            scalars_first: bool = False) -> peewee.Node | None:
-        if not filters:
-            return None
+        if not filters or any(isinstance(value, str) and "\x00" in value for value in filters.values()):
+            return None  # json_extract cuts a string at U+0000: such a filter is decided in Python
         document = self.json_text(field)
         condition = None
         for key, value in filters.items():
