@@ -17,7 +17,6 @@ import functools
 
 import json
 import math
-from datetime import datetime
 from typing import Any, Mapping
 from uuid import uuid4
 
@@ -29,10 +28,11 @@ from .models.scores import build_scores_models
 from .base import DomainRepository, fetch_page, gc_paused, operation, order_terms
 from .errors import ValidationError
 from .page import Page
+from .retention import Prunable, RetentionTable
 from .schemas.base import load_into
 from .schemas.scores import SCORE_ENTITY_TYPES, SCORE_KEYS, SCORE_SOURCES, ScoreSchema
 from .validation import Ordering, Problems, check_id, check_order_by, check_page, check_tenancy, one_of
-from .values import JSON_NULL, JSONText, chunks, is_storable_text, json_dumps, utc_now
+from .values import JSON_NULL, JSONText, is_storable_text, json_dumps, utc_now
 
 _SCORE_SCHEMA = ScoreSchema()
 
@@ -45,10 +45,6 @@ DETAIL_KEYS = ("scorer_id", "entity_id", "entity_type", "trace_id", "span_id")
 #: Fields ``list_scores`` may order by; every list's default order is the first, newest first.
 LIST_ORDER_FIELDS = ("created_at", "updated_at", "score")
 _NEWEST_FIRST = Ordering("created_at", "DESC")
-
-#: Caller-supplied ids read back per query (ClickHouse limits a query's size).
-ID_CHUNK = 1000
-ID_CHUNK_CHARS = 64_000
 
 
 # --------------------------------------------------------------------------- fast validation
@@ -166,7 +162,7 @@ def fast_prepare_score(payload: Any, *, strip_nul: bool = False,
 
 # --------------------------------------------------------------------------- repository
 
-class ScoresRepository(DomainRepository):
+class ScoresRepository(Prunable, DomainRepository):
     """Evaluation scores: save one or many, read by id, list all or by scorer, run, entity or span.
 
     Example::
@@ -183,6 +179,8 @@ class ScoresRepository(DomainRepository):
     """
 
     domain = "scores"
+    #: Retention (fidelity-1.71 §5) on SQLite/PostgreSQL; ClickHouse keeps ``ttl_days``.
+    retention_tables = (RetentionTable(key="scorers", model="score", anchor="created_at"),)
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_scores_models(database)
@@ -258,25 +256,11 @@ class ScoresRepository(DomainRepository):
         with self.backend.write(*(("score", score_id) for score_id in given_ids)):
             # Generated ids are new: a plain insert, no read of stored rows.
             self.backend.insert(Score, generated)
-            if given:
-                # The upsert keeps a stored createdAt; read back those it kept.
-                self.backend.upsert(Score, given, preserve=("created_at",))
-                kept = self._kept_created_at(given_ids, now)
-                for record in records:
-                    record["created_at"] = kept.get(record["id"], now)
+            # A given id replaces any stored row whole, created_at included (fidelity-1.71.md
+            # §3.2, S1): one INSERT … ON CONFLICT DO UPDATE of every column, so no reader sees the
+            # row missing; ClickHouse writes the stored row's tombstone and the new row in one block.
+            self.backend.upsert(Score, given)
         return records
-
-    def _kept_created_at(self, ids: list[str], now: datetime) -> dict[str, datetime]:
-        """``created_at`` of the scores among ``ids`` that an upsert at ``now`` did not create."""
-        Score = self.models.score
-        param = self.backend.database.param
-        kept: dict[str, datetime] = {}
-        for chunk in chunks(ids, size=ID_CHUNK, max_chars=ID_CHUNK_CHARS):
-            # One SQL node for the list: peewee renders a long IN list value by value, slowly.
-            in_chunk = peewee.SQL(f'"{Score.id.column_name}" IN ({", ".join([param] * len(chunk))})', chunk)
-            query = self.backend.select(Score, Score.id, Score.created_at).where(in_chunk, Score.created_at != now)
-            kept.update((row["id"], row["created_at"]) for row in query)
-        return kept
 
     # ------------------------------------------------------------------ writes
 
@@ -285,8 +269,8 @@ class ScoresRepository(DomainRepository):
         """Validate and store one score; returns it as :meth:`get_score_by_id` now would.
 
         Without ``id`` (or with ``id=None``) a UUID4 is generated. With an id the save is an
-        upsert: a stored score is replaced as a whole (absent optional fields become ``None``),
-        keeping its ``created_at``; ``updated_at`` is now.
+        upsert: a stored score is replaced as a whole (absent optional fields become ``None``)
+        and, as Mastra 1.71 leaves it, ``created_at`` and ``updated_at`` are both now.
         """
         problems = Problems()
         record, row = self._prepare(problems, score)

@@ -17,7 +17,7 @@ import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -379,16 +379,31 @@ def test_run_and_span_lists_honour_tenancy(scores, tenants):
 # --------------------------------------------------------------------------- upsert
 
 def test_save_with_same_id_replaces(scores):
-    """Scenario 22."""
+    """Scenario 22 as fidelity-1.71.md §3.2 (S1) amends it: the re-saved row has ``created_at``
+    equal to ``updated_at``, both not earlier than the second call's start."""
     first = scores.save_score(score=sample("sc-u", id="score-1", score=0.2, source="LIVE"))
     time.sleep(0.002)
+    second_call = datetime.now(UTC)
     second = scores.save_score(score=sample("sc-u", id="score-1", score=0.9, source="TEST"))
     stored = scores.get_score_by_id(id="score-1")
     assert (stored["score"], stored["source"]) == (0.9, "TEST")
     assert scores.list_scores_by_scorer_id(scorer_id="sc-u").total == 1
-    assert stored["created_at"] == first["created_at"] == second["created_at"]
-    assert stored["updated_at"] >= first["updated_at"]
+    assert stored["created_at"] == stored["updated_at"] == second["created_at"]
+    assert stored["created_at"] > first["created_at"]
+    assert stored["created_at"] >= second_call - timedelta(milliseconds=1)  # stored to the millisecond
     assert second == stored
+
+
+def test_save_scores_resets_created_at_of_stored_ids(scores):
+    """fidelity-1.71.md §3.2: ``save_scores`` follows the same rule; newest-first lists then put
+    the re-saved score first, as Mastra 1.71's clients see it."""
+    scores.save_scores(scores=[sample("sc-many", id="m-1"), sample("sc-many", id="m-2")])
+    time.sleep(0.002)
+    again = scores.save_scores(scores=[sample("sc-many", id="m-1", score=0.1)])[0]
+    stored = scores.get_score_by_id(id="m-1")
+    assert stored["created_at"] == stored["updated_at"] == again["created_at"]
+    assert stored["score"] == 0.1
+    assert ids(scores.list_scores_by_scorer_id(scorer_id="sc-many")) == ["m-1", "m-2"]
 
 
 def test_retrying_a_save_with_an_id_leaves_one_row(scores, backend, backend_url):
@@ -430,9 +445,10 @@ def test_a_returned_record_can_be_saved_again(scores):
     """Scenario 26."""
     saved = scores.save_score(score=sample("sc-again"))
     stored = scores.get_score_by_id(id=saved["id"])
+    time.sleep(0.002)
     again = scores.save_score(score=stored)
     assert scores.list_scores_by_scorer_id(scorer_id="sc-again").total == 1
-    assert again["created_at"] == saved["created_at"]
+    assert again["created_at"] == again["updated_at"] > saved["created_at"]  # fidelity-1.71.md §3.2
     assert scores.get_score_by_id(id=saved["id"]) == again
 
 
@@ -443,9 +459,9 @@ def test_wire_form_round_trip(scores):
     assert wire["scorerId"] == "sc-wire" and wire["createdAt"].endswith("Z") and "scorer_id" not in wire
     assert "structuredOutput" not in wire and "structured_output" not in saved
     again = scores.save_score(score=wire)
-    assert again["created_at"] == saved["created_at"]
-    assert {k: v for k, v in again.items() if k != "updated_at"} == {k: v for k, v in saved.items()
-                                                                     if k != "updated_at"}
+    assert again["created_at"] == again["updated_at"] >= saved["created_at"]  # fidelity-1.71.md §3.2
+    stamps = ("created_at", "updated_at")
+    assert {k: v for k, v in again.items() if k not in stamps} == {k: v for k, v in saved.items() if k not in stamps}
 
 
 # --------------------------------------------------------------------------- bad input
@@ -501,7 +517,7 @@ def test_unknown_key_unserializable_metadata_and_bad_entity_type(scores):
     with pytest.raises(ValidationError) as caught:
         scores.save_score(score=sample(entity_type="agent_runner"))
     assert list(caught.value.fields) == ["entity_type"]
-    assert caught.value.fields["entity_type"][0].startswith("Must be one of: AGENT, WORKFLOW, agent_run,")
+    assert caught.value.fields["entity_type"][0].startswith("Must be one of: AGENT, WORKFLOW, TRAJECTORY, STEP, EXTERNAL, agent_run,")
     assert total_rows(scores) == 0
 
 
@@ -509,6 +525,27 @@ def test_span_types_are_accepted_entity_types(scores):
     """§2.2: any span type of observability.md §2.3 is an entity type."""
     saved = scores.save_score(score=sample(entity_type="tool_call"))
     assert scores.get_score_by_id(id=saved["id"])["entity_type"] == "tool_call"
+
+
+@pytest.mark.parametrize("entity_type", ["TRAJECTORY", "STEP", "EXTERNAL", "classifier_evaluation",
+                                         "mcp_server_request"])
+def test_mastra_1_71_entity_types_are_accepted(scores, entity_type):
+    """fidelity-1.71.md §1 (V2): the three new kinds and the two new span types, on both write paths."""
+    saved = scores.save_score(score=sample("sc-v2", entity_type=entity_type))
+    many = scores.save_scores(scores=[sample("sc-v2", entity_type=entity_type)])[0]
+    assert scores.get_score_by_id(id=saved["id"])["entity_type"] == entity_type
+    assert scores.get_score_by_id(id=many["id"])["entity_type"] == entity_type
+    page = scores.list_scores_by_scorer_id(scorer_id="sc-v2", entity_type=entity_type)
+    assert sorted(ids(page)) == sorted([saved["id"], many["id"]])
+    assert scores.list_scores_by_entity_id(entity_id="eval-agent", entity_type=entity_type).total == 2
+
+
+def test_entity_types_stay_case_sensitive(scores):
+    """fidelity-1.71.md §1: validation stays case-sensitive; nothing is written."""
+    with pytest.raises(ValidationError) as caught:
+        scores.save_scores(scores=[sample(entity_type="trajectory")])
+    assert list(caught.value.fields) == ["scores[0].entity_type"]
+    assert total_rows(scores) == 0
 
 
 @pytest.mark.parametrize("field,value", [
@@ -1034,7 +1071,8 @@ def test_save_scores_repeated_id_behaves_like_successive_saves(scores):
     del last["reason"]
     saved = scores.save_scores(scores=[sample("sc-dup", id="dup", score=0.2, reason="a"), last])
     stored = scores.get_score_by_id(id="dup")
-    assert stored["score"] == 0.3 and stored["reason"] is None and stored["created_at"] == first["created_at"]
+    assert stored["score"] == 0.3 and stored["reason"] is None
+    assert stored["created_at"] == stored["updated_at"] >= first["created_at"]  # fidelity-1.71.md §3.2
     assert [item["score"] for item in saved] == [0.2, 0.3] and saved[1] == stored
     assert scores.list_scores_by_scorer_id(scorer_id="sc-dup").total == 1
 

@@ -629,8 +629,9 @@ class ClickHouseBackend(Backend):
             if old is not None and any(old.get(k) != new.get(k) for k in sort_key):
                 tombstones.append({**old, "row_version": VERSION_CLOCK.next(above), "row_deleted": 1})
             fresh.append({**new, "row_version": VERSION_CLOCK.next(above), "row_deleted": 0})
-        self.insert_rows(model, tombstones)
-        self.insert_rows(model, fresh)
+        # One block: a reader never sees the row gone (tombstone written, new row not yet) when
+        # the sort key changes (a re-saved score's createdAt).
+        self.insert_rows(model, tombstones + fresh)
 
     def _stored(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]],
                 fields: Sequence[str] = ()) -> dict[tuple, dict[str, Any]]:

@@ -9,7 +9,9 @@ from marshmallow import validate
 
 from .base import JSONObject, NonEmptyString, RecordSchema, StrictString, Timestamp
 
-MESSAGE_ROLES = ("user", "assistant", "system", "tool")
+#: Message roles accepted by ``save_messages`` and ``update_messages`` (memory.md §3.3;
+#: fidelity-1.71.md §1, V3): Mastra 1.71's ``MastraDBMessage`` roles plus v1's ``tool``.
+MESSAGE_ROLES = ("system", "user", "assistant", "tool", "signal")
 
 
 class ThreadSchema(RecordSchema):

@@ -9,23 +9,27 @@ from marshmallow import validate
 
 from .base import JSONObject, JSONValue, NonEmptyString, RecordSchema, StrictBoolean, StrictString, Timestamp
 
-#: Span types accepted on write (§2.3), case-sensitive.
+#: Span types accepted on write and as the ``span_type`` filter (§2.3; fidelity-1.71.md §1, V1):
+#: Mastra 1.71's ``SpanType``, in its order, case-sensitive (``skill_resolution`` is deprecated
+#: there and still valid).
 SPAN_TYPES = (
-    "agent_run", "agent_signal", "model_generation", "model_step", "model_inference", "model_chunk",
-    "tool_call", "mcp_tool_call", "client_tool_call", "provider_tool_call",
+    "agent_run", "scorer_run", "classifier_evaluation", "scorer_step", "generic",
+    "model_generation", "model_step", "model_inference", "model_chunk",
+    "mcp_tool_call", "mcp_server_request", "processor_run",
+    "tool_call", "client_tool_call", "provider_tool_call",
     "workflow_run", "workflow_step", "workflow_conditional", "workflow_conditional_eval", "workflow_parallel",
     "workflow_loop", "workflow_sleep", "workflow_wait_event",
-    "scorer_run", "scorer_step",
-    "processor_run", "memory_operation", "workspace_action",
+    "memory_operation", "workspace_action",
     "rag_ingestion", "rag_embedding", "rag_vector_operation", "rag_action", "graph_action",
-    "generic", "mapping", "skill_action", "skill_resolution",
+    "mapping", "skill_resolution", "skill_action", "agent_signal",
 )
 
-#: Entity types accepted on write (§2.4) for ``entity_type``, ``parent_entity_type`` and
-#: ``root_entity_type``.
+#: Entity types accepted on write (§2.4; fidelity-1.71.md §1, V1) for ``entity_type``,
+#: ``parent_entity_type`` and ``root_entity_type``: Mastra 1.71's ``EntityType``, in its order.
 ENTITY_TYPES = (
     "agent", "scorer", "rag_ingestion", "trajectory", "input_processor", "input_step_processor",
-    "output_processor", "output_step_processor", "workflow_step", "tool", "workflow_run", "memory",
+    "output_processor", "output_step_processor", "tool_result_processor", "workflow_step", "tool",
+    "mcp_server", "workflow_run", "memory",
 )
 
 #: Keys a caller may send that are accepted and ignored (so returned rows can be written back).

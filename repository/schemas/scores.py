@@ -13,9 +13,10 @@ from .observability import SPAN_TYPES
 #: Accepted ``source`` values (scores.md §2.2).
 SCORE_SOURCES = ("LIVE", "TEST")
 
-#: Accepted ``entity_type`` values on save (scores.md §2.2), case-sensitive: a span type of
+#: Accepted ``entity_type`` values on save (scores.md §2.2; fidelity-1.71.md §1, V2), case-sensitive:
+#: Mastra 1.71's ``scoringEntityTypeSchema`` — the five scored-entity kinds, then a span type of
 #: observability.md §2.3 when one span was scored.
-SCORE_ENTITY_TYPES = ("AGENT", "WORKFLOW", *SPAN_TYPES)
+SCORE_ENTITY_TYPES = ("AGENT", "WORKFLOW", "TRAJECTORY", "STEP", "EXTERNAL", *SPAN_TYPES)
 
 
 def _text(data_key: str | None = None) -> StrictString:
