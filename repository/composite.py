@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from .base import DomainRepository
 from .errors import NotSupportedError, ValidationError
+from .retention import prune_domains, validated_retention
 from .stores import DOMAINS, WholeStore, check_domain_key, unknown_domain
 
 logger = logging.getLogger(__name__)
@@ -45,11 +46,13 @@ class CompositeStore:
 
     ``default`` is the fallback for every domain not listed in ``domains``; ``domains`` maps a
     domain key to a domain repository (``MemorySQLite(...)``), a whole store, or ``False`` to
-    disable that domain.  ``disable_init=True`` makes :meth:`init` a no-op.
+    disable that domain.  ``disable_init=True`` makes :meth:`init` a no-op.  ``retention``
+    (``{<domain key>: {<table key>: policy}}``) is what :meth:`prune` applies.
     """
 
     def __init__(self, id: str = "composite", default: WholeStore | None = None,
-                 domains: Mapping[str, Any] | None = None, disable_init: bool = False) -> None:
+                 domains: Mapping[str, Any] | None = None, disable_init: bool = False,
+                 retention: dict | None = None) -> None:
         domains = dict(domains or {})
         for key, source in domains.items():
             if key not in DOMAINS:
@@ -60,6 +63,7 @@ class CompositeStore:
             raise _invalid("default must be a whole store (SQLiteStore, PostgresStore, ClickHouseStore)", None)
         if default is None and not any(source is not False for source in domains.values()):
             raise _invalid("A composite store needs a default store or at least one domain", None)
+        self.retention = validated_retention(retention, error_id="STORAGE_COMPOSITE_INIT_INVALID_INPUT")
         self.id = id
         self.default = default
         self.disable_init = disable_init
@@ -77,7 +81,7 @@ class CompositeStore:
 
     @classmethod
     def from_urls(cls, default: str | None = None, *, id: str = "composite", disable_init: bool = False,
-                  **domain_urls: str | bool) -> "CompositeStore":
+                  retention: dict | None = None, **domain_urls: str | bool) -> "CompositeStore":
         """Build from URLs: ``CompositeStore.from_urls(default="postgresql://…", memory="sqlite:///local.db")``.
 
         Domains with the same URL share one store (and its connections).
@@ -85,6 +89,7 @@ class CompositeStore:
         for key in domain_urls:
             if key not in DOMAINS:
                 raise _invalid(unknown_domain(key), key)
+        validated_retention(retention, error_id="STORAGE_COMPOSITE_INIT_INVALID_INPUT")  # before connecting
         stores: dict[str, WholeStore] = {}
 
         def store(url: str, domain: str | None) -> WholeStore:
@@ -104,7 +109,7 @@ class CompositeStore:
                     f"The {key} domain is not available on ClickHouse; use SQLite or PostgreSQL for it.",
                     id="STORAGE_CLICKHOUSE_INIT_NOT_SUPPORTED", domain=key)
             domains[key] = source
-        return cls(id=id, default=default_store, domains=domains, disable_init=disable_init)
+        return cls(id=id, default=default_store, domains=domains, disable_init=disable_init, retention=retention)
 
     def get_store(self, key: str) -> DomainRepository | None:
         """The repository that serves domain ``key``, or ``None`` when it is disabled or its
@@ -137,6 +142,15 @@ class CompositeStore:
             for repository in self._repositories():
                 logger.debug("init %s on %s", repository.domain, repository.backend.display_url)
                 repository.init()
+
+    def prune(self, *, retention: dict | None = None, max_batches: int | None = None, max_rows: int | None = None,
+              pause_ms: int = 0, stop: threading.Event | None = None) -> list[dict]:
+        """Apply ``retention`` (for this call), else the configured one, domain by domain in the
+        mapping's order; see each domain's ``prune``.  A domain disabled, on ClickHouse (TTL) or
+        with no policy is skipped; a failing domain is logged and the others still run."""
+        return prune_domains(self.get_store, self.retention, retention=retention, max_batches=max_batches,
+                             max_rows=max_rows, pause_ms=pause_ms, stop=stop,
+                             error_id="STORAGE_COMPOSITE_PRUNE_INVALID_INPUT")
 
     def close(self) -> None:
         """Close each connection pool once."""

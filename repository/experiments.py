@@ -25,6 +25,7 @@ from .schemas.experiments import (EXPERIMENT_STATUSES, RESULT_STATUSES, TARGET_T
                                   ExperimentSchema)
 from .purge import (LinkedTables, detach_dataset_rows, is_purged, purge_barrier, purge_time,
                     redact_item_result_rows, redacted_result_values)
+from .retention import Cascade, Prunable, RetentionTable
 from .validation import Problems, check_id, check_order_by, check_page, check_tenancy, check_text, one_of
 from .values import (JSON_NULL, UNSET, NotStorable, deep_copy_json, is_storable_text, later_than,
                      storable_json_copy, to_utc, utc_now)
@@ -152,7 +153,7 @@ def _check_choice(problems: Problems, name: str, value: Any, choices: tuple[str,
         problems.add(name, one_of(choices))
 
 
-class ExperimentsRepository(DomainRepository):
+class ExperimentsRepository(Prunable, DomainRepository):
     """Experiment runs and their per-item results.
 
     Example::
@@ -166,6 +167,11 @@ class ExperimentsRepository(DomainRepository):
     """
 
     domain = "experiments"
+    #: Retention (fidelity-1.71 §5): whole finished experiments with their results, by the plain
+    #: ``completedAt`` on PostgreSQL too (Mastra's); running ones (no ``completedAt``) are kept.
+    retention_tables = (RetentionTable(key="experiments", model="experiment", anchor="completed_at",
+                                       zoned_on_postgres=False,
+                                       cascade=Cascade(model="result", parent_field="experiment_id")),)
     rejects_unstorable_text = True
 
     def __init__(self, *, store: Any = None, **options: Any) -> None:

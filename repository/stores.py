@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import threading
 from typing import Any, ClassVar
 
 from .backends.base import Backend
 from .base import DomainRepository
 from .errors import StorageError, ValidationError
+from .retention import prune_domains, validated_retention
 
 #: Every domain key, in the order stores list them.
 DOMAINS = ("memory", "workflows", "scores", "observability", "agents", "datasets", "experiments")
@@ -32,16 +34,19 @@ class WholeStore:
     """All the domains of one backend on one database.
 
     Subclasses set ``backend_class`` and ``domain_classes`` (domain key → repository class).
+    ``retention`` (``{<domain key>: {<table key>: policy}}``) is what :meth:`prune` applies.
     """
 
     backend_class: ClassVar[type[Backend]]
     domain_classes: ClassVar[dict[str, type[DomainRepository]]] = {}
 
-    def __init__(self, *, id: str = "store", **options: Any) -> None:
+    def __init__(self, *, id: str = "store", retention: dict | None = None, **options: Any) -> None:
         if not isinstance(id, str) or not id:
             raise ValidationError(fields={"id": ["id must be a non-empty string"]},
                                   id=f"STORAGE_{self.backend_class.name}_INIT_INVALID_INPUT")
         self.id = id
+        self.retention = validated_retention(retention,
+                                             error_id=f"STORAGE_{self.backend_class.name}_INIT_INVALID_INPUT")
         try:
             self.backend = self.backend_class(**options)
         except StorageError as exc:
@@ -78,6 +83,15 @@ class WholeStore:
         """Delete every row of every domain's tables (for tests)."""
         for repository in self._repositories.values():
             repository.dangerously_clear_all()
+
+    def prune(self, *, retention: dict | None = None, max_batches: int | None = None, max_rows: int | None = None,
+              pause_ms: int = 0, stop: threading.Event | None = None) -> list[dict]:
+        """Apply ``retention`` (for this call), else the store's, domain by domain: the results of
+        each domain's ``prune`` in order.  Nothing is pruned on ClickHouse (its tables expire rows
+        by ``ttl_days``); a failing domain is logged and the others still run."""
+        return prune_domains(self._repositories.get, self.retention, retention=retention, max_batches=max_batches,
+                             max_rows=max_rows, pause_ms=pause_ms, stop=stop,
+                             error_id=f"STORAGE_{self.backend_class.name}_PRUNE_INVALID_INPUT")
 
     def close(self) -> None:
         """Close the database connections."""

@@ -10,11 +10,12 @@ from typing import Any, Callable, Iterable
 import marshmallow
 import peewee
 
-from .models.workflows import TABLE, build_workflow_models
+from .models.workflows import build_workflow_models
 
 from .base import DomainRepository, fetch_page, operation, order_terms
 from .errors import ConflictError
 from .page import Page
+from .retention import Prunable, RetentionTable
 from .schemas.base import JSONObject, JSONValue, Timestamp, flatten_errors, load_into
 from .schemas.workflows import WorkflowRunSchema
 from .validation import Problems, check_id, check_page
@@ -165,17 +166,12 @@ def schema_run_row(problems: Problems, clean: Callable[[Any], Any], *, workflow_
 # --------------------------------------------------------------------------- per-backend SQL
 
 class _Dialect:
-    """What this domain's SQL looks like on one backend: DDL and the two JSON filters.
+    """What this domain's SQL looks like on one backend: the two JSON filters (the table and its
+    key, ``Meta.table_key``, are the backend's).
 
     A filter returns ``None`` when the backend cannot evaluate it; the repository then filters
     the decoded snapshots itself.
     """
-
-    def create_table(self, repository: "WorkflowsRepository") -> None:
-        """Create the table where peewee's declaration would not give the reference layout."""
-
-    def after_create(self, repository: "WorkflowsRepository") -> None:
-        """DDL that needs the table (constraints)."""
 
     def status_condition(self, repository: "WorkflowsRepository", status: str) -> peewee.Node | None:
         """The snapshot's top-level ``status`` is the string ``status``."""
@@ -191,14 +187,6 @@ def _json_path(*keys: str) -> str:
 
 
 class _SQLiteDialect(_Dialect):
-    # The reference layout: every column nullable, a UNIQUE key instead of a primary key.
-    DDL = ('CREATE TABLE IF NOT EXISTS "mastra_workflow_snapshot" ("workflow_name" TEXT, "run_id" TEXT, '
-           '"resourceId" TEXT, "snapshot" TEXT, "createdAt" TEXT, "updatedAt" TEXT, '
-           'UNIQUE (workflow_name, run_id))')
-
-    def create_table(self, repository: "WorkflowsRepository") -> None:
-        repository.backend.database.execute_sql(self.DDL)
-
     def status_condition(self, repository: "WorkflowsRepository", status: str) -> peewee.Node:
         document = repository.backend.json_text(repository.models.snapshot.snapshot)
         return peewee.fn.json_extract(document, "$.status") == status
@@ -218,34 +206,9 @@ class _SQLiteDialect(_Dialect):
 
 
 class _PostgresDialect(_Dialect):
-    COLUMNS = ('workflow_name text NOT NULL, run_id text NOT NULL, "resourceId" text, snapshot jsonb NOT NULL, '
-               '"createdAt" timestamp NOT NULL, "updatedAt" timestamp NOT NULL, '
-               '"createdAtZ" timestamptz DEFAULT now(), "updatedAtZ" timestamptz DEFAULT now()')
-    # Unique indexes of the table (no predicate, no expressions) and their column names.
-    UNIQUE_INDEXES = ("SELECT i.relname, ARRAY(SELECT a.attname FROM unnest(x.indkey::int2[]) AS k(attnum) "
-                      "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum) "
-                      "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-                      "WHERE x.indrelid = to_regclass(%s) AND x.indisunique AND x.indpred IS NULL "
-                      "AND x.indexprs IS NULL")
     SUSPENDED_THREAD = ('$."context".* ? (@."status" == "suspended").'
                         + ".".join(f'"{key}"' for key in SUSPENDED_THREAD_PATH) + " ? (@ == $thread)")
     INPUT_THREAD = _json_path("context", *INPUT_THREAD_PATH) + " ? (@ == $thread)"
-
-    def create_table(self, repository: "WorkflowsRepository") -> None:
-        table = repository.backend.table_sql(repository.models.snapshot)
-        repository.backend.database.execute_sql(f"CREATE TABLE IF NOT EXISTS {table} ({self.COLUMNS})")
-
-    def after_create(self, repository: "WorkflowsRepository") -> None:
-        """Add the unique key unless some unique constraint or index on exactly the key exists
-        (older databases name it without the schema prefix)."""
-        backend = repository.backend
-        table = backend.table_sql(repository.models.snapshot)
-        cursor = backend.database.execute_sql(self.UNIQUE_INDEXES, (table,))
-        if any(sorted(columns) == ["run_id", "workflow_name"] for _, columns in cursor.fetchall()):
-            return
-        name = f"{backend.schema_name or 'public'}_{TABLE}_workflow_name_run_id_key"
-        backend.database.execute_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" UNIQUE (workflow_name, run_id)')
-        backend.database.execute_sql(f'ALTER TABLE {table} REPLICA IDENTITY USING INDEX "{name}"')
 
     @staticmethod
     def _document(repository: "WorkflowsRepository") -> peewee.Node:
@@ -276,7 +239,7 @@ _DIALECTS: dict[str, _Dialect] = {"SQLITE": _SQLiteDialect(), "PG": _PostgresDia
 
 # --------------------------------------------------------------------------- the repository
 
-class WorkflowsRepository(DomainRepository):
+class WorkflowsRepository(Prunable, DomainRepository):
     """Workflow run snapshots: persist, load, list, and atomic step/state updates.
 
     Example::
@@ -290,6 +253,9 @@ class WorkflowsRepository(DomainRepository):
     """
 
     domain = "workflows"
+    #: Retention (fidelity-1.71 §5): runs by ``updatedAt``, whatever their status.
+    retention_tables = (RetentionTable(key="workflow_snapshot", model="snapshot", anchor="updated_at",
+                                       aliases=("workflowSnapshot",)),)
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_workflow_models(database)
@@ -297,17 +263,6 @@ class WorkflowsRepository(DomainRepository):
     @property
     def _dialect(self) -> _Dialect:
         return _DIALECTS[self.backend.name]
-
-    @operation
-    def init(self) -> None:
-        """Create ``mastra_workflow_snapshot`` with its unique key and indexes; idempotent."""
-        self.backend.run_once(self.domain, self._create_tables)
-
-    def _create_tables(self) -> None:
-        with self.backend.ddl():
-            self._dialect.create_table(self)
-            self.backend.create_tables(self.tables)  # missing columns (resourceId, Z columns), indexes
-            self._dialect.after_create(self)
 
     # ------------------------------------------------------------------ rows and records
 

@@ -17,6 +17,7 @@ from ..base import DomainRepository, count_prepared, fetch_page, fetch_prepared_
 from ..errors import NotFoundError, ValidationError
 from ..models.observability import build_observability_models
 from ..page import Page
+from ..retention import Prunable, RetentionTable
 from ..schemas.base import flatten_errors
 from ..schemas.observability import PARENT_IS_SELF, SpanSchema
 from ..validation import Problems, check_id, check_order_by, check_page, join_path
@@ -25,12 +26,12 @@ from .filters import (CHOICE_FILTERS, LIST_ORDER_FIELDS, PREPARED_FILTERS, RANGE
                       check_filters, filter_shape)
 from .legacy_sql import LEGACY_DIALECTS, STRATEGIES, LegacyDialect
 from .records import (CAMEL_TO_SNAKE, IGNORED_WIRE_KEYS, JSON_KEYS, KEY_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE,
-                      SpanRows, batch_error, span_record, trace_status)
+                      SpanRows, span_record, trace_status)
 
 _SPAN_SCHEMA = SpanSchema()
 
 
-class ObservabilityRepository(DomainRepository):
+class ObservabilityRepository(Prunable, DomainRepository):
     """Traces and spans: bulk ingest, partial updates, trace reads and trace lists.
 
     Example::
@@ -47,6 +48,8 @@ class ObservabilityRepository(DomainRepository):
     """
 
     domain = "observability"
+    #: Retention (fidelity-1.71 §5) on SQLite/PostgreSQL, span by span; ClickHouse keeps ``ttl_days``.
+    retention_tables = (RetentionTable(key="spans", model="span", anchor="started_at"),)
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_observability_models(database)
@@ -75,7 +78,6 @@ class ObservabilityRepository(DomainRepository):
 
     def _create_tables(self) -> None:
         with self.backend.ddl():
-            self._dialect.create_table(self)
             self.backend.create_tables(self.tables)
             self._dialect.after_create(self)
 
@@ -95,38 +97,11 @@ class ObservabilityRepository(DomainRepository):
 
     def _span_row(self, problems: Problems, record: Any, prefix: str) -> dict[str, Any] | None:
         """The stored row of one input span, or ``None`` after recording its problems."""
-        row = self._rows.fast(record)
-        return row if row is not None else self._checked_row(problems, record, prefix)
-
-    def _checked_row(self, problems: Problems, record: Any, prefix: str) -> dict[str, Any] | None:
-        """The schema's verdict on a span the fast path did not accept."""
-        if not isinstance(record, dict):
-            problems.add(prefix, "Not a valid mapping type.")
-            return None
-        try:
-            loaded = _SPAN_SCHEMA.load(record)
-        except marshmallow.ValidationError as error:
-            problems.merge(flatten_errors(error.messages), prefix)
-            return None
-        return self._rows.from_loaded(loaded)
+        return self._rows.row(problems, record, prefix)
 
     def _batch_rows(self, records: Any) -> list[dict[str, Any]]:
         """Rows of every record of a batch; one error for all invalid records (§3.3)."""
-        if not isinstance(records, (list, tuple)):
-            raise ValidationError(fields={"records": ["records must be a list of spans"]})
-        rows, errors = [], {}
-        fast = self._rows.fast
-        for index, record in enumerate(records):
-            row = fast(record)
-            if row is None:
-                problems = Problems()
-                row = self._checked_row(problems, record, "")
-                if problems:
-                    errors[index] = problems.fields
-            rows.append(row)
-        if errors:
-            raise batch_error(records, errors)
-        return rows
+        return self._rows.batch(records)
 
     # ------------------------------------------------------------------ writes
 
