@@ -28,6 +28,8 @@ RANGE_KEYS = ("start", "end", "start_exclusive", "end_exclusive")
 RANGE_FILTERS = ("started_at", "ended_at")
 FILTER_KEYS = frozenset({*TEXT_FILTERS, *CHOICE_FILTERS, *RANGE_FILTERS, "status", "has_child_error",
                          "tags", "metadata", "scope"})
+#: Filters of ``list_branches``: each applies to the anchor span itself.
+BRANCH_FILTER_KEYS = FILTER_KEYS - {"has_child_error"}
 #: Filters whose values ``list_traces`` binds as parameters of statements rendered once per
 #: shape; tags, metadata and scope build conditions around their values, so they are rendered.
 PREPARED_FILTERS = FILTER_KEYS - {"tags", "metadata", "scope"}
@@ -44,8 +46,9 @@ def filter_shape(name: str, value: Any) -> Any:
 
 
 
-def check_filters(problems: Problems, filters: Any) -> dict[str, Any]:
-    """Validated ``list_traces`` filters (keys with ``None`` and empty lists/dicts dropped)."""
+def check_filters(problems: Problems, filters: Any, *, keys: frozenset[str] = FILTER_KEYS) -> dict[str, Any]:
+    """Validated ``list_traces`` filters (keys with ``None`` and empty lists/dicts dropped);
+    ``keys`` are the filters allowed (``list_branches`` takes all but ``has_child_error``)."""
     if filters is None:
         return {}
     if not isinstance(filters, dict):
@@ -54,7 +57,7 @@ def check_filters(problems: Problems, filters: Any) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for key, value in filters.items():
         path = f"filters.{key}"
-        if key not in FILTER_KEYS:
+        if key not in keys:
             problems.add(path, "Unknown field.")
         elif key in ("metadata", "scope"):
             members = check_metadata_filter(problems, path, value)

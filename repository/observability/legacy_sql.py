@@ -46,17 +46,13 @@ class LegacyDialect:
         """The span has no parent."""
         return span.parent_span_id.is_null()
 
-    def not_root(self, span: Any) -> peewee.Node:
-        """The span has a parent."""
-        return span.parent_span_id.is_null(False)
-
     def has_child_error(self, repository: "ObservabilityRepository", wanted: bool) -> peewee.Node:
-        """Some span of the root's trace other than a root has an error (``wanted``), or none has."""
+        """Some span of the root's trace, the root included, has an error (``wanted``), or none
+        has: Mastra's legacy adapters count the root too (fidelity-1.71 §3.1)."""
         Span = repository.models.span
-        child = Span.alias("child")
-        exists = peewee.fn.EXISTS(child.select(peewee.SQL("1")).where(
-            (child.trace_id == Span.trace_id) & self.not_root(child)
-            & repository.backend.json_present(child.error)))
+        span = Span.alias("failed")
+        exists = peewee.fn.EXISTS(span.select(peewee.SQL("1")).where(
+            (span.trace_id == Span.trace_id) & repository.backend.json_present(span.error)))
         return exists if wanted else ~exists
 
     def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
@@ -189,14 +185,10 @@ class _ClickHouseDialect(LegacyDialect):
     def root(self, span: Any) -> peewee.Node:
         return span.parent_span_id.is_null() | span.parent_span_id.in_(self.NO_PARENT)
 
-    def not_root(self, span: Any) -> peewee.Node:
-        return span.parent_span_id.is_null(False) & span.parent_span_id.not_in(self.NO_PARENT)
-
     def has_child_error(self, repository: "ObservabilityRepository", wanted: bool) -> peewee.Node:
-        # 18.16 has no correlated subqueries: one FINAL subquery of the traces with a failed child.
+        # 18.16 has no correlated subqueries: one FINAL subquery of the traces with a failed span.
         Span = repository.models.span
-        failed = repository.backend.select(Span, Span.trace_id).where(
-            self.not_root(Span) & repository.backend.json_present(Span.error))
+        failed = repository.backend.select(Span, Span.trace_id).where(repository.backend.json_present(Span.error))
         return Span.trace_id.in_(failed) if wanted else Span.trace_id.not_in(failed)
 
 

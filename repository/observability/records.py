@@ -8,6 +8,7 @@ report (or accepts an unusual but valid record).  Both paths store exactly the s
 
 from __future__ import annotations
 
+import json
 import re
 from operator import itemgetter
 from typing import Any, Sequence
@@ -206,7 +207,12 @@ class SpanRows:
 def span_record(row: dict[str, Any], *, blank_is_null: bool) -> dict[str, Any]:
     """The record of a stored row: the spec's keys in order; with ``blank_is_null`` (tables
     other clients write ``""`` into) a blank parent or error reads as ``None``."""
-    record = {key: row.get(key) for key in SPAN_KEYS}
+    return _record(row, SPAN_KEYS, blank_is_null)
+
+
+def _record(row: dict[str, Any], keys: Sequence[str], blank_is_null: bool) -> dict[str, Any]:
+    """The ``keys`` of a stored row as a record (see :func:`span_record`)."""
+    record = {key: row.get(key) for key in keys}
     record["is_event"] = bool(record["is_event"])
     if blank_is_null:
         for key in ("parent_span_id", "error"):
@@ -248,3 +254,74 @@ def _given_id(record: Any, key: str) -> Any:
         return None
     camel = "traceId" if key == "trace_id" else "spanId"
     return record.get(key, record.get(camel))
+
+
+# --------------------------------------------------------------------------- light records (fidelity-1.71 §2)
+
+#: The keys of a light span (``get_structure``), in the spec's order: no payloads but ``error``.
+LIGHT_SPAN_KEYS = ("trace_id", "span_id", "parent_span_id", "name", "span_type", "is_event", "started_at",
+                   "ended_at", "error", "entity_type", "entity_id", "entity_name", "created_at", "updated_at")
+#: The keys of a light list row (``list_traces_light``).
+LIGHT_LIST_KEYS = (*LIGHT_SPAN_KEYS, "status", "metadata", "input_preview")
+#: Span types that anchor a branch (``list_branches``), Mastra's ``BRANCH_SPAN_TYPES``.
+BRANCH_SPAN_TYPES = ("agent_run", "workflow_run", "processor_run", "scorer_run", "rag_ingestion", "tool_call",
+                     "mcp_tool_call", "mcp_server_request", "provider_tool_call")
+#: Characters of an ``input_preview`` before it is cut (with "…").
+PREVIEW_CHARS = 100
+
+
+def light_record(row: dict[str, Any], *, blank_is_null: bool) -> dict[str, Any]:
+    """The light span of a row that holds (at least) the :data:`LIGHT_SPAN_KEYS` columns."""
+    return _record(row, LIGHT_SPAN_KEYS, blank_is_null)
+
+
+def light_list_record(row: dict[str, Any], *, blank_is_null: bool) -> dict[str, Any]:
+    """The light list row of a root's row: the light span plus ``status``, ``metadata`` and the
+    ``input_preview`` of its ``input``."""
+    record = light_record(row, blank_is_null=blank_is_null)
+    record["status"] = trace_status(record)
+    record["metadata"] = row["metadata"]
+    record["input_preview"] = input_preview(row["input"])
+    return record
+
+
+def input_preview(value: Any) -> str | None:
+    """What a trace list shows of a root's input (observability-vnext.md §2.1, Mastra's
+    ``buildInputPreview``): the user messages' texts, else the text or compact JSON, cut at
+    :data:`PREVIEW_CHARS` characters."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text[0] in "{[\"":
+            try:
+                value = json.loads(text)
+            except ValueError:
+                if text[0] != '"':
+                    return None
+                value = text
+    messages = value if isinstance(value, list) else \
+        value.get("messages") if isinstance(value, dict) and isinstance(value.get("messages"), list) else None
+    if messages is not None:
+        preview = " | ".join(text for text in (_user_text(message) for message in messages) if text)
+    else:
+        preview = value if isinstance(value, str) else json_dumps(value)
+    if not preview:
+        return None
+    return preview[:PREVIEW_CHARS] + "…" if len(preview) > PREVIEW_CHARS else preview
+
+
+def _user_text(message: Any) -> str:
+    """The text of a user message (its string content, or its string and text parts)."""
+    if not isinstance(message, dict) or message.get("role") != "user":
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [part if isinstance(part, str) else part.get("text") if isinstance(part, dict)
+                 and part.get("type") == "text" and isinstance(part.get("text"), str) else None for part in content]
+        return " ".join(part for part in parts if part)
+    return ""

@@ -22,13 +22,16 @@ from ..schemas.base import flatten_errors
 from ..schemas.observability import PARENT_IS_SELF, SpanSchema
 from ..validation import Problems, check_id, check_order_by, check_page, join_path
 from ..values import chunks, utc_now
-from .filters import (CHOICE_FILTERS, LIST_ORDER_FIELDS, PREPARED_FILTERS, RANGE_FILTERS, TEXT_FILTERS,
-                      check_filters, filter_shape)
+from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, LIST_ORDER_FIELDS, PREPARED_FILTERS, RANGE_FILTERS,
+                      TEXT_FILTERS, check_filters, filter_shape)
 from .legacy_sql import LEGACY_DIALECTS, STRATEGIES, LegacyDialect
 from .records import (CAMEL_TO_SNAKE, IGNORED_WIRE_KEYS, JSON_KEYS, KEY_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE,
-                      SpanRows, span_record, trace_status)
+                      BRANCH_SPAN_TYPES, LIGHT_SPAN_KEYS, SpanRows, light_list_record, light_record, span_record,
+                      trace_status)
 
 _SPAN_SCHEMA = SpanSchema()
+#: What a light list row is built from: the light span, the root's metadata and its input.
+LIGHT_LIST_COLUMNS = (*LIGHT_SPAN_KEYS, "metadata", "input")
 
 
 class ObservabilityRepository(Prunable, DomainRepository):
@@ -298,10 +301,129 @@ class ObservabilityRepository(Prunable, DomainRepository):
         return {"trace_id": trace_id, "spans": spans} if spans else None
 
     @operation
+    def get_structure(self, *, trace_id: str) -> dict | None:
+        """``{"trace_id", "spans"}`` with the trace's light spans (the 14 keys of a span's tree
+        shape, timing and error; no payloads), in :meth:`get_trace` order, or ``None``."""
+        return self._structure(trace_id)
+
+    @operation
+    def get_trace_light(self, *, trace_id: str) -> dict | None:
+        """The deprecated name of :meth:`get_structure` (same result)."""
+        return self._structure(trace_id)
+
+    def _structure(self, trace_id: Any) -> dict | None:
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        problems.raise_if_any()
+        Span = self.models.span
+        rows = self.backend.select(Span, *self._columns(LIGHT_SPAN_KEYS)).where(Span.trace_id == trace_id) \
+            .order_by(Span.started_at.asc(), Span.span_id.asc())
+        blank_is_null = self._dialect.blank_is_null
+        spans = [light_record(row, blank_is_null=blank_is_null) for row in rows]
+        return {"trace_id": trace_id, "spans": spans} if spans else None
+
+    @operation
+    def get_spans(self, *, trace_id: str, span_ids: list[str]) -> dict:
+        """``{"trace_id", "spans"}`` with the listed spans of the trace that exist (full spans,
+        each once, by ``started_at`` then ``span_id``); an unknown trace gives no spans."""
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        if not isinstance(span_ids, (list, tuple)) or not span_ids \
+                or not all(isinstance(span_id, str) and span_id for span_id in span_ids):
+            problems.add("span_ids", "span_ids must be a non-empty list of non-empty strings")
+        problems.raise_if_any()
+        return {"trace_id": trace_id, "spans": self._spans(trace_id, list(dict.fromkeys(span_ids)))}
+
+    def _spans(self, trace_id: str, span_ids: list[str]) -> list[dict[str, Any]]:
+        """The full spans of ``span_ids`` in one trace, by ``started_at`` then ``span_id``."""
+        Span = self.models.span
+        spans = []
+        for chunk in chunks(span_ids):
+            query = self.backend.select(Span).where((Span.trace_id == trace_id) & Span.span_id.in_(chunk))
+            spans.extend(self._span_record(row) for row in query)
+        return sorted(spans, key=lambda record: (record["started_at"], record["span_id"]))
+
+    @operation
+    def get_branch(self, *, trace_id: str, span_id: str, depth: int | None = None) -> dict | None:
+        """``{"trace_id", "spans"}``: the span ``span_id`` first, then its descendants (down to
+        ``depth`` levels; ``None``: all) by ``started_at``; ``None`` when the trace or the span
+        is missing."""
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        check_id(problems, "span_id", span_id)
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+            problems.add("depth", "depth must be an integer >= 0")
+        problems.raise_if_any()
+        structure = self._structure(trace_id)
+        if structure is None or not any(light["span_id"] == span_id for light in structure["spans"]):
+            return None
+        children: dict[str, list[str]] = {}
+        for light in structure["spans"]:
+            if light["parent_span_id"] is not None:
+                children.setdefault(light["parent_span_id"], []).append(light["span_id"])
+        # Breadth-first from the anchor; the visited set cuts a parent cycle.
+        chosen, level, visited = [], [span_id], {span_id}
+        remaining = depth
+        while level and (remaining is None or remaining > 0):
+            level = [kid for parent in level for kid in children.get(parent, ()) if kid not in visited]
+            visited.update(level)
+            chosen.extend(level)
+            remaining = None if remaining is None else remaining - 1
+        spans = self._spans(trace_id, [span_id, *chosen])
+        anchor = [record for record in spans if record["span_id"] == span_id]
+        return {"trace_id": trace_id, "spans": anchor + [record for record in spans if record["span_id"] != span_id]}
+
+    @operation
     def list_traces(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
                     order_by: dict | None = None) -> Page:
         """A page of root spans matching every filter (§3.8), each with its trace ``status``;
         newest first by default."""
+        rows, total, has_more, request = self._list_roots(filters, page, per_page, order_by, light=False)
+        return Page(self._with_status(rows), total, request.page, request.per_page, has_more)
+
+    @operation
+    def list_traces_light(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
+                          order_by: dict | None = None) -> Page:
+        """:meth:`list_traces` with light rows: the 14 keys of :meth:`get_structure` plus
+        ``status``, ``metadata`` and ``input_preview`` (the root's user input, 100 characters);
+        only the columns these need are read."""
+        rows, total, has_more, request = self._list_roots(filters, page, per_page, order_by, light=True)
+        blank_is_null = self._dialect.blank_is_null
+        items = [light_list_record(row, blank_is_null=blank_is_null) for row in rows]
+        return Page(items, total, request.page, request.per_page, has_more)
+
+    @operation
+    def list_branches(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
+                      order_by: dict | None = None) -> Page:
+        """A page of branch anchors: every span (root or nested) of a branch type (agent, workflow,
+        processor, scorer and tool runs, …) matching every filter, each a full span with its own
+        ``status``; the filters of :meth:`list_traces` but ``has_child_error``, applied to the
+        anchor.  Newest first by default."""
+        problems = Problems()
+        request = check_page(problems, page, per_page, default_per_page=10)
+        checked = check_filters(problems, filters, keys=BRANCH_FILTER_KEYS)
+        ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
+                                  default_direction="DESC")
+        problems.raise_if_any()
+        Span = self.models.span
+        query = self.backend.select(Span).where(Span.span_type.in_(BRANCH_SPAN_TYPES),
+                                                *self._filter_conditions(checked))
+        rows, total, has_more = fetch_page(self.backend, query, self._list_order(ordering), request)
+        return Page(self._with_status(rows), total, request.page, request.per_page, has_more)
+
+    def _with_status(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The full spans of listed rows, each with the ``status`` of its own error and end."""
+        items = []
+        for row in rows:
+            record = self._span_record(row)
+            record["status"] = trace_status(record)
+            items.append(record)
+        return items
+
+    def _list_roots(self, filters: Any, page: Any, per_page: Any, order_by: Any, *,
+                    light: bool) -> tuple[list[dict[str, Any]], int, bool, Any]:
+        """The rows of a ``list_traces`` page (of the light list's columns when ``light``),
+        its total, ``has_more`` and the page request."""
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=10)
         checked = check_filters(problems, filters)
@@ -309,36 +431,42 @@ class ObservabilityRepository(Prunable, DomainRepository):
                                   default_direction="DESC")
         problems.raise_if_any()
         Span, backend, dialect = self.models.span, self.backend, self._dialect
-        field = getattr(Span, ordering.field)
-        if ordering.field == "ended_at":
-            # Running roots (no end yet) come first newest-first and last oldest-first.
-            first = field.desc(nulls="first") if ordering.descending else field.asc(nulls="last")
-            order = [first, Span.trace_id.asc(), Span.span_id.asc()]
-        else:
-            order = order_terms(field, ordering.descending, Span.trace_id, Span.span_id)
+        columns = self._columns(LIGHT_LIST_COLUMNS) if light else ()
+        order = self._list_order(ordering)
         if PREPARED_FILTERS.issuperset(checked):
-            rows, total, has_more = self._prepared_roots(checked, (ordering.field, ordering.descending), order,
-                                                         request)
+            rows, total, has_more = self._prepared_roots(checked, (ordering.field, ordering.descending, light),
+                                                         order, request, columns)
         else:
-            query = backend.select(Span).where(dialect.root(Span), *self._filter_conditions(checked))
+            query = backend.select(Span, *columns).where(dialect.root(Span), *self._filter_conditions(checked))
 
             def count(query: peewee.ModelSelect) -> int:
                 return dialect.count_roots(lambda where=None, bitmap=False: backend.count(
                     query if where is None else query.where(where), bitmap=bitmap), checked)
 
             rows, total, has_more = fetch_page(backend, query, order, request, count=count)
-        items = []
-        for row in rows:
-            record = self._span_record(row)
-            record["status"] = trace_status(record)
-            items.append(record)
-        return Page(items, total, request.page, request.per_page, has_more)
+        return rows, total, has_more, request
 
-    def _prepared_roots(self, filters: dict[str, Any], ordering: tuple[str, bool], order: list[Any],
-                        request: Any) -> tuple[list[dict[str, Any]], int, bool]:
+    def _list_order(self, ordering: Any) -> list[Any]:
+        """The order of a list of spans by ``started_at`` or ``ended_at``; ties by trace and span id."""
+        Span = self.models.span
+        field = getattr(Span, ordering.field)
+        if ordering.field == "ended_at":
+            # Running spans (no end yet) come first newest-first and last oldest-first.
+            first = field.desc(nulls="first") if ordering.descending else field.asc(nulls="last")
+            return [first, Span.trace_id.asc(), Span.span_id.asc()]
+        return order_terms(field, ordering.descending, Span.trace_id, Span.span_id)
+
+    def _columns(self, keys: tuple[str, ...]) -> list[peewee.Field]:
+        """The fields of the span keys ``keys``, each with its stored companions (PostgreSQL's
+        ``…Z`` timestamps, which reads prefer), for reads that select only what they return."""
+        fields = self.models.span._meta.fields
+        return [fields[name] for key in keys for name in (key, f"{key}_z") if name in fields]
+
+    def _prepared_roots(self, filters: dict[str, Any], ordering: tuple[str, bool, bool], order: list[Any],
+                        request: Any, columns: Any = ()) -> tuple[list[dict[str, Any]], int, bool]:
         """The page of a list whose filters all bind as parameters: its statements are rendered
-        once per shape (which filters, ranges and statuses, the order), since rendering the
-        wide select of spans cost more than running it."""
+        once per shape (which filters, ranges and statuses, the order, light or full columns),
+        since rendering the wide select of spans cost more than running it."""
         Span, backend, dialect = self.models.span, self.backend, self._dialect
         values: dict[str, Any] = {}
 
@@ -349,7 +477,7 @@ class ObservabilityRepository(Prunable, DomainRepository):
         conditions = self._filter_conditions(filters, bind)  # fills values
 
         def build() -> peewee.ModelSelect:
-            return backend.select(Span).where(dialect.root(Span), *conditions)
+            return backend.select(Span, *columns).where(dialect.root(Span), *conditions)
 
         key = (Span, ordering, tuple(filter_shape(name, value) for name, value in filters.items()))
 
