@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import peewee
 
-from ..errors import ConflictError
+from ..errors import NotSupportedError
 from ..models.observability import ROOT_ENTRY_FITS, TABLE
 
 if TYPE_CHECKING:
@@ -36,11 +36,9 @@ class LegacyDialect:
     #: index; the count of a list filtered by one of them combines the indexes (bitmap scans).
     indexed_filters: ClassVar[frozenset[str]] = frozenset()
 
-    def create_table(self, repository: "ObservabilityRepository") -> None:
-        """Create the table (and check an existing one) before the generic columns and indexes."""
-
     def after_create(self, repository: "ObservabilityRepository") -> None:
-        """DDL that needs the complete table (key constraint, trigger)."""
+        """DDL that needs the complete table (PostgreSQL's timestamp trigger); the table, its key
+        (``Meta.table_key``), columns and indexes are the backend's (``create_tables``)."""
 
     def root(self, span: Any) -> peewee.Node:
         """The span has no parent."""
@@ -55,55 +53,58 @@ class LegacyDialect:
             (span.trace_id == Span.trace_id) & repository.backend.json_present(span.error)))
         return exists if wanted else ~exists
 
+    # -- the span key of older tables (migrate_spans) -------------------------------------
+
+    #: The physical row address that tells duplicate rows apart (``rowid``, ``ctid``).
+    row_id: ClassVar[str] = "rowid"
+    #: How Mastra's messages call the key.
+    key_kind: ClassVar[str] = "unique index"
+
+    def table_name(self, repository: "ObservabilityRepository") -> str:
+        """The table's name as Mastra's migration reports print it."""
+        return TABLE
+
+    def migration_status(self, repository: "ObservabilityRepository") -> dict[str, Any]:
+        """``check_spans_migration_status``: whether the table lacks its ``(traceId, spanId)``
+        key and how many pairs repeat (a missing table needs nothing)."""
+        backend, Span = repository.backend, repository.models.span
+        key = Span._meta.table_key
+        status = {"needs_migration": False, "has_duplicates": False, "duplicate_count": 0,
+                  "constraint_exists": True, "table_name": self.table_name(repository)}
+        if not backend.database.table_exists(TABLE, Span._meta.schema):
+            return {**status, "constraint_exists": False}
+        if backend.has_key(Span, key):
+            return status
+        count = backend.repeated_keys(Span, key)
+        return {**status, "needs_migration": True, "has_duplicates": count > 0, "duplicate_count": count,
+                "constraint_exists": False}
+
+    def migrate(self, repository: "ObservabilityRepository", status: dict[str, Any]) -> str:
+        """Delete the repeated pairs but one row each and add the key, in one transaction; the
+        message of ``migrate_spans``."""
+        backend, Span = repository.backend, repository.models.span
+        table, row_id = backend.table_sql(Span), self.row_id
+        with backend.ddl():
+            # The row kept: the ended one, then the latest updated, the latest created, the first stored.
+            backend.database.execute_sql(
+                f"DELETE FROM {table} WHERE {row_id} IN (SELECT {row_id} FROM (SELECT {row_id}, row_number() "
+                f'OVER (PARTITION BY "traceId", "spanId" ORDER BY ("endedAt" IS NULL), "updatedAt" DESC NULLS LAST, '
+                f'"createdAt" DESC NULLS LAST, {row_id}) AS position FROM {table}) AS ranked WHERE position > 1)')
+            backend.add_key(Span, Span._meta.table_key)
+        removed = "Removed duplicates and added" if status["has_duplicates"] else "Added"
+        return f"Migration complete. {removed} {self.key_kind} to {status['table_name']}."
+
+    def already_migrated(self, status: dict[str, Any]) -> str:
+        """The message of ``migrate_spans`` on a table that has its key."""
+        return f"Migration already complete. {self.key_kind[0].upper()}{self.key_kind[1:]} exists on " \
+               f"{status['table_name']}."
+
     def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
         """How many roots match ``filters``: ``count(where=None, bitmap=False)`` counts the roots
         the list selects that also meet ``where``, with bitmap scans when asked."""
         # A filter with an index of its own: the count combines it with the roots' index (bitmap
         # scans) instead of reading every root in start-time order.
         return count(bitmap=not self.indexed_filters.isdisjoint(filters))
-
-
-def _pairs_with_duplicates(table: str) -> str:
-    return (f'SELECT count(*) FROM (SELECT 1 FROM {table} GROUP BY "traceId", "spanId" '
-            f"HAVING count(*) > 1) AS duplicates")
-
-
-def _create_table_sql(repository: "ObservabilityRepository", key: str) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` with the model's columns in order and the given key."""
-    backend, Span = repository.backend, repository.models.span
-    context = backend.database.get_sql_context()
-    columns, _ = context.sql(peewee.CommaNodeList([field.ddl(context) for field in Span._meta.sorted_fields])).query()
-    return f"CREATE TABLE IF NOT EXISTS {backend.table_sql(Span)} ({columns}, {key})"
-
-
-def _duplicates_conflict(count: int) -> ConflictError:
-    return ConflictError(f"Cannot add the unique key of {TABLE}: {count} (traceId, spanId) pairs are stored "
-                         "more than once", details={"code": "DUPLICATE_SPANS", "duplicates": count})
-
-
-class _SQLiteDialect(LegacyDialect):
-    KEY = 'UNIQUE ("spanId", "traceId")'
-
-    def create_table(self, repository: "ObservabilityRepository") -> None:
-        database = repository.backend.database
-        if not database.table_exists(TABLE):
-            database.execute_sql(_create_table_sql(repository, self.KEY))
-            return
-        # Tables of older versions may lack the unique key; the index that adds it would fail
-        # on duplicate pairs, so they are counted first and nothing is changed.
-        if not self._has_unique_key(database):
-            count = database.execute_sql(_pairs_with_duplicates(f'"{TABLE}"')).fetchone()[0]
-            if count:
-                raise _duplicates_conflict(count)
-
-    @staticmethod
-    def _has_unique_key(database: peewee.Database) -> bool:
-        for _, name, unique, _, partial in database.execute_sql(f'PRAGMA index_list("{TABLE}")').fetchall():
-            if unique and not partial:
-                columns = {row[2] for row in database.execute_sql(f'PRAGMA index_info("{name}")').fetchall()}
-                if columns == {"traceId", "spanId"}:
-                    return True
-        return False
 
 
 #: The predicates of PostgreSQL's root filter index and of its oversized-roots index.
@@ -117,7 +118,6 @@ class _PostgresDialect(LegacyDialect):
     #: Filters whose columns the roots' filter index holds (models.observability.ROOT_FILTER_COLUMNS).
     root_index_filters = frozenset({"entity_type", "entity_id", "entity_name", "user_id", "organization_id",
                                     "environment", "span_type", "tags", "started_at", "ended_at"})
-    HAS_PRIMARY_KEY = "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'"
     FUNCTION = """CREATE FUNCTION {schema}.trigger_set_timestamps() RETURNS trigger AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -135,30 +135,11 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql"""
 
-    def _key_name(self, repository: "ObservabilityRepository") -> str:
-        return f"{repository.backend.schema_name or 'public'}_{TABLE}_traceid_spanid_pk"
-
-    def create_table(self, repository: "ObservabilityRepository") -> None:
-        backend = repository.backend
-        table = backend.table_sql(repository.models.span)
-        exists = backend.database.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
-        if not exists:
-            key = f'CONSTRAINT "{self._key_name(repository)}" PRIMARY KEY ("traceId", "spanId")'
-            backend.database.execute_sql(_create_table_sql(repository, key))
-            return
-        if not backend.database.execute_sql(self.HAS_PRIMARY_KEY, (table,)).fetchone()[0]:
-            count = backend.database.execute_sql(_pairs_with_duplicates(table)).fetchone()[0]
-            if count:
-                raise _duplicates_conflict(count)
-
     def after_create(self, repository: "ObservabilityRepository") -> None:
         backend = repository.backend
         database = backend.database
         table = backend.table_sql(repository.models.span)
         schema = f'"{backend.schema_name or "public"}"'
-        if not database.execute_sql(self.HAS_PRIMARY_KEY, (table,)).fetchone()[0]:
-            database.execute_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{self._key_name(repository)}" '
-                                 'PRIMARY KEY ("traceId", "spanId")')
         if database.execute_sql("SELECT to_regprocedure(%s) IS NULL",
                                 (f"{schema}.trigger_set_timestamps()",)).fetchone()[0]:
             database.execute_sql(self.FUNCTION.format(schema=schema))
@@ -167,6 +148,13 @@ $$ LANGUAGE plpgsql"""
         if not trigger:
             database.execute_sql(f"CREATE TRIGGER mastra_ai_spans_timestamps BEFORE INSERT OR UPDATE ON {table} "
                                  f"FOR EACH ROW EXECUTE FUNCTION {schema}.trigger_set_timestamps()")
+
+    row_id = "ctid"
+    key_kind = "PRIMARY KEY constraint"
+
+    def table_name(self, repository: "ObservabilityRepository") -> str:
+        schema = repository.backend.schema_name
+        return f'"{schema}"."{TABLE}"' if schema else TABLE
 
     def count_roots(self, count: Callable[..., int], filters: dict[str, Any]) -> int:
         if not filters or not self.root_index_filters.issuperset(filters):
@@ -191,7 +179,21 @@ class _ClickHouseDialect(LegacyDialect):
         failed = repository.backend.select(Span, Span.trace_id).where(repository.backend.json_present(Span.error))
         return Span.trace_id.in_(failed) if wanted else Span.trace_id.not_in(failed)
 
+    key_kind = "sorting key (traceId, spanId)"
+
+    def migration_status(self, repository: "ObservabilityRepository") -> dict[str, Any]:
+        # The sorting key deduplicates (FINAL): a table sorted by the pair needs nothing.
+        rows = repository.backend.database.execute_sql(
+            f"SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = '{TABLE}'").fetchall()
+        keyed = not rows or rows[0][0].replace(" ", "") == "traceId,spanId"
+        return {"needs_migration": not keyed, "has_duplicates": False, "duplicate_count": 0,
+                "constraint_exists": bool(rows) and keyed, "table_name": TABLE}
+
+    def migrate(self, repository: "ObservabilityRepository", status: dict[str, Any]) -> str:
+        raise NotSupportedError(f"{TABLE} is sorted by another key; migrate_spans() cannot change a ClickHouse "
+                                "table's sorting key (copy the rows into a table created by init()).")
+
 
 #: The dialect of each backend, by ``Backend.name``.
-LEGACY_DIALECTS: dict[str, LegacyDialect] = {"SQLITE": _SQLiteDialect(), "PG": _PostgresDialect(),
+LEGACY_DIALECTS: dict[str, LegacyDialect] = {"SQLITE": LegacyDialect(), "PG": _PostgresDialect(),
                                              "CLICKHOUSE": _ClickHouseDialect()}

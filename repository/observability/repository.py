@@ -84,6 +84,29 @@ class ObservabilityRepository(Prunable, DomainRepository):
             self.backend.create_tables(self.tables)
             self._dialect.after_create(self)
 
+    @operation
+    def check_spans_migration_status(self) -> dict:
+        """Whether ``mastra_ai_spans`` was created before its ``(traceId, spanId)`` key existed:
+        ``{"needs_migration", "has_duplicates", "duplicate_count", "constraint_exists",
+        "table_name"}`` (``duplicate_count``: pairs stored more than once).  Changes nothing."""
+        return self._dialect.migration_status(self)
+
+    @operation
+    def migrate_spans(self) -> dict:
+        """Give an older ``mastra_ai_spans`` its ``(traceId, spanId)`` key, in one transaction:
+        of each repeated pair the ended row is kept (then the latest updated, the latest created),
+        the others deleted.  Returns ``{"success", "already_migrated", "duplicates_removed",
+        "message"}``; a later :meth:`init` then passes.  ClickHouse: a table sorted by another key
+        raises :class:`~repository.errors.NotSupportedError`."""
+        dialect = self._dialect
+        status = dialect.migration_status(self)
+        if not status["needs_migration"]:
+            return {"success": True, "already_migrated": True, "duplicates_removed": 0,
+                    "message": dialect.already_migrated(status)}
+        message = dialect.migrate(self, status)
+        return {"success": True, "already_migrated": False, "duplicates_removed": status["duplicate_count"],
+                "message": message}
+
     @property
     def observability_strategy(self) -> dict[str, Any]:
         """How tracing exporters should write to this backend (§3.10), as a fresh dict:
