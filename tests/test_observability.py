@@ -27,7 +27,7 @@ from composite_store.postgres import ObservabilityPG
 from composite_store.schemas import SpanSchema
 from composite_store.sqlite import ObservabilitySQLite
 from composite_store.values import json_loads
-from tests.conftest import MATRIX, clickhouse_client, on_url
+from tests.conftest import MATRIX, clickhouse_client, database_url, on_url
 
 UTC = timezone.utc
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -545,10 +545,11 @@ def test_list_by_tenant(listed):
 
 
 def test_list_by_child_error(listed):
-    """35."""
-    assert listing(listed, has_child_error=True) == ["t1"]
-    assert set(listing(listed, has_child_error=False)) == {"t2", "t3", "t4"}
-    assert listing(listed, has_child_error="true") == ["t1"]
+    """35, as fidelity-1.71 §3.1 (B1) amends it: the root's own error counts too (t2's root failed)."""
+    assert listing(listed, has_child_error=True) == ["t2", "t1"]
+    assert set(listing(listed, has_child_error=False)) == {"t3", "t4"}
+    assert listing(listed, has_child_error="true") == ["t2", "t1"]
+    assert listed.list_traces(filters={"has_child_error": True}).total == 2
 
 
 def test_list_by_tags(listed):
@@ -1418,3 +1419,291 @@ def test_stored_json_is_compact_text(observability, backend, backend_url):
             observability, "SELECT metadata, scope FROM mastra_ai_spans WHERE traceId = 'json-t'")[0]
         assert metadata == '{"z":"é","nested":{"a":1}}' and scope == '{"v":"1","deps":[1]}'
     assert json_loads(SpanSchema().dumps(root))["metadata"] == root["metadata"]
+
+
+# --------------------------------------------------------------------------- Mastra 1.71 reads (fidelity-1.71 §2)
+
+LIGHT_KEYS = ["trace_id", "span_id", "parent_span_id", "name", "span_type", "is_event", "started_at", "ended_at",
+              "error", "entity_type", "entity_id", "entity_name", "created_at", "updated_at"]
+
+
+def selects(caplog) -> list[str]:
+    """The SELECT statements peewee logged."""
+    return [record.msg[0] for record in caplog.records
+            if isinstance(record.msg, tuple) and record.msg[0].lstrip().upper().startswith("SELECT")]
+
+
+@pytest.fixture
+def tree(observability):
+    """§2.3's 7-span tree: r → a, b; a → a1, a2; a1 → a1x; b → b1, started in that order."""
+    parents = {"r": None, "a": "r", "b": "r", "a1": "a", "a2": "a", "a1x": "a1", "b1": "b"}
+    records = [span(trace_id="tree", span_id=name, parent_span_id=parent, name=name, started_at=at(index),
+                    span_type="agent_run" if parent is None else "tool_call", input={"i": index})
+               for index, (name, parent) in enumerate(parents.items())]
+    observability.batch_create_spans(records=records)
+    return observability
+
+
+def span_ids(result) -> list[str]:
+    return [record["span_id"] for record in result["spans"]]
+
+
+def test_get_structure_light_spans(tree):
+    """§2.1: the trace's spans in get_trace order, each exactly the 14 light keys."""
+    structure = tree.get_structure(trace_id="tree")
+    assert structure["trace_id"] == "tree"
+    assert span_ids(structure) == span_ids(tree.get_trace(trace_id="tree"))
+    assert all(list(light) == LIGHT_KEYS for light in structure["spans"])
+    full = {record["span_id"]: record for record in tree.get_trace(trace_id="tree")["spans"]}
+    assert all(light == {key: full[light["span_id"]][key] for key in LIGHT_KEYS} for light in structure["spans"])
+    assert tree.get_trace_light(trace_id="tree") == structure
+    assert tree.get_structure(trace_id="nope") is None
+
+
+def test_get_structure_errors_and_ids(observability, backend):
+    """§2.1: ids are checked; the deprecated name has its own operation id."""
+    root = span(error={"message": "boom"})
+    observability.create_span(span=root)
+    assert observability.get_structure(trace_id=root["trace_id"])["spans"][0]["error"] == {"message": "boom"}
+    for name in ("get_structure", "get_trace_light"):
+        with pytest.raises(ValidationError) as info:
+            getattr(observability, name)(trace_id="")
+        assert info.value.id == error_id(backend, name.upper(), "INVALID_INPUT")
+        assert info.value.fields == {"trace_id": ["trace_id must be a non-empty string"]}
+
+
+def test_get_spans(tree, backend):
+    """§2.2: the listed spans that exist, full, each once, by start; unknown trace → no spans."""
+    result = tree.get_spans(trace_id="tree", span_ids=["a2", "nope", "a", "a2"])
+    assert result["trace_id"] == "tree" and span_ids(result) == ["a", "a2"]
+    assert all(set(record) == set(SPAN_KEYS) for record in result["spans"])
+    assert result["spans"][0]["input"] == {"i": 1}
+    assert tree.get_spans(trace_id="zz", span_ids=["a"]) == {"trace_id": "zz", "spans": []}
+    for bad in ([], "a", [""], [1], None):
+        with pytest.raises(ValidationError) as info:
+            tree.get_spans(trace_id="tree", span_ids=bad)
+        assert info.value.id == error_id(backend, "GET_SPANS", "INVALID_INPUT")
+        assert info.value.fields == {"span_ids": ["span_ids must be a non-empty list of non-empty strings"]}
+
+
+def test_get_spans_of_many_ids(observability):
+    """§2.2: long lists are chunked."""
+    trace = [span(trace_id="many", span_id=f"s{index:04}", started_at=at(index)) for index in range(1200)]
+    observability.batch_create_spans(records=trace)
+    ids = [record["span_id"] for record in trace]
+    assert span_ids(observability.get_spans(trace_id="many", span_ids=ids[::-1])) == ids
+
+
+def test_get_branch(tree, backend):
+    """§2.3: the anchor first, then its descendants by start, down to depth levels."""
+    assert span_ids(tree.get_branch(trace_id="tree", span_id="a")) == ["a", "a1", "a2", "a1x"]
+    assert span_ids(tree.get_branch(trace_id="tree", span_id="a", depth=0)) == ["a"]
+    assert span_ids(tree.get_branch(trace_id="tree", span_id="a", depth=1)) == ["a", "a1", "a2"]
+    assert span_ids(tree.get_branch(trace_id="tree", span_id="r")) == ["r", "a", "b", "a1", "a2", "a1x", "b1"]
+    branch = tree.get_branch(trace_id="tree", span_id="b")
+    assert branch["trace_id"] == "tree" and set(branch["spans"][0]) == set(SPAN_KEYS)
+    assert tree.get_branch(trace_id="tree", span_id="nope") is None
+    assert tree.get_branch(trace_id="nope", span_id="a") is None
+    for depth in (-1, True, 1.5):
+        with pytest.raises(ValidationError) as info:
+            tree.get_branch(trace_id="tree", span_id="a", depth=depth)
+        assert info.value.id == error_id(backend, "GET_BRANCH", "INVALID_INPUT")
+        assert info.value.fields == {"depth": ["depth must be an integer >= 0"]}
+
+
+def test_get_branch_cuts_a_parent_cycle(observability):
+    """§2.3: a parent cycle ends the walk; the anchor never reappears."""
+    observability.batch_create_spans(records=[
+        span(trace_id="cyc", span_id="x", parent_span_id="y", started_at=at(0)),
+        span(trace_id="cyc", span_id="y", parent_span_id="x", started_at=at(1))])
+    assert span_ids(observability.get_branch(trace_id="cyc", span_id="x")) == ["x", "y"]
+
+
+def test_list_traces_light(listed):
+    """§2.4: same order and page info as list_traces; 17 keys; status, metadata, input_preview."""
+    full, light = listed.list_traces(per_page=3), listed.list_traces_light(per_page=3)
+    assert trace_ids(light) == trace_ids(full) and page_info(light) == page_info(full)
+    everything = listed.list_traces_light(per_page=False)
+    t1 = everything.items[-1]
+    assert list(t1) == [*LIGHT_KEYS, "status", "metadata", "input_preview"]
+    assert t1["status"] == "success" and t1["metadata"] == {"priority": "high", "tier": 2, "beta": True}
+    assert t1["input_preview"] == '{"q":"in"}'
+    assert [row["status"] for row in everything.items] == ["success", "running", "error", "success"]
+    for filters in ({"status": "error"}, {"has_child_error": True}, {"metadata": {"priority": "high"}},
+                    {"tags": ["important"]}, {"environment": "production"}):
+        assert trace_ids(listed.list_traces_light(filters=filters)) == trace_ids(listed.list_traces(filters=filters))
+    with pytest.raises(ValidationError):
+        listed.list_traces_light(filters={"nope": 1})
+
+
+def test_list_traces_light_input_preview(observability):
+    """§2.4: the preview of a root's input (observability-vnext.md §2.1's algorithm)."""
+    inputs = {"chat": {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                                    {"role": "user", "content": [{"type": "text", "text": "and"}, "more"]}]},
+              "long": "x" * 150, "blank": "   ", "none": None}
+    observability.batch_create_spans(records=[span(trace_id=name, input=value) for name, value in inputs.items()])
+    previews = {row["trace_id"]: row["input_preview"] for row in observability.list_traces_light().items}
+    assert previews == {"chat": "hi | and more", "long": "x" * 100 + "…", "blank": None, "none": None}
+
+
+@pytest.mark.backends("sqlite", "postgres")
+def test_light_reads_select_only_their_columns(listed, caplog):
+    """§2.1/§2.4: no payload column is read by the light reads (``input`` only for the preview)."""
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        listed.get_structure(trace_id="t1")
+    structure_sql = selects(caplog)
+    assert structure_sql and not any(f'"{column}"' in sql for sql in structure_sql
+                                     for column in ("input", "output", "metadata", "attributes", "tags", "links"))
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        listed.list_traces_light(filters={"environment": "production"})
+        listed.list_traces_light(filters={"tags": ["important"]})
+    list_sql = [sql for sql in selects(caplog) if "COUNT" not in sql.upper()]
+    assert len(list_sql) == 2 and all('"input"' in sql and '"output"' not in sql and '"attributes"' not in sql
+                                      for sql in list_sql)
+
+
+@pytest.fixture
+def branches(observability):
+    """§2.5: r(agent_run) → m(model_step) → t1, t2 (tool_call); w, the root of a workflow trace."""
+    r = span(trace_id="br", span_id="r", span_type="agent_run", entity_id="agent-1", started_at=at(0), ended_at=at(9))
+    m = child(r, span_id="m", span_type="model_step", started_at=at(1))
+    t1 = child(m, span_id="t1", span_type="tool_call", entity_type="tool", entity_id="tool-x", started_at=at(2),
+               error={"message": "tool failed"})
+    t2 = child(m, span_id="t2", span_type="tool_call", entity_type="tool", entity_id="tool-y", started_at=at(3))
+    w = span(trace_id="wf", span_id="w", span_type="workflow_run", entity_type="workflow_run", started_at=at(1.5))
+    observability.batch_create_spans(records=[r, m, t1, t2, w])
+    return observability
+
+
+def test_list_branches(branches, backend):
+    """§2.5: every anchor span, root or nested, with its own status; filters on the anchor."""
+    page = branches.list_branches()
+    assert [row["span_id"] for row in page.items] == ["t2", "t1", "w", "r"] and page_info(page) == (4, 0, 10, False)
+    assert all(set(row) == {*SPAN_KEYS, "status"} for row in page.items)
+    statuses = {row["span_id"]: row["status"] for row in page.items}
+    assert statuses["t1"] == "error" and statuses["r"] == "success"
+
+    def ids(**filters):
+        return [row["span_id"] for row in branches.list_branches(filters=filters, per_page=False).items]
+
+    assert ids(span_type="tool_call") == ["t2", "t1"]
+    assert ids(span_type="model_step") == []
+    assert ids(entity_id="tool-x") == ["t1"]
+    assert ids(status="error") == ["t1"]
+    assert ids(trace_id="br") == ["t2", "t1", "r"]
+    assert [row["span_id"] for row in branches.list_branches(order_by={"field": "started_at",
+                                                                       "direction": "ASC"}).items] == ["r", "w", "t1", "t2"]
+    assert [row["span_id"] for row in branches.list_branches(per_page=2, page=1).items] == ["w", "r"]
+    with pytest.raises(ValidationError) as info:
+        branches.list_branches(filters={"has_child_error": True})
+    assert info.value.id == error_id(backend, "LIST_BRANCHES", "INVALID_INPUT")
+    assert info.value.fields == {"filters.has_child_error": ["Unknown field."]}
+    with pytest.raises(ValidationError):
+        branches.list_branches(filters={"span_type": "robot"})
+
+
+# --------------------------------------------------------------------------- migrate_spans (fidelity-1.71 §2.6)
+
+OLD_SPAN_ROWS = [  # (traceId, spanId, name, endedAt, updatedAt): the ended row of (t, s) is the one kept
+    ("t", "s", "running", None, "2024-01-01T00:00:05.000Z"),
+    ("t", "s", "ended", "2024-01-01T00:00:01.000Z", "2024-01-01T00:00:01.000Z"),
+    ("t", "other", "single", None, "2024-01-01T00:00:01.000Z"),
+]
+
+
+@pytest.mark.backends("sqlite")
+def test_sqlite_migrate_spans(tmp_path):
+    """§2.6: an older table without the key → status, migrate (the ended row kept), init passes."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute(MASTRA_SQLITE_DDL[0].replace(', UNIQUE ("spanId", "traceId")', ""))
+        connection.executemany('INSERT INTO mastra_ai_spans ("traceId", "spanId", "name", "spanType", "isEvent", '
+                               '"startedAt", "endedAt", "createdAt", "updatedAt") VALUES (?, ?, ?, \'agent_run\', 0, '
+                               "'2024-01-01T00:00:00.000Z', ?, '2024-01-01T00:00:00.000Z', ?)", OLD_SPAN_ROWS)
+    repository = ObservabilitySQLite(url=f"sqlite:///{path}")
+    try:
+        with pytest.raises(ConflictError):
+            repository.init()
+        assert repository.check_spans_migration_status() == {
+            "needs_migration": True, "has_duplicates": True, "duplicate_count": 1, "constraint_exists": False,
+            "table_name": "mastra_ai_spans"}
+        assert repository.migrate_spans() == {
+            "success": True, "already_migrated": False, "duplicates_removed": 1,
+            "message": "Migration complete. Removed duplicates and added unique index to mastra_ai_spans."}
+        repository.init()
+        assert [record["name"] for record in repository.get_trace(trace_id="t")["spans"]] == ["single", "ended"]
+        assert repository.check_spans_migration_status()["constraint_exists"] is True
+        assert repository.migrate_spans() == {
+            "success": True, "already_migrated": True, "duplicates_removed": 0,
+            "message": "Migration already complete. Unique index exists on mastra_ai_spans."}
+    finally:
+        repository.close()
+
+
+@pytest.mark.backends("postgres")
+def test_postgres_migrate_spans(postgres_url):
+    """§2.6 on PostgreSQL: schema-qualified table name, PRIMARY KEY constraint, ctid tie-break."""
+    import psycopg2
+
+    schema = f"mig_{uuid.uuid4().hex[:8]}"
+    connection = psycopg2.connect(postgres_url)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE SCHEMA {schema}")
+            cursor.execute(f'CREATE TABLE {schema}.mastra_ai_spans ("traceId" text NOT NULL, "spanId" text NOT NULL, '
+                           'name text NOT NULL, "spanType" text NOT NULL, "isEvent" boolean NOT NULL, '
+                           '"startedAt" timestamp NOT NULL, "endedAt" timestamp, "createdAt" timestamp NOT NULL, '
+                           '"updatedAt" timestamp)')
+            cursor.executemany(f"INSERT INTO {schema}.mastra_ai_spans VALUES (%s, %s, %s, 'agent_run', false, "
+                               "'2024-01-01', %s, '2024-01-01', %s)", OLD_SPAN_ROWS)
+        repository = ObservabilityPG(connection_string=postgres_url, schema_name=schema)
+        try:
+            table = f'"{schema}"."mastra_ai_spans"'
+            assert repository.check_spans_migration_status() == {
+                "needs_migration": True, "has_duplicates": True, "duplicate_count": 1, "constraint_exists": False,
+                "table_name": table}
+            assert repository.migrate_spans() == {
+                "success": True, "already_migrated": False, "duplicates_removed": 1,
+                "message": f"Migration complete. Removed duplicates and added PRIMARY KEY constraint to {table}."}
+            repository.init()
+            assert [record["name"] for record in repository.get_trace(trace_id="t")["spans"]] == ["single", "ended"]
+            assert repository.migrate_spans()["message"] == \
+                f"Migration already complete. PRIMARY KEY constraint exists on {table}."
+        finally:
+            repository.close()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA {schema} CASCADE")
+        connection.close()
+
+
+def test_migration_status_of_a_keyed_table(observability):
+    """§2.6: a table init() created has its key on every backend (ClickHouse: its sorting key)."""
+    status = observability.check_spans_migration_status()
+    assert {key: status[key] for key in ("needs_migration", "has_duplicates", "duplicate_count",
+                                         "constraint_exists")} == {
+        "needs_migration": False, "has_duplicates": False, "duplicate_count": 0, "constraint_exists": True}
+    assert status["table_name"].endswith("mastra_ai_spans")
+    result = observability.migrate_spans()
+    assert result["success"] is True and result["already_migrated"] is True and result["duplicates_removed"] == 0
+
+
+@CLICKHOUSE_ONLY
+def test_clickhouse_migrate_spans_with_another_sorting_key(observability, backend_url):
+    """§2.6: a ClickHouse table sorted by another key needs migration that migrate_spans refuses."""
+    name = f"mig_{uuid.uuid4().hex[:8]}"
+    clickhouse_sql(observability, f"CREATE DATABASE {name}")
+    clickhouse_sql(observability, f"CREATE TABLE {name}.mastra_ai_spans (traceId String, spanId String, "
+                                  "createdAt DateTime) ENGINE = MergeTree() ORDER BY (createdAt, traceId)")
+    repository = open_repository(database_url(backend_url, name))
+    try:
+        status = repository.check_spans_migration_status()
+        assert status["needs_migration"] is True and status["constraint_exists"] is False
+        with pytest.raises(StorageError) as info:
+            repository.migrate_spans()
+        assert info.value.id == "STORAGE_CLICKHOUSE_MIGRATE_SPANS_NOT_SUPPORTED"
+    finally:
+        repository.close()
+        clickhouse_sql(observability, f"DROP DATABASE {name}")
