@@ -19,7 +19,9 @@ class ClickHouseTable:
     retention counts from (``None``: no retention).  Layout differences from the other
     databases' tables: ``text_columns`` maps field names to the columns only the ClickHouse table
     has (text); ``not_null`` names columns that are plain there although nullable elsewhere.
-    The ClickHouse backend applies both in ``prepare_models``.
+    The ClickHouse backend applies both in ``prepare_models``.  ``insert_only`` tables (the
+    current observability layout) are never versioned: no ``_version``/``_deleted`` columns, and
+    their domain reads them without ``FINAL``.
     """
 
     order_by: tuple[str, ...]
@@ -29,6 +31,7 @@ class ClickHouseTable:
     ttl_column: str | None = None
     text_columns: dict[str, str] = field(default_factory=dict)
     not_null: tuple[str, ...] = ()
+    insert_only: bool = False
 
 
 @dataclass(frozen=True)

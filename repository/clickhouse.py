@@ -3,18 +3,23 @@ per domain.
 
 Options: ``url`` (``clickhouse://user:pass@host:port/db``, native protocol, port 9000 by
 default), ``ttl_days=None`` (retention of scores and observability rows),
-``mutation_timeout_s=300``.  agents, datasets and experiments are not available on ClickHouse:
+``mutation_timeout_s=300``; observability also takes ``layout`` (``"vnext"`` or ``"legacy"``;
+``?layout=`` in URLs, which whole stores pass to their observability domain).  agents, datasets and experiments are not available on ClickHouse:
 their classes raise :class:`~repository.errors.NotSupportedError` when constructed.
 """
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
 from .backends.clickhouse import ClickHouseBackend
-from .base import UnsupportedOnClickHouse
+from .base import DomainRepository, UnsupportedOnClickHouse
 from .datasets import DatasetsRepository
 from .experiments import ExperimentsRepository
 from .memory import MemoryRepository
-from .observability import ObservabilityRepository
+from .errors import ValidationError
+from .observability import ObservabilityRepository, VNextObservabilityRepository
 from .scores import ScoresRepository
 from .stores import WholeStore
 from .workflows import WorkflowsRepository
@@ -56,11 +61,67 @@ class ScoresClickHouse(ScoresRepository):
     backend_class = ClickHouseBackend
 
 
-class ObservabilityClickHouse(ObservabilityRepository):
-    """The observability domain on ClickHouse; ``ttl_days=N`` makes spans expire N days after
-    ``created_at``."""
+#: The table layouts of observability on ClickHouse (observability-vnext.md §1) and the default.
+LAYOUTS = ("vnext", "legacy")
+DEFAULT_LAYOUT = "legacy"
+
+
+def url_layout(url: Any) -> str | None:
+    """The ``layout`` a ClickHouse URL names in its query (``?layout=vnext``), else ``None``."""
+    if not isinstance(url, str):
+        return None
+    values = parse_qs(urlsplit(url).query).get("layout")
+    return values[-1] if values else None
+
+
+class ObservabilityClickHouse(DomainRepository):
+    """The observability domain on ClickHouse, in one of two table layouts fixed per object.
+
+    ``layout="vnext"`` (the current layout: insert-only ``mastra_span_events`` with
+    ``mastra_trace_roots``/``mastra_trace_branches`` fed by materialized views; spec
+    observability-vnext.md) or ``layout="legacy"`` (the versioned ``mastra_ai_spans`` table; spec
+    observability.md, with ``ttl_days=N`` expiring spans N days after ``created_at``).  Without
+    ``layout=``, the URL's ``?layout=`` decides (for ``store=``, the store's URL), else
+    :data:`DEFAULT_LAYOUT`.  The object is an instance of the layout's class, a subclass of this
+    one; ``repr`` shows the layout.
+    """
 
     backend_class = ClickHouseBackend
+    domain = "observability"
+    #: ``"vnext"`` or ``"legacy"``.
+    layout: str
+
+    def __new__(cls, *, layout: str | None = None, store: Any = None, **options: Any) -> "ObservabilityClickHouse":
+        if cls is ObservabilityClickHouse:
+            if layout is None:
+                url = options.get("url") if store is None else getattr(getattr(store, "backend", None),
+                                                                        "display_url", None)
+                layout = url_layout(url) or DEFAULT_LAYOUT
+            if layout not in LAYOUTS:
+                raise ValidationError(fields={"layout": [f"layout must be one of {', '.join(LAYOUTS)}"]},
+                                      id="STORAGE_CLICKHOUSE_INIT_INVALID_INPUT", domain=cls.domain)
+            cls = _LAYOUT_CLASSES[layout]
+        return super().__new__(cls)
+
+    def __init__(self, *, layout: str | None = None, **options: Any) -> None:
+        # The layout was chosen by __new__ (it is this object's class).
+        super().__init__(**options)
+
+    def __repr__(self) -> str:
+        return f"ObservabilityClickHouse({self.backend.display_url!r}, layout={self.layout!r})"
+
+
+class _LegacyObservabilityClickHouse(ObservabilityRepository, ObservabilityClickHouse):
+    """Observability on ClickHouse in the legacy layout (``mastra_ai_spans``)."""
+
+    layout = "legacy"
+
+
+class _VNextObservabilityClickHouse(VNextObservabilityRepository, ObservabilityClickHouse):
+    """Observability on ClickHouse in the current layout (span events, roots and branches)."""
+
+
+_LAYOUT_CLASSES = {"vnext": _VNextObservabilityClickHouse, "legacy": _LegacyObservabilityClickHouse}
 
 
 class ClickHouseStore(WholeStore):

@@ -127,6 +127,16 @@ def escape(value: Any) -> str:
     raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
 
 
+def values_literal(value: Any) -> str:
+    """A native-insert value as a ``VALUES`` literal (for engines fed SQL text): lists are arrays
+    and dicts maps there, while :func:`escape` renders lists as the tuples of ``IN`` lists."""
+    if isinstance(value, list):
+        return "[" + ", ".join(map(values_literal, value)) + "]"
+    if isinstance(value, dict):
+        return "map(" + ", ".join(values_literal(part) for item in value.items() for part in item) + ")"
+    return escape(value)
+
+
 class ClickHouseCursor:
     """The little of the DB-API cursor that peewee uses."""
 
@@ -436,8 +446,9 @@ class ClickHouseBackend(Backend):
             for field in model._meta.sorted_fields:
                 if field.column_name in table.not_null:
                     field.null = False
-            model._meta.add_field("row_version", VersionField(column_name="_version", default=0))
-            model._meta.add_field("row_deleted", DeletedField(column_name="_deleted", default=0))
+            if not table.insert_only:
+                model._meta.add_field("row_version", VersionField(column_name="_version", default=0))
+                model._meta.add_field("row_deleted", DeletedField(column_name="_deleted", default=0))
 
     def column_type(self, field: peewee.Field, table: ClickHouseTable) -> str:
         """ClickHouse type of a new column for ``field``."""
@@ -611,10 +622,14 @@ class ClickHouseBackend(Backend):
         fields = model._meta.sorted_fields
         columns = ", ".join(f'"{f.column_name}"' for f in fields)
         sql = f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES'
-        data = value_tuples(self, fields, rows, defaults=_defaults(fields))
+        self.execute_rows(sql, value_tuples(self, fields, rows, defaults=_defaults(fields)))
+
+    def execute_rows(self, sql: str, rows: list[tuple]) -> None:
+        """Native block inserts of ``rows`` (``sql`` ends with ``VALUES``), a block per
+        :data:`INSERT_BLOCK` rows."""
         client = self.database.connection().client
-        for start in range(0, len(data), INSERT_BLOCK):
-            client.execute(sql, data[start:start + INSERT_BLOCK])
+        for start in range(0, len(rows), INSERT_BLOCK):
+            client.execute(sql, rows[start:start + INSERT_BLOCK])
 
     def insert(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> None:
         version = VERSION_CLOCK.next()

@@ -8,7 +8,10 @@ The package's modules, each along one seam:
   ingest; stored rows to records);
 * :mod:`.filters`: the ``list_traces`` filters and their checks;
 * :mod:`.legacy_sql`: the SQL of the legacy table (``mastra_ai_spans``) per database and the
-  tracing strategies it supports.
+  tracing strategies it supports;
+* :mod:`.vnext`: :class:`VNextObservabilityRepository`, the current ("vNext") layout's tracing
+  operations (insert-only, read-time dedupe; spec observability-vnext.md);
+* :mod:`.vnext_clickhouse`: that layout's ClickHouse tables, views and read SQL.
 
 A further table layout or signal adds a module beside these; the names below are the
 package's public ones, importable from ``composite_store.observability``.
@@ -20,10 +23,12 @@ from .legacy_sql import STRATEGIES
 from .records import (ENTITY_TYPE_KEYS, JSON_KEYS, KEY_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE, OPTIONAL_TEXT_KEYS,
                       SPAN_KEYS, WRITABLE_KEYS, SpanRows, scalars_first)
 from .repository import ObservabilityRepository
+from .vnext import VNextObservabilityRepository
 
 __all__ = [
-    "CHOICE_FILTERS", "ENTITY_TYPE_KEYS", "FILTER_KEYS", "JSON_KEYS", "KEY_FIELDS", "LIST_ORDER_FIELDS",
+    "CHOICE_FILTERS", "ENTITY_TYPE_KEYS", "FILTER_KEYS", "JSON_KEYS", "KEY_FIELDS",
+    "LIST_ORDER_FIELDS",
     "MESSAGE_RECORDS", "NOT_NULL_ON_UPDATE", "OPTIONAL_TEXT_KEYS", "PREPARED_FILTERS", "RANGE_FILTERS", "RANGE_KEYS",
     "SPAN_KEYS", "STATUSES", "STRATEGIES", "TEXT_FILTERS", "WRITABLE_KEYS", "ObservabilityRepository", "SpanRows",
-    "scalars_first",
+    "VNextObservabilityRepository", "scalars_first",
 ]

@@ -13,9 +13,12 @@ import re
 from operator import itemgetter
 from typing import Any, Sequence
 
+import marshmallow
+
 from ..errors import ValidationError
+from ..schemas.base import flatten_errors
 from ..schemas.observability import ENTITY_TYPES, IGNORED_KEYS, SPAN_TYPES, SpanSchema
-from ..validation import join_path
+from ..validation import Problems, join_path
 from ..values import JSONText, is_storable_text, json_dumps, to_utc
 
 #: The keys of a returned span, in the spec's order (observability.md §2.2).
@@ -52,6 +55,7 @@ _SCALAR_TYPES = frozenset({str, int, float, bool})
 _FLAT_TYPES = frozenset({str, int, float, bool, type(None)})
 _SPAN_TYPE_SET = frozenset(SPAN_TYPES)
 _ENTITY_TYPES_OR_NONE = frozenset({*ENTITY_TYPES, None})
+_SPAN_SCHEMA = SpanSchema()
 _REQUIRED = frozenset({"trace_id", "span_id", "name", "span_type", "started_at"})
 #: Wire keys an input span may carry that are not stored (the storage timestamps among them).
 IGNORED_WIRE_KEYS = frozenset({*IGNORED_KEYS, "createdAt", "updatedAt"})
@@ -192,6 +196,41 @@ class SpanRows:
             if row[key] is not None:
                 row[key] = self.json(key, row[key])
         return row
+
+    def row(self, problems: Problems, record: Any, prefix: str) -> dict[str, Any] | None:
+        """The stored row of one input span, or ``None`` after recording its problems."""
+        row = self.fast(record)
+        return row if row is not None else self.checked(problems, record, prefix)
+
+    def checked(self, problems: Problems, record: Any, prefix: str) -> dict[str, Any] | None:
+        """The schema's verdict on a span the fast path did not accept."""
+        if not isinstance(record, dict):
+            problems.add(prefix, "Not a valid mapping type.")
+            return None
+        try:
+            loaded = _SPAN_SCHEMA.load(record)
+        except marshmallow.ValidationError as error:
+            problems.merge(flatten_errors(error.messages), prefix)
+            return None
+        return self.from_loaded(loaded)
+
+    def batch(self, records: Any) -> list[dict[str, Any]]:
+        """Rows of every record of a batch; one error for all invalid records (§3.3)."""
+        if not isinstance(records, (list, tuple)):
+            raise ValidationError(fields={"records": ["records must be a list of spans"]})
+        rows, errors = [], {}
+        fast = self.fast
+        for index, record in enumerate(records):
+            row = fast(record)
+            if row is None:
+                problems = Problems()
+                row = self.checked(problems, record, "")
+                if problems:
+                    errors[index] = problems.fields
+            rows.append(row)
+        if errors:
+            raise batch_error(records, errors)
+        return rows
 
     def json(self, key: str, value: Any) -> JSONText | None:
         """A validated JSON value as stored text."""

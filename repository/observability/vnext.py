@@ -1,0 +1,428 @@
+"""The current ("vNext") observability layout: insert-only tracing (observability-vnext.md §7).
+
+Spans are appended to ``mastra_span_events`` (one native block insert per chunk, no read before
+it); the database's materialized views copy roots and branch anchors into their own tables.
+Nothing is updated in place: the same span written twice is two rows, and every read keeps the
+current one per ``dedupeKey`` (§3.4).  Validation of input spans is the legacy layout's
+(:class:`~.records.SpanRows`, :mod:`.filters`); the SQL of this layout per database lives beside
+this module (:mod:`.vnext_clickhouse`).  Signals (logs, metrics, scores, feedback) are further
+modules beside these.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable, Sequence
+
+import peewee
+
+from ..base import DomainRepository, operation
+from ..errors import NotSupportedError
+from ..models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, build_observability_vnext_models
+from ..page import Page
+from ..schemas.observability import ENTITY_TYPES
+from ..validation import Problems, check_id, check_order_by, check_page
+from ..backends.base import value_tuples
+from ..values import json_loads
+from .filters import CHOICE_FILTERS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS, check_filters
+from .records import ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, light_list_record, trace_status
+from .vnext_clickhouse import VNextClickHouseSQL
+
+#: Metadata keys that have columns of their own and never enter ``metadataSearch`` (§2.6).
+PROMOTED_KEYS = frozenset({
+    "experimentId", "entityType", "entityId", "entityName", "entityVersionId", "parentEntityVersionId",
+    "rootEntityVersionId", "userId", "organizationId", "resourceId", "runId", "sessionId", "threadId",
+    "requestId", "environment", "executionSource", "serviceName",
+})
+#: ``get_features()`` of this layout on ClickHouse (§11), in the framework's order.
+FEATURES = ("metrics", "logs", "entity-type-discovery", "entity-name-discovery", "service-name-discovery",
+            "environment-discovery", "tag-discovery", "metric-discovery")
+#: Most trace ids one ``batch_delete_traces`` call takes.
+MAX_DELETE_TRACES = 1000
+UPDATE_SPAN_MESSAGE = "This storage provider does not support updating spans"
+BATCH_UPDATE_SPANS_MESSAGE = "This storage provider does not support batch updating spans"
+
+_FIELD_OF = {column: field for column, field, _ in SPAN_COLUMNS}
+#: Columns read back for a full span (all but the write-side dedupe key and search map).
+_SPAN_READ = tuple(column for column, _, _ in SPAN_COLUMNS if column not in ("dedupeKey", "metadataSearch"))
+_LIGHT_READ = ("traceId", "spanId", "parentSpanId", "name", "spanType", "isEvent", "startedAt", "endedAt", "error",
+               "entityType", "entityId", "entityName")
+_LIGHT_LIST_READ = (*_LIGHT_READ, "metadataRaw", "input")
+_JSON_FIELDS = frozenset(_FIELD_OF[column] for column in JSON_COLUMNS)
+_ENTITY_TYPE_SET = frozenset(ENTITY_TYPES)
+_SPAN_ORDER = '"startedAt", "spanId"'
+_LIST_ORDER = {("started_at", True): '"startedAt" DESC, "traceId", "spanId"',
+               ("started_at", False): '"startedAt", "traceId", "spanId"',
+               ("ended_at", True): '"endedAt" DESC, "traceId", "spanId"',
+               ("ended_at", False): '"endedAt", "traceId", "spanId"'}
+
+
+# --------------------------------------------------------------------------- write normalisation (§2.6)
+
+def normalized_tags(tags: Sequence[str] | None) -> list[str]:
+    """Tags stripped, without empty and repeated ones (the first occurrence kept)."""
+    return list(dict.fromkeys(tag.strip() for tag in tags or () if tag.strip()))
+
+
+def metadata_search(metadata: Any) -> dict[str, str]:
+    """The searchable members of span metadata: top-level strings, stripped and non-empty,
+    outside the promoted keys; sorted by key (the order the 18.16 arrays keep)."""
+    if not isinstance(metadata, dict):
+        return {}
+    found = {key: value.strip() for key, value in metadata.items()
+             if isinstance(value, str) and key not in PROMOTED_KEYS and value.strip()}
+    return dict(sorted(found.items()))
+
+
+class VNextObservabilityRepository(DomainRepository):
+    """Insert-only traces and spans: appends, read-time dedupe, trace reads and lists (§7).
+
+    Example::
+
+        observability = ObservabilityClickHouse(url="clickhouse://localhost/default", layout="vnext")
+        observability.batch_create_spans(records=[...])
+        trace = observability.get_trace(trace_id="t-1")
+    """
+
+    domain = "observability"
+    #: The table layout this class implements.
+    layout = "vnext"
+
+    def build_models(self, database: peewee.DatabaseProxy) -> Any:
+        return build_observability_vnext_models(database)
+
+    @property
+    def _sql(self) -> VNextClickHouseSQL:
+        sql = self.__dict__.get("_vnext_sql")
+        if sql is None:
+            sql = self.__dict__["_vnext_sql"] = VNextClickHouseSQL(self.backend)
+        return sql
+
+    @property
+    def _rows(self) -> SpanRows:
+        rows = self.__dict__.get("_span_rows")
+        if rows is None:
+            rows = self.__dict__["_span_rows"] = SpanRows(
+                strip_nul=self.backend.features.strips_nul, scalars_first=self.backend.features.json_scalars_first,
+                clean=self.backend.clean)
+        return rows
+
+    # ------------------------------------------------------------------ schema and capabilities
+
+    @operation
+    def init(self) -> None:
+        """Create the tracing tables and materialized views (§3.2, §4 on 18.16) and add the
+        columns later versions added.  Idempotent."""
+
+        def create() -> None:
+            with self.backend.ddl():
+                self._sql.create()
+
+        self.backend.run_once(f"{self.domain}:{self.layout}", create)
+
+    @property
+    def observability_strategy(self) -> dict[str, Any]:
+        """How tracing exporters should write here (§11), as a fresh dict."""
+        return {"preferred": "insert-only", "supported": ["insert-only"]}
+
+    def get_features(self) -> tuple[str, ...]:
+        """The observability features of this layout (§11)."""
+        return tuple(FEATURES)
+
+    @operation
+    def count_rows(self) -> dict[str, int | None]:
+        """Current rows (after read-time dedupe) per tracing table; ``None`` for a missing table."""
+        self._sql.ensure_schema()
+        existing = self.backend.server_features.tables
+        return {model._meta.table_name: self._sql.count_current(model, ()) if model._meta.table_name in existing
+                else None for model in self.tables}
+
+    # ------------------------------------------------------------------ writes
+
+    @operation
+    def create_span(self, *, span: dict) -> None:
+        """Append one span (a batch of one)."""
+        problems = Problems()
+        row = self._rows.row(problems, span, "" if isinstance(span, dict) else "span")
+        problems.raise_if_any()
+        self._append([row])
+
+    @operation
+    def batch_create_spans(self, *, records: list[dict]) -> None:
+        """Append spans in bulk, all or nothing: one native insert, no read before it.  Sending
+        the same batch again is safe: reads keep one row per span (§3.4)."""
+        rows = self._rows.batch(records)
+        if rows:
+            self._append(rows)
+
+    def _append(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            started = row["started_at"]
+            if row["is_event"] or row["ended_at"] is None:
+                row["ended_at"] = started  # insert-only: a span without an end reads ended at its start
+            tags, metadata = row["tags"], row["metadata"]
+            row["tags"] = normalized_tags(json_loads(tags)) if tags is not None else []
+            row["metadata_search"] = metadata_search(json_loads(metadata)) if metadata is not None else {}
+            row["dedupe_key"] = f"{row['trace_id']}:{row['span_id']}"
+        Event = self.models.span_event
+        self._sql.ensure_schema()
+        sql, nested = self._sql.insert_sql(Event._meta.table_name)
+        data = value_tuples(self.backend, Event._meta.sorted_fields, rows)
+        if nested:  # 18.16: the map is two arrays, keys and values
+            at = list(_FIELD_OF).index("metadataSearch")
+            data = [(*values[:at], list(values[at]), list(values[at].values()), *values[at + 1:])
+                    for values in data]
+        self.backend.execute_rows(sql, data)
+
+    @operation
+    def update_span(self, *, trace_id: str, span_id: str, updates: dict) -> None:
+        """Not supported: spans are never changed in place here (use ``layout="legacy"``)."""
+        raise _insert_only(UPDATE_SPAN_MESSAGE)
+
+    @operation
+    def batch_update_spans(self, *, records: list[dict]) -> None:
+        """Not supported: spans are never changed in place here (use ``layout="legacy"``)."""
+        raise _insert_only(BATCH_UPDATE_SPANS_MESSAGE)
+
+    @operation
+    def batch_delete_traces(self, *, trace_ids: list[str], organization_id: str | None = None,
+                            resource_id: str | None = None) -> None:
+        """Delete every span of these traces from the three tracing tables, awaited (only the
+        tenant's rows when ``organization_id`` or ``resource_id`` is given); ``[]`` does nothing."""
+        problems = Problems()
+        if not isinstance(trace_ids, (list, tuple)) or not all(isinstance(t, str) and t for t in trace_ids):
+            problems.add("trace_ids", "trace_ids must be a list of non-empty strings")
+        elif len(trace_ids) > MAX_DELETE_TRACES:
+            problems.add("trace_ids", f"trace_ids must hold at most {MAX_DELETE_TRACES} ids")
+        for name, value in (("organization_id", organization_id), ("resource_id", resource_id)):
+            if value is not None and not isinstance(value, str):
+                problems.add(name, "Not a valid string.")
+        problems.raise_if_any()
+        ids = list(dict.fromkeys(trace_ids))
+        if not ids:
+            return
+        for model in self.tables:
+            where = model.trace_id.in_(ids)
+            if organization_id is not None:
+                where &= model.organization_id == organization_id
+            if resource_id is not None:
+                where &= model.resource_id == resource_id
+            self.backend.delete_bulk(model, where, operation="BATCH_DELETE_TRACES")
+
+    # ------------------------------------------------------------------ record conversion
+
+    def _record(self, row: dict[str, Any], keys: Sequence[str] = SPAN_KEYS) -> dict[str, Any]:
+        """The span dict of a stored row (§2.1): blank texts and unknown entity types read as
+        ``None``, JSON decoded, ``created_at`` the start, ``updated_at`` ``None``."""
+        database, Event = self.backend.database, self.models.span_event
+        values: dict[str, Any] = {}
+        for column, value in row.items():
+            field = _FIELD_OF[column]
+            if field in ("started_at", "ended_at"):
+                value = database.timestamp_from_db(getattr(Event, field), value)
+            elif field == "is_event":
+                value = bool(value)
+            elif field == "tags":
+                value = list(value or ())
+            elif value == "":
+                value = None
+            elif field in _JSON_FIELDS:
+                value = json_loads(value)
+            elif field in ENTITY_TYPE_KEYS and value not in _ENTITY_TYPE_SET:
+                value = None
+            values[field] = value
+        values["created_at"], values["updated_at"] = values["started_at"], None
+        return {key: values.get(key) for key in keys}
+
+    # ------------------------------------------------------------------ trace reads
+
+    def _trace_spans(self, trace_id: str, columns: Sequence[str], keys: Sequence[str],
+                     span_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The current spans of a trace (of ``span_ids`` only, when given) by start, span id."""
+        Event = self.models.span_event
+        conditions = [Event.trace_id == trace_id]
+        if span_ids is not None:
+            conditions.append(Event.span_id.in_(list(span_ids)))
+        self._sql.ensure_schema()
+        return [self._record(row, keys) for row in self._sql.select_current(Event, columns, conditions, _SPAN_ORDER)]
+
+    @operation
+    def get_span(self, *, trace_id: str, span_id: str) -> dict | None:
+        """The current row of the span, or ``None``."""
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        check_id(problems, "span_id", span_id)
+        problems.raise_if_any()
+        spans = self._trace_spans(trace_id, _SPAN_READ, SPAN_KEYS, [span_id])
+        return spans[0] if spans else None
+
+    @operation
+    def get_root_span(self, *, trace_id: str) -> dict | None:
+        """The trace's current root (the latest ``ended_at`` when there are several), or ``None``."""
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        problems.raise_if_any()
+        Root = self.models.trace_root
+        self._sql.ensure_schema()
+        rows = self._sql.select_current(Root, _SPAN_READ, [Root.trace_id == trace_id], '"endedAt" DESC, "spanId"',
+                                        limit=1)
+        return self._record(rows[0]) if rows else None
+
+    @operation
+    def get_trace(self, *, trace_id: str) -> dict | None:
+        """``{"trace_id", "spans"}``: every current span by ``started_at`` then ``span_id``, or
+        ``None`` when the trace has none."""
+        return self._trace(trace_id, _SPAN_READ, SPAN_KEYS)
+
+    @operation
+    def get_trace_light(self, *, trace_id: str) -> dict | None:
+        """:meth:`get_trace` with light spans (the 14 keys of §2.1)."""
+        return self._trace(trace_id, _LIGHT_READ, LIGHT_SPAN_KEYS)
+
+    @operation
+    def get_structure(self, *, trace_id: str) -> dict | None:
+        """The same as :meth:`get_trace_light`."""
+        return self._trace(trace_id, _LIGHT_READ, LIGHT_SPAN_KEYS)
+
+    def _trace(self, trace_id: str, columns: Sequence[str], keys: Sequence[str]) -> dict | None:
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        problems.raise_if_any()
+        spans = self._trace_spans(trace_id, columns, keys)
+        return {"trace_id": trace_id, "spans": spans} if spans else None
+
+    @operation
+    def get_spans(self, *, trace_id: str, span_ids: list[str]) -> dict:
+        """``{"trace_id", "spans"}`` with the listed spans that exist, by ``started_at``, ``span_id``."""
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        _check_span_ids(problems, span_ids)
+        problems.raise_if_any()
+        return {"trace_id": trace_id, "spans": self._trace_spans(trace_id, _SPAN_READ, SPAN_KEYS, span_ids)}
+
+    @operation
+    def get_branch(self, *, trace_id: str, span_id: str, depth: int | None = None) -> dict | None:
+        """The span and its descendants down to ``depth`` levels (``None``: all; 0: the span
+        only): the anchor first, then the others by ``started_at``; ``None`` when the trace or
+        the span is missing."""
+        problems = Problems()
+        check_id(problems, "trace_id", trace_id)
+        check_id(problems, "span_id", span_id)
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+            problems.add("depth", "depth must be an integer >= 0 or None")
+        problems.raise_if_any()
+        structure = self._trace_spans(trace_id, _LIGHT_READ, LIGHT_SPAN_KEYS)
+        if not any(span["span_id"] == span_id for span in structure):
+            return None
+        children: dict[str, list[str]] = defaultdict(list)
+        for span in structure:
+            if span["parent_span_id"] is not None:
+                children[span["parent_span_id"]].append(span["span_id"])
+        selected, level, frontier = {span_id}, 0, [span_id]
+        while frontier and (depth is None or level < depth):  # breadth first; a cycle is cut by `selected`
+            level += 1
+            frontier = [child for parent in frontier for child in children[parent] if child not in selected]
+            selected.update(frontier)
+        spans = self._trace_spans(trace_id, _SPAN_READ, SPAN_KEYS, sorted(selected))
+        spans.sort(key=lambda span: span["span_id"] != span_id)  # stable: the rest keep their order
+        return {"trace_id": trace_id, "spans": spans}
+
+    # ------------------------------------------------------------------ lists
+
+    @operation
+    def list_traces(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
+                    order_by: dict | None = None) -> Page:
+        """A page of current root spans matching every filter (§7), each with its trace
+        ``status``; newest first by default."""
+        return self._list(self.models.trace_root, filters, page, per_page, order_by, _SPAN_READ, self._listed)
+
+    @operation
+    def list_traces_light(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
+                          order_by: dict | None = None) -> Page:
+        """:meth:`list_traces` with light list rows (the 17 keys of §2.1)."""
+        return self._list(self.models.trace_root, filters, page, per_page, order_by, _LIGHT_LIST_READ,
+                          self._light_listed)
+
+    @operation
+    def list_branches(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
+                      order_by: dict | None = None) -> Page:
+        """A page of branch anchors (spans of the seven branch types, roots or nested) matching
+        every filter, each with its own ``status``; newest first by default."""
+        return self._list(self.models.trace_branch, filters, page, per_page, order_by, _SPAN_READ, self._listed,
+                          child_errors=False)
+
+    def _listed(self, row: dict[str, Any]) -> dict[str, Any]:
+        record = self._record(row)
+        record["status"] = trace_status(record)
+        return record
+
+    def _light_listed(self, row: dict[str, Any]) -> dict[str, Any]:
+        return light_list_record(self._record(row, (*LIGHT_SPAN_KEYS, "metadata", "input")), blank_is_null=False)
+
+    def _list(self, model: type[peewee.Model], filters: Any, page: Any, per_page: Any, order_by: Any,
+              columns: Sequence[str], build: Callable[[dict[str, Any]], dict[str, Any]], *,
+              child_errors: bool = True) -> Page:
+        problems = Problems()
+        request = check_page(problems, page, per_page, default_per_page=10)
+        checked = check_filters(problems, filters)
+        if not child_errors and "has_child_error" in checked:
+            problems.add("filters.has_child_error", "Unknown field.")
+        for key, value in checked.get("metadata", {}).items():
+            if not isinstance(value, str):
+                problems.add(f"filters.metadata.{key}", f'Metadata filter value for key "{key}" must be a string',
+                             "INVALID_METADATA_VALUE")
+        ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
+                                  default_direction="DESC")
+        problems.raise_if_any()
+        self._sql.ensure_schema()
+        conditions = self._conditions(model, checked)
+        total = self._sql.count_current(model, conditions)
+        rows = [] if request.limit == 0 or request.offset >= total else self._sql.select_current(
+            model, columns, conditions, _LIST_ORDER[ordering.field, ordering.descending], request.limit,
+            request.offset)
+        return Page([build(row) for row in rows], total, request.page, request.per_page, request.has_more(total))
+
+    def _conditions(self, model: type[peewee.Model], filters: dict[str, Any]) -> list[peewee.Node]:
+        """The SQL of validated list filters on the anchor row (§7)."""
+        backend = self.backend
+        conditions: list[peewee.Node] = []
+        for key, value in filters.items():
+            if key in TEXT_FILTERS or key in CHOICE_FILTERS:
+                conditions.append(getattr(model, key) == value)
+            elif key in RANGE_FILTERS:
+                field = getattr(model, key)
+                if "start" in value:
+                    conditions.append(field > value["start"] if value.get("start_exclusive")
+                                      else field >= value["start"])
+                if "end" in value:
+                    conditions.append(field < value["end"] if value.get("end_exclusive") else field <= value["end"])
+            elif key == "status":
+                error = backend.json_present(model.error)
+                # Insert-only: a running trace is never visible (its root reads as ended).
+                conditions.append(error if value == "error" else ~error if value == "success" else peewee.SQL("0"))
+            elif key == "has_child_error":
+                Event = self.models.span_event
+                failed = Event.select(Event.trace_id).where(
+                    Event.parent_span_id.is_null(False) & backend.json_present(Event.error))
+                conditions.append(model.trace_id.in_(failed) if value else model.trace_id.not_in(failed))
+            elif key == "tags":
+                conditions.extend(peewee.fn.has(model.tags, tag) for tag in value)
+            elif key == "metadata":
+                conditions.extend(self._sql.search_equals(name, text) for name, text in value.items())
+            elif key == "scope":
+                conditions.append(backend.json_members_equal(
+                    model.scope, value, scalars_first=backend.features.json_scalars_first))
+        return conditions
+
+
+def _check_span_ids(problems: Problems, span_ids: Any) -> None:
+    if not isinstance(span_ids, (list, tuple)) or not span_ids \
+            or not all(isinstance(span_id, str) and span_id for span_id in span_ids):
+        problems.add("span_ids", "span_ids must be a non-empty list of non-empty strings")
+
+
+def _insert_only(message: str) -> NotSupportedError:
+    """The error of an update on this layout: the framework's exact message (§7), and in the
+    details the layout that does support updates."""
+    return NotSupportedError(message, details={"layout": "vnext", "hint": 'spans are updated in place only with '
+                                               'layout="legacy" (the mastra_ai_spans table)'})

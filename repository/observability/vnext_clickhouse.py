@@ -1,0 +1,145 @@
+"""The ClickHouse SQL of the current ("vNext") tracing layout (observability-vnext.md §3.2, §3.4, §4).
+
+:class:`VNextClickHouseSQL` creates the three tracing tables and the two materialized views, in
+the exact types of current servers or, where the server lacks them (18.16), the nearest ones
+(§4); and it wraps a filtered select of one table in the read-time dedupe of §3.4 (``LIMIT 1 BY
+dedupeKey``, the latest ``endedAt`` first), never ``FINAL``.  A signal table of the layout adds
+its DDL beside these.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import peewee
+
+from ..backends.clickhouse import ClickHouseBackend, ClickHouseFeatures
+from ..models.observability_vnext import ADDED_COLUMNS, ORDER_BY, PARTITION_COLUMN, SPAN_COLUMNS, SPAN_EVENTS, VIEWS
+
+#: Column of the 18.16 layout standing for ``metadataSearch`` (a ``Nested``: keys and values).
+SEARCH_KEYS, SEARCH_VALUES = "metadataSearch.keys", "metadataSearch.values"
+#: Server error codes of a column another process added first (current servers: 15, 18.16: 44).
+DUPLICATE_COLUMN_CODES = (15, 44)
+
+
+def current_layout(features: ClickHouseFeatures) -> bool:
+    """Whether the server takes the exact types of §3 (``DateTime64``, ``Bool``, ``Map`` and a
+    production ``LowCardinality`` all come with the ``Bool`` type's 21.12), else §4's."""
+    return features.datetime64 and features.bool_type
+
+
+def downgraded_type(column_type: str) -> str:
+    """The 18.16 type of a column of current servers (§4's table)."""
+    if column_type.startswith("DateTime64"):
+        return "Int64"
+    if column_type.startswith("Bool"):
+        return "UInt8 DEFAULT 0"
+    if column_type.startswith("Map("):
+        return "Nested(keys String, values String)"
+    column_type = column_type.replace(" DEFAULT []", " DEFAULT emptyArrayString()")
+    return re.sub(r"LowCardinality\(((?:Nullable\()?String\)?)\)", r"\1", column_type)
+
+
+class VNextClickHouseSQL:
+    """DDL and read SQL of the tracing tables on one ClickHouse backend."""
+
+    def __init__(self, backend: ClickHouseBackend) -> None:
+        self.backend = backend
+
+    # ------------------------------------------------------------------ DDL
+
+    def columns_sql(self) -> str:
+        """The column list of the three tracing tables on this server."""
+        current = current_layout(self.backend.server_features)
+        return ", ".join(f'"{column}" {column_type if current else downgraded_type(column_type)}'
+                         for column, _, column_type in SPAN_COLUMNS)
+
+    def create(self) -> None:
+        """Create the missing tables, add the columns later versions added, create the missing
+        views (§3.2)."""
+        database = self.backend.database
+        current = current_layout(self.backend.server_features)
+        partition = f"toDate({PARTITION_COLUMN})" if current else f"intDiv({PARTITION_COLUMN}, 86400000)"
+        columns = self.columns_sql()
+        for table, order_by in ORDER_BY.items():
+            database.execute_sql(
+                f'CREATE TABLE IF NOT EXISTS "{table}" ({columns}) ENGINE = ReplacingMergeTree '
+                f"PARTITION BY {partition} ORDER BY ({', '.join(order_by)})")
+        # Columns before views: a view made now copies the columns of tables that already agree.
+        self._add_missing_columns()
+        for view, (table, condition) in VIEWS.items():
+            database.execute_sql(f'CREATE MATERIALIZED VIEW IF NOT EXISTS "{view}" TO "{table}" AS '
+                                 f'SELECT * FROM "{SPAN_EVENTS}" WHERE {condition}')
+
+    def _add_missing_columns(self) -> None:
+        from clickhouse_driver.errors import ServerException
+
+        connection = self.backend.database.connection()
+        connection.refresh_schema()
+        # The views' targets first: the views copy every column of mastra_span_events.
+        for table in reversed(ORDER_BY):
+            existing = self.backend.server_features.columns.get(table, {})
+            for column in ADDED_COLUMNS:
+                if column in existing:
+                    continue
+                try:
+                    self.backend.database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" Nullable(String)')
+                except ServerException as exc:
+                    if exc.code not in DUPLICATE_COLUMN_CODES:
+                        raise
+        connection.refresh_schema()
+
+    def ensure_schema(self) -> None:
+        """Read the tables' columns when this connection has not yet (a new thread's connection):
+        the stored types decide how timestamps and ``metadataSearch`` are written and compared."""
+        if SPAN_EVENTS not in self.backend.server_features.columns:
+            self.backend.database.connection().refresh_schema()
+
+    # ------------------------------------------------------------------ writes
+
+    def insert_sql(self, table: str) -> tuple[str, bool]:
+        """``INSERT INTO <table> (<columns>) VALUES`` and whether ``metadataSearch`` is two
+        columns there (keys, values: the 18.16 layout, read back from ``system.columns``)."""
+        nested = SEARCH_KEYS in self.backend.server_features.columns.get(table, {})
+        names = []
+        for column, _, _ in SPAN_COLUMNS:
+            names.extend((SEARCH_KEYS, SEARCH_VALUES) if nested and column == "metadataSearch" else (column,))
+        return f'INSERT INTO "{table}" ({", ".join(f"{chr(34)}{name}{chr(34)}" for name in names)}) VALUES', nested
+
+    # ------------------------------------------------------------------ reads
+
+    @staticmethod
+    def search_equals(key: str, value: str) -> peewee.Node:
+        """``metadataSearch[key] = value``, written with the ``keys``/``values`` subcolumns that
+        both the ``Map`` of current servers and the ``Nested`` of 18.16 have (absent: ``''``)."""
+        return peewee.SQL(f'"{SEARCH_VALUES}"[indexOf("{SEARCH_KEYS}", %s)] = %s', [key, value])
+
+    def deduped(self, model: type[peewee.Model], columns: Sequence[str],
+                conditions: Sequence[peewee.Node]) -> tuple[str, list[Any]]:
+        """The current rows (one per ``dedupeKey``, the latest ``endedAt``) of ``model`` meeting
+        ``conditions``, as ``(sql, params)`` of a select of ``columns`` to wrap (§3.4)."""
+        query = model.select(peewee.SQL(", ".join(f'"{column}"' for column in columns)))
+        if conditions:
+            query = query.where(*conditions)
+        sql, params = query.sql()
+        return f'{sql} ORDER BY "dedupeKey", "endedAt" DESC LIMIT 1 BY "dedupeKey"', list(params)
+
+    def rows(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        """The rows of a query as dicts keyed by column name."""
+        cursor = self.backend.database.execute_sql(sql, params)
+        names = [column[0] for column in cursor.description or ()]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def select_current(self, model: type[peewee.Model], columns: Sequence[str], conditions: Sequence[peewee.Node],
+                       order: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """The current rows meeting ``conditions`` in ``order`` (SQL), a page of them when
+        ``limit`` is given."""
+        inner, params = self.deduped(model, columns, conditions)
+        page = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        return self.rows(f"SELECT * FROM ({inner}) ORDER BY {order}{page}", params)
+
+    def count_current(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> int:
+        """How many current rows meet ``conditions``."""
+        inner, params = self.deduped(model, ("dedupeKey",), conditions)
+        return self.rows(f"SELECT count() AS n FROM ({inner})", params)[0]["n"]
