@@ -74,7 +74,7 @@ def cli(verbose: int) -> None:
     """Storage for AI-agent applications on SQLite, PostgreSQL and ClickHouse.
 
     URLs: sqlite:///path, file:./path, postgresql://user:pass@host:port/db[?schema_name=app],
-    clickhouse://user:pass@host:port/db.
+    clickhouse://user:pass@host:port/db, chdb:///path/to/dir (ClickHouse in-process).
     """
     configure_logging(verbose=verbose)
 

@@ -2,7 +2,8 @@
 per domain.
 
 Options: ``url`` (``clickhouse://user:pass@host:port/db``, native protocol, port 9000 by
-default), ``ttl_days=None`` (retention of scores and observability rows),
+default; or ``chdb:///path/to/dir``, the current engine in-process, see
+:mod:`~composite_store.backends.chdb`), ``ttl_days=None`` (retention of scores and observability rows),
 ``mutation_timeout_s=300``; observability also takes ``layout`` (``"vnext"`` or ``"legacy"``;
 ``?layout=`` in URLs, which whole stores pass to their observability domain).  agents, datasets and experiments are not available on ClickHouse:
 their classes raise :class:`~repository.errors.NotSupportedError` when constructed.

@@ -23,7 +23,8 @@ def _invalid(message: str, domain: str | None) -> ValidationError:
 
 
 def store_for_url(url: str, *, domain: str | None = None, id: str = "store") -> WholeStore:
-    """The whole store for a URL, chosen by its scheme (``sqlite``/``file``, ``postgresql``, ``clickhouse``)."""
+    """The whole store for a URL, chosen by its scheme (``sqlite``/``file``, ``postgresql``, ``clickhouse``,
+    ``chdb``: ClickHouse in-process)."""
     from .clickhouse import ClickHouseStore
     from .postgres import PostgresStore
     from .sqlite import SQLiteStore
@@ -34,11 +35,11 @@ def store_for_url(url: str, *, domain: str | None = None, id: str = "store") -> 
         return SQLiteStore(id=id, url=url)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(id=id, connection_string=url)
-    if url.startswith("clickhouse://"):
+    if url.startswith(("clickhouse://", "chdb://")):
         return ClickHouseStore(id=id, url=url)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise _invalid(f"Unknown URL scheme {scheme!r} for {domain or 'default'}; use sqlite:///path, file:./path, "
-                   "postgresql://… or clickhouse://…", domain)
+                   "postgresql://…, clickhouse://… or chdb:///path/to/dir", domain)
 
 
 class CompositeStore:

@@ -11,8 +11,8 @@ tests select it by.
   (Debian's 18.16 here) started in a temporary directory on free ports and stopped at the end.
 * ``clickhouse-current``: a current (24.x+) ClickHouse: the server named by
   ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` when it is set, else the current engine in-process
-  (chdb, one per process: the session fixture ``chdb_engine``) through
-  :class:`tests.chdb_client.ChdbClient`.
+  through the library's own ``chdb:///<dir>`` URL (the session fixture ``chdb_url``: chdb opens
+  one directory per process, so every in-process test of a run uses that one).
 
 ``COMPOSITE_STORE_REQUIRED_BACKENDS`` (``sqlite,postgres,clickhouse``) lists the backends that
 must run: a required backend that cannot be reached fails the run; any other is skipped.
@@ -28,13 +28,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from composite_store.backends.chdb import ChdbClient, is_chdb_url, parse_chdb_url
 from composite_store.backends.clickhouse import parse_clickhouse_url
 from composite_store.composite import store_for_url
 from composite_store.stores import WholeStore
-from tests.chdb_client import CHDB_URL, IN_PROCESS_HOST, ChdbClient
 from tests.servers import DEFAULT_POSTGRES_URL, create_postgres_database, find_clickhouse_binary, start_clickhouse
 
 REQUIRED = {name.strip() for name in os.environ.get("COMPOSITE_STORE_REQUIRED_BACKENDS", "").split(",")
@@ -172,64 +173,37 @@ def backend_url(backend: str, request: pytest.FixtureRequest, tmp_path_factory: 
     if backend == "postgres-app":
         return request.getfixturevalue("postgres_url") + "?schema_name=app"
     if backend == "clickhouse-current":
-        if CURRENT_CLICKHOUSE_URL:
-            return CURRENT_CLICKHOUSE_URL
-        request.getfixturevalue("chdb_engine")
-        return CHDB_URL
+        return CURRENT_CLICKHOUSE_URL or request.getfixturevalue("chdb_url")
     return request.getfixturevalue("clickhouse_url")
 
 
-#: The session's chdb engine, once started (chdb allows one engine per process).
-_chdb_engines: list[Any] = []
-
-
 @pytest.fixture(scope="session")
-def chdb_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """An in-process current ClickHouse engine (one per test session: chdb allows one per process)."""
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``chdb:///<dir>``: the in-process current engine's directory for the whole run (chdb runs one
+    engine per process, on one directory: every in-process test of the run uses this one)."""
     try:
-        import chdb.session as chdb_session
+        import chdb  # noqa: F401 - only asked whether it is installed
     except ImportError:
         unavailable("clickhouse-current", "COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL is not set and chdb is "
                                           "not installed (pip install -e '.[dev]')")
-    engine = chdb_session.Session(str(tmp_path_factory.mktemp("chdb")))
-    _chdb_engines.append(engine)
-    yield engine
-    _chdb_engines.clear()
-    engine.close()
-
-
-def in_process(url: str) -> bool:
-    """Whether ``url`` names the in-process engine rather than a ClickHouse server."""
-    return url.startswith("clickhouse://") and parse_clickhouse_url(url)["host"] == IN_PROCESS_HOST
-
-
-def chdb_client(**params: Any) -> ChdbClient:
-    """A client of the session's in-process engine (``chdb_engine`` must have started it)."""
-    assert _chdb_engines, "the chdb_engine fixture has not started the in-process engine"
-    return ChdbClient(_chdb_engines[0], **params)
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
 
 
 def clickhouse_client(url: str) -> Any:
     """A raw client for a ClickHouse URL of the matrix: clickhouse-driver's, or the in-process engine's."""
-    params = parse_clickhouse_url(url)
-    if params["host"] == IN_PROCESS_HOST:
-        return chdb_client(**params)
+    if is_chdb_url(url):
+        path, database = parse_chdb_url(url)
+        return ChdbClient(path=path, database=database)
     from clickhouse_driver import Client
 
-    return Client(**params)
+    return Client(**parse_clickhouse_url(url))
 
 
-def on_url(repository_or_store: Any, url: str) -> Any:
-    """``repository_or_store`` (built for ``url``), its connections made through the in-process
-    engine when ``url`` names it."""
-    if in_process(url):
-        repository_or_store.backend.database.client_factory = chdb_client
-    return repository_or_store
-
-
-def open_store(url: str) -> WholeStore:
-    """A whole store for ``url`` (in-process URLs reach the chdb engine)."""
-    return on_url(store_for_url(url), url)
+def database_url(url: str, name: str) -> str:
+    """The URL of database ``name`` on the ClickHouse server (or chdb directory) of ``url``."""
+    if is_chdb_url(url):
+        return f"{url.partition('?')[0]}?database={name}"
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 @pytest.fixture
@@ -238,7 +212,7 @@ def make_store(backend_url: str) -> Iterator[Callable[..., WholeStore]]:
     made: list[WholeStore] = []
 
     def make(url: str | None = None) -> WholeStore:
-        store = open_store(url or backend_url)
+        store = store_for_url(url or backend_url)
         made.append(store)
         return store
 
@@ -250,7 +224,7 @@ def make_store(backend_url: str) -> Iterator[Callable[..., WholeStore]]:
 @pytest.fixture(scope="session")
 def session_store(backend_url: str) -> Iterator[WholeStore]:
     """One initialized whole store per backend, shared by the tests of a session."""
-    store = open_store(backend_url)
+    store = store_for_url(backend_url)
     store.init()
     yield store
     store.close()

@@ -28,7 +28,7 @@ from composite_store.jsonb import encode_jsonb
 from composite_store.postgres import PostgresStore
 from composite_store.schemas import MessageSchema, ResourceSchema, ThreadSchema
 from composite_store.values import truncate_ms, utc_now
-from tests.conftest import DEFAULT_BACKENDS, MATRIX, clickhouse_client
+from tests.conftest import DEFAULT_BACKENDS, MATRIX, clickhouse_client, database_url
 
 UTC = timezone.utc
 
@@ -1571,8 +1571,6 @@ def test_wire_form_round_trip(memory):
 @pytest.fixture
 def fresh_database(backend, backend_url, tmp_path):
     """``(url, run)``: an empty database on the backend under test; ``run(sql)`` executes raw SQL there."""
-    from urllib.parse import urlsplit, urlunsplit
-
     if backend == "sqlite":
         path = tmp_path / "fresh.db"
 
@@ -1604,7 +1602,7 @@ def fresh_database(backend, backend_url, tmp_path):
         name = f"fresh_{uuid.uuid4().hex[:8]}"
         admin = clickhouse_client(backend_url)
         admin.execute(f"CREATE DATABASE {name}")
-        url = urlunsplit(urlsplit(backend_url)._replace(path=f"/{name}"))
+        url = database_url(backend_url, name)
         client = clickhouse_client(url)
         yield url, client.execute
         client.disconnect()

@@ -27,7 +27,7 @@ from composite_store.postgres import ObservabilityPG
 from composite_store.schemas import SpanSchema
 from composite_store.sqlite import ObservabilitySQLite
 from composite_store.values import json_loads
-from tests.conftest import MATRIX, clickhouse_client, database_url, on_url
+from tests.conftest import MATRIX, clickhouse_client, database_url
 
 UTC = timezone.utc
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -78,7 +78,7 @@ def clickhouse_sql(repository, sql: str, rows: list | None = None) -> list:
 
 def open_repository(url: str, **options) -> ObservabilityClickHouse:
     """An extra ``ObservabilityClickHouse`` on ``url`` (the in-process engine's included)."""
-    return on_url(ObservabilityClickHouse(url=url, **options), url)
+    return ObservabilityClickHouse(url=url, **options)
 
 
 # --------------------------------------------------------------------------- create and read

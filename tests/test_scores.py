@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from composite_store import Page, ValidationError
+from composite_store.composite import store_for_url
 from composite_store.clickhouse import ScoresClickHouse
 from composite_store.errors import BackendUnavailableError, NotSupportedError
 from composite_store.jsonb import encode_jsonb
@@ -33,7 +34,7 @@ from composite_store.scores import fast_prepare_score
 from composite_store.sqlite import ScoresSQLite
 from composite_store.validation import Problems
 from composite_store.values import json_loads
-from tests.conftest import MATRIX, clickhouse_client, on_url, open_store
+from tests.conftest import MATRIX, clickhouse_client, database_url
 
 UTC = timezone.utc
 #: Scenarios about ClickHouse's own tables.
@@ -112,7 +113,7 @@ def clickhouse_database(backend: str, backend_url: str):
     client = clickhouse_client(backend_url)
     name = f"scores_{secrets.token_hex(4)}"
     client.execute(f"CREATE DATABASE {name}")
-    url = backend_url.rsplit("/", 1)[0] + f"/{name}"
+    url = database_url(backend_url, name)
     yield url, clickhouse_client(url)
     client.execute(f"DROP DATABASE IF EXISTS {name}")
     client.disconnect()
@@ -562,8 +563,6 @@ def test_wrong_types_are_rejected(scores, field, value):
 @pytest.fixture
 def unreachable_scores(backend, tmp_path):
     """The scores repository of a store whose database cannot be reached."""
-    from composite_store.composite import store_for_url
-
     url = {"sqlite": f"sqlite:///{tmp_path}/missing/dir/x.db",
            "postgres": "postgresql://postgres@127.0.0.1:1/nowhere",
            }.get(backend, "clickhouse://default:@127.0.0.1:1/default")
@@ -832,7 +831,7 @@ def test_init_from_many_threads_and_store_objects(backend, backend_url, tmp_path
         url = f"{backend_url}?schema_name=threads_{secrets.token_hex(4)}"
     else:
         url, _ = request.getfixturevalue("clickhouse_database")
-    stores = [open_store(url) for _ in range(4)]
+    stores = [store_for_url(url) for _ in range(4)]
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda index: stores[index % 4].get_store("scores").init(), range(8)))
@@ -923,13 +922,13 @@ def test_init_on_a_clickhouse_table_with_an_extra_and_a_missing_column(clickhous
     """Scenario 42 on ClickHouse: a table this library created, with an unknown column added and
     ``datasetItemId`` dropped."""
     url, client = clickhouse_database
-    scores = on_url(ScoresClickHouse(url=url), url)
+    scores = ScoresClickHouse(url=url)
     scores.init()
     saved = scores.save_score(score=sample("sc-old"))
     client.execute("ALTER TABLE mastra_scorers ADD COLUMN legacyNote Nullable(String)")
     client.execute("ALTER TABLE mastra_scorers DROP COLUMN datasetItemId")
     scores.close()
-    again = on_url(ScoresClickHouse(url=url), url)
+    again = ScoresClickHouse(url=url)
     again.init()
     columns = {name for name, in client.execute("SELECT name FROM system.columns WHERE database = currentDatabase() "
                                                 "AND table = 'mastra_scorers'")}
@@ -945,7 +944,7 @@ def test_init_refuses_a_plain_merge_tree(clickhouse_database):
     client.execute("CREATE TABLE mastra_scorers (id String, scorerId String, createdAt Int64) "
                    "ENGINE = MergeTree() ORDER BY (createdAt, id)")
     before = client.execute("SHOW CREATE TABLE mastra_scorers")
-    scores = on_url(ScoresClickHouse(url=url), url)
+    scores = ScoresClickHouse(url=url)
     with pytest.raises(NotSupportedError) as caught:
         scores.init()
     assert caught.value.id == "STORAGE_CLICKHOUSE_INIT_NOT_SUPPORTED" and caught.value.domain == "scores"
@@ -986,11 +985,11 @@ def test_current_clickhouse_ttl(clickhouse_database):
     """Scenario 45: ``DateTime64`` columns, monthly partitions and the TTL; a second ``init()`` issues
     no ``ALTER``."""
     url, client = clickhouse_database
-    on_url(ScoresClickHouse(url=url, ttl_days=30), url).init()
+    ScoresClickHouse(url=url, ttl_days=30).init()
     [[ddl]] = client.execute("SHOW CREATE TABLE mastra_scorers")
     assert "DateTime64(3, 'UTC')" in ddl and "PARTITION BY toYYYYMM(createdAt)" in ddl
     assert "TTL" in ddl and "toIntervalDay(30)" in ddl.replace("INTERVAL 30 DAY", "toIntervalDay(30)")
-    second = on_url(ScoresClickHouse(url=url, ttl_days=30), url)
+    second = ScoresClickHouse(url=url, ttl_days=30)
     statements = spy_statements(second)
     second.init()
     assert not [sql for sql in statements if sql.lstrip().upper().startswith("ALTER")]

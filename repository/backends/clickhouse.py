@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
 import peewee
@@ -30,7 +30,8 @@ from ..models.fields import DeletedField, TextField, TimestampField, VersionFiel
 
 from ..errors import NotSupportedError, StorageError, ValidationError
 from ..values import UTC, VERSION_CLOCK, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, BackendFeatures, StoredFormats, primary_key_names, value_tuples
+from .base import Backend, BackendFeatures, StoredFormats, primary_key_names, require_driver, value_tuples
+from .chdb import ChdbClient, is_chdb_url, parse_chdb_url
 
 logger = logging.getLogger("composite_store.clickhouse")
 
@@ -47,7 +48,7 @@ STORED_READ_CHUNK = 1000
 def parse_clickhouse_url(url: str) -> dict[str, Any]:
     """``clickhouse://user:pass@host:port/db`` → ``clickhouse_driver.Client`` keyword arguments."""
     if not isinstance(url, str) or not url.startswith("clickhouse://"):
-        raise ValidationError(fields={"url": ["url must be a clickhouse:// URL"]})
+        raise ValidationError(fields={"url": ["url must be a clickhouse:// URL (or chdb:// for the in-process engine)"]})
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -60,6 +61,18 @@ def parse_clickhouse_url(url: str) -> dict[str, Any]:
         "password": unquote(parts.password) if parts.password else "",
         "database": unquote(parts.path.lstrip("/")) or "default",
     }
+
+
+def connection_params(url: str) -> dict[str, Any]:
+    """``ClickHouseDatabase`` arguments (``database`` included) for a ``clickhouse://`` server URL,
+    or for a ``chdb://`` URL: the in-process engine (:mod:`~composite_store.backends.chdb`)."""
+    if not is_chdb_url(url):
+        return parse_clickhouse_url(url)
+    # chdb's client is run by this module's backend; clickhouse-driver's error classes are still
+    # the ones it handles, so the chdb extra installs both.
+    require_driver("clickhouse_driver", extra="chdb")
+    path, database = parse_chdb_url(url)
+    return {"database": database, "client_factory": functools.partial(ChdbClient, path=path)}
 
 
 # --------------------------------------------------------------------------- capabilities
@@ -253,12 +266,11 @@ class ClickHouseDatabase(StoredFormats, peewee.Database):
     null_placeholder = NULL_PLACEHOLDER
     field_types = {"TIMESTAMP": "Int64", "JSON": "String", "TEXT": "String"}
 
-    def __init__(self, database: str, **kwargs: Any) -> None:
+    def __init__(self, database: str, *, client_factory: Callable[..., Any] | None = None, **kwargs: Any) -> None:
         super().__init__(database, **kwargs)
-
-    #: Builds the client of a new connection; tests swap in an in-process engine (chdb) with the
-    #: same ``execute`` interface to check the SQL generated for current servers.
-    client_factory: Any = None
+        #: Builds the client of a new connection: clickhouse-driver's ``Client``, or for ``chdb://``
+        #: URLs :class:`~composite_store.backends.chdb.ChdbClient` (the same ``execute`` interface).
+        self.client_factory = client_factory
 
     def _connect(self) -> ClickHouseConnection:
         from clickhouse_driver import Client
@@ -376,8 +388,10 @@ class ClickHouseBackend(Backend):
     driver_extra = "clickhouse"
 
     def __init__(self, *, url: str, ttl_days: int | None = None, mutation_timeout_s: float = 300) -> None:
+        if is_chdb_url(url):
+            self.driver_module = self.driver_extra = "chdb"
         super().__init__(url)
-        params = parse_clickhouse_url(url)
+        params = connection_params(url)
         if ttl_days is not None and (isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days < 1):
             raise ValidationError(fields={"ttl_days": ["ttl_days must be a positive integer or None"]})
         if isinstance(mutation_timeout_s, bool) or not isinstance(mutation_timeout_s, (int, float)) \

@@ -1,0 +1,230 @@
+"""ClickHouse without a server: ``chdb://`` URLs run the ClickHouse backend on chdb, the current
+ClickHouse engine embedded in the Python process (the ``chdb`` extra).
+
+It is the embedded analytics store for notebooks and single-machine jobs, as SQLite is for the
+other domains: every ClickHouse domain (memory, workflows, scores, observability) works on it,
+with the tables, types and SQL of a current ClickHouse server.
+
+URL forms (everything between ``chdb://`` and ``?`` is the data directory, created if missing):
+
+* ``chdb:///abs/path/to/dir``: an absolute directory;
+* ``chdb://./relative/dir`` (or ``chdb://relative/dir``): relative to the working directory when
+  the store is built;
+* ``chdb://:memory:`` (or ``chdb:///:memory:``): a temporary directory chdb removes at exit;
+* ``?database=name``: the ClickHouse database inside the directory (``default`` unless given),
+  created on first use.
+
+chdb's limits, which this module turns into clear errors (:class:`BackendUnavailableError`):
+a process runs **one** engine, on one directory (the first one it opens, until it exits), and a
+directory is opened by **one process at a time** (the engine locks it).  Stores of any number, in
+any thread, may share that engine: :func:`open_engine` keeps the process's one session, opened
+lazily by the first query (constructors never open it), and runs its queries one at a time.
+
+:class:`ChdbClient` is the part of ``clickhouse_driver.Client`` the ClickHouse backend uses, over
+that session: native-insert rows are rendered as ``VALUES`` literals with the backend's own
+escaping, results are read as typed JSON, and the engine's errors are raised as the driver
+raises a server's (``ServerException`` with its code), so the backend handles both alike.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, unquote
+from zoneinfo import ZoneInfo
+
+from ..errors import BackendUnavailableError, ValidationError
+from .base import first_line
+
+#: The scheme of the URLs this module serves.
+SCHEME = "chdb://"
+#: The path of chdb's temporary engine.
+MEMORY = ":memory:"
+#: The forms a URL may take, for error messages.
+URL_FORMS = "chdb:///abs/dir, chdb://./relative/dir or chdb://:memory: (optionally ?database=name)"
+
+
+def is_chdb_url(url: Any) -> bool:
+    """Whether ``url`` names the in-process engine rather than a ClickHouse server."""
+    return isinstance(url, str) and url.startswith(SCHEME)
+
+
+def parse_chdb_url(url: str) -> tuple[str, str]:
+    """``chdb://<dir>?database=<name>`` → (absolute directory or ``:memory:``, database name)."""
+    location, _, query = url[len(SCHEME):].partition("?")
+    path = unquote(location)
+    if not path:
+        raise ValidationError(fields={"url": [f"a chdb URL names a data directory: {URL_FORMS}"]})
+    path = MEMORY if path in (MEMORY, "/" + MEMORY) else os.path.abspath(path)
+    options = parse_qs(query, keep_blank_values=True)
+    database = options.get("database", ["default"])[-1]
+    if not database:
+        raise ValidationError(fields={"url": ["database= of a chdb URL must not be empty"]})
+    return path, database
+
+
+def quote_name(name: str) -> str:
+    """A database name as a ClickHouse identifier."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+class Engine:
+    """The process's chdb session on one directory.
+
+    ``USE`` switches the database of the whole session, so each query runs under one lock after
+    switching to its client's database.
+    """
+
+    def __init__(self, path: str, session: Any) -> None:
+        self.path = path
+        self.session = session
+        self.lock = threading.Lock()
+        self.current_database = "default"
+
+    def query(self, database: str, sql: str, output_format: str = "CSV") -> Any:
+        """Run ``sql`` in ``database``; an engine error becomes the driver's ``ServerException``."""
+        from clickhouse_driver.errors import ServerException
+
+        try:
+            with self.lock:
+                if self.current_database != database:
+                    self.session.query(f"USE {quote_name(database)}")
+                    self.current_database = database
+                return self.session.query(sql, output_format)
+        except Exception as exc:  # chdb raises one class for every engine error
+            code = re.match(r"Code: (\d+)\. ", str(exc))
+            if code is None:
+                raise
+            raise ServerException(str(exc)[code.end():], code=int(code.group(1))) from exc
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def open_engine(path: str) -> Engine:
+    """The process's engine on ``path``, started by the first call.
+
+    Raises :class:`BackendUnavailableError` when the process already runs the engine on another
+    directory (chdb runs one per process), or when another process has ``path`` open.
+    """
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine(path, _start_session(path))
+        elif _engine.path != path:
+            raise BackendUnavailableError(
+                f"Cannot open {SCHEME}{path}: this process already runs chdb on {_engine.path}, and chdb "
+                "runs one engine per process; use one chdb directory per process",
+                details={"url": SCHEME + path, "code": "CHDB_ENGINE_ON_OTHER_DIRECTORY", "open": _engine.path})
+        return _engine
+
+
+def _start_session(path: str) -> Any:
+    import chdb.session
+
+    try:
+        session = chdb.session.Session(path)
+    except Exception as exc:  # chdb raises one class for every failure
+        owner = _locking_process(path)
+        if owner is not None:
+            raise BackendUnavailableError(
+                f"Cannot open {SCHEME}{path}: process {owner} has this chdb directory open, and one "
+                "process opens a chdb directory at a time", details={"url": SCHEME + path,
+                                                                       "code": "CHDB_DIRECTORY_IN_USE"}) from None
+        raise BackendUnavailableError(f"Cannot open {SCHEME}{path}: {first_line(exc)}",
+                                      details={"url": SCHEME + path, "code": "CANNOT_CONNECT"}) from exc
+    # NaN and infinities as "nan"/"inf": JSON output writes them as null otherwise.
+    session.query("SET output_format_json_quote_denormals = 1")
+    return session
+
+
+def _locking_process(path: str) -> str | None:
+    """The process holding the engine's lock on ``path`` (its ``status`` file), if any."""
+    try:
+        with open(os.path.join(path, "status")) as status:
+            try:
+                fcntl.flock(status, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = re.search(r"PID: (\d+)", status.read())
+                return pid.group(1) if pid else "another process"
+            fcntl.flock(status, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    return None
+
+
+def _decode(value: Any, type_: str) -> Any:
+    """A value of typed JSON output as the driver returns it."""
+    if value is None:
+        return None
+    for wrapper in ("Nullable(", "LowCardinality("):
+        if type_.startswith(wrapper):
+            return _decode(value, type_[len(wrapper):-1])
+    if type_.startswith(("Int", "UInt")):
+        return int(value)
+    if type_.startswith("Float"):
+        return float(value)
+    if type_.startswith("DateTime"):
+        # Microseconds at most; aware in the column's time zone, else naive in the engine's (as
+        # the driver returns them).
+        moment = datetime.fromisoformat(value[:26])
+        zone = re.search(r"'([^']+)'", type_)
+        return moment.replace(tzinfo=ZoneInfo(zone.group(1))) if zone else moment
+    if type_.startswith("Array("):
+        return [_decode(item, type_[len("Array("):-1]) for item in value]
+    return value
+
+
+class ChdbClient:
+    """The part of ``clickhouse_driver.Client`` the ClickHouse backend uses, on the process's chdb
+    engine on ``path``, in ``database``.  The driver's connection options (host, timeouts,
+    settings) mean nothing in-process and are ignored."""
+
+    def __init__(self, *, path: str, database: str = "default", **_driver_options: Any) -> None:
+        self.path = path
+        self.database = database
+        self.engine: Engine | None = None
+
+    @property
+    def connection(self) -> "ChdbClient":
+        """The object the backend calls ``connect()`` on (the driver's ``Connection``)."""
+        return self
+
+    def connect(self) -> Engine:
+        """Join (or start) the process's engine and create this client's database if missing."""
+        if self.engine is None:
+            engine = open_engine(self.path)
+            if self.database != "default":
+                engine.query("default", f"CREATE DATABASE IF NOT EXISTS {quote_name(self.database)}")
+            self.engine = engine
+        return self.engine
+
+    def execute(self, query: str, params: Any = None, with_column_types: bool = False, **_: Any) -> Any:
+        """Run ``query``: with a list of row tuples, a native insert (``INSERT … VALUES``); with a
+        dict, ``%(name)s`` parameters substituted; rows (and column names and types) returned."""
+        from .clickhouse import escape, values_literal  # (that module builds this client: imported when it runs)
+
+        engine = self.connect()
+        if isinstance(params, list):
+            if params:
+                values = ", ".join("(" + ", ".join(map(values_literal, row)) + ")" for row in params)
+                engine.query(self.database, f"{query} {values}")
+            return []
+        if isinstance(params, dict):
+            query = query % {key: escape(value) for key, value in params.items()}
+        result = engine.query(self.database, query, "JSONCompactEachRowWithNamesAndTypes")
+        lines = [json.loads(line) for line in result.bytes().decode().splitlines() if line.strip()]
+        if not lines:
+            return ([], []) if with_column_types else []
+        names, types, rows = lines[0], lines[1], lines[2:]
+        rows = [tuple(_decode(v, t) for v, t in zip(row, types)) for row in rows]
+        return (rows, list(zip(names, types))) if with_column_types else rows
+
+    def disconnect(self) -> None:
+        """Nothing to close: the engine serves every client of the process until it exits."""
