@@ -15,7 +15,6 @@ from .models.memory import build_memory_models
 from .base import DomainRepository, fetch_page, fetch_prepared_page, filter_by_metadata, operation, order_terms
 from .errors import ConflictError, NotFoundError, ValidationError
 from .page import Page
-from .retention import Prunable, RetentionTable
 from .schemas.base import JSONObject, Timestamp, flatten_errors, load_into
 from .schemas.memory import MESSAGE_ROLES, MessageSchema, MessageUpdateSchema, ResourceSchema, ThreadSchema
 from .validation import (Problems, check_id, check_metadata_filter, check_order_by, check_page, json_matches,
@@ -102,7 +101,7 @@ def _check_ids(problems: Problems, field: str, value: Any) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-class MemoryRepository(Prunable, DomainRepository):
+class MemoryRepository(DomainRepository):
     """Threads, messages and resources of AI-agent conversations.
 
     Example::
@@ -115,10 +114,6 @@ class MemoryRepository(Prunable, DomainRepository):
     """
 
     domain = "memory"
-    #: Retention (fidelity-1.71 §5): each table on its own ``createdAt``, in Mastra's order.
-    retention_tables = (RetentionTable(key="messages", model="message", anchor="created_at"),
-                        RetentionTable(key="resources", model="resource", anchor="created_at"),
-                        RetentionTable(key="threads", model="thread", anchor="created_at"))
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_memory_models(database)
@@ -194,9 +189,29 @@ class MemoryRepository(Prunable, DomainRepository):
             self.backend.upsert(self.models.thread, [row])
         return self._thread_record(row)
 
+    @property
+    def supports_partial_thread_update(self) -> bool:
+        """Always ``True``: :meth:`update_thread` changes only the fields it is given (Mastra's
+        ``supportsPartialThreadUpdate``)."""
+        return True
+
     @operation
     def update_thread(self, *, id: str, title: str = UNSET, metadata: dict = UNSET) -> dict:
         """Change the title and/or merge ``metadata`` into the stored metadata; bumps ``updated_at``."""
+        return self._update_thread(id, title, metadata)
+
+    @operation
+    def patch_thread(self, *, id: str, title: str = UNSET, metadata: dict = UNSET) -> dict:
+        """Exactly :meth:`update_thread` (Mastra's ``patchThread``, for callers written against
+        stores whose ``updateThread`` is not partial), with its own error ids.
+
+        Example::
+
+            memory.patch_thread(id="t-1", metadata={"pinned": True})  # the title is kept
+        """
+        return self._update_thread(id, title, metadata)
+
+    def _update_thread(self, id: Any, title: Any, metadata: Any) -> dict:
         problems = Problems()
         check_id(problems, "id", id)
         if title is not UNSET:
@@ -213,6 +228,38 @@ class MemoryRepository(Prunable, DomainRepository):
         return self._merge_into_thread(id, None, lambda thread: metadata if metadata is not UNSET else {},
                                        values, missing=lambda: NotFoundError(f"Thread {id} not found",
                                                                              details={"thread_id": id}))
+
+    @operation
+    def update_thread_resource_id(self, *, thread_id: str, resource_id: str) -> dict:
+        """Move a thread and all its messages to another resource; returns the thread as
+        :meth:`get_thread_by_id` now returns it.
+
+        Atomic on SQLite and PostgreSQL (the thread row locked, then one ``UPDATE`` of its
+        messages); ClickHouse re-inserts the rows under the thread's lock (a retry converges).
+        A thread already of that resource is returned unchanged, ``updated_at`` included.
+        Resources are neither created nor checked. A missing thread is a ``NotFoundError``.
+
+        Example::
+
+            memory.update_thread_resource_id(thread_id="t-1", resource_id="user-2")
+        """
+        problems = Problems()
+        check_id(problems, "thread_id", thread_id)
+        check_id(problems, "resource_id", resource_id)
+        problems.raise_if_any()
+        Thread, Message = self.models.thread, self.models.message
+        resource_id = self.backend.clean(resource_id)
+        with self.backend.write(("thread", thread_id)):
+            row = self._thread_row(thread_id, lock=True)
+            if row is None:
+                raise NotFoundError(f"Thread {thread_id} not found", details={"thread_id": thread_id})
+            thread = self._thread_record(row)
+            if row["resource_id"] == resource_id:
+                return thread
+            values = {"resource_id": resource_id, "updated_at": utc_now()}
+            self.backend.replace(Thread, row, values)
+            self.backend.update(Message, Message.thread_id == thread_id, {"resource_id": resource_id})
+        return {**thread, **values}
 
     @operation
     def update_thread_metadata(self, *, id: str, update: Callable[[dict], dict | None],
@@ -680,17 +727,52 @@ class MemoryRepository(Prunable, DomainRepository):
                 self.backend.delete(Message, Message.id.in_(list(stored)))
                 self._touch_threads({row["thread_id"] for row in stored.values()}, now)
 
-    # ------------------------------------------------------------------ cloning
+    # ------------------------------------------------------------------ copying
+
+    @operation
+    def copy_thread(self, *, source_thread_id: str, new_thread_id: str | None = None,
+                    resource_id: str | None = None, title: str | None = None, metadata: dict | None = None,
+                    message_limit: int | None = None, start_date: Any = None, end_date: Any = None,
+                    message_ids: list[str] | None = None) -> dict:
+        """Copy a thread and (a selection of) its messages under new ids, without reading the
+        messages: returns ``{"thread": <new thread>, "message_id_map": {source id: new id}}``.
+
+        The selection: the source's messages created in ``[start_date, end_date]``, among
+        ``message_ids`` when given, the latest ``message_limit`` of them (0 or ``None``: all).
+        The new thread gets ``new_thread_id`` (else a UUID), ``resource_id`` (else the source's),
+        ``title`` (``None`` or ``""``: ``"Clone of <source title>"``), ``metadata`` plus a
+        ``clone`` entry; every copy belongs to the new thread and its resource. SQLite and
+        PostgreSQL copy the message rows inside the database in the thread's transaction (a
+        100,000-message thread costs the caller its ids only); ClickHouse reads and re-inserts
+        1,000 rows at a time.
+
+        Example::
+
+            copied = memory.copy_thread(source_thread_id="t-1", new_thread_id="t-1-copy", message_limit=10)
+            copied["thread"]["metadata"]["clone"]["sourceThreadId"]  # "t-1"
+        """
+        return self._copy_thread(source_thread_id, new_thread_id, resource_id, title, metadata, message_limit,
+                                 start_date, end_date, message_ids)
 
     @operation
     def clone_thread(self, *, source_thread_id: str, new_thread_id: str | None = None,
                      resource_id: str | None = None, title: str | None = None, metadata: dict | None = None,
                      message_limit: int | None = None, start_date: Any = None, end_date: Any = None,
                      message_ids: list[str] | None = None) -> dict:
-        """Copy a thread and (a selection of) its messages under new ids.
+        """:meth:`copy_thread`, then the copies read back in ``(created_at, id)`` order.
 
         Returns ``{"thread": ..., "cloned_messages": [...], "message_id_map": {source: new}}``.
         """
+        copied = self._copy_thread(source_thread_id, new_thread_id, resource_id, title, metadata, message_limit,
+                                   start_date, end_date, message_ids)
+        Message = self.models.message
+        query = self.backend.select(Message).where(Message.thread_id == copied["thread"]["id"])
+        copies = [self._message_record(row) for row in query.order_by(Message.created_at, Message.id)]
+        return {"thread": copied["thread"], "cloned_messages": copies, "message_id_map": copied["message_id_map"]}
+
+    def _copy_thread(self, source_thread_id: Any, new_thread_id: Any, resource_id: Any, title: Any, metadata: Any,
+                     message_limit: Any, start_date: Any, end_date: Any, message_ids: Any) -> dict:
+        """The work of :meth:`copy_thread` (and of :meth:`clone_thread`, under its own name)."""
         problems = Problems()
         check_id(problems, "source_thread_id", source_thread_id)
         for name, value in (("new_thread_id", new_thread_id), ("resource_id", resource_id)):
@@ -725,29 +807,32 @@ class MemoryRepository(Prunable, DomainRepository):
             if new_thread_id and self._thread_row(new_thread_id) is not None:
                 raise ConflictError(f"Thread with id {new_thread_id} already exists",
                                     details={"thread_id": new_thread_id})
-            query = self.backend.select(Message).where(Message.thread_id == source_thread_id)
-            for condition in self._date_conditions(bounds):
-                query = query.where(condition)
+            # Only the ids are read: the payloads stay in the database (copy_rows).
+            query = self.backend.select(Message, Message.id).where(Message.thread_id == source_thread_id,
+                                                                    *self._date_conditions(bounds))
             if wanted is not None:
                 query = query.where(Message.id.in_(wanted or [""]))
-            originals = list(query.order_by(Message.created_at, Message.id))
-            if message_limit:
-                originals = originals[-message_limit:]
+            if message_limit:  # the latest ones, in (created_at, id) order
+                latest = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(message_limit)
+                source_ids = [message_id for (message_id,) in latest.tuples().iterator()][::-1]
+            else:
+                ordered = query.order_by(Message.created_at, Message.id)
+                source_ids = [message_id for (message_id,) in ordered.tuples().iterator()]
+            id_map = {message_id: str(uuid4()) for message_id in source_ids}
+            del source_ids
             source_title = source["title"] or ""
             clone_info = {"sourceThreadId": source_thread_id, "clonedAt": format_iso(now)}
-            if originals:
-                clone_info["lastMessageId"] = originals[-1]["id"]
-            thread_row = {"id": new_id, "resource_id": resource_id or source["resource_id"],
-                          "title": title if title is not None else (f"Clone of {source_title}" if source_title else ""),
-                          "metadata": {**(metadata or {}), "clone": clone_info}, "created_at": now, "updated_at": now}
-            copies = [{"id": str(uuid4()), "thread_id": new_id, "content": row["content"], "role": row["role"],
-                       "type": row["type"], "created_at": row["created_at"],
-                       "resource_id": resource_id or row["resource_id"]} for row in originals]
-            self.backend.insert(Thread, [self._clean(thread_row)])
-            self.backend.insert(Message, copies)
-        return {"thread": self._thread_record(thread_row),
-                "cloned_messages": [self._message_record(row) for row in copies],
-                "message_id_map": {orig["id"]: copy["id"] for orig, copy in zip(originals, copies)}}
+            if id_map:
+                clone_info["lastMessageId"] = next(reversed(id_map))
+            thread_row = self._clean({
+                "id": new_id, "resource_id": resource_id or source["resource_id"],
+                # An empty title counts as none (Mastra 1.71 libsql/pg).
+                "title": title or (f"Clone of {source_title}" if source_title else ""),
+                "metadata": {**(metadata or {}), "clone": clone_info}, "created_at": now, "updated_at": now})
+            self.backend.insert(Thread, [thread_row])
+            # Every copy belongs to the new thread's resource, not its original's (Mastra 1.71).
+            self.backend.copy_rows(Message, id_map, {"thread_id": new_id, "resource_id": thread_row["resource_id"]})
+        return {"thread": self._thread_record(thread_row), "message_id_map": id_map}
 
     # ------------------------------------------------------------------ resources
 

@@ -1132,6 +1132,185 @@ def test_clone_thread_options_and_errors(memory, conversation, backend):
     assert list(info.value.fields) == ["message_limit"]
 
 
+# =========================================================================== Mastra 1.71 (fidelity-1.71.md §1, §4.1–4.3)
+
+@WITH_APP_SCHEMA
+def test_signal_role_is_accepted_and_other_roles_are_not(memory, backend):
+    """fidelity-1.71.md §1 (V3): ``signal`` on both write paths (the fast path and the schema's
+    wire form) and on ``update_messages``; ``robot`` is still refused and nothing is written."""
+    thread = memory.save_thread(thread=make_thread())
+    fast = make_message("m-signal", thread, role="signal")
+    wire = MessageSchema().dump({**make_message("m-wire", thread, role="signal"), "type": None,
+                                 "created_at": utc_now()})
+    memory.save_messages(messages=[fast, wire, make_message("m-user", thread)])
+    memory.update_messages(messages=[{"id": "m-user", "role": "signal"}])
+    assert [m["role"] for m in memory.list_messages_by_id(message_ids=["m-signal", "m-wire", "m-user"])] \
+        == ["signal"] * 3
+    with pytest.raises(ValidationError) as info:
+        memory.save_messages(messages=[make_message("m-robot", thread, role="robot")])
+    assert info.value.fields == {"messages[0].role": ["Must be one of: system, user, assistant, tool, signal."]}
+    with pytest.raises(ValidationError) as info:
+        memory.update_messages(messages=[{"id": "m-user", "role": "robot"}])
+    assert list(info.value.fields) == ["messages[0].role"]
+    assert memory.list_messages_by_id(message_ids=["m-robot"]) == []
+    assert memory.list_messages_by_id(message_ids=["m-user"])[0]["role"] == "signal"
+
+
+@WITH_APP_SCHEMA
+def test_update_thread_resource_id_moves_the_thread_and_its_messages(memory, base_time):
+    """fidelity-1.71.md §4.1 (M1), the acceptance example."""
+    thread = memory.save_thread(thread=make_thread(id="t-move", resource_id="res-a"))
+    memory.save_messages(messages=[make_message(f"mv-{i}", thread, at=base_time + timedelta(seconds=i))
+                                   for i in range(3)])
+    bystander = memory.save_thread(thread=make_thread(resource_id="res-a"))
+    memory.save_messages(messages=[make_message("by-1", bystander)])
+    time.sleep(0.002)
+    moved = memory.update_thread_resource_id(thread_id="t-move", resource_id="res-b")
+    assert moved == memory.get_thread_by_id(thread_id="t-move")
+    assert moved["resource_id"] == "res-b" and moved["created_at"] == thread["created_at"]
+    assert moved["updated_at"] > thread["updated_at"]
+    assert (moved["title"], moved["metadata"]) == (thread["title"], thread["metadata"])
+    assert memory.list_messages(thread_id="t-move", resource_id="res-b").total == 3
+    assert memory.list_messages_by_resource_id(resource_id="res-b").total == 3
+    assert [m["created_at"] for m in memory.list_messages(thread_id="t-move").items] == \
+        [base_time + timedelta(seconds=i) for i in range(3)]
+    assert ids(memory.list_threads(resource_id="res-a")) == [bystander["id"]]
+    assert ids(memory.list_messages_by_resource_id(resource_id="res-a")) == ["by-1"]
+    assert memory.get_resource_by_id(resource_id="res-b") is None  # resources are neither created nor checked
+
+    again = memory.update_thread_resource_id(thread_id="t-move", resource_id="res-b")
+    assert again == moved  # nothing written: updated_at unchanged
+    memory.update_thread_resource_id(thread_id=bystander["id"], resource_id="res-b")
+    assert memory.list_threads(resource_id="res-a").total == 0
+
+
+def test_update_thread_resource_id_bad_input_and_missing_thread(memory, backend):
+    """fidelity-1.71.md §4.1: validation first (both arguments), a missing thread is NOT_FOUND;
+    neither writes anything."""
+    thread = memory.save_thread(thread=make_thread())
+    with pytest.raises(ValidationError) as info:
+        memory.update_thread_resource_id(thread_id="", resource_id=5)
+    assert info.value.fields == {"thread_id": ["thread_id must be a non-empty string"],
+                                 "resource_id": ["resource_id must be a non-empty string"]}
+    assert info.value.id == error_id(backend, "UPDATE_THREAD_RESOURCE_ID", "INVALID_INPUT")
+    with pytest.raises(NotFoundError) as info:
+        memory.update_thread_resource_id(thread_id="no-such-thread", resource_id="r")
+    assert info.value.message == "Thread no-such-thread not found"
+    assert info.value.details["thread_id"] == "no-such-thread"
+    assert info.value.id == error_id(backend, "UPDATE_THREAD_RESOURCE_ID", "NOT_FOUND")
+    assert memory.list_threads().total == 1 and memory.get_thread_by_id(thread_id=thread["id"]) == thread
+
+
+@WITH_APP_SCHEMA
+def test_copy_thread_copies_without_returning_messages(memory, conversation, backend):
+    """fidelity-1.71.md §4.2 (M2), the acceptance example; errors carry copy_thread's ids."""
+    source = conversation.thread
+    copied = memory.copy_thread(source_thread_id=source["id"], new_thread_id="c", message_limit=2)
+    assert set(copied) == {"thread", "message_id_map"}
+    assert list(copied["message_id_map"]) == ["msg-4", "msg-5"]
+    assert copied["thread"] == memory.get_thread_by_id(thread_id="c")
+    assert copied["thread"]["title"] == "Clone of Test Thread"
+    assert copied["thread"]["metadata"]["clone"]["lastMessageId"] == "msg-5"
+    copies = memory.list_messages(thread_id="c").items
+    assert ids(copies) == list(copied["message_id_map"].values())
+    for original, copy in zip(conversation.messages[3:], copies):
+        assert copy == {**stored(original), "id": copied["message_id_map"][original["id"]], "thread_id": "c"}
+
+    whole = memory.copy_thread(source_thread_id=source["id"])
+    assert list(whole["message_id_map"]) == [f"msg-{i}" for i in range(1, 6)]
+    assert memory.list_messages(thread_id=whole["thread"]["id"]).total == 5
+
+    with pytest.raises(ConflictError) as info:
+        memory.copy_thread(source_thread_id=source["id"], new_thread_id="c")
+    assert info.value.message == "Thread with id c already exists"
+    assert info.value.id == error_id(backend, "COPY_THREAD", "CONFLICT")
+    with pytest.raises(NotFoundError) as info:
+        memory.copy_thread(source_thread_id="nope")
+    assert info.value.message == "Source thread with id nope not found"
+    assert info.value.id == error_id(backend, "COPY_THREAD", "NOT_FOUND")
+    threads = memory.list_threads().total
+    with pytest.raises(ValidationError) as info:
+        memory.copy_thread(source_thread_id=source["id"], message_limit=True, title=3, message_ids="msg-1")
+    assert set(info.value.fields) == {"message_limit", "title", "message_ids"}
+    assert info.value.id == error_id(backend, "COPY_THREAD", "INVALID_INPUT")
+    assert memory.list_threads().total == threads
+    assert memory.list_messages(thread_id="c").total == 2
+
+
+@pytest.mark.parametrize("method", ["copy_thread", "clone_thread"])
+def test_copies_belong_to_the_new_threads_resource_and_empty_title_is_none(memory, base_time, method):
+    """fidelity-1.71.md §4.2, the two fixes: each copy's ``resource_id`` is the new thread's (the
+    given one, else the source thread's), whatever the original message's; a title of ``""``
+    counts as not given."""
+    thread = memory.save_thread(thread=make_thread(resource_id="owner", title="Notes"))
+    memory.save_messages(messages=[make_message("own", thread, at=base_time),
+                                   make_message("foreign", thread, resource_id="someone-else",
+                                                at=base_time + timedelta(seconds=1))])
+    insert_raw_messages(memory, [{"id": "legacy", "thread_id": thread["id"], "resource_id": None, "role": "user",
+                                  "type": "v2", "content": json.dumps(v2_content("old")),
+                                  "created_at": base_time + timedelta(seconds=2)}])
+    copy = getattr(memory, method)
+    kept = copy(source_thread_id=thread["id"], title="")
+    assert kept["thread"]["title"] == "Clone of Notes"
+    assert [m["resource_id"] for m in memory.list_messages(thread_id=kept["thread"]["id"]).items] == ["owner"] * 3
+    moved = copy(source_thread_id=thread["id"], resource_id="new-owner")
+    assert [m["resource_id"] for m in memory.list_messages(thread_id=moved["thread"]["id"]).items] \
+        == ["new-owner"] * 3
+    if method == "clone_thread":
+        assert [m["resource_id"] for m in moved["cloned_messages"]] == ["new-owner"] * 3
+
+
+def test_patch_thread_is_update_thread_with_its_own_ids(memory, backend):
+    """fidelity-1.71.md §4.3 (M3)."""
+    assert memory.supports_partial_thread_update is True
+    thread = memory.save_thread(thread=make_thread(id="t", metadata={"a": 1}))
+    patched = memory.patch_thread(id="t", metadata={"k": 1})
+    assert patched == memory.get_thread_by_id(thread_id="t")
+    assert patched["title"] == thread["title"] and patched["metadata"] == {"a": 1, "k": 1}
+    assert memory.patch_thread(id="t", title="New")["title"] == "New"
+    with pytest.raises(NotFoundError) as info:
+        memory.patch_thread(id="missing", title="x")
+    assert info.value.id == error_id(backend, "PATCH_THREAD", "NOT_FOUND")
+    with pytest.raises(ValidationError) as info:
+        memory.patch_thread(id="t", title=None, metadata="x")
+    assert set(info.value.fields) == {"title", "metadata"}
+    assert info.value.id == error_id(backend, "PATCH_THREAD", "INVALID_INPUT")
+    assert memory.get_thread_by_id(thread_id="t")["metadata"] == {"a": 1, "k": 1}
+
+
+#: Messages of the copy that must never sit in Python memory (fidelity-1.71.md §4.2).
+LARGE_THREAD = 100_000
+
+
+@pytest.mark.backends("sqlite", "postgres")
+def test_copy_thread_of_100000_messages_keeps_them_in_the_database(memory, base_time):
+    """fidelity-1.71.md §4.2: SQLite and PostgreSQL copy the rows with ``INSERT … SELECT``; the
+    traced Python peak of the call stays far below the thread's ~100 MB of content (the ids and
+    their map are what it holds)."""
+    import tracemalloc
+
+    thread = memory.save_thread(thread=make_thread(id="big"))
+    content = json.dumps(v2_content("x" * 1000))
+    for start in range(0, LARGE_THREAD, 10_000):
+        insert_raw_messages(memory, [{"id": f"big-{i:06d}", "thread_id": "big", "resource_id": thread["resource_id"],
+                                      "role": "user", "type": "v2", "content": content,
+                                      "created_at": base_time + timedelta(milliseconds=i)}
+                                     for i in range(start, start + 10_000)])
+    tracemalloc.start()
+    try:
+        copied = memory.copy_thread(source_thread_id="big", new_thread_id="big-copy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"copy_thread of {LARGE_THREAD} messages: Python peak {peak / 2**20:.1f} MiB")
+    assert len(copied["message_id_map"]) == LARGE_THREAD
+    assert peak < 40 * 2**20  # the content alone is ~100 MB
+    page = memory.list_messages(thread_id="big-copy", per_page=2)
+    assert page.total == LARGE_THREAD
+    assert [m["content"]["content"] for m in page.items] == ["x" * 1000] * 2
+    assert ids(page) == [copied["message_id_map"]["big-000000"], copied["message_id_map"]["big-000001"]]
+
+
 # =========================================================================== Resources and working memory
 
 @WITH_APP_SCHEMA

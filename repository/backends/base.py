@@ -18,7 +18,7 @@ import peewee
 from ..models.fields import JSONField, TimestampField, ZonedTimestampField
 
 from ..errors import BackendUnavailableError, StorageError
-from ..values import JSONText, clean_text, is_storable_text
+from ..values import ID_CHUNK, JSONText, chunks, clean_text, is_storable_text
 
 logger = logging.getLogger("composite_store")
 
@@ -532,6 +532,26 @@ class Backend:
     def delete_bulk(self, model: type[peewee.Model], where: peewee.Expression, *, operation: str = "DELETE") -> int:
         """Delete many rows at once (ClickHouse: an awaited mutation instead of tombstones)."""
         return self.delete(model, where)
+
+    def copy_rows(self, model: type[peewee.Model], key_map: dict[Any, Any], values: dict[str, Any]) -> None:
+        """Insert a copy of each stored row whose (single-column) primary key is a key of
+        ``key_map``, under the mapped new key, with the text fields named in ``values`` set to
+        those values. The rows never leave the database: one ``WITH keys AS (VALUES …) INSERT …
+        SELECT`` per chunk of keys, so a copy of any size costs the caller only its keys."""
+        values = self.prepare_rows(model, [values])[0]
+        pk = model._meta.primary_key
+        param = self.database.param
+        columns = ", ".join(f'"{f.column_name}"' for f in model._meta.sorted_fields)
+        chosen = ", ".join('"copy_keys"."new_key"' if f.name == pk.name else param if f.name in values
+                           else f'"source"."{f.column_name}"' for f in model._meta.sorted_fields)
+        constants = [values[f.name] for f in model._meta.sorted_fields if f.name in values]
+        for chunk in chunks(list(key_map.items()), size=ID_CHUNK // 2):  # two parameters per key
+            pairs = ", ".join([f"({param}, {param})"] * len(chunk))
+            self.database.execute_sql(
+                f'WITH "copy_keys" ("old_key", "new_key") AS (VALUES {pairs}) '
+                f"INSERT INTO {self.table_sql(model)} ({columns}) SELECT {chosen} "
+                f'FROM {self.table_sql(model)} AS "source" JOIN "copy_keys" ON "source"."{pk.column_name}" = '
+                '"copy_keys"."old_key"', [*(key for pair in chunk for key in pair), *constants])
 
 
 class Param:
