@@ -35,6 +35,30 @@ class ClickHouseTable:
 
 
 @dataclass(frozen=True)
+class TableKey:
+    """The key of a table whose reference layout keys it otherwise than peewee's primary key would
+    (``Meta.table_key``; SQLite and PostgreSQL, ClickHouse's key is its sorting key).
+
+    ``columns`` as the reference DDL lists them.  ``primary``: on PostgreSQL a primary key, else a
+    unique constraint, named ``name`` (``{schema}`` stands for the schema name, ``public``
+    included).  On SQLite the key is the table constraint ``sqlite_constraint``, verbatim as the
+    reference DDL writes it, and an older table gets the unique index ``sqlite_index`` (SQLite
+    cannot add a constraint).
+    ``duplicates_code``: an older table without the key whose rows repeat one is refused with a
+    ``ConflictError`` carrying this ``details["code"]`` and left unchanged (else the key is added as
+    it is).  ``replica_identity``: PostgreSQL's ``REPLICA IDENTITY`` uses the key's index.
+    """
+
+    columns: tuple[str, ...]
+    name: str
+    primary: bool = False
+    sqlite_constraint: str = ""
+    sqlite_index: str = ""
+    duplicates_code: str | None = None
+    replica_identity: bool = False
+
+
+@dataclass(frozen=True)
 class Index:
     """One secondary index: name and column SQL (e.g. ``'thread_id, "createdAt" DESC'``).
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import peewee
 
-from .base import ClickHouseTable, Index, base_model
+from .base import ClickHouseTable, Index, TableKey, base_model
 from .fields import JSONField, TextField, TimestampField
 
 TABLE = "mastra_ai_spans"
@@ -129,6 +129,10 @@ def build_observability_models(database: peewee.DatabaseProxy) -> SimpleNamespac
             primary_key = peewee.CompositeKey("trace_id", "span_id")
             sqlite_indexes = SQLITE_INDEXES + SQLITE_LIST_INDEXES
             postgres_indexes = POSTGRES_INDEXES + POSTGRES_LIST_INDEXES
+            table_key = TableKey(("traceId", "spanId"), name="{schema}_mastra_ai_spans_traceid_spanid_pk",
+                                 primary=True, sqlite_constraint='UNIQUE ("spanId", "traceId")',
+                                 sqlite_index="mastra_ai_spans_spanid_traceid_idx",
+                                 duplicates_code="DUPLICATE_SPANS")
             clickhouse = ClickHouseTable(order_by=("traceId", "spanId"), partition_by_month="createdAt",
                                          defaults={"metadata": "'{}'"}, ttl_column="createdAt",
                                          not_null=("updatedAt",))

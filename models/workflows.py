@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import peewee
 
-from .base import ClickHouseTable, Index, base_model
+from .base import ClickHouseTable, Index, TableKey, base_model
 from .fields import JSONField, TextField, TimestampField
 
 TABLE = "mastra_workflow_snapshot"
@@ -47,6 +47,12 @@ def build_workflow_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
                       "workflow_name, (snapshot::jsonb ->> 'status'), \"createdAt\" DESC"),
                 Index("mastra_workflow_snapshot_threadid_idx", f"({PG_THREAD_ID_SQL})"),
             )
+            table_key = TableKey(("workflow_name", "run_id"),
+                                 name="{schema}_mastra_workflow_snapshot_workflow_name_run_id_key",
+                                 sqlite_constraint="UNIQUE (workflow_name, run_id)",
+                                 sqlite_index="mastra_workflow_snapshot_workflow_name_run_id_key",
+                                 replica_identity=True)
+            sqlite_all_nullable = True  # the reference layout
             clickhouse = ClickHouseTable(order_by=("createdAt", "run_id", "workflow_name"),
                                          text_columns={"row_id": "id"})
 

@@ -879,6 +879,45 @@ def test_sqlite_older_table_gets_resource_id_column(workflows, tmp_path, make_st
         assert connection.execute("SELECT extra FROM mastra_workflow_snapshot").fetchall() == [("kept",)]
 
 
+@pytest.mark.backends("sqlite", "postgres")
+def test_older_table_without_the_key_gets_it(workflows, backend, backend_url, tmp_path, make_store):
+    """The key of Meta.table_key is added to an older table that lacks it (SQLite: a unique index,
+    PostgreSQL: the named constraint), and then an upsert keyed by it works."""
+    columns = ('workflow_name TEXT NOT NULL, run_id TEXT NOT NULL, snapshot TEXT NOT NULL, '
+               '"createdAt" TIMESTAMP NOT NULL, "updatedAt" TIMESTAMP NOT NULL')
+    values = ("('wf', 'old-1', '{\"status\":\"running\"}', '2026-01-01T00:00:00.000Z', "
+              "'2026-01-01T00:00:00.000Z')")
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/old.db"
+        with sqlite3.connect(tmp_path / "old.db") as connection:
+            connection.execute(f"CREATE TABLE mastra_workflow_snapshot ({columns})")
+            connection.execute(f"INSERT INTO mastra_workflow_snapshot VALUES {values}")
+    else:
+        schema = f"old_{uuid.uuid4().hex[:8]}"
+        url = f"{backend_url}?schema_name={schema}"
+        with pg_connection(backend_url) as connection, connection.cursor() as cursor:
+            cursor.execute(f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.mastra_workflow_snapshot ({columns})")
+            cursor.execute(f"INSERT INTO {schema}.mastra_workflow_snapshot VALUES {values}")
+    store = make_store(url)
+    store.init()
+    old = store.get_store("workflows")
+    model = old.models.snapshot
+    with old.backend.connection():
+        assert old.backend.has_key(model, model._meta.table_key)
+        indexes = {index.name: index for index in old.backend.database.get_indexes(
+            model._meta.table_name, model._meta.schema)}
+    expected = ("mastra_workflow_snapshot_workflow_name_run_id_key" if backend == "sqlite"
+                else f"{schema}_mastra_workflow_snapshot_workflow_name_run_id_key")
+    assert indexes[expected].unique and sorted(indexes[expected].columns) == ["run_id", "workflow_name"]
+    persist(old, run_id="old-1", snapshot={"status": "success", "context": {}})
+    assert old.load_workflow_snapshot(workflow_name="wf", run_id="old-1")["status"] == "success"
+    assert old.list_workflow_runs().total == 1
+    store.init()  # idempotent: the key is found, not added twice
+    with old.backend.connection():
+        assert sum(index.unique for index in old.backend.database.get_indexes(
+            model._meta.table_name, model._meta.schema)) == 1
+
+
 @pytest.mark.requires(family="clickhouse")
 def test_clickhouse_table_and_row_versions(workflows, backend, backend_url):  # scenarios 43 and 44
     client = clickhouse_client(backend_url)

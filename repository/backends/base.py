@@ -17,7 +17,7 @@ import peewee
 
 from ..models.fields import JSONField, TimestampField, ZonedTimestampField
 
-from ..errors import BackendUnavailableError, StorageError
+from ..errors import BackendUnavailableError, ConflictError, StorageError
 from ..values import ID_CHUNK, JSONText, chunks, clean_text, is_storable_text
 
 logger = logging.getLogger("composite_store")
@@ -246,6 +246,64 @@ class Backend:
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         """Create missing tables, columns and indexes; never drop or retype anything."""
         raise NotImplementedError
+
+    def create_table(self, model: type[peewee.Model]) -> None:
+        """Create the table of ``model`` if it is missing (with its declared key, see
+        :meth:`create_keyed_table`)."""
+        if getattr(model._meta, "table_key", None) is None:
+            model.create_table(safe=True)
+        else:
+            self.create_keyed_table(model)
+
+    def create_keyed_table(self, model: type[peewee.Model]) -> None:
+        """Create the table of ``model`` with the key its ``Meta.table_key`` declares, or give an
+        existing table that lacks that key the key (a :class:`~composite_store.models.base.TableKey`
+        with ``duplicates_code`` first refuses a table whose rows repeat a key, changing nothing)."""
+        key, table = model._meta.table_key, model._meta.table_name
+        if not self.database.table_exists(table, model._meta.schema):
+            context = self.database.get_sql_context()
+            columns, _ = context.sql(peewee.CommaNodeList([field.ddl(context) for field in model._meta.sorted_fields])
+                                     ).query()
+            self.database.execute_sql(f"CREATE TABLE IF NOT EXISTS {self.table_sql(model)} "
+                                      f"({columns}, {self.key_constraint(key)})")
+            self.key_added(model, key)
+            return
+        if self.has_key(model, key):
+            return
+        if key.duplicates_code:
+            count = self.repeated_keys(model, key)
+            if count:
+                raise ConflictError(f"Cannot add the unique key of {table}: {count} ({', '.join(key.columns)}) "
+                                    "keys are stored more than once",
+                                    details={"code": key.duplicates_code, "duplicates": count})
+        self.add_key(model, key)
+
+    def repeated_keys(self, model: type[peewee.Model], key: Any) -> int:
+        """How many values of ``key`` more than one row of the table holds."""
+        quoted = ", ".join(f'"{column}"' for column in key.columns)
+        return self.database.execute_sql(f"SELECT count(*) FROM (SELECT 1 FROM {self.table_sql(model)} "
+                                         f"GROUP BY {quoted} HAVING count(*) > 1) AS repeated").fetchone()[0]
+
+    def has_key(self, model: type[peewee.Model], key: Any) -> bool:
+        """Whether the table has a primary key, or a unique index that is not partial, on exactly
+        the key's columns (under any name: older databases name it differently)."""
+        table, schema, wanted = model._meta.table_name, model._meta.schema, set(key.columns)
+        if set(self.database.get_primary_keys(table, schema)) == wanted:
+            return True
+        return not key.primary and any(
+            index.unique and set(index.columns) == wanted and " WHERE " not in (index.sql or "").upper()
+            for index in self.database.get_indexes(table, schema))
+
+    def key_constraint(self, key: Any) -> str:
+        """The table constraint of ``key`` in a ``CREATE TABLE``."""
+        raise NotImplementedError
+
+    def add_key(self, model: type[peewee.Model], key: Any) -> None:
+        """Give an existing table ``key``."""
+        raise NotImplementedError
+
+    def key_added(self, model: type[peewee.Model], key: Any) -> None:
+        """What follows a new key (PostgreSQL: the table's replica identity)."""
 
     def create_index(self, index: Any, sql: str) -> None:
         """Run one ``CREATE INDEX`` for ``index`` (a :class:`models.base.Index`).

@@ -170,16 +170,27 @@ class PostgresBackend(Backend):
                 self.database.execute_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema_name}"')
             yield
 
+    def key_constraint(self, key: Any) -> str:
+        columns = ", ".join(f'"{column}"' for column in key.columns)
+        kind = "PRIMARY KEY" if key.primary else "UNIQUE"
+        return f'CONSTRAINT "{key.name.format(schema=self.schema_name or "public")}" {kind} ({columns})'
+
+    def add_key(self, model: type[peewee.Model], key: Any) -> None:
+        self.database.execute_sql(f"ALTER TABLE {self.table_sql(model)} ADD {self.key_constraint(key)}")
+        self.key_added(model, key)
+
+    def key_added(self, model: type[peewee.Model], key: Any) -> None:
+        if key.replica_identity:
+            name = key.name.format(schema=self.schema_name or "public")
+            self.database.execute_sql(f'ALTER TABLE {self.table_sql(model)} REPLICA IDENTITY USING INDEX "{name}"')
+
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         with self.ddl():
             schema = self.schema_name or "public"
             for model in models:
                 table = model._meta.table_name
-                model.create_table(safe=True)
-                cursor = self.database.execute_sql(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-                    (schema, table))
-                existing = {row[0] for row in cursor.fetchall()}
+                self.create_table(model)
+                existing = {column.name for column in self.database.get_columns(table, schema)}
                 for field in model._meta.sorted_fields:
                     if field.column_name not in existing:
                         ddl = self.database._field_types.get(field.field_type, field.field_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -156,10 +157,23 @@ class SQLiteBackend(Backend):
                     field.null = field.null or not field.primary_key
         super().prepare_models(models)
 
+    # SQLite's table key is always a UNIQUE constraint, and an older table gets a unique index.
+
+    def has_key(self, model: type[peewee.Model], key: Any) -> bool:
+        return super().has_key(model, dataclasses.replace(key, primary=False))
+
+    def key_constraint(self, key: Any) -> str:
+        return key.sqlite_constraint
+
+    def add_key(self, model: type[peewee.Model], key: Any) -> None:
+        columns = ", ".join(f'"{column}"' for column in key.columns)
+        self.database.execute_sql(f'CREATE UNIQUE INDEX IF NOT EXISTS "{key.sqlite_index}" '
+                                  f'ON {self.table_sql(model)} ({columns})')
+
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         with self.write():
             for model in models:
-                model.create_table(safe=True)
+                self.create_table(model)
                 existing = {c.name for c in self.database.get_columns(model._meta.table_name)}
                 for field in model._meta.sorted_fields:
                     if field.column_name not in existing:

@@ -28,6 +28,7 @@ from composite_store.schemas.experiments import EXPERIMENT_STATUSES, RESULT_STAT
 from composite_store.schemas.memory import MESSAGE_ROLES
 from composite_store.schemas.observability import ENTITY_TYPES, SPAN_TYPES
 from composite_store.schemas.scores import SCORE_ENTITY_TYPES, SCORE_SOURCES
+from tests.conftest import MATRIX
 from tests.reliability import records as R
 from tests.reliability.strategies import (BAD_ID, BAD_JSON, BAD_LIST, BAD_METADATA_KEY, BAD_METADATA_VALUE, BAD_OBJECT,
                                           BAD_OPTIONAL_ID, BAD_PAGE, BAD_PER_PAGE, BAD_REQUIRED_DATETIME,
@@ -38,7 +39,6 @@ from tests.reliability.strategies import (BAD_ID, BAD_JSON, BAD_LIST, BAD_METADA
 pytestmark = pytest.mark.reliability
 
 EXAMPLES = 50
-BACKEND_IDS = {"sqlite": "SQLITE", "postgres": "PG", "clickhouse": "CLICKHOUSE"}
 EVERYWHERE = ("memory", "workflows", "scores", "observability")
 
 HYPOTHESIS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -604,7 +604,7 @@ def assert_rejects_invalid_lists(repository: Any, case: ListCase, backend: str) 
             getattr(repository, case.method)(**kwargs)
         error = caught.value
         status = min(expected.values(), key=STATUS_ORDER.index)
-        assert error.id == f"STORAGE_{BACKEND_IDS[backend]}_{case.method.upper()}_{status}", (error.id, expected)
+        assert error.id == f"STORAGE_{MATRIX[backend].error_name}_{case.method.upper()}_{status}", (error.id, expected)
         reported = error.details.get("fields", {})
         for path in expected:
             assert any(name == path or name.startswith((f"{path}.", f"{path}[")) for name in reported), \

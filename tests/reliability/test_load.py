@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.conftest import MATRIX
 from tests.reliability import records as R
 
 pytestmark = pytest.mark.reliability
@@ -37,7 +38,7 @@ class Workload:
     """The operations of one load run and the tallies needed to check the stored rows."""
 
     def __init__(self, store: Any, backend: str, tag: str) -> None:
-        self.backend = backend
+        self.backend = MATRIX[backend].family  # sqlite, postgres or clickhouse
         self.tag = tag
         self.memory = store.get_store("memory")
         self.workflows = store.get_store("workflows")
@@ -240,7 +241,7 @@ def test_sixteen_threads_mixed_operations_lose_nothing(backend, make_store):
     for worker in range(THREADS):
         page = workload.observability.list_traces(filters={"root_entity_id": f"{workload.tag}-{worker}"}, per_page=0)
         assert page.total == workload.tally[worker]["traces"]
-    if backend == "clickhouse":
+    if workload.backend == "clickhouse":
         return
     # SQL-only domains: atomic counters, dataset versions and metadata merges
     experiment = workload.experiments.get_experiment_by_id(id=workload.experiment_id)
