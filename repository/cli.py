@@ -4,7 +4,8 @@ Commands:
 
 * ``init``: create the tables of every domain (``--default URL`` plus one option per domain);
 * ``demo``: simulate an afternoon of an agent application and print what was stored;
-* ``stats``: rows per domain and table of one database.
+* ``stats``: rows per domain and table of one database;
+* ``prune``: delete old rows in batches (retention), one line per table.
 
 A failure prints the error's id and message to stderr and exits with status 1.  URLs are only
 ever shown with their password masked.  This module only parses arguments and prints; the work
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence
 
@@ -25,7 +27,8 @@ from .backends.base import mask_password
 from .backends.sqlite import SQLiteBackend
 from .composite import CompositeStore, store_for_url
 from .demo import DEMO_URL, SECTIONS, render_report, run_demo
-from .errors import NotFoundError, StorageError
+from .errors import NotFoundError, NotSupportedError, StorageError, ValidationError
+from .retention import DEFAULT_BATCH_SIZE, retention_tables_by_domain, validated_retention
 from .stores import DOMAINS
 
 
@@ -157,6 +160,75 @@ def stats(url: str) -> None:
     click.echo(render_stats(store.backend.display_url, rows))
 
 
+@cli.command()
+@click.argument("url")
+@click.option("--policy", "policies", metavar="[DOMAIN.]TABLE=AGE", multiple=True, required=True,
+              help="Delete rows of TABLE older than AGE (30d, 12h, 90m, 1w; a number is milliseconds). Tables: "
+                   "messages, resources, threads, workflow_snapshot, scorers, spans, experiments. Repeatable.")
+@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Rows (experiments: whole experiments) deleted per transaction.")
+@click.option("--max-batches", type=int, default=None, help="Stop each table after this many batches.")
+@click.option("--max-rows", type=int, default=None, help="Stop each table after this many rows.")
+@click.option("--pause-ms", type=int, default=0, show_default=True,
+              help="Sleep between batches, to leave the database to other writers.")
+def prune(url: str, policies: tuple[str, ...], batch_size: int, max_batches: int | None, max_rows: int | None,
+          pause_ms: int) -> None:
+    """Delete old rows of the database at URL in batches, one table at a time (SQLite, PostgreSQL;
+    ClickHouse expires rows by TTL instead).  Prints the rows deleted and the rate per table."""
+    try:
+        plan = [(*_policy_table(text), {"max_age": _age(text.partition("=")[2]), "batch_size": batch_size})
+                for text in policies]
+        # Every policy is checked before the first row is deleted.
+        validated_retention({domain: {table: policy} for domain, table, policy in plan},
+                            error_id="STORAGE_CLI_PRUNE_INVALID_INPUT")
+        store = store_for_url(url)
+    except StorageError as error:
+        fail(error)
+    try:
+        with store:
+            for domain, table, policy in plan:
+                repository = store.get_store(domain)
+                if repository is None:
+                    fail(NotSupportedError(f"The {domain} domain is not available on {store.backend.name}.",
+                                           id=f"STORAGE_{store.backend.name}_PRUNE_NOT_SUPPORTED"))
+                started = time.perf_counter()
+                results = repository.prune(policies={table: policy}, max_batches=max_batches, max_rows=max_rows,
+                                           pause_ms=pause_ms)
+                seconds = time.perf_counter() - started
+                for result in results:
+                    click.echo(render_pruned(result, seconds))
+    except StorageError as error:
+        fail(error)
+
+
+def _policy_table(text: str) -> tuple[str, str]:
+    """The domain and table key of a ``--policy [DOMAIN.]TABLE=AGE``."""
+    key, equals, age = text.partition("=")
+    domain, _, table = key.rpartition(".")
+    keys = retention_tables_by_domain()
+    owners = [name for name, tables in keys.items() if any(table in (t.key, *t.aliases) for t in tables)]
+    if domain:
+        owners = [name for name in owners if name == domain]
+    if not equals or not age or len(owners) != 1:
+        message = (f"--policy {text!r}: expected [DOMAIN.]TABLE=AGE with TABLE one of "
+                   + ", ".join(t.key for tables in keys.values() for t in tables))
+        raise ValidationError(message, fields={"policy": [message]}, id="STORAGE_CLI_PRUNE_INVALID_INPUT")
+    return owners[0], table
+
+
+def _age(text: str) -> Any:
+    """A ``--policy`` age: a plain number is milliseconds (the library checks the rest)."""
+    return int(text) if text.isdigit() else text
+
+
+def render_pruned(result: dict, seconds: float) -> str:
+    """One ``prune`` line: table, rows deleted, rows per second, whether rows remain."""
+    rate = result["deleted"] / seconds if seconds > 0 else 0.0
+    state = "done" if result["done"] else "more left"
+    return (f"{result['domain']:<14} {result['table']:<26} {result['deleted']:>11,} rows deleted "
+            f"{rate:>12,.0f} rows/s  ({state})")
+
+
 def render_stats(display_url: str, rows: Sequence[tuple[str, str, int | None]]) -> str:
     """The ``stats`` table: one line per table, then the total."""
     width = max([len(table) for _, table, _ in rows] + [5])
@@ -174,4 +246,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="composite-store")
 
 
-__all__ = ["cli", "main", "fail", "configure_logging", "progress", "render_stats"]
+__all__ = ["cli", "main", "fail", "configure_logging", "progress", "render_pruned", "render_stats"]

@@ -365,3 +365,32 @@ def test_sqlite_prune_sql_is_mastras(tmp_path):
         assert memory.prune(policies={"messages": {"max_age": "30d"}}) == [result("memory", "mastra_messages", 2, True)]
     finally:
         store.close()
+
+
+def test_command_line_prune(tmp_path):
+    """``composite-store prune URL --policy …``: one line per table; a bad policy deletes nothing."""
+    from click.testing import CliRunner
+
+    from composite_store.cli import cli
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    store = SQLiteStore(url=url)
+    store.init()
+    old_message(store.get_store("memory"), days=40)
+    try:
+        bad = CliRunner().invoke(cli, ["prune", url, "--policy", "threads=1d", "--policy", "messages=30 days"])
+        assert bad.exit_code == 1 and "STORAGE_CLI_PRUNE_INVALID_INPUT" in bad.output
+        assert "retention.memory.messages.max_age" in bad.output
+        unknown = CliRunner().invoke(cli, ["prune", url, "--policy", "mesages=30d"])
+        assert unknown.exit_code == 1 and "TABLE one of messages" in unknown.output
+        assert store.get_store("memory").count_rows()["mastra_threads"] == 1
+        ran = CliRunner().invoke(cli, ["prune", url, "--policy", "messages=30d", "--policy", "experiments=90d",
+                                       "--batch-size", "10"])
+        assert ran.exit_code == 0, ran.output
+        lines = ran.output.splitlines()
+        assert [line.split()[:3] for line in lines] == [["memory", "mastra_messages", "1"],
+                                                        ["experiments", "mastra_experiment_results", "0"],
+                                                        ["experiments", "mastra_experiments", "0"]]
+        assert all("rows/s" in line and line.endswith("(done)") for line in lines)
+    finally:
+        store.close()
