@@ -97,6 +97,7 @@ def build_experiments_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
 
         class Meta:
             table_name = "mastra_experiment_results"
+            dropped_indexes = (LEGACY_RESULT_INDEX,)  # it would forbid several attempts per item
             sqlite_indexes = (
                 Index("idx_experiment_results_experimentid", '"experimentId"'),
                 RESULT_NATURAL_KEY_INDEX,

@@ -15,7 +15,7 @@ from uuid import uuid4
 import marshmallow
 import peewee
 
-from .models.experiments import LEGACY_RESULT_INDEX, build_experiments_models
+from .models.experiments import build_experiments_models
 
 from .base import DomainRepository, fetch_page, operation, order_terms
 from .errors import ConflictError, NotFoundError
@@ -182,20 +182,6 @@ class ExperimentsRepository(Prunable, DomainRepository):
         return build_experiments_models(database)
 
     # ------------------------------------------------------------------ init
-
-    @operation
-    def init(self) -> None:
-        """Create missing tables, columns and indexes (the unique natural-key index only when
-        stored rows allow it) and drop the legacy (experimentId, itemId) unique index."""
-        self.backend.run_once(self.domain, self._create_schema)
-
-    def _create_schema(self) -> None:
-        self.backend.create_tables(self.tables)
-        # The legacy index would forbid several attempts per item.
-        schema = getattr(self.backend, "schema_name", None)  # PostgreSQL outside "public"
-        index = f'"{schema}"."{schema}_{LEGACY_RESULT_INDEX}"' if schema else f'"{LEGACY_RESULT_INDEX}"'
-        with self.backend.write():
-            self.backend.database.execute_sql(f"DROP INDEX IF EXISTS {index}")
 
     # ------------------------------------------------------------------ record conversion
 

@@ -209,6 +209,9 @@ class PostgresBackend(Backend):
                                              f'ON "{schema}"."{table}"{using} ({index.columns})'
                                              + (f" INCLUDE ({index.include})" if index.include else "")
                                              + (f" WHERE {index.where}" if index.where else ""))
+                for name in getattr(model._meta, "dropped_indexes", ()):
+                    name = f"{self.schema_name}_{name}" if self.schema_name else name
+                    self.database.execute_sql(f'DROP INDEX IF EXISTS "{schema}"."{name}"')
 
     # -- reads and locks -----------------------------------------------------------------
 

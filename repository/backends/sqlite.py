@@ -185,6 +185,8 @@ class SQLiteBackend(Backend):
                     self.create_index(index, f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" '
                                              f'ON "{model._meta.table_name}" ({index.columns})'
                                              + (f" WHERE {index.where}" if index.where else ""))
+                for name in getattr(model._meta, "dropped_indexes", ()):
+                    self.database.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
 
     # -- transactions --------------------------------------------------------------------
 
