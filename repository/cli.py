@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence
 import click
 
 from .backends.base import mask_password
+from .backends.chdb import MEMORY, is_chdb_url, parse_chdb_url
 from .backends.sqlite import SQLiteBackend
 from .composite import CompositeStore, store_for_url
 from .demo import DEMO_URL, SECTIONS, render_report, run_demo
@@ -144,10 +145,14 @@ def stats(url: str) -> None:
     except StorageError as error:
         fail(error)
     backend = store.backend
+    # Opening an embedded database creates it; a mistyped path deserves an error instead.
     if isinstance(backend, SQLiteBackend) and not backend.in_memory and not os.path.exists(backend.path):
-        # Opening it would create an empty file; a mistyped path deserves an error instead.
         fail(NotFoundError(f"No SQLite database at {os.path.abspath(backend.path)}",
                            id="STORAGE_SQLITE_COUNT_ROWS_NOT_FOUND"))
+    if is_chdb_url(url):
+        path, _ = parse_chdb_url(url)
+        if path != MEMORY and not os.path.isdir(path):
+            fail(NotFoundError(f"No chdb directory at {path}", id="STORAGE_CLICKHOUSE_COUNT_ROWS_NOT_FOUND"))
     rows: list[tuple[str, str, int | None]] = []
     try:
         with store:

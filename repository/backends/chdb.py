@@ -29,12 +29,16 @@ raises a server's (``ServerException`` with its code), so the backend handles bo
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import re
+import sys
+import tempfile
 import threading
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, unquote
 from zoneinfo import ZoneInfo
 
@@ -129,7 +133,8 @@ def _start_session(path: str) -> Any:
     import chdb.session
 
     try:
-        session = chdb.session.Session(path)
+        with _native_stderr() as printed:
+            session = chdb.session.Session(path)
     except Exception as exc:  # chdb raises one class for every failure
         owner = _locking_process(path)
         if owner is not None:
@@ -137,11 +142,31 @@ def _start_session(path: str) -> Any:
                 f"Cannot open {SCHEME}{path}: process {owner} has this chdb directory open, and one "
                 "process opens a chdb directory at a time", details={"url": SCHEME + path,
                                                                        "code": "CHDB_DIRECTORY_IN_USE"}) from None
-        raise BackendUnavailableError(f"Cannot open {SCHEME}{path}: {first_line(exc)}",
+        # The exception says little ("Error initializing EmbeddedServer"); the engine printed why.
+        reason = (printed.getvalue().strip().splitlines() or [first_line(exc)])[0]
+        raise BackendUnavailableError(f"Cannot open {SCHEME}{path}: {reason}",
                                       details={"url": SCHEME + path, "code": "CANNOT_CONNECT"}) from exc
+    sys.stderr.write(printed.getvalue())
     # NaN and infinities as "nan"/"inf": JSON output writes them as null otherwise.
     session.query("SET output_format_json_quote_denormals = 1")
     return session
+
+
+@contextmanager
+def _native_stderr() -> Iterator[io.StringIO]:
+    """What the engine writes to file descriptor 2 while starting (it prints why a start fails
+    there itself): kept for the error, so a failing command still prints one line."""
+    sys.stderr.flush()
+    printed, saved = io.StringIO(), os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield printed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            printed.write(captured.read().decode(errors="replace"))
 
 
 def _locking_process(path: str) -> str | None:
