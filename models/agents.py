@@ -1,5 +1,6 @@
-"""Agents domain models: ``mastra_agents`` (the mutable agent record) and
-``mastra_agent_versions`` (immutable configuration snapshots), in Mastra 1.71's layout."""
+"""Agents domain models: ``mastra_agents`` (the mutable agent record),
+``mastra_agent_versions`` (immutable configuration snapshots) and ``mastra_favorites`` (which user
+favourited which agent or skill; read only here), in Mastra 1.71's layout."""
 
 from __future__ import annotations
 
@@ -41,8 +42,13 @@ UNIQUE_VERSION_NUMBER = Index("idx_agent_versions_agent_version", '"agentId", "v
                               unique=True, best_effort=True)
 
 
+#: Favourites of one entity (fidelity-1.71.md §4.5), as Mastra 1.71 names it.
+FAVORITES_BY_ENTITY = Index("idx_favorites_entity", '"entityType", "entityId"')
+
+
 def build_agents_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
-    """Declare the agents models bound to ``database``; returns ``agent`` and ``version``."""
+    """Declare the agents models bound to ``database``; returns ``agent``, ``version`` and
+    ``favorite``."""
     Base = base_model(database)
 
     class Agent(Base):
@@ -94,4 +100,18 @@ def build_agents_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
             sqlite_indexes = (UNIQUE_VERSION_NUMBER,)
             postgres_indexes = (UNIQUE_VERSION_NUMBER,)
 
-    return SimpleNamespace(agent=Agent, version=Version)
+    class Favorite(Base):
+        # Mastra 1.71 writes these rows (its favourites API); the library only reads them, to pin
+        # or keep a user's favourited agents in list_agents (fidelity-1.71.md §4.5).
+        user_id = TextField(column_name="userId")
+        entity_type = TextField(column_name="entityType")  # "agent" or "skill"
+        entity_id = TextField(column_name="entityId")
+        created_at = TimestampField(column_name="createdAt")
+
+        class Meta:
+            table_name = "mastra_favorites"
+            primary_key = peewee.CompositeKey("user_id", "entity_type", "entity_id")
+            sqlite_indexes = (FAVORITES_BY_ENTITY,)
+            postgres_indexes = (FAVORITES_BY_ENTITY,)
+
+    return SimpleNamespace(agent=Agent, version=Version, favorite=Favorite)

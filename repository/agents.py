@@ -22,7 +22,7 @@ from .page import Page
 from .schemas.agents import AGENT_STATUSES, VISIBILITIES, AgentInputSchema, AgentUpdateSchema, AgentVersionSchema
 from .schemas.base import load_into
 from .validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, check_text, one_of
-from .values import UNSET, json_dumps, json_loads, later_than, normalize_json, utc_now
+from .values import UNSET, chunks, json_dumps, json_loads, later_than, normalize_json, utc_now
 
 logger = logging.getLogger("composite_store.agents")
 
@@ -101,6 +101,15 @@ def _check_id(problems: Problems, field: str, value: Any) -> None:
     check_id(problems, field, value)
     if isinstance(value, str):
         check_text(problems, field, value)
+
+
+def _check_ids(problems: Problems, field: str, values: Any) -> None:
+    """A list (or tuple) of ids, each as :func:`_check_id` wants it (``[i]`` in the path)."""
+    if not isinstance(values, (list, tuple)):
+        problems.add(field, f"{field} must be a list of non-empty strings")
+        return
+    for index, value in enumerate(values):
+        _check_id(problems, f"{field}[{index}]", value)
 
 
 class AgentsRepository(DomainRepository):
@@ -321,7 +330,7 @@ class AgentsRepository(DomainRepository):
         if not latest:
             active = {row["id"]: row["active_version_id"] for row in rows if row["active_version_id"]}
             if active:
-                found = {v["id"]: v for v in self.backend.select(Version).where(Version.id.in_(set(active.values())))}
+                found = self._versions_by_id(list(dict.fromkeys(active.values())))
                 for agent_id, version_id in active.items():
                     version = found.get(version_id)
                     if version is not None and version["agent_id"] == agent_id:
@@ -333,6 +342,14 @@ class AgentsRepository(DomainRepository):
         if rest:
             chosen.update(self._latest_versions(rest))
         return [_resolved_record(row, chosen.get(row["id"])) for row in rows]
+
+    def _versions_by_id(self, version_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Version id → stored row, of the distinct ``version_ids`` that exist (any agent)."""
+        Version = self.models.version
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in chunks(version_ids):
+            found.update((row["id"], row) for row in self.backend.select(Version).where(Version.id.in_(chunk)))
+        return found
 
     def _latest_versions(self, agent_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Agent id → its version with the highest number (agents without versions are absent)."""
@@ -346,7 +363,8 @@ class AgentsRepository(DomainRepository):
         return {row["agent_id"]: row for row in query}
 
     def _list_page(self, page: Any, per_page: Any, order_by: Any, status: Any, author_id: Any, visibility: Any,
-                   metadata: Any, entity_ids: Any) -> tuple[list[dict[str, Any]], int, bool, Any]:
+                   metadata: Any, entity_ids: Any, pin_favorited_for: Any,
+                   favorited_only: Any) -> tuple[list[dict[str, Any]], int, bool, Any]:
         """Validate ``list``'s arguments and read one page of agent rows."""
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=100)
@@ -361,14 +379,14 @@ class AgentsRepository(DomainRepository):
         if author_id is not None:
             _check_id(problems, "author_id", author_id)
         if entity_ids is not None:
-            if not isinstance(entity_ids, (list, tuple)):
-                problems.add("entity_ids", "entity_ids must be a list of non-empty strings")
-            else:
-                for index, entity_id in enumerate(entity_ids):
-                    _check_id(problems, f"entity_ids[{index}]", entity_id)
+            _check_ids(problems, "entity_ids", entity_ids)
+        if pin_favorited_for is not None:
+            _check_id(problems, "pin_favorited_for", pin_favorited_for)
+        if not isinstance(favorited_only, bool):
+            problems.add("favorited_only", "favorited_only must be a boolean")
         problems.raise_if_any()
-        if entity_ids is not None and not entity_ids:
-            return [], 0, False, request
+        if entity_ids is not None and not entity_ids or favorited_only and pin_favorited_for is None:
+            return [], 0, False, request  # Mastra: favourites of nobody are an empty page
 
         Agent = self.models.agent
         query = self.backend.select(Agent)
@@ -379,28 +397,52 @@ class AgentsRepository(DomainRepository):
             query = query.where(Agent.id.in_(list(dict.fromkeys(entity_ids))))
         query, predicate = filter_by_metadata(self.backend, query, Agent.metadata, filters)
         order = order_terms(getattr(Agent, ordering.field), ordering.descending, Agent.id)
+        if pin_favorited_for is not None:
+            # The key (userId, entityType, entityId) matches at most one row per agent.
+            Favorite = self.models.favorite
+            on = ((Favorite.entity_type == "agent") & (Favorite.entity_id == Agent.id)
+                  & (Favorite.user_id == pin_favorited_for))
+            if favorited_only:
+                query = query.join(Favorite, on=on)
+            else:
+                query = query.join(Favorite, peewee.JOIN.LEFT_OUTER, on=on)
+                order = [Favorite.user_id.is_null().asc(), *order]  # favourited first
         rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
         return rows, total, has_more, request
 
     @operation
     def list_agents(self, *, page: int = 0, per_page: int | bool = 100, order_by: dict | None = None,
                     status: str | None = None, author_id: str | None = None, visibility: str | None = None,
-                    metadata: dict | None = None, entity_ids: list[str] | None = None) -> Page:
-        """Agent records, newest first by default; the filters are ANDed."""
+                    metadata: dict | None = None, entity_ids: list[str] | None = None,
+                    pin_favorited_for: str | None = None, favorited_only: bool = False) -> Page:
+        """Agent records, newest first by default; the filters are ANDed.
+
+        ``pin_favorited_for`` (a user id) puts the agents that user favourited (rows of
+        ``mastra_favorites``, which Mastra writes) first, then the ``order_by`` order; with
+        ``favorited_only=True`` only those agents are listed (``total`` counts them), and without
+        a user the page is empty.
+
+        Example::
+
+            agents.list_agents(pin_favorited_for="user-1", favorited_only=True)
+        """
         rows, total, has_more, request = self._list_page(page, per_page, order_by, status, author_id, visibility,
-                                                         metadata, entity_ids)
+                                                         metadata, entity_ids, pin_favorited_for, favorited_only)
         return Page([_agent_record(row) for row in rows], total, request.page, request.per_page, has_more)
 
     @operation
     def list_agents_resolved(self, *, page: int = 0, per_page: int | bool = 100, order_by: dict | None = None,
                              status: str | None = None, author_id: str | None = None,
                              visibility: str | None = None, metadata: dict | None = None,
-                             entity_ids: list[str] | None = None) -> Page:
-        """:meth:`list_agents`, each agent resolved: with its latest version when
-        ``status="draft"``, else with its active version (or the latest)."""
+                             entity_ids: list[str] | None = None, pin_favorited_for: str | None = None,
+                             favorited_only: bool = False) -> Page:
+        """:meth:`list_agents` (the same arguments), each agent resolved: with its latest version
+        when ``status="draft"``, else with its active version (or the latest); the page's active
+        versions are read in one query."""
         with self.backend.read():
             rows, total, has_more, request = self._list_page(page, per_page, order_by, status, author_id,
-                                                             visibility, metadata, entity_ids)
+                                                             visibility, metadata, entity_ids, pin_favorited_for,
+                                                             favorited_only)
             items = self._resolve(rows, latest=status == "draft") if rows else []
         return Page(items, total, request.page, request.per_page, has_more)
 
@@ -495,6 +537,22 @@ class AgentsRepository(DomainRepository):
         problems.raise_if_any()
         row = self._version_row(version_id)
         return None if row is None else _version_record(row)
+
+    @operation
+    def get_versions(self, *, version_ids: list[str]) -> list[dict]:
+        """The versions with these ids, of any agent, each once, in the order of their first
+        occurrence in ``version_ids``; unknown ids are left out (``[]`` reads nothing).
+
+        Example::
+
+            agents.get_versions(version_ids=["v2", "v1"])
+        """
+        problems = Problems()
+        _check_ids(problems, "version_ids", version_ids)
+        problems.raise_if_any()
+        wanted = list(dict.fromkeys(version_ids))
+        found = self._versions_by_id(wanted) if wanted else {}
+        return [_version_record(found[version_id]) for version_id in wanted if version_id in found]
 
     @operation
     def get_version_by_number(self, *, agent_id: str, version_number: int) -> dict | None:

@@ -872,6 +872,148 @@ def test_create_accepts_the_wire_form(agents):
     assert resolved["author_id"] == "u1" and resolved["default_options"] == {"x": 1}
 
 
+# --------------------------------------------------------------------------- Mastra 1.71: get_versions, favourites
+
+
+def test_get_versions_of_any_agent_in_first_occurrence_order(agents):
+    """fidelity-1.71.md §4.4 (A1), the acceptance example."""
+    agents.create(agent=sample(id="a1"))
+    agents.create(agent=sample(id="a2"))
+    v1 = agents.get_latest_version(agent_id="a1")
+    v2 = agents.create_version(**version_args(agent_id="a2", number=2))
+    found = agents.get_versions(version_ids=["v-unknown", v2["id"], "x", v1["id"], v2["id"]])
+    assert found == [agents.get_version(version_id=v2["id"]), v1]
+    assert agents.get_versions(version_ids=(v1["id"],)) == [v1]
+    assert agents.get_versions(version_ids=[]) == []
+    assert agents.get_versions(version_ids=["x"]) == []
+
+
+@pytest.mark.parametrize("version_ids,fields", [
+    ("v1", {"version_ids": ["version_ids must be a list of non-empty strings"]}),
+    (None, {"version_ids": ["version_ids must be a list of non-empty strings"]}),
+    (["v1", "", 3], {"version_ids[1]": ["version_ids[1] must be a non-empty string"],
+                     "version_ids[2]": ["version_ids[2] must be a non-empty string"]}),
+])
+def test_get_versions_rejects_bad_ids(agents, backend, version_ids, fields):
+    with pytest.raises(ValidationError) as info:
+        agents.get_versions(version_ids=version_ids)
+    assert info.value.fields == fields
+    assert info.value.id == error_id(backend, "GET_VERSIONS", "INVALID_INPUT")
+
+
+def favourite(agents, user_id, entity_id, entity_type="agent"):
+    """A row of ``mastra_favorites`` as Mastra writes it (the library never writes one)."""
+    run_sql(agents, f'INSERT INTO {table_prefix(agents)}mastra_favorites ("userId", "entityType", "entityId", '
+                    '"createdAt") VALUES (?, ?, ?, ?)', (user_id, entity_type, entity_id, "2026-01-01T00:00:00.000Z"))
+
+
+@pytest.fixture
+def favourited(agents):
+    """Agents a1..a4 created in that order; u1 favourited a1 and a3 (and a skill named a2), u2 a2."""
+    for number in range(1, 5):
+        agents.create(agent=sample(id=f"a{number}"))
+        time.sleep(0.002)
+    favourite(agents, "u1", "a1")
+    favourite(agents, "u1", "a3")
+    favourite(agents, "u1", "a2", entity_type="skill")
+    favourite(agents, "u2", "a2")
+    return agents
+
+
+def ids_of(page):
+    return [item["id"] for item in page.items]
+
+
+def test_pin_favorited_for_puts_the_users_favourites_first(favourited):
+    """fidelity-1.71.md §4.5 (A2): favourited first, then ``order_by``, then id; filters and
+    ``total`` unchanged; another user's or a skill's favourites do not count."""
+    agents = favourited
+    assert ids_of(agents.list_agents(pin_favorited_for="u1")) == ["a3", "a1", "a4", "a2"]
+    oldest = {"field": "created_at", "direction": "ASC"}
+    assert ids_of(agents.list_agents(pin_favorited_for="u1", order_by=oldest)) == ["a1", "a3", "a2", "a4"]
+    assert ids_of(agents.list_agents(pin_favorited_for="u2")) == ["a2", "a4", "a3", "a1"]
+    assert ids_of(agents.list_agents(pin_favorited_for="nobody")) == ["a4", "a3", "a2", "a1"]
+    paged = agents.list_agents(pin_favorited_for="u1", per_page=3, page=1)
+    assert (ids_of(paged), paged.total, paged.has_more) == (["a2"], 4, False)
+    filtered = agents.list_agents(pin_favorited_for="u1", entity_ids=["a2", "a3"])
+    assert (ids_of(filtered), filtered.total) == (["a3", "a2"], 2)
+    resolved = agents.list_agents_resolved(pin_favorited_for="u1")
+    assert ids_of(resolved) == ["a3", "a1", "a4", "a2"] and resolved.items[0]["name"] == "Helper"
+
+
+def test_favorited_only_lists_only_the_users_favourites(favourited):
+    """fidelity-1.71.md §4.5: ``favorited_only`` with a user keeps that user's favourited agents;
+    without one the page is empty, with no error."""
+    agents = favourited
+    only = agents.list_agents(pin_favorited_for="u1", favorited_only=True)
+    assert (ids_of(only), only.total) == (["a3", "a1"], 2)
+    assert ids_of(agents.list_agents_resolved(pin_favorited_for="u1", favorited_only=True,
+                                              order_by={"field": "created_at", "direction": "ASC"})) == ["a1", "a3"]
+    assert agents.list_agents(pin_favorited_for="u1", favorited_only=True, status="published").total == 0
+    nobody = agents.list_agents(favorited_only=True)
+    assert (nobody.items, nobody.total, nobody.has_more) == ([], 0, False)
+    assert agents.list_agents_resolved(favorited_only=True).total == 0
+    assert agents.list_agents(pin_favorited_for="u1", favorited_only=False).total == 4
+
+
+def test_the_acceptance_example_of_favourites(agents):
+    """fidelity-1.71.md §4.5, as written: a1..a3 created in order, u1 favourited a1."""
+    for number in range(1, 4):
+        agents.create(agent=sample(id=f"a{number}"))
+        time.sleep(0.002)
+    favourite(agents, "u1", "a1")
+    assert ids_of(agents.list_agents(pin_favorited_for="u1")) == ["a1", "a3", "a2"]
+    only = agents.list_agents(pin_favorited_for="u1", favorited_only=True)
+    assert (ids_of(only), only.total) == (["a1"], 1)
+    assert agents.list_agents(favorited_only=True).total == 0
+
+
+@pytest.mark.parametrize("arguments,fields", [
+    ({"pin_favorited_for": 5}, {"pin_favorited_for": ["pin_favorited_for must be a non-empty string"]}),
+    ({"pin_favorited_for": ""}, {"pin_favorited_for": ["pin_favorited_for must be a non-empty string"]}),
+    ({"favorited_only": "yes"}, {"favorited_only": ["favorited_only must be a boolean"]}),
+    ({"favorited_only": None, "pin_favorited_for": "u1"}, {"favorited_only": ["favorited_only must be a boolean"]}),
+])
+@pytest.mark.parametrize("method", ["list_agents", "list_agents_resolved"])
+def test_favourite_arguments_are_validated(agents, backend, method, arguments, fields):
+    agents.create(agent=sample())
+    with pytest.raises(ValidationError) as info:
+        getattr(agents, method)(**arguments)
+    assert info.value.fields == fields
+    assert info.value.id == error_id(backend, method.upper(), "INVALID_INPUT")
+    assert run_sql(agents, f"SELECT count(*) FROM {table_prefix(agents)}mastra_favorites") == [(0,)]
+
+
+def test_init_creates_mastra_favorites_as_mastra_lays_it_out(agents, backend):
+    """fidelity-1.71.md §4.5: the DDL of Mastra 1.71's ``mastra_favorites``, read from the catalog."""
+    if backend == "sqlite":
+        rows = dict(run_sql(agents, "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'mastra_favorites' "
+                                    "AND sql IS NOT NULL"))
+        assert rows == {
+            "mastra_favorites": 'CREATE TABLE "mastra_favorites" ("userId" TEXT NOT NULL, "entityType" TEXT NOT NULL, '
+                                '"entityId" TEXT NOT NULL, "createdAt" TEXT NOT NULL, '
+                                'PRIMARY KEY ("userId", "entityType", "entityId"))',
+            "idx_favorites_entity": 'CREATE INDEX "idx_favorites_entity" ON "mastra_favorites" '
+                                    '("entityType", "entityId")'}
+        return
+    schema = agents.models.favorite._meta.schema or "public"
+    columns = run_sql(agents, "SELECT column_name, data_type, is_nullable, column_default FROM "
+                              "information_schema.columns WHERE table_schema = ? AND table_name = 'mastra_favorites' "
+                              "ORDER BY ordinal_position", (schema,))
+    assert columns == [("userId", "text", "NO", None), ("entityType", "text", "NO", None),
+                       ("entityId", "text", "NO", None), ("createdAt", "timestamp without time zone", "NO", None),
+                       ("createdAtZ", "timestamp with time zone", "YES", "now()")]
+    table = f'"{schema}"."mastra_favorites"'
+    constraints = run_sql(agents, "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                                  "WHERE conrelid = ?::regclass", (table,))
+    assert constraints == [("mastra_favorites_pkey", 'PRIMARY KEY ("userId", "entityType", "entityId")')]
+    index = "idx_favorites_entity" if schema == "public" else f"{schema}_idx_favorites_entity"
+    indexes = run_sql(agents, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = ? "
+                              "AND tablename = 'mastra_favorites' AND indexname <> 'mastra_favorites_pkey'", (schema,))
+    assert indexes == [(index, f'CREATE INDEX {index} ON {schema}.mastra_favorites USING btree '
+                               '("entityType", "entityId")')]
+
+
 # --------------------------------------------------------------------------- init and tables
 
 
