@@ -5,8 +5,9 @@ Options: ``url`` (``clickhouse://user:pass@host:port/db``, native protocol, port
 default; or ``chdb:///path/to/dir``, the current engine in-process, see
 :mod:`~composite_store.backends.chdb`), ``ttl_days=None`` (retention of scores and observability rows),
 ``mutation_timeout_s=300``; observability also takes ``layout`` (``"vnext"`` or ``"legacy"``;
-``?layout=`` in URLs, which whole stores pass to their observability domain).  agents, datasets and experiments are not available on ClickHouse:
-their classes raise :class:`~repository.errors.NotSupportedError` when constructed.
+``?layout=`` in URLs, which whole stores pass to their observability domain).  agents, datasets
+and experiments are not available on ClickHouse: their classes raise
+:class:`~repository.errors.NotSupportedError` when constructed.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class ScoresClickHouse(ScoresRepository):
 
 #: The table layouts of observability on ClickHouse (observability-vnext.md §1) and the default.
 LAYOUTS = ("vnext", "legacy")
-DEFAULT_LAYOUT = "legacy"
+DEFAULT_LAYOUT = "vnext"
 
 
 def url_layout(url: Any) -> str | None:

@@ -253,7 +253,28 @@ def domain_fixture(name: str) -> Callable[..., Any]:
 memory = domain_fixture("memory")
 workflows = domain_fixture("workflows")
 scores = domain_fixture("scores")
-observability = domain_fixture("observability")
+@pytest.fixture(scope="session")
+def legacy_observability(backend: str, session_store: WholeStore, backend_url: str) -> Iterator[Any]:
+    """The observability repository of the legacy layout (``mastra_ai_spans``): the store's own,
+    except on ClickHouse, whose default is the current layout (tests/test_observability_vnext.py):
+    there ``layout="legacy"`` on the same database, initialized once."""
+    if MATRIX[backend].family != "clickhouse":
+        yield session_store.get_store("observability")
+        return
+    from composite_store.clickhouse import ObservabilityClickHouse
+
+    repository = ObservabilityClickHouse(url=backend_url, layout="legacy")
+    repository.init()
+    yield repository
+    repository.close()
+
+
+@pytest.fixture
+def observability(legacy_observability: Any) -> Any:
+    """The observability repository (legacy layout, which the conformance suite and the backend
+    tests are about) of the backend under test, with empty tables."""
+    legacy_observability.dangerously_clear_all()
+    return legacy_observability
 agents = domain_fixture("agents")
 datasets = domain_fixture("datasets")
 experiments = domain_fixture("experiments")

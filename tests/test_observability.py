@@ -77,8 +77,9 @@ def clickhouse_sql(repository, sql: str, rows: list | None = None) -> list:
 
 
 def open_repository(url: str, **options) -> ObservabilityClickHouse:
-    """An extra ``ObservabilityClickHouse`` on ``url`` (the in-process engine's included)."""
-    return ObservabilityClickHouse(url=url, **options)
+    """An extra ``ObservabilityClickHouse`` on ``url`` (the in-process engine's included), in the
+    legacy layout this suite is about unless ``layout=`` says otherwise."""
+    return ObservabilityClickHouse(url=url, **{"layout": "legacy", **options})
 
 
 # --------------------------------------------------------------------------- create and read
