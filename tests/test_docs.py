@@ -14,9 +14,11 @@
 URLs of the example hosts (:data:`EXAMPLE_HOSTS`) are rewritten before a block runs: PostgreSQL
 URLs to this run's fresh database (the ``postgres_url`` fixture, its ``?schema_name=`` kept) and
 ClickHouse URLs to this run's server (``clickhouse_url``), so those examples run on the real
-servers, not on SQLite.  ``$DATABASE_URL`` is set to the PostgreSQL database.  Other URLs (the
-unreachable ``127.0.0.1:1`` of an error example) run as written.  A block that cannot run is a
-documentation bug: fix the page, never skip the block.
+servers, not on SQLite.  ``chdb://`` URLs of Python blocks are pointed at the run's chdb
+directory (``chdb_url``: chdb opens one directory per process), in a database of the page's own;
+commands run in child processes and keep theirs.  ``$DATABASE_URL`` is set to the PostgreSQL
+database.  Other URLs (the unreachable ``127.0.0.1:1`` of an error example) run as written.  A
+block that cannot run is a documentation bug: fix the page, never skip the block.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +50,7 @@ EXAMPLE_HOSTS = {"localhost", "db", "db.internal", "clickhouse.internal"}
 #: so a misspelt ``pyhton`` cannot hide an example from it).
 DISPLAY_ONLY = {"text"}
 URL = re.compile(r"\b(?:postgres|postgresql|clickhouse)://[^\s\"'`]+")
+CHDB_URL = re.compile(r"\bchdb://[^\s\"'`]+")
 
 
 @dataclass
@@ -162,6 +166,7 @@ class Page:
         self.page, self.directory, self.fixture = page, directory, fixture
         self.urls: dict[str, str] = {}
         self.namespace: dict[str, Any] = {"__name__": "__docs__"}
+        self.chdb_database = f"docs_{uuid.uuid4().hex[:8]}"
 
     def rewrite(self, text: str) -> str:
         """``text`` with every example-host URL pointed at this run's server of its kind."""
@@ -178,8 +183,18 @@ class Page:
         self.urls[mask_password(url)] = mask_password(real)
         return real
 
+    def in_this_process(self, text: str) -> str:
+        """``text`` with its chdb URLs pointed at the run's chdb directory, in this page's database
+        (their other query parameters kept)."""
+        def real(match: re.Match) -> str:
+            options = [part for part in urlsplit(match.group(0)).query.split("&") if part
+                       and not part.startswith("database=")]
+            return f"{self.fixture('chdb_url')}?" + "&".join([f"database={self.chdb_database}", *options])
+
+        return CHDB_URL.sub(real, text)
+
     def run_python(self, block: Block) -> None:
-        tree = ast.parse(self.rewrite(block.text), filename=str(block.page))
+        tree = ast.parse(self.rewrite(self.in_this_process(block.text)), filename=str(block.page))
         ast.increment_lineno(tree, block.line - 1)       # tracebacks name the page's own lines
         try:
             exec(compile(tree, str(block.page), "exec"), self.namespace)
