@@ -1189,50 +1189,57 @@ def test_postgres_database_laid_out_by_mastra(postgres_url):
         connection.close()
 
 
-@pytest.mark.backends("postgres")
-def test_postgres_layout_and_old_table(postgres_url):
-    """§4.2 names and §4.4: a table without primary key gets it, unless pairs are duplicated."""
+@pytest.fixture
+def pg_schema(postgres_url):
+    """``(connection, schema)``: a new PostgreSQL schema and an autocommit psycopg2 connection to
+    it, dropped afterwards."""
     import psycopg2
 
-    schema = f"old_{uuid.uuid4().hex[:8]}"
+    schema = f"s_{uuid.uuid4().hex[:8]}"
     connection = psycopg2.connect(postgres_url)
     connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE SCHEMA {schema}")
+    yield connection, schema
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP SCHEMA {schema} CASCADE")
+    connection.close()
+
+
+@pytest.mark.backends("postgres")
+def test_postgres_layout_and_old_table(postgres_url, pg_schema):
+    """§4.2 names and §4.4: a table without primary key gets it, unless pairs are duplicated."""
+    connection, schema = pg_schema
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE TABLE {schema}.mastra_ai_spans ("traceId" text NOT NULL, "spanId" text NOT NULL, '
+                       'name text NOT NULL, "spanType" text NOT NULL, "isEvent" boolean NOT NULL, '
+                       '"startedAt" timestamp NOT NULL, "createdAt" timestamp NOT NULL)')
+        cursor.execute(f"INSERT INTO {schema}.mastra_ai_spans VALUES "
+                       "('t', 's', 'n', 'agent_run', false, now(), now()), "
+                       "('t', 's', 'n', 'agent_run', false, now(), now())")
+    before = pg_catalog(connection, schema)
+    repository = ObservabilityPG(connection_string=postgres_url, schema_name=schema)
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE SCHEMA {schema}")
-            cursor.execute(f'CREATE TABLE {schema}.mastra_ai_spans ("traceId" text NOT NULL, "spanId" text NOT NULL, '
-                           'name text NOT NULL, "spanType" text NOT NULL, "isEvent" boolean NOT NULL, '
-                           '"startedAt" timestamp NOT NULL, "createdAt" timestamp NOT NULL)')
-            cursor.execute(f"INSERT INTO {schema}.mastra_ai_spans VALUES "
-                           "('t', 's', 'n', 'agent_run', false, now(), now()), "
-                           "('t', 's', 'n', 'agent_run', false, now(), now())")
-        before = pg_catalog(connection, schema)
-        repository = ObservabilityPG(connection_string=postgres_url, schema_name=schema)
-        try:
-            with pytest.raises(ConflictError) as info:
-                repository.init()
-            assert info.value.id == "STORAGE_PG_INIT_CONFLICT"
-            assert info.value.details == {"code": "DUPLICATE_SPANS", "duplicates": 1}
-            assert pg_catalog(connection, schema) == before
-            with connection.cursor() as cursor:
-                cursor.execute(f"DELETE FROM {schema}.mastra_ai_spans WHERE ctid NOT IN "
-                               f"(SELECT min(ctid) FROM {schema}.mastra_ai_spans)")
+        with pytest.raises(ConflictError) as info:
             repository.init()
-            catalog = pg_catalog(connection, schema)
-            assert ("constraint", f"{schema}_mastra_ai_spans_traceid_spanid_pk p") in catalog
-            assert ("trigger", "mastra_ai_spans_timestamps") in catalog
-            names = {row[1].split(" ")[0] for row in catalog if row[0] == "index"}
-            assert f"{schema}_mastra_ai_spans_root_spans_idx" in names
-            assert f"{schema}_mastra_ai_spans_tags_gin_idx" in names
-            assert ("column", "endedAtZ timestamp with time zone") in catalog
-            repository.create_span(span=span(trace_id="t", span_id="s", name="upserted"))
-            assert repository.get_trace(trace_id="t")["spans"][0]["name"] == "upserted"
-        finally:
-            repository.close()
-    finally:
+        assert info.value.id == "STORAGE_PG_INIT_CONFLICT"
+        assert info.value.details == {"code": "DUPLICATE_SPANS", "duplicates": 1}
+        assert pg_catalog(connection, schema) == before
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP SCHEMA {schema} CASCADE")
-        connection.close()
+            cursor.execute(f"DELETE FROM {schema}.mastra_ai_spans WHERE ctid NOT IN "
+                           f"(SELECT min(ctid) FROM {schema}.mastra_ai_spans)")
+        repository.init()
+        catalog = pg_catalog(connection, schema)
+        assert ("constraint", f"{schema}_mastra_ai_spans_traceid_spanid_pk p") in catalog
+        assert ("trigger", "mastra_ai_spans_timestamps") in catalog
+        names = {row[1].split(" ")[0] for row in catalog if row[0] == "index"}
+        assert f"{schema}_mastra_ai_spans_root_spans_idx" in names
+        assert f"{schema}_mastra_ai_spans_tags_gin_idx" in names
+        assert ("column", "endedAtZ timestamp with time zone") in catalog
+        repository.create_span(span=span(trace_id="t", span_id="s", name="upserted"))
+        assert repository.get_trace(trace_id="t")["spans"][0]["name"] == "upserted"
+    finally:
+        repository.close()
 
 
 @pytest.mark.backends("sqlite", "postgres")  # their query plans
@@ -1643,41 +1650,31 @@ def test_sqlite_migrate_spans(tmp_path):
 
 
 @pytest.mark.backends("postgres")
-def test_postgres_migrate_spans(postgres_url):
+def test_postgres_migrate_spans(postgres_url, pg_schema):
     """§2.6 on PostgreSQL: schema-qualified table name, PRIMARY KEY constraint, ctid tie-break."""
-    import psycopg2
-
-    schema = f"mig_{uuid.uuid4().hex[:8]}"
-    connection = psycopg2.connect(postgres_url)
-    connection.autocommit = True
+    connection, schema = pg_schema
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE TABLE {schema}.mastra_ai_spans ("traceId" text NOT NULL, "spanId" text NOT NULL, '
+                       'name text NOT NULL, "spanType" text NOT NULL, "isEvent" boolean NOT NULL, '
+                       '"startedAt" timestamp NOT NULL, "endedAt" timestamp, "createdAt" timestamp NOT NULL, '
+                       '"updatedAt" timestamp)')
+        cursor.executemany(f"INSERT INTO {schema}.mastra_ai_spans VALUES (%s, %s, %s, 'agent_run', false, "
+                           "'2024-01-01', %s, '2024-01-01', %s)", OLD_SPAN_ROWS)
+    repository = ObservabilityPG(connection_string=postgres_url, schema_name=schema)
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE SCHEMA {schema}")
-            cursor.execute(f'CREATE TABLE {schema}.mastra_ai_spans ("traceId" text NOT NULL, "spanId" text NOT NULL, '
-                           'name text NOT NULL, "spanType" text NOT NULL, "isEvent" boolean NOT NULL, '
-                           '"startedAt" timestamp NOT NULL, "endedAt" timestamp, "createdAt" timestamp NOT NULL, '
-                           '"updatedAt" timestamp)')
-            cursor.executemany(f"INSERT INTO {schema}.mastra_ai_spans VALUES (%s, %s, %s, 'agent_run', false, "
-                               "'2024-01-01', %s, '2024-01-01', %s)", OLD_SPAN_ROWS)
-        repository = ObservabilityPG(connection_string=postgres_url, schema_name=schema)
-        try:
-            table = f'"{schema}"."mastra_ai_spans"'
-            assert repository.check_spans_migration_status() == {
-                "needs_migration": True, "has_duplicates": True, "duplicate_count": 1, "constraint_exists": False,
-                "table_name": table}
-            assert repository.migrate_spans() == {
-                "success": True, "already_migrated": False, "duplicates_removed": 1,
-                "message": f"Migration complete. Removed duplicates and added PRIMARY KEY constraint to {table}."}
-            repository.init()
-            assert [record["name"] for record in repository.get_trace(trace_id="t")["spans"]] == ["single", "ended"]
-            assert repository.migrate_spans()["message"] == \
-                f"Migration already complete. PRIMARY KEY constraint exists on {table}."
-        finally:
-            repository.close()
+        table = f'"{schema}"."mastra_ai_spans"'
+        assert repository.check_spans_migration_status() == {
+            "needs_migration": True, "has_duplicates": True, "duplicate_count": 1, "constraint_exists": False,
+            "table_name": table}
+        assert repository.migrate_spans() == {
+            "success": True, "already_migrated": False, "duplicates_removed": 1,
+            "message": f"Migration complete. Removed duplicates and added PRIMARY KEY constraint to {table}."}
+        repository.init()
+        assert [record["name"] for record in repository.get_trace(trace_id="t")["spans"]] == ["single", "ended"]
+        assert repository.migrate_spans()["message"] == \
+            f"Migration already complete. PRIMARY KEY constraint exists on {table}."
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP SCHEMA {schema} CASCADE")
-        connection.close()
+        repository.close()
 
 
 def test_migration_status_of_a_keyed_table(observability):
