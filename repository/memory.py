@@ -821,7 +821,9 @@ class MemoryRepository(DomainRepository):
             id_map = {message_id: str(uuid4()) for message_id in source_ids}
             del source_ids
             source_title = source["title"] or ""
-            clone_info = {"sourceThreadId": source_thread_id, "clonedAt": format_iso(now)}
+            # The stored id: the argument may hold characters the column could not store (an
+            # unpaired surrogate that the lookup mapped as writes map stored text).
+            clone_info = {"sourceThreadId": source["id"], "clonedAt": format_iso(now)}
             if id_map:
                 clone_info["lastMessageId"] = next(reversed(id_map))
             thread_row = self._clean({

@@ -82,7 +82,8 @@ def seed(domain: str, repository: Any) -> dict[str, Any]:
 
 ORDER = {"field": "created_at", "direction": "DESC"}
 TENANCY = {"organization_id": "org", "project_id": "project"}
-AGENT_LIST = lambda s, u: {"author_id": "author", "metadata": {"team": "a"}, "entity_ids": ["a1"]}  # noqa: E731
+AGENT_LIST = lambda s, u: {"author_id": "author", "metadata": {"team": "a"}, "entity_ids": ["a1"],  # noqa: E731
+                           "pin_favorited_for": "u1"}
 AGENT_UPDATE = lambda s, u: {"id": "a1", "author_id": "author", "metadata": {"k": "v"}}  # noqa: E731
 
 #: (domain, method) → ``(seeded ids, unique suffix) -> kwargs`` of a valid call.
@@ -90,6 +91,9 @@ BASE_CALLS: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]
     ("memory", "clone_thread"): lambda s, u: {"source_thread_id": "t1", "new_thread_id": f"clone-{u}",
                                               "resource_id": "r1", "title": "copy", "metadata": {"k": "v"},
                                               "message_ids": ["m1"]},
+    ("memory", "copy_thread"): lambda s, u: {"source_thread_id": "t1", "new_thread_id": f"copy-{u}",
+                                             "resource_id": "r1", "title": "copy", "metadata": {"k": "v"},
+                                             "message_ids": ["m1"]},
     ("memory", "delete_messages"): lambda s, u: {"message_ids": [f"gone-{u}"]},
     ("memory", "delete_thread"): lambda s, u: {"thread_id": f"gone-{u}"},
     ("memory", "get_resource_by_id"): lambda s, u: {"resource_id": "r1"},
@@ -107,6 +111,8 @@ BASE_CALLS: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]
         "format": 2, "parts": [{"type": "text", "text": "changed"}], "metadata": {"k": "v"}}}]},
     ("memory", "update_resource"): lambda s, u: {"resource_id": "r1", "working_memory": "notes", "metadata": {"k": "v"}},
     ("memory", "update_thread"): lambda s, u: {"id": "t1", "title": "title", "metadata": {"k": "v"}},
+    ("memory", "patch_thread"): lambda s, u: {"id": "t1", "title": "title", "metadata": {"k": "v"}},
+    ("memory", "update_thread_resource_id"): lambda s, u: {"thread_id": "t1", "resource_id": f"r-{u}"},
     ("memory", "update_thread_metadata"): lambda s, u: {"id": "t1", "resource_id": "r1",
                                                         "update": lambda metadata: {**metadata, "k": "v"}},
     ("workflows", "delete_workflow_run_by_id"): lambda s, u: {"workflow_name": "wf", "run_id": f"gone-{u}"},
@@ -158,6 +164,7 @@ BASE_CALLS: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]
     ("agents", "get_latest_version"): lambda s, u: {"agent_id": "a1"},
     ("agents", "get_version"): lambda s, u: {"version_id": s["version_id"]},
     ("agents", "get_version_by_number"): lambda s, u: {"agent_id": "a1", "version_number": 1},
+    ("agents", "get_versions"): lambda s, u: {"version_ids": [s["version_id"], "v-unknown"]},
     ("agents", "list_agents"): AGENT_LIST,
     ("agents", "list_agents_resolved"): AGENT_LIST,
     ("agents", "list_versions"): lambda s, u: {"agent_id": "a1"},
