@@ -51,7 +51,8 @@ INSERT INTO mastra_ai_spans ("traceId", "spanId", name, "spanType", "isEvent", "
 SELECT 'trace-' || (i / 10), 'span-' || i, 'tool call', 'tool_call', false, timezone('UTC', started), started,
        timezone('UTC', now()), timezone('UTC', now())
 FROM generate_series(0, %s - 1) AS i,
-     LATERAL (SELECT CASE WHEN i %% 2 = 0 THEN now() - interval '40 days' ELSE now() - interval '1 day' END) AS s(started)
+     LATERAL (SELECT CASE WHEN i %% 2 = 0 THEN now() - interval '40 days' ELSE now() - interval '1 day' END)
+       AS s(started)
 """
 
 

@@ -1600,8 +1600,8 @@ def test_list_branches(branches, backend):
     assert ids(entity_id="tool-x") == ["t1"]
     assert ids(status="error") == ["t1"]
     assert ids(trace_id="br") == ["t2", "t1", "r"]
-    assert [row["span_id"] for row in branches.list_branches(order_by={"field": "started_at",
-                                                                       "direction": "ASC"}).items] == ["r", "w", "t1", "t2"]
+    oldest_first = branches.list_branches(order_by={"field": "started_at", "direction": "ASC"})
+    assert [row["span_id"] for row in oldest_first.items] == ["r", "w", "t1", "t2"]
     assert [row["span_id"] for row in branches.list_branches(per_page=2, page=1).items] == ["w", "r"]
     with pytest.raises(ValidationError) as info:
         branches.list_branches(filters={"has_child_error": True})

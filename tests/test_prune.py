@@ -118,7 +118,8 @@ def test_cutoff_is_strict_and_null_never_eligible(experiments):
     """§5.2: a running experiment (no ``completedAt``) is never pruned, even at max_age 0."""
     experiments.create_experiment(id="running", total_items=1)
     assert experiments.prune(policies={"experiments": {"max_age": 0}}) == [
-        result("experiments", "mastra_experiment_results", 0, True), result("experiments", "mastra_experiments", 0, True)]
+        result("experiments", "mastra_experiment_results", 0, True),
+        result("experiments", "mastra_experiments", 0, True)]
     assert experiments.get_experiment_by_id(id="running") is not None
 
 
@@ -133,7 +134,8 @@ def test_experiments_go_whole(experiments):
     experiments.update_experiment(id="done", status="completed", completed_at=days_ago(100))
     experiments.update_experiment(id="recent", status="completed", completed_at=days_ago(10))
     assert experiments.prune(policies={"experiments": {"max_age": "90d"}}) == [
-        result("experiments", "mastra_experiment_results", 3, True), result("experiments", "mastra_experiments", 1, True)]
+        result("experiments", "mastra_experiment_results", 3, True),
+        result("experiments", "mastra_experiments", 1, True)]
     assert experiments.get_experiment_by_id(id="done") is None
     assert {experiment["id"] for experiment in experiments.list_experiments(per_page=False).items} == {"running",
                                                                                                        "recent"}
