@@ -164,6 +164,26 @@ def test_filters_on_the_root(vnext):
     assert ids(vnext.list_traces(filters={"started_at": {"start": BASE, "start_exclusive": True}})) == ["trace-B"]
 
 
+def test_scope_source_and_every_equality_filter(vnext):
+    """§7 list filters: scope members (README metadata semantics), source (executionSource) and
+    the context columns, each on the root row."""
+    context = {"user_id": "u", "organization_id": "o", "resource_id": "r", "run_id": "run", "session_id": "s",
+               "thread_id": "th", "request_id": "req", "service_name": "svc", "experiment_id": "exp",
+               "entity_type": "agent", "entity_id": "e", "entity_version_id": "v1",
+               "parent_entity_type": "workflow_run", "root_entity_name": "root-name"}
+    kept = span("kept", scope={"package": "core", "level": 2}, source="cloud", **context)
+    other = span("other", scope={"package": "core", "level": 3}, source="local", started_at=at(1))
+    vnext.batch_create_spans(records=[kept, other])
+    assert ids(vnext.list_traces(filters={"scope": {"package": "core", "level": 2}})) == ["trace-kept"]
+    assert ids(vnext.list_traces(filters={"source": "cloud"})) == ["trace-kept"]
+    assert vnext.get_span(trace_id="trace-kept", span_id="kept")["source"] == "cloud"
+    assert ids(vnext.list_traces(filters=context)) == ["trace-kept"]
+    for key, value in context.items():
+        assert ids(vnext.list_traces(filters={key: value})) == ["trace-kept"], key
+    with pytest.raises(ValidationError):
+        vnext.list_traces(filters={"colour": "red"})
+
+
 def test_order_status_and_child_errors(vnext):
     """6."""
     first, second = span("x1", started_at=BASE), span("x2", started_at=at(5))
@@ -360,6 +380,26 @@ def test_current_layout_equals_the_spec(vnext):
     assert "parentSpanId IS NULL" in views["mastra_mv_trace_roots"]
     assert "'mcp_tool_call'" in views["mastra_mv_trace_branches"] and \
         "'mcp_server_request'" not in views["mastra_mv_trace_branches"]
+
+
+@CURRENT_ONLY
+def test_rows_written_in_the_frameworks_format_read_back(vnext):
+    """34 C: a span the framework's own store inserted (its SQL, its values) reads back as written,
+    its root copied into mastra_trace_roots by the view."""
+    raw_sql(vnext, """INSERT INTO mastra_span_events (dedupeKey, traceId, spanId, parentSpanId, entityType,
+        entityName, executionSource, name, spanType, isEvent, startedAt, endedAt, tags, metadataSearch,
+        attributes, input, metadataRaw) VALUES ('mt:ms', 'mt', 'ms', NULL, 'agent', 'Helper', 'cloud', 'agent run',
+        'agent_run', false, '2026-01-02 12:00:00.000', '2026-01-02 12:00:01.500', ['x', 'y'], map('team', 'a'),
+        '{"model":"m"}', '{"q":"hi"}', '{"team":" a ","userId":"u"}')""")
+    stored = vnext.get_span(trace_id="mt", span_id="ms")
+    assert {key: stored[key] for key in ("parent_span_id", "entity_type", "entity_name", "source", "name",
+                                          "span_type", "is_event", "tags", "attributes", "input", "metadata")} == {
+        "parent_span_id": None, "entity_type": "agent", "entity_name": "Helper", "source": "cloud",
+        "name": "agent run", "span_type": "agent_run", "is_event": False, "tags": ["x", "y"],
+        "attributes": {"model": "m"}, "input": {"q": "hi"}, "metadata": {"team": " a ", "userId": "u"}}
+    assert (stored["started_at"], stored["ended_at"]) == (BASE, at(1.5))
+    assert ids(vnext.list_traces(filters={"metadata": {"team": "a"}})) == ["mt"]
+    assert raw_sql(vnext, "SELECT count() FROM mastra_trace_roots")[0][0] == 1
 
 
 @OLD_ONLY

@@ -123,3 +123,17 @@ def _check_range(problems: Problems, path: str, value: Any) -> dict[str, Any]:
         problems.add(path, "start must not be later than end")
     return bounds
 
+
+def check_trace_deletion(problems: Problems, trace_ids: Any, organization_id: Any, resource_id: Any) -> None:
+    """The arguments of ``batch_delete_traces``: a list of non-empty ids and optional tenant strings."""
+    if not isinstance(trace_ids, (list, tuple)) or not all(isinstance(t, str) and t for t in trace_ids):
+        problems.add("trace_ids", "trace_ids must be a list of non-empty strings")
+    for name, value in (("organization_id", organization_id), ("resource_id", resource_id)):
+        if value is not None and not isinstance(value, str):
+            problems.add(name, "Not a valid string.")
+
+
+def check_depth(problems: Problems, depth: Any) -> None:
+    """``get_branch``'s ``depth``: an integer >= 0, or ``None`` for the whole subtree."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        problems.add("depth", "depth must be an integer >= 0")

@@ -364,3 +364,29 @@ def _user_text(message: Any) -> str:
                  and part.get("type") == "text" and isinstance(part.get("text"), str) else None for part in content]
         return " ".join(part for part in parts if part)
     return ""
+
+
+def branch_span_ids(structure: Sequence[dict[str, Any]], span_id: str, depth: int | None) -> list[str] | None:
+    """The anchor ``span_id`` and its descendants down to ``depth`` levels in the light spans of a
+    trace (breadth first; a visited set cuts a parent cycle), or ``None`` when the anchor is not
+    among them."""
+    if not any(light["span_id"] == span_id for light in structure):
+        return None
+    children: dict[str, list[str]] = {}
+    for light in structure:
+        if light["parent_span_id"] is not None:
+            children.setdefault(light["parent_span_id"], []).append(light["span_id"])
+    chosen, level, visited = [span_id], [span_id], {span_id}
+    remaining = depth
+    while level and (remaining is None or remaining > 0):
+        level = [kid for parent in level for kid in children.get(parent, ()) if kid not in visited]
+        visited.update(level)
+        chosen.extend(level)
+        remaining = None if remaining is None else remaining - 1
+    return chosen
+
+
+def anchor_first(spans: list[dict[str, Any]], span_id: str) -> list[dict[str, Any]]:
+    """A branch's spans with its anchor first, the others in their order."""
+    return [span for span in spans if span["span_id"] == span_id] + [span for span in spans
+                                                                      if span["span_id"] != span_id]

@@ -23,11 +23,11 @@ from ..schemas.observability import PARENT_IS_SELF, SpanSchema
 from ..validation import Problems, check_id, check_order_by, check_page, join_path
 from ..values import chunks, utc_now
 from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, LIST_ORDER_FIELDS, PREPARED_FILTERS, RANGE_FILTERS,
-                      TEXT_FILTERS, check_filters, filter_shape)
+                      TEXT_FILTERS, check_depth, check_filters, check_trace_deletion, filter_shape)
 from .legacy_sql import LEGACY_DIALECTS, STRATEGIES, LegacyDialect
 from .records import (CAMEL_TO_SNAKE, IGNORED_WIRE_KEYS, JSON_KEYS, KEY_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE,
-                      BRANCH_SPAN_TYPES, LIGHT_SPAN_KEYS, SpanRows, light_list_record, light_record, span_record,
-                      trace_status)
+                      BRANCH_SPAN_TYPES, LIGHT_SPAN_KEYS, SpanRows, anchor_first, branch_span_ids, light_list_record,
+                      light_record, span_record, trace_status)
 
 _SPAN_SCHEMA = SpanSchema()
 #: What a light list row is built from: the light span, the root's metadata and its input.
@@ -264,11 +264,7 @@ class ObservabilityRepository(Prunable, DomainRepository):
         """Delete every span of these traces (only those of the tenant when ``organization_id``
         or ``resource_id`` is given); unknown ids are ignored."""
         problems = Problems()
-        if not isinstance(trace_ids, (list, tuple)) or not all(isinstance(t, str) and t for t in trace_ids):
-            problems.add("trace_ids", "trace_ids must be a list of non-empty strings")
-        for name, value in (("organization_id", organization_id), ("resource_id", resource_id)):
-            if value is not None and not isinstance(value, str):
-                problems.add(name, "Not a valid string.")
+        check_trace_deletion(problems, trace_ids, organization_id, resource_id)
         problems.raise_if_any()
         ids = list(dict.fromkeys(trace_ids))
         if not ids:
@@ -374,27 +370,13 @@ class ObservabilityRepository(Prunable, DomainRepository):
         problems = Problems()
         check_id(problems, "trace_id", trace_id)
         check_id(problems, "span_id", span_id)
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-            problems.add("depth", "depth must be an integer >= 0")
+        check_depth(problems, depth)
         problems.raise_if_any()
         structure = self._structure(trace_id)
-        if structure is None or not any(light["span_id"] == span_id for light in structure["spans"]):
+        chosen = None if structure is None else branch_span_ids(structure["spans"], span_id, depth)
+        if chosen is None:
             return None
-        children: dict[str, list[str]] = {}
-        for light in structure["spans"]:
-            if light["parent_span_id"] is not None:
-                children.setdefault(light["parent_span_id"], []).append(light["span_id"])
-        # Breadth-first from the anchor; the visited set cuts a parent cycle.
-        chosen, level, visited = [], [span_id], {span_id}
-        remaining = depth
-        while level and (remaining is None or remaining > 0):
-            level = [kid for parent in level for kid in children.get(parent, ()) if kid not in visited]
-            visited.update(level)
-            chosen.extend(level)
-            remaining = None if remaining is None else remaining - 1
-        spans = self._spans(trace_id, [span_id, *chosen])
-        anchor = [record for record in spans if record["span_id"] == span_id]
-        return {"trace_id": trace_id, "spans": anchor + [record for record in spans if record["span_id"] != span_id]}
+        return {"trace_id": trace_id, "spans": anchor_first(self._spans(trace_id, chosen), span_id)}
 
     @operation
     def list_traces(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,

@@ -11,7 +11,6 @@ modules beside these.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Callable, Sequence
 
 import peewee
@@ -24,8 +23,10 @@ from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
 from ..backends.base import value_tuples
 from ..values import json_loads
-from .filters import CHOICE_FILTERS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS, check_filters
-from .records import ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, light_list_record, trace_status
+from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
+                      check_depth, check_filters, check_trace_deletion)
+from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
+                      light_list_record, trace_status)
 from .vnext_clickhouse import VNextClickHouseSQL
 
 #: Metadata keys that have columns of their own and never enter ``metadataSearch`` (§2.6).
@@ -190,13 +191,9 @@ class VNextObservabilityRepository(DomainRepository):
         """Delete every span of these traces from the three tracing tables, awaited (only the
         tenant's rows when ``organization_id`` or ``resource_id`` is given); ``[]`` does nothing."""
         problems = Problems()
-        if not isinstance(trace_ids, (list, tuple)) or not all(isinstance(t, str) and t for t in trace_ids):
-            problems.add("trace_ids", "trace_ids must be a list of non-empty strings")
-        elif len(trace_ids) > MAX_DELETE_TRACES:
+        check_trace_deletion(problems, trace_ids, organization_id, resource_id)
+        if not problems and len(trace_ids) > MAX_DELETE_TRACES:
             problems.add("trace_ids", f"trace_ids must hold at most {MAX_DELETE_TRACES} ids")
-        for name, value in (("organization_id", organization_id), ("resource_id", resource_id)):
-            if value is not None and not isinstance(value, str):
-                problems.add(name, "Not a valid string.")
         problems.raise_if_any()
         ids = list(dict.fromkeys(trace_ids))
         if not ids:
@@ -308,23 +305,12 @@ class VNextObservabilityRepository(DomainRepository):
         problems = Problems()
         check_id(problems, "trace_id", trace_id)
         check_id(problems, "span_id", span_id)
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-            problems.add("depth", "depth must be an integer >= 0 or None")
+        check_depth(problems, depth)
         problems.raise_if_any()
-        structure = self._trace_spans(trace_id, _LIGHT_READ, LIGHT_SPAN_KEYS)
-        if not any(span["span_id"] == span_id for span in structure):
+        chosen = branch_span_ids(self._trace_spans(trace_id, _LIGHT_READ, LIGHT_SPAN_KEYS), span_id, depth)
+        if chosen is None:
             return None
-        children: dict[str, list[str]] = defaultdict(list)
-        for span in structure:
-            if span["parent_span_id"] is not None:
-                children[span["parent_span_id"]].append(span["span_id"])
-        selected, level, frontier = {span_id}, 0, [span_id]
-        while frontier and (depth is None or level < depth):  # breadth first; a cycle is cut by `selected`
-            level += 1
-            frontier = [child for parent in frontier for child in children[parent] if child not in selected]
-            selected.update(frontier)
-        spans = self._trace_spans(trace_id, _SPAN_READ, SPAN_KEYS, sorted(selected))
-        spans.sort(key=lambda span: span["span_id"] != span_id)  # stable: the rest keep their order
+        spans = anchor_first(self._trace_spans(trace_id, _SPAN_READ, SPAN_KEYS, chosen), span_id)
         return {"trace_id": trace_id, "spans": spans}
 
     # ------------------------------------------------------------------ lists
@@ -364,9 +350,7 @@ class VNextObservabilityRepository(DomainRepository):
               child_errors: bool = True) -> Page:
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=10)
-        checked = check_filters(problems, filters)
-        if not child_errors and "has_child_error" in checked:
-            problems.add("filters.has_child_error", "Unknown field.")
+        checked = check_filters(problems, filters, keys=FILTER_KEYS if child_errors else BRANCH_FILTER_KEYS)
         for key, value in checked.get("metadata", {}).items():
             if not isinstance(value, str):
                 problems.add(f"filters.metadata.{key}", f'Metadata filter value for key "{key}" must be a string',
