@@ -55,6 +55,8 @@ class TableKey:
     sqlite_constraint: str = ""
     sqlite_index: str = ""
     duplicates_code: str | None = None
+    #: What the refusal tells the user to do about the repeated keys.
+    duplicates_remedy: str = ""
     replica_identity: bool = False
 
 

@@ -132,7 +132,8 @@ def build_observability_models(database: peewee.DatabaseProxy) -> SimpleNamespac
             table_key = TableKey(("traceId", "spanId"), name="{schema}_mastra_ai_spans_traceid_spanid_pk",
                                  primary=True, sqlite_constraint='UNIQUE ("spanId", "traceId")',
                                  sqlite_index="mastra_ai_spans_spanid_traceid_idx",
-                                 duplicates_code="DUPLICATE_SPANS")
+                                 duplicates_code="DUPLICATE_SPANS",
+                                 duplicates_remedy="migrate_spans() keeps one row per span and adds the key")
             clickhouse = ClickHouseTable(order_by=("traceId", "spanId"), partition_by_month="createdAt",
                                          defaults={"metadata": "'{}'"}, ttl_column="createdAt",
                                          not_null=("updatedAt",))

@@ -46,6 +46,8 @@ LIBRARY_ERRORS = (ValidationError, NotFoundError, ConflictError, NotSupportedErr
 NO_STRING_ARGUMENTS = {(domain, name): "takes no string argument" for domain in REPOSITORIES
                        for name in ("init", "dangerously_clear_all", "count_rows")}
 NO_STRING_ARGUMENTS[("experiments", "get_review_summary")] = "takes no argument"
+for _name in ("check_spans_migration_status", "migrate_spans"):
+    NO_STRING_ARGUMENTS[("observability", _name)] = "takes no argument"
 
 
 def public_operations(repository_class: type) -> set[str]:
@@ -150,6 +152,12 @@ BASE_CALLS: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]
                                                                 "metadata": {"env": "test"}},
                                                     "order_by": {"field": "started_at", "direction": "DESC"}},
     ("observability", "update_span"): lambda s, u: {"trace_id": "tr1", "span_id": "child", "updates": {"name": "x"}},
+    ("observability", "get_structure"): lambda s, u: {"trace_id": "tr1"},
+    ("observability", "get_trace_light"): lambda s, u: {"trace_id": "tr1"},
+    ("observability", "get_spans"): lambda s, u: {"trace_id": "tr1", "span_ids": ["root", "child"]},
+    ("observability", "get_branch"): lambda s, u: {"trace_id": "tr1", "span_id": "root", "depth": 1},
+    ("observability", "list_traces_light"): lambda s, u: {"filters": {"entity_id": "agent-1", "tags": ["tag"]}},
+    ("observability", "list_branches"): lambda s, u: {"filters": {"trace_id": "tr1", "span_type": "agent_run"}},
     ("agents", "count_versions"): lambda s, u: {"agent_id": "a1"},
     ("agents", "create_agent"): lambda s, u: {"agent": R.agent(f"a-{u}", author_id="author")},
     ("agents", "create_version"): lambda s, u: {"agent_id": "a1", "version_number": 100 + int(u), "name": "v",
@@ -211,6 +219,11 @@ BASE_CALLS: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]
                                                                "tags": ["tag"], "comment": "c"},
     ("experiments", "upsert_experiment_result"): lambda s, u: {**R.result("e1", f"u-{u}"), "tags": ["tag"]},
 }
+# Retention (SQLite, PostgreSQL; NotSupportedError on ClickHouse): a policy old enough to delete
+# nothing the seeds wrote, so the hostile variants reach the policy checks and the DELETE.
+for _domain, _table in (("memory", "messages"), ("workflows", "workflow_snapshot"), ("scores", "scorers"),
+                        ("observability", "spans"), ("experiments", "experiments")):
+    BASE_CALLS[(_domain, "prune")] = (lambda table: lambda s, u: {"policies": {table: {"max_age": "3650d"}}})(_table)
 # The agents domain's short aliases (Mastra's names) run the same code as the long names.
 for _alias, _name in (("create", "create_agent"), ("delete", "delete_agent"), ("get_by_id", "get_agent_by_id"),
                       ("get_by_id_resolved", "get_agent_by_id_resolved"), ("list", "list_agents"),

@@ -618,6 +618,19 @@ def test_page_past_the_end(scores):
 
 # --------------------------------------------------------------------------- stored forms
 
+def test_resave_of_a_score_without_input(scores):
+    """A re-saved id whose stored row holds JSON null in a required JSON column (no input): the
+    replacement (a new createdAt, so a tombstone on ClickHouse) writes that null back."""
+    payload = sample(id="s-null")
+    del payload["input"]
+    scores.save_score(score=payload)
+    scores.save_scores(scores=[{**payload, "score": 0.1}, sample(id="s-other")])
+    stored = scores.get_score_by_id(id="s-null")
+    assert stored["score"] == 0.1 and stored["input"] is None
+    assert scores.list_scores_by_run_id(run_id=payload["run_id"]).total == 1
+    assert scores.get_score_by_id(id="s-other") is not None
+
+
 def test_save_without_input(scores, backend, backend_url):
     """Scenario 34 (and §2.3: a ``None`` output)."""
     payload = sample(output=None)

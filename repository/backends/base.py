@@ -273,8 +273,9 @@ class Backend:
         if key.duplicates_code:
             count = self.repeated_keys(model, key)
             if count:
+                remedy = f"; {key.duplicates_remedy}" if key.duplicates_remedy else ""
                 raise ConflictError(f"Cannot add the unique key of {table}: {count} ({', '.join(key.columns)}) "
-                                    "keys are stored more than once",
+                                    f"keys are stored more than once{remedy}",
                                     details={"code": key.duplicates_code, "duplicates": count})
         self.add_key(model, key)
 

@@ -26,10 +26,10 @@ from urllib.parse import unquote, urlsplit
 import peewee
 
 from ..models.base import ClickHouseTable
-from ..models.fields import DeletedField, TextField, TimestampField, VersionField
+from ..models.fields import DeletedField, JSONField, TextField, TimestampField, VersionField
 
 from ..errors import NotSupportedError, StorageError, ValidationError
-from ..values import UTC, VERSION_CLOCK, chunks, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
+from ..values import UTC, VERSION_CLOCK, JSONText, chunks, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
 from .base import Backend, BackendFeatures, StoredFormats, primary_key_names, require_driver, value_tuples
 from .chdb import ChdbClient, is_chdb_url, parse_chdb_url
 
@@ -356,6 +356,18 @@ class ClickHouseDatabase(StoredFormats, peewee.Database):
         return None if value == NULL_PLACEHOLDER else json_loads(value)
 
 
+_JSON_NULL = JSONText("null")
+
+
+def _rewritable(model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (read back, then changed) as it is written again: a JSON ``null`` that a NOT NULL
+    JSON column holds reads as ``None`` and is written back as the JSON text ``null``."""
+    for field in model._meta.sorted_fields:
+        if isinstance(field, JSONField) and not field.null and row.get(field.name, _JSON_NULL) is None:
+            row[field.name] = _JSON_NULL
+    return row
+
+
 def _defaults(fields: Sequence[peewee.Field]) -> dict[str, Any]:
     return {f.name: f.default for f in fields if f.default is not None and not callable(f.default)}
 
@@ -656,8 +668,9 @@ class ClickHouseBackend(Backend):
         for old, new in pairs:
             above = old["row_version"] if old else 0
             if old is not None and any(old.get(k) != new.get(k) for k in sort_key):
-                tombstones.append({**old, "row_version": VERSION_CLOCK.next(above), "row_deleted": 1})
-            fresh.append({**new, "row_version": VERSION_CLOCK.next(above), "row_deleted": 0})
+                tombstones.append(_rewritable(model, {**old, "row_version": VERSION_CLOCK.next(above),
+                                                      "row_deleted": 1}))
+            fresh.append(_rewritable(model, {**new, "row_version": VERSION_CLOCK.next(above), "row_deleted": 0}))
         # One block: a reader never sees the row gone (tombstone written, new row not yet) when
         # the sort key changes (a re-saved score's createdAt).
         self.insert_rows(model, tombstones + fresh)
@@ -732,8 +745,8 @@ class ClickHouseBackend(Backend):
 
     def delete(self, model, where) -> int:
         rows = list(self.select(model).where(where))
-        self.insert_rows(model, [{**row, "row_version": VERSION_CLOCK.next(row["row_version"]), "row_deleted": 1}
-                                 for row in rows])
+        self.insert_rows(model, [_rewritable(model, {**row, "row_version": VERSION_CLOCK.next(row["row_version"]),
+                                                     "row_deleted": 1}) for row in rows])
         return len(rows)
 
     def delete_bulk(self, model: type[peewee.Model], where: peewee.Expression, *, operation: str = "DELETE") -> int:
