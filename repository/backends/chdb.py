@@ -21,8 +21,8 @@ any thread, may share that engine: :func:`open_engine` keeps the process's one s
 lazily by the first query (constructors never open it), and runs its queries one at a time.
 
 :class:`ChdbClient` is the part of ``clickhouse_driver.Client`` the ClickHouse backend uses, over
-that session: native-insert rows are rendered as ``VALUES`` literals with the backend's own
-escaping, results are read as typed JSON, and the engine's errors are raised as the driver
+that session: native-insert rows are sent as JSON lines, parameters substituted with the
+backend's own escaping, results read as typed JSON, and the engine's errors raised as the driver
 raises a server's (``ServerException`` with its code), so the backend handles both alike.
 """
 
@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, unquote
 from zoneinfo import ZoneInfo
 
 from ..errors import BackendUnavailableError, ValidationError
+from ..values import format_iso
 from .base import first_line
 
 #: The scheme of the URLs this module serves.
@@ -184,6 +185,13 @@ def _locking_process(path: str) -> str | None:
     return None
 
 
+def _json_value(value: Any) -> Any:
+    """What ``json`` cannot encode of an inserted row: timestamps, as text the columns parse."""
+    if isinstance(value, datetime):
+        return format_iso(value)[:-1].replace("T", " ")
+    raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
+
+
 def _decode(value: Any, type_: str) -> Any:
     """A value of typed JSON output as the driver returns it."""
     if value is None:
@@ -233,13 +241,18 @@ class ChdbClient:
     def execute(self, query: str, params: Any = None, with_column_types: bool = False, **_: Any) -> Any:
         """Run ``query``: with a list of row tuples, a native insert (``INSERT … VALUES``); with a
         dict, ``%(name)s`` parameters substituted; rows (and column names and types) returned."""
-        from .clickhouse import escape, values_literal  # (that module builds this client: imported when it runs)
+        from .clickhouse import escape  # (that module builds this client: imported when it runs)
 
         engine = self.connect()
         if isinstance(params, list):
             if params:
-                values = ", ".join("(" + ", ".join(map(values_literal, row)) + ")" for row in params)
-                engine.query(self.database, f"{query} {values}")
+                # The rows as data (JSON lines), not VALUES literals: the engine parses literals
+                # such as toDateTime64(…) or map(…) as expressions, tens of times slower.
+                head = query.rstrip()
+                if not head.upper().endswith("VALUES"):
+                    raise ValueError(f"a native insert ends with VALUES: {query!r}")
+                rows = "\n".join(json.dumps(row, default=_json_value, ensure_ascii=False) for row in params)
+                engine.query(self.database, f"{head[:-len('VALUES')]}FORMAT JSONCompactEachRow\n{rows}")
             return []
         if isinstance(params, dict):
             query = query % {key: escape(value) for key, value in params.items()}
