@@ -140,16 +140,6 @@ def escape(value: Any) -> str:
     raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
 
 
-def values_literal(value: Any) -> str:
-    """A native-insert value as a ``VALUES`` literal (for engines fed SQL text): lists are arrays
-    and dicts maps there, while :func:`escape` renders lists as the tuples of ``IN`` lists."""
-    if isinstance(value, list):
-        return "[" + ", ".join(map(values_literal, value)) + "]"
-    if isinstance(value, dict):
-        return "map(" + ", ".join(values_literal(part) for item in value.items() for part in item) + ")"
-    return escape(value)
-
-
 class ClickHouseCursor:
     """The little of the DB-API cursor that peewee uses."""
 
