@@ -105,6 +105,8 @@ def test_strategy_features_and_updates(vnext):
     assert "does not support batch updating spans" in str(error.value)
     assert error.value.id == "STORAGE_CLICKHOUSE_BATCH_UPDATE_SPANS_NOT_SUPPORTED"
     assert vnext.supports_concurrent_updates() is False
+    with pytest.raises(NotSupportedError):
+        vnext.prune(policies={"spans": {"max_age": "1d"}})
 
 
 # --------------------------------------------------------------------------- tracing

@@ -19,6 +19,7 @@ from ..base import DomainRepository, operation
 from ..errors import NotSupportedError
 from ..models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, build_observability_vnext_models
 from ..page import Page
+from ..retention import Prunable
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
 from ..backends.base import value_tuples
@@ -75,7 +76,7 @@ def metadata_search(metadata: Any) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-class VNextObservabilityRepository(DomainRepository):
+class VNextObservabilityRepository(Prunable, DomainRepository):
     """Insert-only traces and spans: appends, read-time dedupe, trace reads and lists (§7).
 
     Example::
@@ -86,6 +87,7 @@ class VNextObservabilityRepository(DomainRepository):
     """
 
     domain = "observability"
+    # Prunable: prune() answers NotSupportedError on ClickHouse, whose retention is TTL (spec §10.1).
     #: The table layout this class implements.
     layout = "vnext"
 

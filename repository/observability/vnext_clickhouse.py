@@ -71,6 +71,7 @@ class VNextClickHouseSQL:
         for view, (table, condition) in VIEWS.items():
             database.execute_sql(f'CREATE MATERIALIZED VIEW IF NOT EXISTS "{view}" TO "{table}" AS '
                                  f'SELECT * FROM "{SPAN_EVENTS}" WHERE {condition}')
+        database.connection().refresh_schema()
 
     def _add_missing_columns(self) -> None:
         from clickhouse_driver.errors import ServerException
@@ -88,7 +89,6 @@ class VNextClickHouseSQL:
                 except ServerException as exc:
                     if exc.code not in DUPLICATE_COLUMN_CODES:
                         raise
-        connection.refresh_schema()
 
     def ensure_schema(self) -> None:
         """Read the tables' columns when this connection has not yet (a new thread's connection):

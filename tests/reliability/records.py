@@ -29,6 +29,12 @@ def repository_of(store: WholeStore, domain: str) -> Any:
     return repository
 
 
+def span_table(repository: Any) -> str:
+    """The table with one (current) row per span in the observability repository's layout: the
+    insert-only layout's span events (ClickHouse's default), else ``mastra_ai_spans``."""
+    return "mastra_span_events" if getattr(repository, "layout", "legacy") == "vnext" else "mastra_ai_spans"
+
+
 def live_rows(repository: Any) -> dict[str, int | None]:
     """Live rows per table of the repository's domain."""
     return repository.count_rows()

@@ -240,7 +240,8 @@ def crash_in_the_middle_of_a_run(store: WholeStore, backend_id: str, crash: Call
     for writer in range(WRITERS):
         memory.save_thread(thread=R.thread(f"{tag}-thread-{writer}"))
     scores_before = store.get_store("scores").count_rows()["mastra_scorers"]
-    spans_before = store.get_store("observability").count_rows()["mastra_ai_spans"]
+    spans = R.span_table(store.get_store("observability"))
+    spans_before = store.get_store("observability").count_rows()[spans]
     run = Run(store, tag)
     threads = [threading.Thread(target=run.writer, args=(w,), daemon=True) for w in range(WRITERS)]
     for thread in threads:
@@ -279,7 +280,7 @@ def crash_in_the_middle_of_a_run(store: WholeStore, backend_id: str, crash: Call
     assert store.get_store("scores").count_rows()["mastra_scorers"] == scores_before + totals["scores"]
     traces = store.get_store("observability").list_traces(filters={"root_entity_id": tag}, per_page=0)
     assert traces.total * BATCH == totals["spans"]
-    assert store.get_store("observability").count_rows()["mastra_ai_spans"] == spans_before + totals["spans"]
+    assert store.get_store("observability").count_rows()[spans] == spans_before + totals["spans"]
 
 
 # --------------------------------------------------------------------------- PostgreSQL

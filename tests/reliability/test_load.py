@@ -237,7 +237,7 @@ def test_sixteen_threads_mixed_operations_lose_nothing(backend, make_store):
     # scores
     assert added("scores", "mastra_scorers") == workload.total("scores")
     # observability
-    assert added("observability", "mastra_ai_spans") == workload.total("spans")
+    assert added("observability", R.span_table(workload.observability)) == workload.total("spans")
     for worker in range(THREADS):
         page = workload.observability.list_traces(filters={"root_entity_id": f"{workload.tag}-{worker}"}, per_page=0)
         assert page.total == workload.tally[worker]["traces"]
