@@ -253,6 +253,8 @@ def domain_fixture(name: str) -> Callable[..., Any]:
 memory = domain_fixture("memory")
 workflows = domain_fixture("workflows")
 scores = domain_fixture("scores")
+
+
 @pytest.fixture(scope="session")
 def legacy_observability(backend: str, session_store: WholeStore, backend_url: str) -> Iterator[Any]:
     """The observability repository of the legacy layout (``mastra_ai_spans``): the store's own,
