@@ -329,6 +329,22 @@ def test_same_batch_twice_reads_once(vnext):
     assert [row["ended_at"] for row in vnext.list_traces(filters={"trace_id": "trace-late"}).items] == [at(30)]
 
 
+def test_ten_thousand_spans_in_one_call(vnext):
+    """observability.md §5 45-46 on this layout: 100 traces of 100 spans, sent twice."""
+    batch = []
+    for trace in range(100):
+        root = span(f"root-{trace}", trace_id=f"bulk-{trace}", started_at=at(trace))
+        batch += [root] + [child(root, f"s-{trace}-{n}", span_type="model_step", started_at=at(trace + n / 100))
+                           for n in range(1, 100)]
+    vnext.batch_create_spans(records=batch)
+    vnext.batch_create_spans(records=batch)
+    traces = vnext.list_traces(per_page=False)
+    assert traces.total == 100 and len(traces.items) == 100
+    assert sum(len(vnext.get_trace(trace_id=f"bulk-{trace}")["spans"]) for trace in (0, 42, 99)) == 300
+    assert vnext.count_rows() == {"mastra_span_events": 10_000, "mastra_trace_roots": 100,
+                                  "mastra_trace_branches": 100}
+
+
 def test_ingest_is_one_insert_without_a_read(vnext):
     """Deliverable 2: a batch is one native insert into mastra_span_events, nothing read before it."""
     with vnext.backend.connection():
