@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,25 @@ def test_raw_clients_of_the_tests_reach_the_same_engine(storage, chdb_url):
     client = clickhouse_client(url)
     assert client.execute("SELECT id FROM mastra_threads FINAL") == [("t-raw",)]
     assert client.execute("SELECT currentDatabase()") == [(parse_chdb_url(url)[1],)]
+
+
+def test_the_client_reads_back_what_it_inserts(chdb_url):
+    """Inserted rows travel as JSON lines and results as typed JSON: values come back as the driver
+    returns them, timestamps at the same instant whatever their offset and the column's zone."""
+    client = clickhouse_client(fresh_url(chdb_url))
+    client.execute("CREATE TABLE kinds (f Float64, d DateTime64(3, 'UTC'), micro DateTime64(6, 'UTC'), "
+                   "paris Array(DateTime64(3, 'Europe/Paris')), m Map(String, String), b Bool, "
+                   "n Nullable(Int64), s String) ENGINE = MergeTree ORDER BY tuple()")
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678123, tzinfo=timezone.utc)
+    tokyo = moment.astimezone(timezone(timedelta(hours=9)))
+    text = "quote ' \\ \" NUL \0 tab \t émoji 😀"
+    client.execute("INSERT INTO kinds (f, d, micro, paris, m, b, n, s) VALUES",
+                   [(float("inf"), moment, tokyo, [tokyo], {"k": text}, True, None, text)])
+    [(f, d, micro, paris, m, b, n, s)] = client.execute("SELECT * FROM kinds")
+    assert (f, m, b, n, s) == (float("inf"), {"k": text}, True, None, text)
+    assert d == moment.replace(microsecond=678000) and micro == moment and paris == [moment.replace(microsecond=678000)]
+    assert str(paris[0].tzinfo) == "Europe/Paris"
+    assert client.execute("SELECT count() FROM kinds WHERE s = %(s)s", {"s": text}) == [(1,)]
 
 
 # ---------------------------------------------------------------------------- child processes

@@ -43,7 +43,6 @@ from urllib.parse import parse_qs, unquote
 from zoneinfo import ZoneInfo
 
 from ..errors import BackendUnavailableError, ValidationError
-from ..values import format_iso
 from .base import first_line
 
 #: The scheme of the URLs this module serves.
@@ -148,8 +147,9 @@ def _start_session(path: str) -> Any:
         raise BackendUnavailableError(f"Cannot open {SCHEME}{path}: {reason}",
                                       details={"url": SCHEME + path, "code": "CANNOT_CONNECT"}) from exc
     sys.stderr.write(printed.getvalue())
-    # NaN and infinities as "nan"/"inf": JSON output writes them as null otherwise.
-    session.query("SET output_format_json_quote_denormals = 1")
+    # NaN and infinities as "nan"/"inf" (JSON output writes them as null otherwise); timestamps
+    # of inserted rows read with their offset, whatever the column's or the engine's time zone.
+    session.query("SET output_format_json_quote_denormals = 1, date_time_input_format = 'best_effort'")
     return session
 
 
@@ -186,9 +186,9 @@ def _locking_process(path: str) -> str | None:
 
 
 def _json_value(value: Any) -> Any:
-    """What ``json`` cannot encode of an inserted row: timestamps, as text the columns parse."""
+    """What ``json`` cannot encode of an inserted row: timestamps, as ISO text with their offset."""
     if isinstance(value, datetime):
-        return format_iso(value)[:-1].replace("T", " ")
+        return value.isoformat()
     raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
 
 
