@@ -204,7 +204,7 @@ def raw_writer(bench: BenchBackend, datetime64: bool) -> tuple[Callable[[list[di
 
 def ingest(bench: BenchBackend, count: int, *, rounds: int = 2, show_profile: bool = False) -> dict[str, Any]:
     """Best-of-``rounds`` rows/s of the library and of the bare driver, on the same table."""
-    store = store_for_url(bench.url)
+    store = store_for_url(legacy_url(bench))
     try:
         store.init()
         observability = store.get_store("observability")
@@ -383,7 +383,7 @@ LIST_FILTERS = (
 def reads_at_scale(bench: BenchBackend, count: int, per_trace: int = SPANS_PER_TRACE) -> list[dict[str, Any]]:
     """Load ``count`` spans raw, then time ``get_trace`` and ``list_traces`` through the library,
     alternately with the bare driver running the same statements."""
-    store = store_for_url(bench.url)
+    store = store_for_url(legacy_url(bench))
     raw: RawReads | None = None
     results = []
     try:
@@ -429,6 +429,12 @@ def _count(name: str, default: int) -> int:
     """An integer from the environment variable ``name``, else ``default``."""
     value = os.environ.get(name, "").replace("_", "").strip()
     return int(value) if value else default
+
+
+def legacy_url(bench: Any) -> str:
+    """The URL of the legacy span table (``mastra_ai_spans``) this module measures: ClickHouse's
+    default is the current layout (``layout="vnext"``)."""
+    return bench.url + "?layout=legacy" if bench.name == "clickhouse" else bench.url
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
