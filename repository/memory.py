@@ -15,6 +15,7 @@ from .models.memory import build_memory_models
 from .base import DomainRepository, fetch_page, fetch_prepared_page, filter_by_metadata, operation, order_terms
 from .errors import ConflictError, NotFoundError, ValidationError
 from .page import Page
+from .retention import Prunable, RetentionTable
 from .schemas.base import JSONObject, Timestamp, flatten_errors, load_into
 from .schemas.memory import MESSAGE_ROLES, MessageSchema, MessageUpdateSchema, ResourceSchema, ThreadSchema
 from .validation import (Problems, check_id, check_metadata_filter, check_order_by, check_page, json_matches,
@@ -101,7 +102,7 @@ def _check_ids(problems: Problems, field: str, value: Any) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-class MemoryRepository(DomainRepository):
+class MemoryRepository(Prunable, DomainRepository):
     """Threads, messages and resources of AI-agent conversations.
 
     Example::
@@ -114,6 +115,10 @@ class MemoryRepository(DomainRepository):
     """
 
     domain = "memory"
+    #: Retention (fidelity-1.71 §5): each table on its own ``createdAt``, in Mastra's order.
+    retention_tables = (RetentionTable(key="messages", model="message", anchor="created_at"),
+                        RetentionTable(key="resources", model="resource", anchor="created_at"),
+                        RetentionTable(key="threads", model="thread", anchor="created_at"))
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_memory_models(database)

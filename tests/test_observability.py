@@ -1631,7 +1631,7 @@ def test_sqlite_migrate_spans(tmp_path):
                                "'2024-01-01T00:00:00.000Z', ?, '2024-01-01T00:00:00.000Z', ?)", OLD_SPAN_ROWS)
     repository = ObservabilitySQLite(url=f"sqlite:///{path}")
     try:
-        with pytest.raises(ConflictError):
+        with pytest.raises(ConflictError, match=r"migrate_spans\(\) keeps one row per span"):
             repository.init()
         assert repository.check_spans_migration_status() == {
             "needs_migration": True, "has_duplicates": True, "duplicate_count": 1, "constraint_exists": False,
