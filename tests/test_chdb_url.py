@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from composite_store import BackendUnavailableError, CompositeStore, NotSupportedError, ValidationError
+from composite_store import BackendUnavailableError, CompositeStore, NotSupportedError, StorageError, ValidationError
 from composite_store.backends.chdb import parse_chdb_url
 from composite_store.clickhouse import ClickHouseStore, MemoryClickHouse, ObservabilityClickHouse, ScoresClickHouse
 from composite_store.composite import store_for_url
@@ -164,6 +164,16 @@ def test_a_directory_another_process_has_open_is_unavailable(chdb_url, tmp_path)
     assert result.returncode == 1
     assert result.stderr == (f"STORAGE_CLICKHOUSE_COUNT_ROWS_FAILED: Cannot open {chdb_url}: process {os.getpid()} "
                              "has this chdb directory open, and one process opens a chdb directory at a time\n")
+
+
+def test_an_engine_error_is_a_storage_error_with_the_engines_words(chdb_url):
+    memory = MemoryClickHouse(url=fresh_url(chdb_url))  # no init(): no tables
+    with pytest.raises(StorageError) as caught:
+        memory.list_threads()
+    error = caught.value
+    assert error.id == "STORAGE_CLICKHOUSE_LIST_THREADS_FAILED" and error.details["server_code"] == 60
+    assert "mastra_threads" in str(error) and str(error).endswith("(code 60)")
+    assert "Stack trace" not in str(error) and "\n" not in str(error)
 
 
 def test_raw_clients_of_the_tests_reach_the_same_engine(storage, chdb_url):

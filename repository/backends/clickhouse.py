@@ -373,6 +373,13 @@ class Final(peewee.Node):
         return ctx.literal(" FINAL")
 
 
+def driver_reason(exc: Any) -> str:
+    """The words of a clickhouse-driver error, without its code line and the server's stack trace:
+    "DB::Exception: Database x doesn't exist. Stack trace: …" → "Database x doesn't exist"."""
+    lines = (getattr(exc, "message", None) or "").strip().splitlines()
+    return (lines[0] if lines else "").removeprefix("DB::Exception: ").split(". Stack trace:", 1)[0].rstrip(".")
+
+
 _STRIPES = 256
 
 #: Server codes of a refused login: UNKNOWN_DATABASE, UNKNOWN_USER, WRONG_PASSWORD,
@@ -423,10 +430,7 @@ class ClickHouseBackend(Backend):
         if not (isinstance(exc, ch_errors.ServerException) and exc.code in LOGIN_REFUSED_CODES
                 and self.database.is_closed()):
             return None
-        # "DB::Exception: Database x doesn't exist. Stack trace: …" → "Database x doesn't exist"
-        lines = (exc.message or "").strip().splitlines()
-        reason = (lines[0] if lines else "").removeprefix("DB::Exception: ").split(". Stack trace:", 1)[0].rstrip(".")
-        return f"{reason} (code {exc.code})"
+        return f"{driver_reason(exc)} (code {exc.code})"
 
     def discard_connection(self) -> None:
         # The client is unusable: drop it so the next call reconnects (and detects again).
@@ -443,7 +447,8 @@ class ClickHouseBackend(Backend):
 
         if isinstance(exc, ch_errors.Error):
             code = getattr(exc, "code", None)
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = driver_reason(exc) or type(exc).__name__
+            message = f"{reason} (code {code})" if code is not None else reason
             return StorageError(message, details={"error": type(exc).__name__, "server_code": code})
         return super().translate_error(exc)
 
