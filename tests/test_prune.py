@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from composite_store import CompositeStore, NotSupportedError, ValidationError
+from composite_store.composite import store_for_url
 from composite_store.sqlite import ScoresSQLite, SQLiteStore
 from composite_store.values import utc_now
 from tests.conftest import MATRIX
@@ -19,6 +20,35 @@ from tests.conftest import MATRIX
 SQL_BACKENDS = pytest.mark.backends("sqlite", "postgres")
 CLICKHOUSE = pytest.mark.requires(family="clickhouse")
 CONTENT = {"format": 2, "parts": [{"type": "text", "text": "hi"}]}
+
+
+# prune() creates the anchor indexes it needs; on the session's shared database they would show in
+# the layout tests of other modules, so this module's SQL stores live in a database of their own.
+
+@pytest.fixture(scope="module")
+def own_url(backend, backend_url, tmp_path_factory):
+    """This module's own database (ClickHouse creates no index: its shared database)."""
+    family = MATRIX[backend].family
+    if family == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('prune')}/prune.db"
+    if family == "postgres":
+        return f"{backend_url}{'&' if '?' in backend_url else '?'}schema_name=prune_tests"
+    return backend_url
+
+
+@pytest.fixture(scope="module")
+def session_store(own_url):
+    """This module's own initialized store."""
+    store = store_for_url(own_url)
+    store.init()
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def legacy_observability(session_store):
+    """The observability repository of this module's store (SQL backends: the legacy layout)."""
+    return session_store.get_store("observability")
 
 
 def days_ago(days: float):
@@ -166,13 +196,15 @@ def test_workflow_runs_by_updated_at_and_scores_by_created_at(workflows, scores)
 
 
 @SQL_BACKENDS
-def test_anchor_index_is_created(memory, backend, backend_url):
+def test_anchor_index_is_created(memory, backend):
     """§5.2: the anchor index exists after a prune (Mastra's names)."""
     memory.prune(policies={"messages": {"max_age": "30d"}})
     database = memory.backend.database
     with memory.backend.connection():
         names = {index.name for index in database.get_indexes("mastra_messages", memory.models.message._meta.schema)}
-    expected = "idx_retention_mastra_messages_createdAt" if backend == "sqlite" else "mastra_messages_retention_idx"
+    schema = getattr(memory.backend, "schema_name", None)  # index names outside public carry it
+    expected = ("idx_retention_mastra_messages_createdAt" if backend == "sqlite"
+                else f"{schema + '_' if schema else ''}mastra_messages_retention_idx")
     assert expected in names
 
 
@@ -292,7 +324,7 @@ def test_clickhouse_points_to_its_ttl(scores, memory, workflows):
 
 
 @SQL_BACKENDS
-def test_whole_store_retention(store, backend, backend_url):
+def test_whole_store_retention(store, backend, own_url):
     """§5.3: ``retention=`` at construction is what ``prune()`` applies; ``retention=`` of a call
     replaces it; neither → []; bad retention is refused at construction and at the call."""
     memory = store.get_store("memory")
@@ -301,7 +333,7 @@ def test_whole_store_retention(store, backend, backend_url):
     assert store.prune() == []
     assert store.prune(retention={"memory": {"messages": {"max_age": "60d"}}}) == [
         result("memory", "mastra_messages", 0, True)]
-    connect = {"url": backend_url} if backend == "sqlite" else {"connection_string": backend_url}
+    connect = {"url": own_url} if backend == "sqlite" else {"connection_string": own_url}
     configured = type(store)(**connect, retention={"memory": {"messages": {"max_age": "30d"}}, "workflows": {}})
     try:
         assert configured.prune() == [result("memory", "mastra_messages", 1, True)]

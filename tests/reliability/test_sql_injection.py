@@ -184,7 +184,8 @@ def test_agents_store_hostile_strings_verbatim(agents):
         assert updated["metadata"] == {value: "changed", "k": value}
     assert_bad_filter_keys_rejected(lambda key: agents.list_agents(metadata={key: True}))
     assert_bad_order_rejected(lambda order_by: agents.list_agents(order_by=order_by))
-    assert agents.count_rows() == {"mastra_agents": len(CORPUS), "mastra_agent_versions": 2 * len(CORPUS)}
+    assert agents.count_rows() == {"mastra_agents": len(CORPUS), "mastra_agent_versions": 2 * len(CORPUS),
+                                  "mastra_favorites": 0}
 
 
 # --------------------------------------------------------------------------- datasets
