@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 from uuid import uuid4
 
 import peewee
 
 from .models.agents import CONFIG_COLUMNS, build_agents_models
 
-from .base import DomainRepository, fetch_page, filter_by_metadata, operation, order_terms
+from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, filter_by_metadata, matching, operation,
+                   order_terms, streaming)
 from .errors import ConflictError, NotFoundError, NotSupportedError, StorageError, ValidationError
 from .page import Page
 from .schemas.agents import AGENT_STATUSES, VISIBILITIES, AgentInputSchema, AgentUpdateSchema, AgentVersionSchema
@@ -603,6 +604,40 @@ class AgentsRepository(DomainRepository):
         order = order_terms(getattr(Version, ordering.field), ordering.descending, Version.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request)
         return Page([_version_record(row) for row in rows], total, request.page, request.per_page, has_more)
+
+    # ------------------------------------------------------------------ streaming reads
+
+    @streaming
+    def iter_agents(self, *, with_versions: bool = False, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every agent as :meth:`list_agents` gives them, in id order, read ``chunk_size`` at a
+        time (constant memory); ``with_versions=True`` adds ``versions``: the agent's versions
+        as :meth:`list_versions` gives them, by version number."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        if not isinstance(with_versions, bool):
+            problems.add("with_versions", "Not a valid boolean.")
+        problems.raise_if_any()
+        agents = map(_agent_record, self.backend.iterate(self.backend.select(self.models.agent),
+                                                         chunk_size=chunk_size))
+        return map(self._with_versions, agents) if with_versions else agents
+
+    def _with_versions(self, agent: dict[str, Any]) -> dict[str, Any]:
+        Version = self.models.version
+        query = self.backend.select(Version).where(Version.agent_id == agent["id"])
+        with self.backend.connection():
+            agent["versions"] = [_version_record(row) for row in query.order_by(Version.version_number, Version.id)]
+        return agent
+
+    @streaming
+    def iter_versions(self, *, agent_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every version (of one agent, or of all) as :meth:`list_versions` gives them, in id
+        order, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        Version = self.models.version
+        query = matching(problems, self.backend.select(Version), Version, agent_id=agent_id)
+        problems.raise_if_any()
+        return map(_version_record, self.backend.iterate(query, chunk_size=chunk_size))
 
     # ------------------------------------------------------------------ short names (agents.md §4.15)
 

@@ -13,9 +13,9 @@ from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import peewee
 
-from .backends.base import Backend, UnstorableText, rejecting_unstorable_text, statement_key
+from .backends.base import ITER_CHUNK, Backend, UnstorableText, rejecting_unstorable_text, statement_key
 from .errors import NotSupportedError, StorageError, ValidationError
-from .validation import check_arguments_text, json_matches
+from .validation import Problems, check_arguments_text, check_id, json_matches
 
 logger = logging.getLogger("composite_store")
 
@@ -38,27 +38,60 @@ def operation(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(self: "DomainRepository", *args: Any, **kwargs: Any) -> Any:
-        backend = self.backend
-        try:
-            with backend.connection(), rejecting_unstorable_text() if self.rejects_unstorable_text else nullcontext():
-                return func(self, *args, **kwargs)
-        except UnstorableText as exc:
-            try:
-                check_arguments_text(kwargs)
-            except ValidationError as error:
-                raise error.bind(backend=backend.name, operation=name, domain=self.domain) from None
-            raise StorageError("A stored value holds U+0000 or an unpaired surrogate", category="SYSTEM").bind(
-                backend=backend.name, operation=name, domain=self.domain) from exc
-        except StorageError as exc:
-            raise exc.bind(backend=backend.name, operation=name, domain=self.domain)
-        except Exception as exc:
-            error = backend.translate_error(exc)
-            if error is None:
-                raise
-            logger.debug("%s.%s failed: %s", type(self).__name__, func.__name__, error)
-            raise error.bind(backend=backend.name, operation=name, domain=self.domain) from exc
+        with operation_scope(self, name, kwargs):
+            return func(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def streaming(func: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """Wrap a public ``iter_*`` method, which validates its arguments and returns the records'
+    iterator (over :meth:`Backend.iterate`).
+
+    The arguments are checked at the call, as :func:`operation` does; the rows are read as the
+    caller advances, each step inside the operation's scope, so a failure while iterating is
+    the same :class:`StorageError` (``STORAGE_<BACKEND>_ITER_…``) a list method raises.
+    """
+    name = func.__name__.upper()
+
+    @functools.wraps(func)
+    def wrapper(self: "DomainRepository", *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with operation_scope(self, name, kwargs):
+            records = func(self, *args, **kwargs)
+        return _scoped_steps(self, name, kwargs, records)
+
+    return wrapper
+
+
+def _scoped_steps(repository: "DomainRepository", name: str, kwargs: dict[str, Any],
+                  records: Iterator[Any]) -> Iterator[Any]:
+    with operation_scope(repository, name, kwargs):
+        yield from records
+
+
+@contextmanager
+def operation_scope(self: "DomainRepository", name: str, kwargs: dict[str, Any]) -> Iterator[None]:
+    """The scope of one repository call (:func:`operation`): the backend's connection, and the
+    library's errors, named after ``name``, for what fails inside."""
+    backend = self.backend
+    try:
+        with backend.connection(), rejecting_unstorable_text() if self.rejects_unstorable_text else nullcontext():
+            yield
+    except UnstorableText as exc:
+        try:
+            check_arguments_text(kwargs)
+        except ValidationError as error:
+            raise error.bind(backend=backend.name, operation=name, domain=self.domain) from None
+        raise StorageError("A stored value holds U+0000 or an unpaired surrogate", category="SYSTEM").bind(
+            backend=backend.name, operation=name, domain=self.domain) from exc
+    except StorageError as exc:
+        raise exc.bind(backend=backend.name, operation=name, domain=self.domain)
+    except Exception as exc:
+        error = backend.translate_error(exc)
+        if error is None:
+            raise
+        logger.debug("%s.%s failed: %s", type(self).__name__, name.lower(), error)
+        raise error.bind(backend=backend.name, operation=name, domain=self.domain) from exc
 
 
 class DomainRepository:
@@ -238,6 +271,23 @@ def count_prepared(backend: Backend, key: Any, build: Callable[[], peewee.ModelS
     statement = backend.prepared(statement_key(build, key), lambda: peewee.Select(
         [build().order_by().select(peewee.SQL("1")).alias("_wrapped")], [peewee.fn.COUNT(peewee.SQL("1"))]).tuples())
     return statement.first(**values)[0]
+
+
+def matching(problems: Problems, query: peewee.ModelSelect, model: type[peewee.Model],
+             **values: Any) -> peewee.ModelSelect:
+    """``query`` narrowed to the rows whose fields equal the given ids (``None``: any); each id
+    is checked as :func:`~composite_store.validation.check_id` checks one (the ``iter_*`` filters)."""
+    for name, value in values.items():
+        if value is not None:
+            check_id(problems, name, value)
+            query = query.where(getattr(model, name) == value)
+    return query
+
+
+def check_chunk_size(problems: Problems, chunk_size: Any) -> None:
+    """``chunk_size`` of an ``iter_*`` method: a positive integer."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        problems.add("chunk_size", "chunk_size must be a positive integer")
 
 
 def filter_by_metadata(backend: Backend, query: peewee.ModelSelect, field: peewee.Field, filters: dict[str, Any],

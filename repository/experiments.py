@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 from uuid import uuid4
 
 import marshmallow
@@ -17,7 +17,8 @@ import peewee
 
 from .models.experiments import build_experiments_models
 
-from .base import DomainRepository, fetch_page, operation, order_terms
+from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, matching, operation, order_terms,
+                   streaming)
 from .errors import ConflictError, NotFoundError
 from .page import Page
 from .schemas.base import Timestamp, load_into
@@ -655,6 +656,31 @@ class ExperimentsRepository(Prunable, DomainRepository):
         order = order_terms(getattr(Result, ordering.field), ordering.descending, Result.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request)
         return Page([self._result_record(r) for r in rows], total, request.page, request.per_page, has_more)
+
+    @streaming
+    def iter_experiments(self, *, dataset_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every experiment (of a dataset, or all) as :meth:`list_experiments` gives them, in id
+        order, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        Experiment = self.models.experiment
+        query = matching(problems, self.backend.select(Experiment), Experiment, dataset_id=dataset_id)
+        problems.raise_if_any()
+        return map(self._experiment_record, self.backend.iterate(query, chunk_size=chunk_size))
+
+    @streaming
+    def iter_experiment_results(self, *, experiment_id: str | None = None, filters: dict | None = None,
+                                chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every result (of one experiment, or of all) in the tenancy ``filters`` as
+        :meth:`list_experiment_results` gives them, in id order, read ``chunk_size`` at a time
+        (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        scope = check_tenancy(problems, filters)
+        Result = self.models.result
+        query = matching(problems, self.backend.select(Result), Result, experiment_id=experiment_id, **scope)
+        problems.raise_if_any()
+        return map(self._result_record, self.backend.iterate(query, chunk_size=chunk_size))
 
     @operation
     def delete_experiment_results(self, *, experiment_id: str, filters: dict | None = None) -> None:

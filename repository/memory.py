@@ -12,7 +12,8 @@ import peewee
 
 from .models.memory import build_memory_models
 
-from .base import DomainRepository, fetch_page, fetch_prepared_page, filter_by_metadata, operation, order_terms
+from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, fetch_prepared_page, filter_by_metadata,
+                   matching, operation, order_terms, streaming)
 from .errors import ConflictError, NotFoundError, ValidationError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -351,6 +352,46 @@ class MemoryRepository(Prunable, DomainRepository):
         order = order_terms(getattr(Thread, ordering.field), ordering.descending, Thread.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
         return Page([self._thread_record(r) for r in rows], total, request.page, request.per_page, has_more)
+
+    # ------------------------------------------------------------------ streaming reads
+
+    @streaming
+    def iter_threads(self, *, resource_id: str | None = None, metadata: dict | None = None,
+                     chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every thread (of ``resource_id``, matching ``metadata``) as :meth:`list_threads`
+        gives them, in id order, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        filters = check_metadata_filter(problems, "metadata", metadata)
+        check_chunk_size(problems, chunk_size)
+        Thread = self.models.thread
+        query = matching(problems, self.backend.select(Thread), Thread, resource_id=resource_id)
+        problems.raise_if_any()
+        query, predicate = filter_by_metadata(self.backend, query, Thread.metadata, filters)
+        rows = self.backend.iterate(query, chunk_size=chunk_size)
+        return map(self._thread_record, rows if predicate is None else filter(predicate, rows))
+
+    @streaming
+    def iter_messages(self, *, thread_id: str | None = None, resource_id: str | None = None,
+                      chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every message (of a thread, a resource, or all) as :meth:`list_messages` gives them,
+        in id order, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        Message = self.models.message
+        query = matching(problems, self.backend.select(Message), Message, thread_id=thread_id,
+                         resource_id=resource_id)
+        problems.raise_if_any()
+        return map(self._message_record, self.backend.iterate(query, chunk_size=chunk_size))
+
+    @streaming
+    def iter_resources(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every resource as :meth:`get_resource_by_id` gives it, in id order, read
+        ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        problems.raise_if_any()
+        query = self.backend.select(self.models.resource)
+        return map(self._resource_record, self.backend.iterate(query, chunk_size=chunk_size))
 
     # ------------------------------------------------------------------ messages: reads
 

@@ -17,7 +17,7 @@ import functools
 
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 from uuid import uuid4
 
 import peewee
@@ -25,7 +25,8 @@ import peewee
 from .models.fields import JSONField
 from .models.scores import build_scores_models
 
-from .base import DomainRepository, fetch_page, gc_paused, operation, order_terms
+from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, gc_paused, matching, operation,
+                   order_terms, streaming)
 from .errors import ValidationError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -406,5 +407,22 @@ class ScoresRepository(Prunable, DomainRepository):
         check_id(problems, "span_id", span_id)
         Score = self.models.score
         return self._list(problems, [Score.trace_id == trace_id, Score.span_id == span_id], filters, page, per_page)
+
+    @streaming
+    def iter_scores(self, *, scorer_id: str | None = None, run_id: str | None = None, entity_id: str | None = None,
+                    entity_type: str | None = None, trace_id: str | None = None, span_id: str | None = None,
+                    filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every score matching the given ids (a scorer, a run, an entity, a span, or all) and the
+        tenancy ``filters``, as the list methods give them, in key order, read ``chunk_size`` at
+        a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        scope = check_tenancy(problems, filters)
+        Score = self.models.score
+        query = matching(problems, self.backend.select(Score), Score, scorer_id=scorer_id, run_id=run_id,
+                         entity_id=entity_id, entity_type=entity_type, trace_id=trace_id, span_id=span_id, **scope)
+        problems.raise_if_any()
+        return map(self._record, self.backend.iterate(query, chunk_size=chunk_size))
+
 
 __all__ = ["ScoresRepository", "fast_prepare_score"]

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import marshmallow
 import peewee
 
 from .models.workflows import build_workflow_models
 
-from .base import DomainRepository, fetch_page, operation, order_terms
+from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, matching, operation, order_terms,
+                   streaming)
 from .errors import ConflictError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -434,6 +435,19 @@ class WorkflowsRepository(Prunable, DomainRepository):
         order = order_terms(Run.created_at, True, Run.workflow_name, Run.run_id)
         rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
         return Page([self._run_record(row) for row in rows], total, request.page, request.per_page, has_more)
+
+    @streaming
+    def iter_workflow_runs(self, *, workflow_name: str | None = None, resource_id: str | None = None,
+                           chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every run (of a workflow, of a resource) as :meth:`list_workflow_runs` gives them, in
+        key order, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        Run = self.models.snapshot
+        query = matching(problems, self.backend.select(Run), Run, workflow_name=workflow_name,
+                         resource_id=resource_id)
+        problems.raise_if_any()
+        return map(self._run_record, self.backend.iterate(query, chunk_size=chunk_size))
 
     # ------------------------------------------------------------------ atomic updates
 

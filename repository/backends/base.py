@@ -25,6 +25,10 @@ logger = logging.getLogger("composite_store")
 #: Rows per multi-row INSERT on SQLite and PostgreSQL.
 CHUNK_SIZE = 500
 
+#: Rows per chunk of :meth:`Backend.iterate`: large enough that a chunk's statement costs little
+#: per row, small enough that a chunk of big rows (spans) stays a few MiB.
+ITER_CHUNK = 2000
+
 
 def mask_password(url: str) -> str:
     """``scheme://user:secret@host`` → ``scheme://user:***@host``."""
@@ -371,6 +375,34 @@ class Backend:
         with self.database.atomic():
             yield
 
+    def iterate(self, query: peewee.ModelSelect, order: Sequence[peewee.Field] | None = None, *,
+                chunk_size: int = ITER_CHUNK) -> Iterator[dict[str, Any]]:
+        """Every row of ``query`` (a :meth:`select`) in ascending order of ``order`` (default:
+        :meth:`iteration_order` of the query's model), fetched ``chunk_size`` rows at a time:
+        constant memory for any number of rows.
+
+        Keyset pagination (:func:`keyset_chunks`): each chunk is its own short statement, so no
+        transaction or cursor stays open between chunks and the caller may write to the
+        database while iterating.
+        """
+        order = list(order or self.iteration_order(query.model))
+
+        def fetch(after: peewee.Node | None, limit: int) -> list[dict[str, Any]]:
+            chunk = query.order_by(*order).limit(limit)
+            with self.connection():
+                return list(chunk if after is None else chunk.where(after))
+
+        return keyset_chunks(fetch, order, chunk_size)
+
+    def iteration_order(self, model: type[peewee.Model]) -> list[peewee.Field]:
+        """The unique key :meth:`iterate` walks a table in: its key (``Meta.table_key`` or the
+        primary key); ClickHouse: its sorting key, which its reads deduplicate on."""
+        key = getattr(model._meta, "table_key", None)
+        if key is None:
+            return _primary_key_fields(model)
+        by_column = {field.column_name: field for field in model._meta.sorted_fields}
+        return [by_column[column] for column in key.columns]
+
     def count(self, query: peewee.ModelSelect, *, bitmap: bool = False) -> int:
         """The number of rows ``query`` selects (``fetch_page``'s total).  ``bitmap`` asks for
         bitmap scans where the database has them (PostgreSQL), for filtered counts."""
@@ -611,6 +643,39 @@ class Backend:
                 f"INSERT INTO {self.table_sql(model)} ({columns}) SELECT {chosen} "
                 f'FROM {self.table_sql(model)} AS "source" JOIN "copy_keys" ON "source"."{pk.column_name}" = '
                 '"copy_keys"."old_key"', [*(key for pair in chunk for key in pair), *constants])
+
+
+def keyset_chunks(fetch: Callable[[peewee.Node | None, int], list[dict[str, Any]]], order: Sequence[peewee.Field],
+                  chunk_size: int) -> Iterator[dict[str, Any]]:
+    """The keyset loop of :meth:`Backend.iterate`: ``fetch(after, limit)`` reads up to ``limit``
+    rows in ascending ``order`` that satisfy ``after`` (``None`` for the first chunk, then
+    :func:`keyset_after` the last key read); rows are yielded until a chunk comes back short.
+
+    ``order`` is a unique key whose values read back exactly (ids, numbers, ClickHouse's
+    millisecond timestamps), so the next chunk starts right after the last row: never
+    ``OFFSET``, which rescans what it skips.  Rows written meanwhile behind the position are
+    not seen; ahead of it, they are.
+    """
+    after: peewee.Node | None = None
+    while True:
+        rows = fetch(after, chunk_size)
+        yield from rows
+        if len(rows) < chunk_size:
+            return
+        after = keyset_after(order, [rows[-1][field.name] for field in order])
+        del rows  # the next chunk replaces this one instead of joining it
+
+
+def keyset_after(order: Sequence[peewee.Field], values: Sequence[Any]) -> peewee.Expression:
+    """Rows after ``values`` in ascending ``order``: ``a >= x AND (a > x OR (a = x AND b > y))``.
+
+    Spelled out instead of a row-value comparison so every database (ClickHouse 18.16 too)
+    understands it and each value goes through its field's conversion; the leading ``a >= x``
+    lets an index on the key start its range there."""
+    first, value = order[0], values[0]
+    if len(order) == 1:
+        return first > value
+    return (first >= value) & ((first > value) | ((first == value) & keyset_after(order[1:], values[1:])))
 
 
 class Param:

@@ -632,6 +632,11 @@ class ClickHouseBackend(Backend):
 
     # -- writes: versions and tombstones -------------------------------------------------
 
+    def iteration_order(self, model: type[peewee.Model]) -> list[peewee.Field]:
+        # The sorting key: unique among live rows (reads deduplicate on it) and the order the
+        # parts are stored in, so each chunk starts by a primary-index lookup.
+        return [model._meta.fields[name] for name in self._sort_key(model)]
+
     def _sort_key(self, model: type[peewee.Model]) -> list[str]:
         by_column = {f.column_name: f.name for f in model._meta.sorted_fields}
         return [by_column[c] for c in model._meta.clickhouse.order_by]

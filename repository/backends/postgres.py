@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import select
 import threading
 import zlib
@@ -17,7 +18,7 @@ from ..models.fields import TimestampField, ZonedTimestampField
 
 from ..errors import ValidationError
 from ..values import UTC, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, BackendFeatures, StoredFormats, timestamp_fields
+from .base import ITER_CHUNK, Backend, BackendFeatures, StoredFormats, timestamp_fields
 
 #: Seconds a call waits for a free pooled connection before failing.
 POOL_WAIT_S = 30.0
@@ -233,6 +234,63 @@ class PostgresBackend(Backend):
         yield
         self.database.execute_sql("SET LOCAL enable_indexscan = on")
 
+    def iterate(self, query: peewee.ModelSelect, order: Sequence[peewee.Field] | None = None, *,
+                chunk_size: int = ITER_CHUNK) -> Iterator[dict[str, Any]]:
+        # One statement read through a named (server-side) cursor, chunk_size rows per round
+        # trip: the server keeps the position, so nothing is re-planned or re-scanned per chunk.
+        # It runs on a connection of its own from the pool, in a read-only transaction of its
+        # own: writes the caller makes while iterating go through its usual connection and
+        # commit as they always do.  Closing the generator early returns the connection.
+        order = list(order or self.iteration_order(query.model))
+        sql, params = self.database.get_sql_context().parse(query.order_by(*order))
+        conn = self._iteration_connection()
+        try:
+            conn.autocommit = False  # a named cursor lives inside a transaction
+            conn.set_session(readonly=True)
+            with conn.cursor(name=f"composite_store_iter_{next(_cursor_numbers)}") as cursor:
+                cursor.itersize = chunk_size
+                cursor.execute(sql, params)
+                reader = None
+                while rows := cursor.fetchmany(chunk_size):
+                    if reader is None:
+                        reader = query._get_cursor_wrapper(cursor)
+                        reader.initialize()
+                    yield from map(reader.process_row, rows)
+                    del rows
+            conn.rollback()
+        except Exception as exc:
+            if self.is_connection_failure(exc) or getattr(conn, "closed", 0):
+                self.database._close(conn, close_conn=True)
+                conn = None
+                raise self.unavailable(exc) from exc
+            raise
+        finally:
+            if conn is not None:
+                self._return_iteration_connection(conn)
+
+    def _iteration_connection(self) -> Any:
+        """A pooled connection outside this thread's peewee state (:meth:`iterate`)."""
+        try:
+            conn = self.database._connect()
+        except Exception as exc:
+            if isinstance(exc, peewee.PeeweeException) or type(exc).__module__.startswith("psycopg2"):
+                raise self.unavailable(exc) from exc
+            raise
+        if self.database.server_version is None:
+            self.database._set_server_version(conn)
+        return conn
+
+    def _return_iteration_connection(self, conn: Any) -> None:
+        try:
+            if not conn.closed:
+                conn.rollback()  # also ends a transaction a generator closed mid-chunk left open
+                conn.set_session(readonly=False)
+                conn.autocommit = True  # as peewee hands connections out
+        except Exception:  # noqa: BLE001 - a broken connection is dropped below
+            self.database._close(conn, close_conn=True)
+            return
+        self.database._close(conn, close_conn=bool(conn.closed))
+
     def for_update(self, query: peewee.ModelSelect) -> peewee.ModelSelect:
         return query.for_update()
 
@@ -275,6 +333,11 @@ class PostgresBackend(Backend):
     def prepare_rows(self, model, rows):
         # Every timestamp is written into both columns of its pair, from the same instant.
         return _with_zoned(model, rows)
+
+
+#: Names of named cursors: unique within the process (one connection never holds two at once,
+#: but a name must not repeat within a transaction either).
+_cursor_numbers = itertools.count(1)
 
 
 def _with_zoned(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from uuid import uuid4
 
 import peewee
 
 from ..models.datasets import JSONTextField, build_datasets_models
 
-from ..base import DomainRepository, fetch_page, operation, order_terms
+from ..base import ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, operation, order_terms, streaming
 from ..errors import VALIDATION_STATUS_ORDER, ConflictError, NotFoundError, StorageError, ValidationError
 from ..page import Page
 from ..purge import (LinkedTables, detach_dataset_rows, is_purged, purge_mark, purge_time,
@@ -827,6 +827,31 @@ class DatasetsRepository(DomainRepository):
         order = order_terms(getattr(Item, ordering.field), ordering.descending, Item.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request)
         return Page([self._item_record(r) for r in rows], total, request.page, request.per_page, has_more)
+
+    @streaming
+    def iter_datasets(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every dataset as :meth:`list_datasets` gives them, in id order, read ``chunk_size`` at
+        a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        _raise_problems(problems)
+        query = self.backend.select(self.models.dataset)
+        return map(self._dataset_record, self.backend.iterate(query, chunk_size=chunk_size))
+
+    @streaming
+    def iter_dataset_items(self, *, dataset_id: str, version: int | None = None,
+                           chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """The current items of a dataset (or those visible at ``version``) as :meth:`list_items`
+        gives them, in key order, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        _check_version(problems, "version", version, required=False)
+        _check_ids(problems, dataset_id=dataset_id)
+        _raise_problems(problems)
+        Item = self.models.item
+        query = self._items().where(Item.dataset_id == dataset_id,
+                                    self._current() if version is None else self._visible_at(version))
+        return map(self._item_record, self.backend.iterate(query, chunk_size=chunk_size))
 
     # ------------------------------------------------------------------ versions
 

@@ -8,10 +8,11 @@ report (or accepts an unusual but valid record).  Both paths store exactly the s
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from operator import itemgetter
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import marshmallow
 
@@ -390,3 +391,11 @@ def anchor_first(spans: list[dict[str, Any]], span_id: str) -> list[dict[str, An
     """A branch's spans with its anchor first, the others in their order."""
     return [span for span in spans if span["span_id"] == span_id] + [span for span in spans
                                                                       if span["span_id"] != span_id]
+
+
+def traces_of(spans: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``{"trace_id", "spans"}`` per trace of ``spans`` (span records in trace id order), each
+    trace's spans by ``started_at`` then ``span_id`` as ``get_trace`` gives them; one trace at a
+    time is held (``iter_traces``)."""
+    for trace_id, group in itertools.groupby(spans, key=itemgetter("trace_id")):
+        yield {"trace_id": trace_id, "spans": sorted(group, key=itemgetter("started_at", "span_id"))}

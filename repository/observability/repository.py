@@ -8,12 +8,13 @@ written with the backend's bulk upsert in one call.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import marshmallow
 import peewee
 
-from ..base import DomainRepository, count_prepared, fetch_page, fetch_prepared_page, operation, order_terms
+from ..base import (ITER_CHUNK, DomainRepository, check_chunk_size, count_prepared, fetch_page, fetch_prepared_page,
+                    matching, operation, order_terms, streaming)
 from ..errors import NotFoundError, ValidationError
 from ..models.observability import build_observability_models
 from ..page import Page
@@ -27,7 +28,7 @@ from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, LIST_ORDER_FIELDS, PRE
 from .legacy_sql import LEGACY_DIALECTS, STRATEGIES, LegacyDialect
 from .records import (CAMEL_TO_SNAKE, IGNORED_WIRE_KEYS, JSON_KEYS, KEY_FIELDS, MESSAGE_RECORDS, NOT_NULL_ON_UPDATE,
                       BRANCH_SPAN_TYPES, LIGHT_SPAN_KEYS, SpanRows, anchor_first, branch_span_ids, light_list_record,
-                      light_record, span_record, trace_status)
+                      light_record, span_record, trace_status, traces_of)
 
 _SPAN_SCHEMA = SpanSchema()
 #: What a light list row is built from: the light span, the root's metadata and its input.
@@ -318,6 +319,24 @@ class ObservabilityRepository(Prunable, DomainRepository):
         ).rows(trace_id=backend.clean(trace_id))
         spans = [self._span_record(row) for row in rows]
         return {"trace_id": trace_id, "spans": spans} if spans else None
+
+    @streaming
+    def iter_spans(self, *, trace_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every span (of one trace, or all) as :meth:`get_span` gives them, by trace id then
+        span id, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        Span = self.models.span
+        query = matching(problems, self.backend.select(Span), Span, trace_id=trace_id)
+        problems.raise_if_any()
+        return map(self._span_record, self.backend.iterate(query, [Span.trace_id, Span.span_id],
+                                                           chunk_size=chunk_size))
+
+    @streaming
+    def iter_traces(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every trace as :meth:`get_trace` gives it, by trace id, its spans read ``chunk_size``
+        at a time (memory: one chunk and one trace)."""
+        return traces_of(self.iter_spans(chunk_size=chunk_size))
 
     @operation
     def get_structure(self, *, trace_id: str) -> dict | None:

@@ -11,23 +11,23 @@ modules beside these.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import peewee
 
-from ..base import DomainRepository, operation
+from ..base import ITER_CHUNK, DomainRepository, check_chunk_size, operation, streaming
 from ..errors import NotSupportedError
 from ..models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, build_observability_vnext_models
 from ..page import Page
 from ..retention import Prunable
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
-from ..backends.base import value_tuples
+from ..backends.base import keyset_chunks, value_tuples
 from ..values import json_loads
 from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
                       check_depth, check_filters, check_trace_deletion)
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
-                      light_list_record, trace_status)
+                      light_list_record, trace_status, traces_of)
 from .vnext_clickhouse import VNextClickHouseSQL
 
 #: Metadata keys that have columns of their own and never enter ``metadataSearch`` (§2.6).
@@ -289,6 +289,34 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
         problems.raise_if_any()
         spans = self._trace_spans(trace_id, columns, keys)
         return {"trace_id": trace_id, "spans": spans} if spans else None
+
+    @streaming
+    def iter_spans(self, *, trace_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every current span (of one trace, or all) as :meth:`get_span` gives them, by trace
+        id then span id, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        if trace_id is not None:
+            check_id(problems, "trace_id", trace_id)
+        problems.raise_if_any()
+        Event = self.models.span_event
+        order = [Event.trace_id, Event.span_id]
+        scope = [Event.trace_id == trace_id] if trace_id is not None else []
+
+        def fetch(after: peewee.Node | None, limit: int) -> list[dict[str, Any]]:
+            with self.backend.connection():
+                self._sql.ensure_schema()
+                rows = self._sql.select_current(Event, _SPAN_READ, [*scope, *([] if after is None else [after])],
+                                                '"traceId", "spanId"', limit=limit)
+            return [self._record(row) for row in rows]  # keyed by field name, as keyset_chunks reads
+
+        return keyset_chunks(fetch, order, chunk_size)
+
+    @streaming
+    def iter_traces(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every trace as :meth:`get_trace` gives it, by trace id, its spans read ``chunk_size``
+        at a time (memory: one chunk and one trace)."""
+        return traces_of(self.iter_spans(chunk_size=chunk_size))
 
     @operation
     def get_spans(self, *, trace_id: str, span_ids: list[str]) -> dict:
