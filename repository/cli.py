@@ -5,7 +5,8 @@ Commands:
 * ``init``: create the tables of every domain (``--default URL`` plus one option per domain);
 * ``demo``: simulate an afternoon of an agent application and print what was stored;
 * ``stats``: rows per domain and table of one database;
-* ``prune``: delete old rows in batches (retention), one line per table.
+* ``prune``: delete old rows in batches (retention), one line per table;
+* ``migrate-spans``: copy ClickHouse's legacy span table into the current layout, day by day.
 
 A failure prints the error's id and message to stderr and exits with status 1.  URLs are only
 ever shown with their password masked.  This module only parses arguments and prints; the work
@@ -206,6 +207,53 @@ def prune(url: str, policies: tuple[str, ...], batch_size: int, max_batches: int
         fail(error)
 
 
+@cli.command("migrate-spans")
+@click.argument("url")
+@click.option("--max-days", type=int, default=None, help="Stop after this many days (run again to continue).")
+def migrate_spans(url: str, max_days: int | None) -> None:
+    """Copy the legacy span table (mastra_ai_spans) of the ClickHouse database at URL into the
+    current layout (mastra_span_events), one day per server-side INSERT … SELECT.
+
+    Resumable (a run interrupted anywhere continues where it stopped) and idempotent (a span is
+    never copied twice; a finished migration is not run again).  Shows a progress bar on a
+    terminal, else one line per day on stderr; prints the count check per day and a summary.
+    """
+    from .clickhouse import ObservabilityClickHouse
+
+    try:
+        repository = ObservabilityClickHouse(url=url, layout="vnext")
+    except StorageError as error:
+        fail(error)
+    try:
+        total = repository.check_spans_migration_status()["days"]
+        with progress(length=max(total, 1), label="Migrating spans, day by day") as bar:
+            def advanced(position: int, days: int, report: dict) -> None:
+                bar.update(1)
+                if not sys.stderr.isatty():  # no bar: one line per day instead
+                    click.echo(f"{report['day']}: {report['copied']} of {report['source']} spans copied "
+                               f"(day {position} of {days})", err=True)
+
+            result = repository.migrate_spans(max_days=max_days, progress=advanced)
+    except StorageError as error:
+        fail(error)
+    finally:
+        repository.close()
+    click.echo(render_migrated(result))
+
+
+def render_migrated(result: dict) -> str:
+    """The ``migrate-spans`` report: the count check per day (when days were copied), the message."""
+    lines = []
+    if result["days"]:
+        lines.append(f"{'day':<12} {'legacy spans':>13} {'copied':>7} {'in target':>10} {'missing':>8}")
+        lines.extend(f"{day['day']:<12} {day['source']:>13,} {day['copied']:>7,} {day['target']:>10,} "
+                     f"{day['missing']:>8,}" for day in result["days"])
+        lines.append(f"Count check passed: every legacy span of {len(result['days'])} days is in "
+                     "mastra_span_events.")
+    lines.append(result["message"])
+    return "\n".join(lines)
+
+
 def _policy_table(text: str) -> tuple[str, str]:
     """The domain and table key of a ``--policy [DOMAIN.]TABLE=AGE``."""
     key, equals, age = text.partition("=")
@@ -251,4 +299,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="composite-store")
 
 
-__all__ = ["cli", "main", "fail", "configure_logging", "progress", "render_pruned", "render_stats"]
+__all__ = ["cli", "main", "fail", "configure_logging", "progress", "render_migrated", "render_pruned",
+           "render_stats"]

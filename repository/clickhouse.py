@@ -5,7 +5,8 @@ Options: ``url`` (``clickhouse://user:pass@host:port/db``, native protocol, port
 default; or ``chdb:///path/to/dir``, the current engine in-process, see
 :mod:`~composite_store.backends.chdb`), ``ttl_days=None`` (retention of scores and observability rows),
 ``mutation_timeout_s=300``; observability also takes ``layout`` (``"vnext"`` or ``"legacy"``;
-``?layout=`` in URLs, which whole stores pass to their observability domain).  agents, datasets
+``?layout=`` in URLs, which whole stores pass to their observability domain) and, in the vnext
+layout, ``retention={"tracing": days, …}`` (a TTL per signal; ``ttl_days`` is its shorthand).  agents, datasets
 and experiments are not available on ClickHouse: their classes raise
 :class:`~repository.errors.NotSupportedError` when constructed.
 """
@@ -22,6 +23,7 @@ from .experiments import ExperimentsRepository
 from .memory import MemoryRepository
 from .errors import ValidationError
 from .observability import ObservabilityRepository, VNextObservabilityRepository
+from .observability.vnext_clickhouse import retention_days
 from .scores import ScoresRepository
 from .stores import WholeStore
 from .workflows import WorkflowsRepository
@@ -86,6 +88,12 @@ class ObservabilityClickHouse(DomainRepository):
     ``layout=``, the URL's ``?layout=`` decides (for ``store=``, the store's URL), else
     :data:`DEFAULT_LAYOUT`.  The object is an instance of the layout's class, a subclass of this
     one; ``repr`` shows the layout.
+
+    Retention of the vnext layout (observability-vnext.md §10.1): ``retention={"tracing": 30}``
+    gives the tracing tables ``TTL endedAt + toIntervalDay(30)`` at :meth:`init` (``None`` removes
+    the TTL; a signal left out keeps its TTL; ``logs``, ``metrics``, ``scores`` and ``feedback``
+    are accepted but have no tables yet); ``ttl_days=N`` stands for every signal.  Servers without
+    TTL (18.16) log one warning and keep every row.
     """
 
     backend_class = ClickHouseBackend
@@ -105,9 +113,17 @@ class ObservabilityClickHouse(DomainRepository):
             cls = _LAYOUT_CLASSES[layout]
         return super().__new__(cls)
 
-    def __init__(self, *, layout: str | None = None, **options: Any) -> None:
+    def __init__(self, *, layout: str | None = None, retention: dict | None = None, **options: Any) -> None:
         # The layout was chosen by __new__ (it is this object's class).
         super().__init__(**options)
+        try:
+            if retention is not None and self.layout != "vnext":
+                raise ValidationError(fields={"retention": ['retention applies to layout="vnext"; the legacy '
+                                                            "layout takes ttl_days"]})
+            #: Days kept per signal (``None``: no TTL), applied by ``init()``.
+            self.retention_days = retention_days(retention, self.backend.ttl_days)
+        except ValidationError as exc:
+            raise exc.bind(backend=self.backend_class.name, operation="INIT", domain=self.domain) from None
 
     def __repr__(self) -> str:
         return f"ObservabilityClickHouse({self.backend.display_url!r}, layout={self.layout!r})"

@@ -495,11 +495,51 @@ class ClickHouseBackend(Backend):
     def _ttl_clause(self, model: type[peewee.Model], table: ClickHouseTable) -> str | None:
         if self.ttl_days is None or table.ttl_column is None:
             return None
-        column_type = self.server_features.columns.get(model._meta.table_name, {}).get(table.ttl_column)
-        kind = timestamp_kind(column_type, self.server_features)
-        column = f'"{table.ttl_column}"'
-        moment = f"toDateTime(intDiv({column}, 1000))" if kind == "ms" else f"toDateTime({column})"
-        return f"{moment} + toIntervalDay({self.ttl_days})"
+        return f"{self.ttl_moment(model._meta.table_name, table.ttl_column)} + toIntervalDay({self.ttl_days})"
+
+    def ttl_moment(self, table: str, column: str, *, as_stored: bool = False) -> str:
+        """The moment a TTL counts from, of the timestamp ``column`` of ``table``: ``DateTime``
+        (which every server with TTL takes), or with ``as_stored`` the column itself unless it
+        holds epoch milliseconds (the framework's ``endedAt + toIntervalDay(N)``)."""
+        column_type = self.server_features.columns.get(table, {}).get(column)
+        quoted = f'"{column}"'
+        if timestamp_kind(column_type, self.server_features) == "ms":
+            return f"toDateTime(intDiv({quoted}, 1000))"
+        return quoted if as_stored else f"toDateTime({quoted})"
+
+    def ttl_supported(self, setting: str, tables: Sequence[str]) -> bool:
+        """Whether the server has TTL; if not, one warning that ``setting`` is ignored for ``tables``."""
+        if self.server_features.ttl:
+            return True
+        logger.warning("ClickHouse %s has no TTL support: %s is ignored for %s.",
+                       ".".join(map(str, self.server_features.version)), setting, ", ".join(tables))
+        return False
+
+    def table_ttl(self, table: str) -> str | None:
+        """The table's TTL expression as the server shows it (``engine_full``), or ``None``."""
+        _, full = self.server_features.tables.get(table, ("", ""))
+        found = re.search(r"\bTTL (.+?)(?: SETTINGS .*)?$", full)
+        return found.group(1) if found else None
+
+    def reconcile_ttl(self, table: str, ttl: str | None, *, fallback: str | None = None) -> None:
+        """Make ``table``'s TTL ``ttl`` (``None``: no TTL) with ``ALTER TABLE … MODIFY TTL`` or
+        ``REMOVE TTL``, only when the server's differs; ``fallback`` is the expression tried when
+        the server refuses ``ttl`` (a TTL on ``DateTime64``) and is accepted as already set."""
+        from clickhouse_driver.errors import ServerException
+
+        current = self.table_ttl(table)
+        if ttl is None:
+            if current is not None:
+                self.database.execute_sql(f'ALTER TABLE "{table}" REMOVE TTL')
+            return
+        if current is not None and _same_ttl(current) in {_same_ttl(ttl), _same_ttl(fallback or ttl)}:
+            return
+        try:
+            self.database.execute_sql(f'ALTER TABLE "{table}" MODIFY TTL {ttl}')
+        except ServerException:
+            if fallback is None:
+                raise
+            self.database.execute_sql(f'ALTER TABLE "{table}" MODIFY TTL {fallback}')
 
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         connection = self.database.connection()
@@ -561,14 +601,8 @@ class ClickHouseBackend(Backend):
     def _apply_ttl(self, model: type[peewee.Model], table: ClickHouseTable) -> None:
         if self.ttl_days is None or table.ttl_column is None:
             return
-        if not self.server_features.ttl:
-            logger.warning("ClickHouse %s has no TTL support: ttl_days=%s is ignored for %s.",
-                           ".".join(map(str, self.server_features.version)), self.ttl_days, model._meta.table_name)
-            return
-        ttl = self._ttl_clause(model, table)
-        _, full = self.server_features.tables.get(model._meta.table_name, ("", ""))
-        if ttl and f"TTL {ttl}".replace('"', "") not in full.replace('"', "").replace("`", ""):
-            self.database.execute_sql(f'ALTER TABLE "{model._meta.table_name}" MODIFY TTL {ttl}')
+        if self.ttl_supported(f"ttl_days={self.ttl_days}", [model._meta.table_name]):
+            self.reconcile_ttl(model._meta.table_name, self._ttl_clause(model, table))
 
     def clear(self, models: Sequence[type[peewee.Model]]) -> None:
         for model in models:
@@ -781,6 +815,13 @@ class ClickHouseBackend(Backend):
                                    details={"code": "MUTATION_TIMEOUT", "mutation_ids": sorted(pending)})
             time.sleep(MUTATION_POLL_S)
             pending &= {row[0] for row in client.execute(query, {"table": table})}
+
+
+def _same_ttl(expression: str) -> str:
+    """A TTL expression in one spelling: no quotes or spaces, ``INTERVAL N DAY`` as the server
+    shows it (``toIntervalDay(N)``)."""
+    expression = re.sub(r"INTERVAL\s+(\d+)\s+DAY", r"toIntervalDay(\1)", expression, flags=re.IGNORECASE)
+    return re.sub(r'["`\s]', "", expression)
 
 
 def _json_member_equals(field: Any, keys: list[str], key: str, value: Any) -> peewee.Node:

@@ -28,6 +28,7 @@ from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDE
                       check_depth, check_filters, check_trace_deletion)
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
                       light_list_record, trace_status, traces_of)
+from . import vnext_migration
 from .vnext_clickhouse import VNextClickHouseSQL
 
 #: Metadata keys that have columns of their own and never enter ``metadataSearch`` (§2.6).
@@ -90,6 +91,9 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
     # Prunable: prune() answers NotSupportedError on ClickHouse, whose retention is TTL (spec §10.1).
     #: The table layout this class implements.
     layout = "vnext"
+    #: Days kept per retention signal (``None``: no TTL), applied by :meth:`init`; set by the
+    #: backend's class from ``retention=``/``ttl_days``.
+    retention_days: Mapping[str, int | None] = {}
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_observability_vnext_models(database)
@@ -114,14 +118,61 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
 
     @operation
     def init(self) -> None:
-        """Create the tracing tables and materialized views (§3.2, §4 on 18.16) and add the
-        columns later versions added.  Idempotent."""
+        """Create the tracing tables and materialized views (§3.2, §4 on 18.16), add the columns
+        later versions added, reconcile the tables' TTL with :attr:`retention_days` (§10.1) and
+        warn once about an unmigrated legacy span table (§12).  Idempotent."""
 
         def create() -> None:
-            with self.backend.ddl():
-                self._sql.create()
+            self._create_layout()
+            if vnext_migration.SpanMigration(self.backend).needs_warning():
+                vnext_migration.logger.warning(vnext_migration.DETECTED_WARNING)
 
         self.backend.run_once(f"{self.domain}:{self.layout}", create)
+
+    def _create_layout(self) -> None:
+        with self.backend.ddl():
+            self._sql.create()
+            self._sql.apply_retention(self.retention_days)
+
+    @operation
+    def migrate_spans(self, *, max_days: int | None = None, stop: threading.Event | None = None,
+                      progress: Callable[[int, int, dict], None] | None = None) -> dict:
+        """Copy the legacy ``mastra_ai_spans`` into this layout, one UTC day per server-side
+        ``INSERT … SELECT`` (§12); resumable and idempotent: a day copies only the spans the
+        target lacks, and a finished migration is not run again.
+
+        ``max_days`` and ``stop`` (a ``threading.Event``) end the run before the next day (run
+        again to continue); ``progress(position, days, report)`` is called after each day.
+        Returns ``{"success", "already_migrated", "duplicates_removed": 0, "done", "message",
+        "days"}``, ``days`` holding per day ``{"day", "source", "target", "copied", "missing"}``
+        (spans of the day in the legacy table and in ``mastra_span_events``, copied now, still
+        missing); a day with spans missing after its copy raises
+        :class:`~repository.errors.StorageError` (code ``MIGRATION_COUNT_MISMATCH``)."""
+        problems = Problems()
+        if max_days is not None and (isinstance(max_days, bool) or not isinstance(max_days, int) or max_days < 0):
+            problems.add("max_days", "max_days must be a non-negative integer or None")
+        if stop is not None and not callable(getattr(stop, "is_set", None)):
+            problems.add("stop", "stop must be a threading.Event or None")
+        if progress is not None and not callable(progress):
+            problems.add("progress", "progress must be callable or None")
+        problems.raise_if_any()
+        self.backend.run_once(f"{self.domain}:{self.layout}", self._create_layout)
+        return vnext_migration.migrate(self.backend, max_days=max_days, stop=stop, progress=progress)
+
+    @operation
+    def check_spans_migration_status(self) -> dict:
+        """Whether the legacy ``mastra_ai_spans`` still has spans to copy here (§12):
+        ``{"needs_migration", "already_migrated", "table_name", "legacy_rows", "legacy_spans",
+        "days"}``.  Changes nothing but creating this layout's tables."""
+        self.backend.run_once(f"{self.domain}:{self.layout}", self._create_layout)
+        return vnext_migration.status(self.backend)
+
+    @operation
+    def prune(self, **arguments: Any) -> list[dict]:
+        """Not supported: on ClickHouse rows expire by TTL, configured with
+        ``retention={"tracing": days}`` or ``ttl_days`` (§10.1)."""
+        raise NotSupportedError("prune() is not available on ClickHouse; use retention={\"tracing\": days} "
+                                "or ttl_days.")
 
     @property
     def observability_strategy(self) -> dict[str, Any]:

@@ -3,24 +3,68 @@
 :class:`VNextClickHouseSQL` creates the three tracing tables and the two materialized views, in
 the exact types of current servers or, where the server lacks them (18.16), the nearest ones
 (§4); and it wraps a filtered select of one table in the read-time dedupe of §3.4 (``LIMIT 1 BY
-dedupeKey``, the latest ``endedAt`` first), never ``FINAL``.  A signal table of the layout adds
+dedupeKey``, the latest ``endedAt`` first), never ``FINAL``.  Retention (§10.1) is a ``TTL`` per
+table, reconciled by :meth:`VNextClickHouseSQL.apply_retention`.  A signal table of the layout adds
 its DDL beside these.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import peewee
 
 from ..backends.clickhouse import ClickHouseBackend, ClickHouseFeatures
 from ..models.observability_vnext import ADDED_COLUMNS, ORDER_BY, PARTITION_COLUMN, SPAN_COLUMNS, SPAN_EVENTS, VIEWS
+from ..validation import Problems
 
 #: Column of the 18.16 layout standing for ``metadataSearch`` (a ``Nested``: keys and values).
 SEARCH_KEYS, SEARCH_VALUES = "metadataSearch.keys", "metadataSearch.values"
 #: Server error codes of a column another process added first (current servers: 15, 18.16: 44).
 DUPLICATE_COLUMN_CODES = (15, 44)
+
+
+#: The signals of ``retention={…}`` (§10.1) → (their tables, the column their TTL counts from).
+#: Only the tracing tables exist so far: the other signals are checked and have nothing to expire.
+RETENTION_SIGNALS: dict[str, tuple[tuple[str, ...], str]] = {
+    "tracing": (tuple(ORDER_BY), PARTITION_COLUMN),
+    "logs": ((), "timestamp"),
+    "metrics": ((), "timestamp"),
+    "scores": ((), "timestamp"),
+    "feedback": ((), "timestamp"),
+}
+
+
+def retention_days(retention: Any, ttl_days: int | None) -> dict[str, int | None]:
+    """The days each signal's rows are kept (``None``: remove its TTL), from ``retention``
+    (``{"tracing": 7, …}``) and the ``ttl_days`` shorthand for every signal ``retention`` does not
+    name.  As the framework does, non-positive and non-finite days are ignored (the signal keeps
+    its TTL) and fractions are floored.  Raises :class:`~repository.errors.ValidationError` naming
+    each bad key (``retention.<signal>``)."""
+    days: dict[str, int | None] = {signal: ttl_days for signal in RETENTION_SIGNALS} if ttl_days else {}
+    if retention is None:
+        return days
+    problems = Problems()
+    if not isinstance(retention, Mapping):
+        problems.add("retention", "retention must be a dict of days per signal ("
+                     + ", ".join(RETENTION_SIGNALS) + ")")
+        problems.raise_if_any()
+    for signal, value in retention.items():
+        path = f"retention.{signal}"
+        if signal not in RETENTION_SIGNALS:
+            problems.add(path, f"unknown signal {signal!r}; one of " + ", ".join(RETENTION_SIGNALS))
+        elif value is None:
+            days[signal] = None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.add(path, f"{path} must be a number of days or None (no TTL)")
+        elif math.isfinite(value) and value >= 1:
+            days[signal] = int(value)
+        else:
+            days.pop(signal, None)  # ignored: the table keeps whatever TTL it has
+    problems.raise_if_any()
+    return days
 
 
 def current_layout(features: ClickHouseFeatures) -> bool:
@@ -89,6 +133,26 @@ class VNextClickHouseSQL:
                 except ServerException as exc:
                     if exc.code not in DUPLICATE_COLUMN_CODES:
                         raise
+
+    def apply_retention(self, days: Mapping[str, int | None]) -> None:
+        """Give each configured signal's tables ``TTL <column> + toIntervalDay(N)`` (§10.1), or no
+        TTL for ``None``; an ``ALTER`` runs only where the server's TTL differs.  A server without
+        TTL (18.16) logs one warning and keeps everything."""
+        backend = self.backend
+        wanted = {table: (column, days[signal]) for signal, (tables, column) in RETENTION_SIGNALS.items()
+                  if signal in days for table in tables}
+        setting = "retention " + ", ".join(f"{signal}={days[signal]}" for signal in days
+                                           if RETENTION_SIGNALS[signal][0])
+        if not wanted or not backend.ttl_supported(setting, list(wanted)):
+            return
+        for table, (column, kept) in wanted.items():
+            if kept is None:
+                backend.reconcile_ttl(table, None)
+                continue
+            interval = f" + toIntervalDay({kept})"
+            backend.reconcile_ttl(table, backend.ttl_moment(table, column, as_stored=True) + interval,
+                                  fallback=backend.ttl_moment(table, column) + interval)
+        backend.database.connection().refresh_schema()
 
     def ensure_schema(self) -> None:
         """Read the tables' columns when this connection has not yet (a new thread's connection):
