@@ -16,12 +16,13 @@ from benchmarks.common import print_results, scale
 
 
 #: Topics in report order (the README's order of the domains); any other module runs after them.
-ORDER = ("memory", "workflows", "scores", "observability", "datasets", "experiments", "prune")
+ORDER = ("memory", "workflows", "scores", "observability", "observability-vnext", "datasets", "experiments", "prune")
 
 
 def discover() -> list[str]:
-    """Topics of the benchmark modules found in this package (``bench_scores`` → ``scores``)."""
-    found = {info.name[len("bench_"):] for info in pkgutil.iter_modules(benchmarks.__path__)
+    """Topics of the benchmark modules found in this package (``bench_scores`` → ``scores``,
+    ``bench_observability_vnext`` → ``observability-vnext``)."""
+    found = {info.name[len("bench_"):].replace("_", "-") for info in pkgutil.iter_modules(benchmarks.__path__)
              if info.name.startswith("bench_")}
     return [topic for topic in ORDER if topic in found] + sorted(found - set(ORDER))
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for topic in arguments.topics or topics:
         print(f"=== {topic} ===", flush=True)
-        rows = importlib.import_module(f"benchmarks.bench_{topic}").main()
+        rows = importlib.import_module(f"benchmarks.bench_{topic.replace('-', '_')}").main()
         # A module whose main() returns nothing has printed its own tables.
         results.extend(rows or [])
     minutes = (time.perf_counter() - started) / 60

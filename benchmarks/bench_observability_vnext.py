@@ -1,0 +1,344 @@
+"""Observability benchmarks of the current ("vNext") ClickHouse layout (issue 18), on the 18.16
+server the tests start and on the current engine in-process (``chdb://`` URLs).
+
+1. **Ingest**: ``batch_create_spans`` in batches of 1,000 and of 10,000 against the raw driver
+   inserting the same rows (tuples it builds itself from the same records: ``dedupeKey``, the
+   end of an open span, tags, the ``metadataSearch`` members, JSON text) into
+   ``mastra_span_events``, one native insert per chunk; alternating rounds, best of two each.
+   Target: at least 0.7 times the driver's rows per second (on the 18.16 server; the current
+   engine's figure, against the same raw path through its in-process client, is reported too).
+2. **Reads at scale**: 1,000,000 and 10,000,000 spans (20 per trace, ``make_spans`` of
+   :mod:`benchmarks.bench_observability`) loaded with the raw path of the ingest (setup, not
+   measured), then p50/p95 of ``get_trace`` and of the first page of ``list_traces`` per filter
+   (``LIST_FILTERS``), each alternating with the raw driver running the same SQL (captured from
+   the library's call) and decoding the rows (JSON parsed).  Targets (p50, absolute): current
+   engine ``get_trace`` <= 10 ms and every ``list_traces`` <= 30 ms at 1M spans, <= 60 ms at
+   10M; 18.16 server <= 20 ms and <= 100 ms at 1M (no absolute target at 10M).  The peak
+   ``memory_usage`` of the read queries is read from the query log (``system.query_log`` of the
+   server, started here with it enabled; ``system.user_query_log`` of the engine), and a query
+   that failed (a memory limit) is counted.
+
+Run with ``python -m benchmarks observability-vnext`` or ``python -m benchmarks.bench_observability_vnext
+[--spans N ...] [--ingest N] [--skip-reads] [--skip-ingest] [--profile]``.  Sizes follow
+``COMPOSITE_STORE_BENCH_SCALE`` (``--scale``: 0.1 reads 100k and 1M spans);
+``COMPOSITE_STORE_BENCH_BACKENDS`` picks among ``clickhouse`` (the 18.16 server) and ``chdb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from benchmarks.bench_observability import (LIST_FILTERS, SPANS_PER_TRACE, make_spans, p50_p95)
+from benchmarks.common import (BenchBackend, _clickhouse_connect, latency_row, info_row, paired_times_ms, print_results, profile, rate,
+                               scaled, throughput_row, timed)
+from composite_store.composite import store_for_url
+from composite_store.models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, SPAN_EVENTS
+from tests.servers import ClickHouseServer, find_clickhouse_binary
+
+#: Ingest target: share of the raw driver's rows per second.
+MIN_INGEST_RATIO = 0.7
+#: Absolute p50 targets in ms: (backend, spans) → (get_trace, every list_traces filter).
+READ_TARGETS = {("chdb", 1_000_000): (10, 30), ("chdb", 10_000_000): (60, 60),
+                ("clickhouse", 1_000_000): (20, 100)}
+#: Spans per native insert while loading the reads' data.
+LOAD_CHUNK = 100_000
+BACKEND_CHOICES = ("clickhouse", "chdb")
+
+
+# --------------------------------------------------------------------------- backends
+
+QUERY_LOG_CONFIG = """<yandex><query_log><database>system</database><table>query_log</table>
+<flush_interval_milliseconds>1000</flush_interval_milliseconds></query_log></yandex>"""
+LOG_QUERIES_PROFILE = "<yandex><profiles><default><log_queries>1</log_queries></default></profiles></yandex>"
+
+
+@contextlib.contextmanager
+def engines() -> Iterator[list[BenchBackend]]:
+    """The 18.16 server (a throwaway one logging its queries, or ``COMPOSITE_STORE_CLICKHOUSE_URL``)
+    and the in-process engine on a temporary directory, as chosen by
+    ``COMPOSITE_STORE_BENCH_BACKENDS``; ``connect()`` gives the raw client of each (the driver's
+    ``Client``; on the engine, the in-process client the library wraps, which has its interface)."""
+    chosen = [name.strip() for name in os.environ.get("COMPOSITE_STORE_BENCH_BACKENDS", "").split(",") if name.strip()]
+    wanted = [name for name in BACKEND_CHOICES if not chosen or name in chosen]
+    available: list[BenchBackend] = []
+    with contextlib.ExitStack() as cleanup:
+        if "clickhouse" in wanted:
+            url = os.environ.get("COMPOSITE_STORE_CLICKHOUSE_URL")
+            if not url and find_clickhouse_binary() is not None:
+                directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cs-bench-ch-"))
+                server = ClickHouseServer(directory)
+                # The server's own config has no query log; these files beside it add one.
+                for folder, text in (("config.d", QUERY_LOG_CONFIG), ("users.d", LOG_QUERIES_PROFILE)):
+                    (Path(directory) / folder).mkdir(exist_ok=True)
+                    (Path(directory) / folder / "bench.xml").write_text(text)
+                server.start()
+                cleanup.callback(server.stop)
+                url = server.url
+            if url:
+                available.append(BenchBackend("clickhouse", url, _clickhouse_connect(url)))
+        if "chdb" in wanted:
+            from composite_store.backends.chdb import ChdbClient
+
+            directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cs-bench-chdb-"))
+            available.append(BenchBackend("chdb", f"chdb://{directory}", lambda: ChdbClient(path=directory)))
+        yield available
+
+
+# --------------------------------------------------------------------------- raw rows
+
+class RawSpans:
+    """A hand-written writer of ``mastra_span_events``: its own tuples, one native insert per chunk.
+
+    It reads the table's stored types once (``DateTime64`` or epoch milliseconds, ``Map`` or the
+    18.16 ``Nested`` pair) and applies the layout's write rules to the records it knows
+    (``make_spans``: no promoted metadata keys, no text needing cleaning)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        types = dict(client.execute("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                                    f"AND table = '{SPAN_EVENTS}'"))
+        self.nested = "metadataSearch.keys" in types
+        self.datetime64 = types["startedAt"].startswith("DateTime64")
+        names = [column for column, _, _ in SPAN_COLUMNS]
+        if self.nested:
+            at = names.index("metadataSearch")
+            names[at:at + 1] = ["metadataSearch.keys", "metadataSearch.values"]
+        self.sql = f'INSERT INTO "{SPAN_EVENTS}" ({", ".join(f"{chr(34)}{n}{chr(34)}" for n in names)}) VALUES'
+        self.fields = [field for _, field, _ in SPAN_COLUMNS]
+
+    def rows(self, records: Sequence[dict[str, Any]]) -> list[tuple]:
+        """The tuples of these records, in the insert's column order."""
+        dumps, nested, datetime64 = json.dumps, self.nested, self.datetime64
+        json_fields = {field for column, field, _ in SPAN_COLUMNS if column in JSON_COLUMNS}
+        moment: Callable[[datetime], Any] = (lambda value: value) if datetime64 else \
+            (lambda value: int(value.timestamp() * 1000))
+        out = []
+        for record in records:
+            started = record["started_at"]
+            ended = started if record.get("is_event") or record.get("ended_at") is None else record["ended_at"]
+            metadata = record.get("metadata") or {}
+            search = {key: value for key, value in sorted(metadata.items()) if isinstance(value, str)}
+            values = []
+            for field in self.fields:
+                if field == "dedupe_key":
+                    values.append(f"{record['trace_id']}:{record['span_id']}")
+                elif field == "started_at":
+                    values.append(moment(started))
+                elif field == "ended_at":
+                    values.append(moment(ended))
+                elif field == "is_event":
+                    values.append(bool(record.get("is_event")) if datetime64 else int(bool(record.get("is_event"))))
+                elif field == "tags":
+                    values.append(record.get("tags") or [])
+                elif field == "metadata_search":
+                    values.extend((list(search), list(search.values())) if nested else (search,))
+                elif field in json_fields:
+                    value = record.get(field)
+                    values.append(None if value is None else dumps(value, separators=(",", ":"), ensure_ascii=False))
+                else:
+                    values.append(record.get(field))
+            out.append(tuple(values))
+        return out
+
+    def write(self, records: Sequence[dict[str, Any]]) -> None:
+        """One native insert of these records."""
+        self.client.execute(self.sql, self.rows(records))
+
+
+# --------------------------------------------------------------------------- ingest
+
+def ingest(bench: BenchBackend, count: int, batch: int, *, rounds: int = 2,
+           show_profile: bool = False) -> dict[str, Any]:
+    """Best-of-``rounds`` rows/s of ``batch_create_spans`` and of the raw writer, alternating."""
+    store = store_for_url(bench.url)
+    client = bench.connect()
+    try:
+        store.init()
+        observability = store.get_store("observability")
+        raw = RawSpans(client)
+        batches = [list(make_spans(min(batch, count - start), first_trace=start // SPANS_PER_TRACE))
+                   for start in range(0, count, batch)]
+        gc.collect()
+        gc.freeze()  # the test data is not garbage: keep the collector from walking it
+        best_library = best_raw = float("inf")
+        try:
+            for _ in range(rounds):
+                observability.dangerously_clear_all()
+                best_raw = min(best_raw, timed(lambda: [raw.write(records) for records in batches])[1])
+                observability.dangerously_clear_all()
+                best_library = min(best_library, timed(
+                    lambda: [observability.batch_create_spans(records=records) for records in batches])[1])
+            assert observability.count_rows()[SPAN_EVENTS] == count
+            if show_profile:
+                observability.dangerously_clear_all()
+                profile(lambda: [observability.batch_create_spans(records=records) for records in batches[:5]],
+                        limit=25, sort="tottime")
+        finally:
+            gc.unfreeze()
+            observability.dangerously_clear_all()
+    finally:
+        client.disconnect()
+        store.close()
+    target = MIN_INGEST_RATIO if bench.name == "clickhouse" else None
+    return throughput_row(f"vnext batch_create_spans ({count:,} spans, batches of {batch:,})", bench.name,
+                          library=rate(count, best_library), raw=rate(count, best_raw), min_ratio=target)
+
+
+# --------------------------------------------------------------------------- reads at scale
+
+def load(raw: RawSpans, count: int, per_trace: int) -> None:
+    """``count`` spans of ``make_spans`` through the raw writer, in chunks of :data:`LOAD_CHUNK`."""
+    for start in range(0, count, LOAD_CHUNK):
+        raw.write(list(make_spans(min(LOAD_CHUNK, count - start), first_trace=start // per_trace,
+                                  per_trace=per_trace)))
+
+
+def captured_sql(observability: Any, call: Callable[[], Any]) -> list[str]:
+    """The statements ``call`` sends, as the client received them (parameters substituted)."""
+    client = observability.backend.database.connection().client
+    sent: list[str] = []
+    execute = client.execute
+
+    def recording(query: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query)
+        return execute(query, *args, **kwargs)
+
+    client.execute = recording
+    try:
+        call()
+    finally:
+        del client.execute
+    return sent
+
+
+def raw_run(client: Any, statements: Sequence[str]) -> list[dict[str, Any]]:
+    """The raw driver running ``statements``: the last one's rows as dicts, JSON parsed."""
+    rows: list[dict[str, Any]] = []
+    for sql in statements:
+        data, columns = client.execute(sql, with_column_types=True)
+        names = [name for name, _ in columns]
+        rows = [dict(zip(names, row)) for row in data]
+    for row in rows:
+        for column in JSON_COLUMNS:
+            if isinstance(row.get(column), str):
+                row[column] = json.loads(row[column])
+    return rows
+
+
+def peak_read_memory(client: Any, bench: str, since: float) -> tuple[int, int, int]:
+    """``(peak memory_usage in bytes, queries, failed queries)`` of the benchmark's reads of the
+    tracing tables logged since ``since`` (epoch seconds)."""
+    table = "system.user_query_log" if bench == "chdb" else "system.query_log"
+    if bench != "chdb":
+        client.execute("SYSTEM FLUSH LOGS")
+    sql = (f"SELECT max(memory_usage), countIf(type = 2), countIf(type > 2) FROM {table} "
+           f"WHERE event_time >= toDateTime({int(since)}) AND query LIKE 'SELECT%' "
+           "AND (query LIKE '%mastra_trace_roots%' OR query LIKE '%mastra_span_events%')")
+    return tuple(client.execute(sql)[0])  # type: ignore[return-value]
+
+
+def reads_at_scale(bench: BenchBackend, count: int, *, per_trace: int = SPANS_PER_TRACE,
+                   trace_calls: int = 200, list_calls: int = 30) -> list[dict[str, Any]]:
+    """Load ``count`` spans raw, then time ``get_trace`` and the first page of ``list_traces``
+    per filter, alternating with the raw driver running the same SQL."""
+    store = store_for_url(bench.url)
+    client = bench.connect()
+    results: list[dict[str, Any]] = []
+    try:
+        store.init()
+        observability = store.get_store("observability")
+        observability.dangerously_clear_all()
+        _, seconds = timed(lambda: load(RawSpans(client), count, per_trace))
+        traces = count // per_trace
+        print(f"[{bench.name}] loaded {count:,} spans ({traces:,} traces) in {seconds:.0f} s (setup)", flush=True)
+        if bench.name == "chdb":
+            client.execute("SET log_queries = 1")
+        at_scale = f"vnext, {count:,} spans"
+        get_target, list_target = READ_TARGETS.get((bench.name, count), (None, None))
+        since = time.time() - 1
+        rng = random.Random(3)
+        trace_ids = [f"trace-{rng.randrange(traces):09d}" for _ in range(trace_calls)]
+        first = trace_ids[0]
+        statements = captured_sql(observability, lambda: observability.get_trace(trace_id=first))
+        assert len(raw_run(client, statements)) == per_trace
+        library_picks, raw_picks = iter(trace_ids * 2), iter(trace_ids * 2)
+        library_ms, raw_ms = paired_times_ms(
+            lambda: observability.get_trace(trace_id=next(library_picks)),
+            lambda: raw_run(client, [sql.replace(first, next(raw_picks)) for sql in statements]),
+            repeat=trace_calls, warmup=1)
+        results.append(_latency(f"get_trace ({at_scale})", bench.name, library_ms, raw_ms, get_target))
+        for label, filters in LIST_FILTERS:
+            page = observability.list_traces(filters=filters)
+            statements = captured_sql(observability, lambda: observability.list_traces(filters=filters))
+            assert [row["traceId"] for row in raw_run(client, statements)] == [item["trace_id"] for item in page.items]
+            library_ms, raw_ms = paired_times_ms(lambda: observability.list_traces(filters=filters),
+                                                 lambda: raw_run(client, statements), repeat=list_calls, warmup=1)
+            results.append(_latency(f"list_traces first page, {label} ({at_scale})", bench.name, library_ms, raw_ms,
+                                    list_target, note=f"total {page.total:,} of {traces:,}"))
+        try:
+            peak, queries, failed = peak_read_memory(client, bench.name, since)
+        except Exception as exc:  # noqa: BLE001 - a server without a query log: say so
+            results.append(info_row(f"peak memory_usage of the reads ({at_scale})", bench.name, unit="MiB",
+                                    library=float("nan"), note=f"no query log: {str(exc).splitlines()[0][:80]}"))
+        else:
+            results.append(info_row(f"peak memory_usage of the reads ({at_scale})", bench.name, unit="MiB",
+                                    library=(peak or 0) / 2**20,
+                                    note=f"{queries:,} read queries logged, {failed} failed"))
+        observability.dangerously_clear_all()
+    finally:
+        client.disconnect()
+        store.close()
+    return results
+
+
+def _latency(operation: str, backend: str, library_ms: list[float], raw_ms: list[float], limit_ms: float | None,
+             note: str = "") -> dict[str, Any]:
+    """A p50 row with the absolute target (the raw driver's p50 beside it, the ratio informative)."""
+    (p50, p95), raw_p50 = p50_p95(library_ms), statistics.median(raw_ms)
+    row = latency_row(operation, backend, library=p50, raw=raw_p50, max_ratio=None, limit_ms=None,
+                      note=", ".join(filter(None, [f"p95 {p95:.1f} ms", note])))
+    if limit_ms is not None:
+        row["target"], row["result"] = f"<= {limit_ms:g} ms", "ok" if p50 <= limit_ms else "MISSED"
+    return row
+
+
+# --------------------------------------------------------------------------- entry point
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run both benchmarks; return their result rows (``python -m benchmarks`` prints them)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_observability_vnext", description=__doc__)
+    parser.add_argument("--spans", type=int, nargs="+", default=[scaled(1_000_000), scaled(10_000_000)],
+                        help="span counts loaded for the reads (default 1M and 10M times the scale)")
+    parser.add_argument("--ingest", type=int, default=scaled(200_000, minimum=20_000),
+                        help="spans written per ingest measurement (default 200,000 times the scale)")
+    parser.add_argument("--skip-reads", action="store_true", help="only the ingest benchmark")
+    parser.add_argument("--skip-ingest", action="store_true", help="only the reads at scale")
+    parser.add_argument("--profile", action="store_true", help="cProfile 5 library batches per ingest")
+    arguments = parser.parse_args(argv if argv is not None else [])
+    results: list[dict[str, Any]] = []
+    with engines() as available:
+        for bench in available:
+            if not arguments.skip_ingest:
+                results += [ingest(bench, arguments.ingest, batch, show_profile=arguments.profile)
+                            for batch in (1_000, 10_000)]
+            if not arguments.skip_reads:
+                for count in arguments.spans:
+                    results += reads_at_scale(bench, count)
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    print_results(main(sys.argv[1:]), title="observability, current layout: library against the raw driver")
