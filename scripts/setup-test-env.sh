@@ -8,6 +8,11 @@
 #   "postgres" in over local TCP without a password (trust), starting or
 #   creating the cluster when needed, and waits until it accepts connections.
 #
+# * installs (via apt, only when missing) node and npm, and runs `npm ci` in
+#   tests/interop: Mastra's own packages, which the interop tests
+#   (tests/test_interop_mastra.py) run on the same databases; skipped when
+#   tests/interop/node_modules already matches package-lock.json.
+#
 # It does NOT start a ClickHouse service: the tests start their own
 # throwaway clickhouse-server on free ports (see tests/servers.py).  If the
 # package's postinst started one on port 9000 that is harmless.
@@ -51,6 +56,10 @@ have_postgres() {
         compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
 }
 
+have_node() {
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1
+}
+
 have_python_venv() {
     command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' >/dev/null 2>&1
 }
@@ -67,9 +76,10 @@ install_missing_packages() {
     have_postgres || wanted+=(postgresql)
     have_clickhouse_server || wanted+=(clickhouse-server)
     have_python_venv || wanted+=(python3 python3-venv)
+    have_node || wanted+=(nodejs npm)
 
     if [ "${#wanted[@]}" -eq 0 ]; then
-        log "packages: postgresql, clickhouse-server and python3-venv already present"
+        log "packages: postgresql, clickhouse-server, python3-venv and node/npm already present"
         if ! command -v clickhouse-client >/dev/null 2>&1; then
             log "packages: clickhouse-client not installed (optional; not installing it on its own)"
         fi
@@ -93,6 +103,31 @@ install_missing_packages() {
     have_postgres || die "PostgreSQL tools still missing after installing postgresql"
     have_clickhouse_server || die "clickhouse-server still missing after installing it"
     have_python_venv || die "python3 venv/ensurepip still missing after installing python3-venv"
+    have_node || die "node or npm still missing after installing nodejs and npm"
+}
+
+# --- Mastra's packages for the interop tests --------------------------------
+
+INTEROP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/interop" && pwd)"
+# node_modules/ holds the hash of the package-lock.json it was installed from.
+INTEROP_STAMP="$INTEROP_DIR/node_modules/.composite-store-lock.sha256"
+NODE_MIN_MAJOR=20   # the oldest node the interop tests run on (Mastra 1.71 declares >= 22.13)
+
+ensure_interop_packages() {
+    local major lock_hash
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    if [ "$major" -lt "$NODE_MIN_MAJOR" ]; then
+        log "interop: WARNING node $(node --version) is older than $NODE_MIN_MAJOR; the interop tests will fail"
+    fi
+    lock_hash=$(sha256sum "$INTEROP_DIR/package-lock.json" | cut -d' ' -f1)
+    if [ -f "$INTEROP_STAMP" ] && [ "$(cat "$INTEROP_STAMP")" = "$lock_hash" ]; then
+        log "interop: tests/interop/node_modules matches package-lock.json"
+        return 0
+    fi
+    log "interop: npm ci in tests/interop (Mastra's packages, pinned by package-lock.json)"
+    # The packages declare node >= 22.13 but run on 20: npm's engine warnings are noise here.
+    (cd "$INTEROP_DIR" && npm ci --no-audit --no-fund --loglevel=error </dev/null) >&2
+    echo "$lock_hash" >"$INTEROP_STAMP"
 }
 
 # --- PostgreSQL -------------------------------------------------------------
@@ -220,6 +255,7 @@ main() {
     local ch
     ch=$(command -v clickhouse-server || command -v clickhouse)
     log "clickhouse: server binary $ch (tests start their own instances)"
+    ensure_interop_packages
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
