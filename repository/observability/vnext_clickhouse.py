@@ -22,6 +22,8 @@ from ..validation import Problems
 
 #: Column of the 18.16 layout standing for ``metadataSearch`` (a ``Nested``: keys and values).
 SEARCH_KEYS, SEARCH_VALUES = "metadataSearch.keys", "metadataSearch.values"
+#: A column named in an ``ORDER BY`` clause.
+_ORDER_COLUMN = re.compile(r'"(\w+)"')
 #: Server error codes of a column another process added first (current servers: 15, 18.16: 44).
 DUPLICATE_COLUMN_CODES = (15, 44)
 
@@ -198,12 +200,25 @@ class VNextClickHouseSQL:
     def select_current(self, model: type[peewee.Model], columns: Sequence[str], conditions: Sequence[peewee.Node],
                        order: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """The current rows meeting ``conditions`` in ``order`` (SQL), a page of them when
-        ``limit`` is given."""
+        ``limit`` is given.
+
+        A page is chosen from the deduped set of the sorting key and ``order`` columns alone (a
+        few small columns of every matching row: memory stays bounded however many match), and
+        only its rows are read in full, found by their sorting key (the primary index)."""
+        if limit is not None:
+            key = ", ".join(f'"{column}"' for column in ORDER_BY[model._meta.table_name])
+            picked, picked_params = self.deduped(
+                model, dict.fromkeys([*ORDER_BY[model._meta.table_name], *_ORDER_COLUMN.findall(order)]), conditions)
+            page = f"SELECT {key} FROM ({picked}) ORDER BY {order} LIMIT {int(limit)} OFFSET {int(offset)}"
+            conditions = [*conditions, peewee.SQL(f"({key}) IN ({page})", picked_params)]
         inner, params = self.deduped(model, columns, conditions)
-        page = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        return self.rows(f"SELECT * FROM ({inner}) ORDER BY {order}{page}", params)
+        return self.rows(f"SELECT * FROM ({inner}) ORDER BY {order}", params)
 
     def count_current(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> int:
-        """How many current rows meet ``conditions``."""
-        inner, params = self.deduped(model, ("dedupeKey",), conditions)
-        return self.rows(f"SELECT count() AS n FROM ({inner})", params)[0]["n"]
+        """How many current rows meet ``conditions``: the distinct ``dedupeKey`` values among the
+        rows meeting them (the size of the deduped set of §3.4, without sorting it)."""
+        query = model.select(peewee.SQL('uniqExact("dedupeKey") AS n'))
+        if conditions:
+            query = query.where(*conditions)
+        sql, params = query.sql()
+        return self.rows(sql, params)[0]["n"]
