@@ -11,6 +11,7 @@ Quick start::
 """
 
 from .composite import CompositeStore
+from .moving import copy_domains
 from .errors import (BackendUnavailableError, ConflictError, NotFoundError, NotSupportedError, StorageError,
                      ValidationError)
 from .page import Page
@@ -18,5 +19,5 @@ from .values import UNSET
 
 __all__ = [
     "CompositeStore", "Page", "UNSET", "StorageError", "ValidationError", "ConflictError", "NotFoundError",
-    "BackendUnavailableError", "NotSupportedError",
+    "BackendUnavailableError", "NotSupportedError", "copy_domains",
 ]
