@@ -159,6 +159,10 @@ SCENARIO: dict[str, list[dict]] = {
              "input": {"n": 1}, "check": {"status": "skipped"}, "notify": {"status": "canceled"}},
              "activePaths": [], "serializedStepGraph": [], "suspendedPaths": {}, "waitingPaths": {},
              "timestamp": 1767323045000}},
+        {"workflowName": "billing-flow", "runId": "run-2", "resourceId": "res-a",
+         "snapshot": {"runId": "run-2", "status": "running", "value": {}, "context": {"input": {"n": 2}},
+                      "activePaths": [0], "serializedStepGraph": [], "suspendedPaths": {}, "waitingPaths": {},
+                      "timestamp": 1767323046000}},
     ],
 }
 
@@ -167,10 +171,13 @@ READ = {
     "threads": ["th-1", "th-copy", "th-archive"],
     "resources": ["res-a", "res-b", "res-c"],
     "scores": list(dict.fromkeys(score["id"] for score in SCENARIO["scores"])),
+    "scoreEntityId": "agent-1",
+    "scoreEntityTypes": ["TRAJECTORY", "STEP", "EXTERNAL", "classifier_evaluation", "mcp_server_request"],
     "traces": ["trace-mcp", "trace-ok"],
     "agents": [agent["id"] for agent in SCENARIO["agents"]],
     "favoriteUsers": ["u1"],
     "workflowRuns": [run["runId"] for run in SCENARIO["workflowRuns"]],
+    "workflowStatuses": ["skipped", "running"],
 }
 
 
@@ -238,6 +245,7 @@ def framework_view(view: dict) -> dict:
         "messages": {key: as_records(rows) for key, rows in view["messages"].items()},
         "threads_by_resource": view["threadsByResource"],
         "scores": {key: as_record(row) for key, row in view["scores"].items()},
+        "score_ids_by_entity_type": view["scoreIdsByEntityType"],
         "traces": {key: trace(found) for key, found in view["traces"].items()},
         "trace_structures": {key: trace(found) for key, found in view["traceStructures"].items()},
         "trace_ids_by_child_error": {key == "true": ids for key, ids in view["traceIdsByChildError"].items()},
@@ -246,6 +254,7 @@ def framework_view(view: dict) -> dict:
         "agents_pinned": view["agentsPinned"],
         "agents_favorited_only": view["agentsFavoritedOnly"],
         "workflow_runs": {key: as_record(row) for key, row in view["workflowRuns"].items()},
+        "workflow_run_ids_by_status": view["workflowRunIdsByStatus"],
     }
 
 
@@ -313,6 +322,8 @@ def library_view(store: WholeStore) -> dict:
                                                                                      per_page=False).items]
                                 for key in READ["resources"]},
         "scores": {key: as_record(scores.get_score_by_id(id=key)) for key in READ["scores"]},
+        "score_ids_by_entity_type": {key: [score["id"] for score in scores.list_scores_by_entity_id(
+            entity_id=READ["scoreEntityId"], entity_type=key).items] for key in READ["scoreEntityTypes"]},
         "traces": {key: trace(observability.get_trace(trace_id=key)) for key in READ["traces"]},
         "trace_structures": {key: trace(observability.get_structure(trace_id=key)) for key in READ["traces"]},
         "trace_ids_by_child_error": {flag: [root["trace_id"] for root in observability.list_traces(
@@ -323,6 +334,8 @@ def library_view(store: WholeStore) -> dict:
         "agents_favorited_only": {user: favorited_only(user) for user in READ["favoriteUsers"]},
         "workflow_runs": {key: as_record(workflows.get_workflow_run_by_id(run_id=key))
                           for key in READ["workflowRuns"]},
+        "workflow_run_ids_by_status": {key: [run["run_id"] for run in workflows.list_workflow_runs(status=key).items]
+                                       for key in READ["workflowStatuses"]},
     }
 
 
@@ -414,6 +427,9 @@ def assert_scenario(view: dict, copies: dict[str, dict[str, str]]) -> None:
 
     run = view["workflow_runs"]["run-1"]
     assert run["snapshot"]["status"] == "skipped" and run["resource_id"] == "res-a"
+    assert view["workflow_run_ids_by_status"] == {"skipped": ["run-1"], "running": ["run-2"]}
+    assert view["score_ids_by_entity_type"] == {entity_type: [f"score-{entity_type}"]
+                                                for entity_type in READ["scoreEntityTypes"]}
 
 
 def assert_tracing_reads(store: WholeStore) -> None:

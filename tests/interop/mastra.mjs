@@ -93,6 +93,9 @@ async function read(stores, request) {
   view.threadsByResource = await byId(request.resources, async resourceId =>
     (await memory.listThreads({ filter: { resourceId }, perPage: false })).threads.map(thread => thread.id));
   view.scores = await byId(request.scores, id => scores.getScoreById({ id }));
+  view.scoreIdsByEntityType = await byId(request.scoreEntityTypes, async entityType =>
+    (await scores.listScoresByEntityId({ entityId: request.scoreEntityId, entityType,
+                                         pagination: { page: 0, perPage: 100 } })).scores.map(score => score.id));
   view.traces = await byId(request.traces, traceId => observability.getTrace({ traceId }));
   view.traceStructures = await byId(request.traces, traceId => observability.getTraceLight({ traceId }));
   view.traceIdsByChildError = {};
@@ -117,6 +120,8 @@ async function read(stores, request) {
     return { ids: page.agents.map(agent => agent.id), total: page.total };
   });
   view.workflowRuns = await byId(request.workflowRuns, runId => workflows.getWorkflowRunById({ runId }));
+  view.workflowRunIdsByStatus = await byId(request.workflowStatuses, async status =>
+    (await workflows.listWorkflowRuns({ status })).runs.map(run => run.runId));
   return view;
 }
 
