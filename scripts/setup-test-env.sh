@@ -8,10 +8,12 @@
 #   "postgres" in over local TCP without a password (trust), starting or
 #   creating the cluster when needed, and waits until it accepts connections.
 #
-# * installs (via apt, only when missing) node and npm, and runs `npm ci` in
-#   tests/interop: Mastra's own packages, which the interop tests
-#   (tests/test_interop_mastra.py) run on the same databases; skipped when
-#   tests/interop/node_modules already matches package-lock.json.
+# * installs (via apt, only when missing) node and npm; when that node is
+#   older than 20 (Debian 12's is 18), installs node 22 from the npm registry
+#   into /usr/local; then runs `npm ci` in tests/interop: Mastra's own
+#   packages, which the interop tests (tests/test_interop_mastra.py) run on
+#   the same databases; skipped when tests/interop/node_modules already
+#   matches package-lock.json.
 #
 # It does NOT start a ClickHouse service: the tests start their own
 # throwaway clickhouse-server on free ports (see tests/servers.py).  If the
@@ -111,14 +113,34 @@ install_missing_packages() {
 INTEROP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/interop" && pwd)"
 # node_modules/ holds the hash of the package-lock.json it was installed from.
 INTEROP_STAMP="$INTEROP_DIR/node_modules/.composite-store-lock.sha256"
-NODE_MIN_MAJOR=20   # the oldest node the interop tests run on (Mastra 1.71 declares >= 22.13)
+NODE_MIN_MAJOR=20   # the oldest node the interop tests run on (18 lacks ESM's global crypto)
+NODE_FROM_NPM=22    # the node installed from the npm registry when the system's is older
+                    # (Mastra 1.71 declares >= 22.13)
+NODE_PREFIX=${SETUP_NODE_PREFIX:-/usr/local}  # where it goes; overridable only to test this script
+
+node_major() {
+    node -p 'process.versions.node.split(".")[0]'
+}
+
+ensure_recent_node() {
+    if [ "$(node_major)" -ge "$NODE_MIN_MAJOR" ]; then
+        return 0
+    fi
+    require_root "install node $NODE_FROM_NPM (node $(node --version) is older than $NODE_MIN_MAJOR)"
+    log "node: $(node --version) is older than $NODE_MIN_MAJOR;" \
+        "installing node@$NODE_FROM_NPM from the npm registry into $NODE_PREFIX"
+    # The "node" package puts the official binary (node-linux-<arch>) in $NODE_PREFIX/bin,
+    # which comes before /usr/bin in PATH.
+    npm install --global --prefix "$NODE_PREFIX" --no-audit --no-fund --loglevel=error \
+        "node@$NODE_FROM_NPM" </dev/null >&2
+    hash -r
+    [ "$(node_major)" -ge "$NODE_MIN_MAJOR" ] ||
+        die "node is still $(node --version) after installing node@$NODE_FROM_NPM into $NODE_PREFIX (check PATH)"
+}
 
 ensure_interop_packages() {
-    local major lock_hash
-    major=$(node -p 'process.versions.node.split(".")[0]')
-    if [ "$major" -lt "$NODE_MIN_MAJOR" ]; then
-        log "interop: WARNING node $(node --version) is older than $NODE_MIN_MAJOR; the interop tests will fail"
-    fi
+    local lock_hash
+    ensure_recent_node
     lock_hash=$(sha256sum "$INTEROP_DIR/package-lock.json" | cut -d' ' -f1)
     if [ -f "$INTEROP_STAMP" ] && [ "$(cat "$INTEROP_STAMP")" = "$lock_hash" ]; then
         log "interop: tests/interop/node_modules matches package-lock.json"
