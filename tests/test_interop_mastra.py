@@ -51,7 +51,8 @@ INTEROP_DIR = Path(__file__).parent / "interop"
 SCRIPT = INTEROP_DIR / "mastra.mjs"
 #: The framework's packages and the versions the spec was written against.
 PACKAGES = {"@mastra/core": "1.71.0", "@mastra/libsql": "1.23.1", "@mastra/pg": "1.27.1"}
-#: The oldest node they run on here (they declare >= 22.13; 20 runs everything these tests use).
+#: The oldest node they run on here: they declare >= 22.13, 20 runs all these tests use, 18 lacks
+#: the global ``crypto`` of ES modules (libsql's copyThread fails).
 NODE_MIN_MAJOR = 20
 #: Seconds one node process may take (it starts in about one).
 NODE_TIMEOUT = 120

@@ -5,9 +5,10 @@
 // The URL is `file:/path/to.db` (LibSQLStore: libsql reads SQLite files) or `postgresql://…`
 // (PostgresStore).  The request is `{"write": {...}, "read": {...}}`: first every record under
 // "write" is written through the framework's store APIs (in the order below: threads, messages,
-// the thread move, the copy, scores, spans, agents and their versions, favourites, workflow
+// thread moves, copies, scores, spans, agents and their versions, favourites, workflow
 // snapshots), then every record named under "read" is read back through them and printed on
-// stdout as one JSON object (the "view"; dates as ISO text).  Both parts may be partial.
+// stdout as one JSON object (the "view"; dates as ISO text), with "written": {"copies": {<new
+// thread id>: <source message id → copy's id>}}.  Both parts may be partial.
 // The APIs used are those of the packages' dist/**/*.d.ts (see tests/interop/package.json).
 import { LibSQLStore } from '@mastra/libsql';
 import { PostgresStore } from '@mastra/pg';
