@@ -166,6 +166,12 @@ class DomainRepository:
             counts[model._meta.table_name] = self.backend.select(model).count() if exists else None
         return counts
 
+    def full_row(self, model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` of ``model`` (the fields every backend declares) with the columns only this
+        backend's table has filled in as the domain's own writes fill them (copies write rows
+        read from another database through this)."""
+        return row
+
     def supports_concurrent_updates(self) -> bool:
         """Whether read-modify-write methods are atomic across concurrent callers."""
         return self.backend.features.concurrent_updates

@@ -380,7 +380,7 @@ def export_command(url: str, domain: str, dataset_id: str | None) -> None:
     from .moving import export_domain
 
     try:
-        reports = export_domain(url, domain, click.get_text_stream("stdout"), dataset_id=dataset_id,
+        reports = export_domain(url, domain, sys.stdout, dataset_id=dataset_id,
                                 progress=PartProgress())
     except StorageError as error:
         fail(error)

@@ -177,11 +177,12 @@ class StoreSide:
             stored = self._stored(model, keys, rows) if may_hold else {}
             new, changed = split_chunk(rows, stored, keys, comparable=lambda row: self._comparable(model, row),
                                        on_conflict=on_conflict, report=report, part=f"{self.domain}.{part}")
+            full_row = self.repository.full_row
             with self.backend.write():
                 if new:
-                    self.backend.insert(model, new)
+                    self.backend.insert(model, [full_row(model, row) for row in new])
                 if changed:
-                    self.backend.upsert(model, changed)
+                    self.backend.upsert(model, [full_row(model, row) for row in changed])
 
     def _comparable(self, model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]:
         """A row as compared with another database's: JSON text decoded (each database spells
@@ -300,15 +301,18 @@ def to_wire(model: type[peewee.Model] | None, row: dict[str, Any]) -> dict[str, 
 _TIMESTAMP = Timestamp()
 
 
-def from_wire(model: type[peewee.Model] | None, values: Any, problems: list[str]) -> dict[str, Any] | None:
-    """The row of one file line, checked as the columns require (known columns, text, numbers,
-    timestamps, JSON); ``None`` after appending to ``problems``."""
+def from_wire(model: type[peewee.Model] | None, names: Sequence[str], values: Any,
+              problems: list[str]) -> dict[str, Any] | None:
+    """The row of one file line (of the fields ``names`` of ``model``), checked as the columns
+    require (known columns, required ones present, text, numbers, timestamps, JSON); problems
+    are appended to ``problems``."""
     if not isinstance(values, dict):
         problems.append("row must be a JSON object")
         return None
     if model is None:
         return values  # a span record: batch_create_spans checks it (first pass: check_spans)
-    by_column = {field.column_name: field for field in model._meta.sorted_fields}
+    fields = [model._meta.fields[name] for name in names]
+    by_column = {field.column_name: field for field in fields}
     row: dict[str, Any] = {}
     for column, value in values.items():
         field = by_column.get(column)
@@ -316,21 +320,21 @@ def from_wire(model: type[peewee.Model] | None, values: Any, problems: list[str]
             problems.append(f"{column}: Unknown field.")
             continue
         row[field.name] = _wire_value(field, column, value, problems)
-    for field in model._meta.sorted_fields:
+    for field in fields:
         if field.name not in row:
-            if not field.null and not isinstance(field, JSONTextField) and field.default is None:
+            if not field.null and field.default is None:
                 problems.append(f"{field.column_name}: Missing data for required field.")
             row[field.name] = None
     return row
 
 
 def _wire_value(field: peewee.Field, column: str, value: Any, problems: list[str]) -> Any:
+    if isinstance(field, JSONTextField):
+        return json_dumps(value)  # null here is JSON null; SQL NULL is a column left out
     if value is None:
-        if not field.null and not isinstance(field, (JSONField, JSONTextField)):
+        if not field.null and not isinstance(field, JSONField):
             problems.append(f"{column}: Field may not be null.")
         return None
-    if isinstance(field, JSONTextField):
-        return json_dumps(value)
     if isinstance(field, JSONField):
         return value
     if isinstance(field, TimestampField):
@@ -524,7 +528,9 @@ def import_file(url: Any, lines: Callable[[], Iterable[str]], *, on_conflict: st
         reports = {part: PartReport(domain, part, source_rows=counts.get(part, 0)) for part in parts}
         for part, group in itertools.groupby(_entries(lines()), key=lambda entry: entry[0]):
             model = None if part == SPANS else target.models[part]
-            rows = (_span_times(values) if model is None else from_wire(model, values, []) for _, values in group)
+            names = target.fields.get(part, ())
+            rows = (_span_times(values) if model is None else from_wire(model, names, values, [])
+                    for _, values in group)
             copy_part(rows, target, part, on_conflict=on_conflict, report=reports[part], total=counts[part],
                       progress=progress)
         for report in reports.values():
@@ -582,7 +588,8 @@ def _check_file(target: StoreSide, lines: Iterable[str], parts: set[str]) -> dic
             if part not in parts:
                 problems.append(f"table {part!r} is not in the header")
             else:
-                row = from_wire(None if part == SPANS else target.models[part], values, problems)
+                row = from_wire(None if part == SPANS else target.models[part], target.fields.get(part, ()),
+                                values, problems)
                 if part == SPANS and row is not None:
                     spans.append((number, row))
                     if len(spans) >= WRITE_CHUNK:

@@ -277,6 +277,9 @@ class WorkflowsRepository(Prunable, DomainRepository):
             values["row_id"] = values["run_id"]
         return values
 
+    def full_row(self, model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]:
+        return self._row(row) if model is self.models.snapshot else row
+
     def _run_row(self, workflow_name: str, run_id: str, *, lock: bool = False) -> dict[str, Any] | None:
         Run, backend = self.models.snapshot, self.backend
 
