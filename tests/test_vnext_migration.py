@@ -94,6 +94,10 @@ def expected(span_record: dict) -> dict:
     return record
 
 
+def ids(page, key: str = "trace_id") -> list[str]:
+    return [row[key] for row in page.items]
+
+
 def days(result: dict) -> list[tuple]:
     return [(day["day"], day["source"], day["copied"], day["missing"]) for day in result["days"]]
 
@@ -148,10 +152,6 @@ def test_migration_copies_every_span_as_the_legacy_reads_gave_it(repositories, c
                      "days": [], "message": "Migration already complete."}
     assert raw_sql(vnext, "SELECT count() FROM mastra_span_events")[0][0] == 6
     assert vnext.check_spans_migration_status()["needs_migration"] is False
-
-
-def ids(page, key: str = "trace_id") -> list[str]:
-    return [row[key] for row in page.items]
 
 
 def test_interrupted_migration_resumes_without_copying_twice(repositories):
@@ -264,7 +264,7 @@ def ttls(repository) -> dict[str, str]:
 
 
 @CURRENT_ONLY
-def test_retention_sets_changes_and_removes_the_ttl(url, caplog):
+def test_retention_sets_changes_and_removes_the_ttl(url):
     """§10.1, scenario 32: TTL endedAt + toIntervalDay(N) on the three tracing tables, set,
     unchanged (no ALTER on a second init), changed, kept when not configured, removed by None."""
 

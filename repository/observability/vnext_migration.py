@@ -116,9 +116,8 @@ class SpanMigration:
 
     def days(self) -> list[tuple[str, int, int]]:
         """``(day, legacy rows, spans)`` per UTC day of the legacy table, oldest first."""
-        return [(str(day), rows, spans) for day, rows, spans in self._rows(
-            f'SELECT {self._source_day()} AS day, count(), uniqExact("traceId", "spanId") FROM {self._source()} '
-            "GROUP BY day ORDER BY day")]
+        query = self._select(f'{self._source_day()} AS day, count(), uniqExact("traceId", "spanId")')
+        return [(str(day), rows, spans) for day, rows, spans in self._rows(f"{query} GROUP BY day ORDER BY day")]
 
     def mark_finished(self) -> None:
         """Create the marker table and write its row."""
@@ -134,22 +133,18 @@ class SpanMigration:
 
     def copy_day(self, day: str, source: int) -> DayReport:
         """Copy the spans of ``day`` the target lacks; the day's counts afterwards."""
-        report = DayReport(day=day, source=source)
-        before = self._missing(day)
-        if before:
-            columns = ", ".join(f'"{name}"' for name in self._target_names())
-            self._run(f"INSERT INTO \"{SPAN_EVENTS}\" ({columns}) SELECT {', '.join(self._mapped())} "
-                      f"FROM {self._source()} WHERE {self._day_condition(day)}{self._latest()}")
-        report.missing = self._missing(day) if before else 0
-        report.copied = before - report.missing
-        report.target = self._rows(f'SELECT uniqExact("dedupeKey") FROM "{SPAN_EVENTS}" '
-                                   f"WHERE {self._target_day(day)}")[0][0]
-        return report
+        held = self._target_count(day)
+        condition = self._day_condition(day)
+        columns = ", ".join(f'"{name}"' for name in self._target_names())
+        self._run(f'INSERT INTO "{SPAN_EVENTS}" ({columns}) {self._select(", ".join(self._mapped()), condition)}'
+                  f"{self._latest()}")
+        target = self._target_count(day)
+        missing = self._rows(self._select('uniqExact("traceId", "spanId")', condition))[0][0]
+        return DayReport(day=day, source=source, target=target, copied=target - held, missing=missing)
 
-    def _missing(self, day: str) -> int:
-        """Legacy spans of ``day`` that the target's partition of that day lacks."""
-        return self._rows(f'SELECT uniqExact("traceId", "spanId") FROM {self._source()} '
-                          f"WHERE {self._day_condition(day)}")[0][0]
+    def _target_count(self, day: str) -> int:
+        """Spans of ``day`` in the target (one partition)."""
+        return self._rows(f'SELECT uniqExact("dedupeKey") FROM "{SPAN_EVENTS}" WHERE {self._target_day(day)}')[0][0]
 
     def _day_condition(self, day: str) -> str:
         held = f'SELECT "traceId", "spanId" FROM "{SPAN_EVENTS}" WHERE {self._target_day(day)}'
@@ -163,10 +158,13 @@ class SpanMigration:
 
     # ------------------------------------------------------------------ the source rows
 
-    def _source(self) -> str:
-        if "_deleted" in self.source_columns:  # this library's versions and tombstones
-            return f'(SELECT * FROM "{LEGACY_TABLE}" FINAL WHERE "_deleted" = 0)'
-        return f'"{LEGACY_TABLE}"'
+    def _select(self, what: str, condition: str | None = None) -> str:
+        """``SELECT what`` from the legacy table's current rows meeting ``condition``: this
+        library's table is read ``FINAL`` without tombstones, as its reads do."""
+        versioned = "_deleted" in self.source_columns
+        conditions = [text for text in ('"_deleted" = 0' if versioned else None, condition) if text]
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f'SELECT {what} FROM "{LEGACY_TABLE}"{" FINAL" if versioned else ""}{where}'
 
     def _latest(self) -> str:
         """The framework's table keeps versions unmerged: its latest row per span."""
