@@ -390,7 +390,7 @@ class Backend:
         def fetch(after: peewee.Node | None, limit: int) -> list[dict[str, Any]]:
             chunk = query.order_by(*order).limit(limit)
             with self.connection():
-                return list(chunk if after is None else chunk.where(after))
+                return fetch_all(self.database, chunk if after is None else chunk.where(after))
 
         return keyset_chunks(fetch, order, chunk_size)
 
@@ -664,6 +664,20 @@ def keyset_chunks(fetch: Callable[[peewee.Node | None, int], list[dict[str, Any]
             return
         after = keyset_after(order, [rows[-1][field.name] for field in order])
         del rows  # the next chunk replaces this one instead of joining it
+
+
+def fetch_all(database: peewee.Database, query: peewee.SelectBase) -> list[Any]:
+    """Every row of ``query``, converted as the query reads them, fetched in one driver call
+    (peewee's own reader fetches and wraps them one by one: a third of a scan's time)."""
+    cursor = database.execute(query)
+    try:
+        reader = query._get_cursor_wrapper(cursor)
+        if not cursor.description:
+            return list(reader)
+        reader.initialize()
+        return list(map(reader.process_row, cursor.fetchall()))
+    finally:
+        cursor.close()
 
 
 def keyset_after(order: Sequence[peewee.Field], values: Sequence[Any]) -> peewee.Expression:
