@@ -374,18 +374,18 @@ def copy_command(source: str, target: str, domains: str | None, on_conflict: str
 @click.option("--domain", required=True, metavar="DOMAIN", help="The domain to export.")
 @click.option("--dataset", "dataset_id", metavar="ID", default=None,
               help="Export this dataset only (its items and versions): --domain datasets.")
-def export_command(url: str, domain: str, dataset_id: str | None) -> None:
-    """Write a domain of the database at URL to stdout as JSON Lines (a header line, then one
-    line per row): composite-store export URL --domain datasets > datasets.jsonl"""
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
+              help="File to write (default: stdout).")
+def export_command(url: str, domain: str, dataset_id: str | None, output: Any) -> None:
+    """Write a domain of the database at URL as JSON Lines (a header line, then one line per
+    row) to stdout or --output: composite-store export URL --domain datasets > datasets.jsonl"""
     from .moving import export_domain
 
     try:
-        reports = export_domain(url, domain, sys.stdout, dataset_id=dataset_id,
-                                progress=PartProgress())
+        with output:
+            export_domain(url, domain, output, dataset_id=dataset_id, progress=PartProgress())
     except StorageError as error:
         fail(error)
-    for report in reports:
-        click.echo(f"{report.domain}.{report.table}: {report.written:,} rows exported", err=True)
 
 
 @cli.command("import")
