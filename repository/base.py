@@ -13,7 +13,8 @@ from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import peewee
 
-from .backends.base import ITER_CHUNK, Backend, UnstorableText, rejecting_unstorable_text, statement_key
+# ITER_CHUNK: the default chunk_size of the domains' iter_* methods, which import it from here.
+from .backends.base import ITER_CHUNK, Backend, UnstorableText, rejecting_unstorable_text, statement_key  # noqa: F401
 from .errors import NotSupportedError, StorageError, ValidationError
 from .validation import Problems, check_arguments_text, check_id, json_matches
 

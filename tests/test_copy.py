@@ -263,3 +263,35 @@ def test_copy_export_and_import_commands(source_url, target, backend_url, tmp_pa
 
     unknown = runner.invoke(cli, ["copy", "--from", source_url, "--to", backend_url, "--domains", "memroy"])
     assert unknown.exit_code == 1 and "did you mean 'memory'" in unknown.output
+
+
+@pytest.mark.backends("postgres")
+def test_a_source_that_goes_down_mid_copy_fails_clearly_and_a_rerun_finishes(source_url, target, postgres_url,
+                                                                            tmp_path):
+    import psycopg2
+
+    from composite_store import BackendUnavailableError
+
+    copy_domains(source_url, target, domains=["memory"])
+    copy_url = f"sqlite:///{tmp_path}/copy.db"
+
+    def drop_the_source_connections(report, done, total):
+        if report.table == "mastra_messages" and done == WRITE_CHUNK:
+            with psycopg2.connect(postgres_url) as admin, admin.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            admin.close()
+
+    with pytest.raises(BackendUnavailableError) as caught:
+        copy_domains(target, copy_url, domains=["memory"], progress=drop_the_source_connections,
+                     chunk_size=WRITE_CHUNK)
+    assert caught.value.id == "STORAGE_PG_COPY_DOMAINS_FAILED"
+    assert caught.value.message.startswith("Cannot reach database postgresql://")
+    with store_for_url(copy_url) as copied:
+        assert copied.get_store("memory").count_rows()["mastra_messages"] == WRITE_CHUNK
+
+    reports = copy_domains(target, copy_url, domains=["memory"])
+    assert all(report.counts_match for report in reports)
+    with store_for_url(copy_url) as copied:
+        assert list(copied.get_store("memory").iter_messages()) == sorted(
+            target.get_store("memory").iter_messages(), key=lambda message: message["id"])
