@@ -24,6 +24,9 @@ from ..validation import Problems
 SEARCH_KEYS, SEARCH_VALUES = "metadataSearch.keys", "metadataSearch.values"
 #: A column named in an ``ORDER BY`` clause.
 _ORDER_COLUMN = re.compile(r'"(\w+)"')
+#: Columns that every row of one span holds alike: duplicates are retries, or a start row and
+#: its end row (§3.4).
+_SPAN_CONSTANT = frozenset({"dedupeKey", "traceId", "spanId", "startedAt"})
 #: Server error codes of a column another process added first (current servers: 15, 18.16: 44).
 DUPLICATE_COLUMN_CODES = (15, 44)
 
@@ -202,17 +205,42 @@ class VNextClickHouseSQL:
         """The current rows meeting ``conditions`` in ``order`` (SQL), a page of them when
         ``limit`` is given.
 
-        A page is chosen from the deduped set of the sorting key and ``order`` columns alone (a
-        few small columns of every matching row: memory stays bounded however many match), and
-        only its rows are read in full, found by their sorting key (the primary index)."""
+        A page's rows are picked first by their sorting key (:meth:`page_keys`: a few small
+        columns, memory bounded however many rows match), then only they are read in full,
+        found through the primary index by those keys sent as literals (a subquery there makes
+        18.16 and the current engine read more)."""
         if limit is not None:
+            keys = self.page_keys(model, conditions, order, limit, offset)
+            if not keys:
+                return []
             key = ", ".join(f'"{column}"' for column in ORDER_BY[model._meta.table_name])
-            picked, picked_params = self.deduped(
-                model, dict.fromkeys([*ORDER_BY[model._meta.table_name], *_ORDER_COLUMN.findall(order)]), conditions)
-            page = f"SELECT {key} FROM ({picked}) ORDER BY {order} LIMIT {int(limit)} OFFSET {int(offset)}"
-            conditions = [*conditions, peewee.SQL(f"({key}) IN ({page})", picked_params)]
+            one = f"({', '.join(['%s'] * len(keys[0]))})"
+            conditions = [*conditions, peewee.SQL(f"({key}) IN ({', '.join([one] * len(keys))})",
+                                                  [value for row in keys for value in row])]
         inner, params = self.deduped(model, columns, conditions)
         return self.rows(f"SELECT * FROM ({inner}) ORDER BY {order}", params)
+
+    def page_keys(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], order: str, limit: int,
+                  offset: int) -> list[tuple]:
+        """The sorting keys of the current rows ``offset`` to ``offset + limit`` in ``order``.
+
+        When ``order`` ranks every row of one span alike (its columns are all among
+        :data:`_SPAN_CONSTANT`), or starts with the latest end, ordering the rows (the latest end
+        first among equals) and keeping each ``dedupeKey``'s first one is the dedupe of §3.4
+        itself: the current engine then reads in the table's order and stops at the page.  Any
+        other order dedupes first (``endedAt`` ascending would rank a span by its start row)."""
+        key = ", ".join(f'"{column}"' for column in ORDER_BY[model._meta.table_name])
+        page = f" LIMIT {int(offset)}, {int(limit)}"  # 18.16 takes no OFFSET after LIMIT BY
+        named = _ORDER_COLUMN.findall(order)
+        if set(named) <= _SPAN_CONSTANT or order.startswith('"endedAt" DESC'):
+            query = model.select(peewee.SQL(key))
+            sql, params = (query.where(*conditions) if conditions else query).sql()
+            sql = f'{sql} ORDER BY {order}, "endedAt" DESC LIMIT 1 BY "dedupeKey"{page}'
+        else:
+            picked, params = self.deduped(model, dict.fromkeys([*ORDER_BY[model._meta.table_name], *named]),
+                                          conditions)
+            sql = f"SELECT {key} FROM ({picked}) ORDER BY {order}{page}"
+        return [tuple(row.values()) for row in self.rows(sql, params)]
 
     def count_current(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> int:
         """How many current rows meet ``conditions``: the distinct ``dedupeKey`` values among the
