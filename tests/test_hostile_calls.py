@@ -219,6 +219,24 @@ BASE_CALLS: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]
                                                                "tags": ["tag"], "comment": "c"},
     ("experiments", "upsert_experiment_result"): lambda s, u: {**R.result("e1", f"u-{u}"), "tags": ["tag"]},
 }
+
+# Streaming reads (issue 21): the iterators are read to their end (consumed).
+BASE_CALLS.update({
+    ("memory", "iter_threads"): lambda s, u: {"resource_id": "r1", "metadata": {"k": "v"}},
+    ("memory", "iter_messages"): lambda s, u: {"thread_id": "t1", "resource_id": "r1"},
+    ("workflows", "iter_workflow_runs"): lambda s, u: {"workflow_name": "wf", "resource_id": "r1"},
+    ("scores", "iter_scores"): lambda s, u: {"scorer_id": "scorer", "run_id": "run", "entity_id": "e",
+                                             "entity_type": "AGENT", "trace_id": "tr1", "span_id": "sp1",
+                                             "filters": TENANCY},
+    ("observability", "iter_spans"): lambda s, u: {"trace_id": "tr1"},
+    ("agents", "iter_versions"): lambda s, u: {"agent_id": "a1"},
+    ("datasets", "iter_dataset_items"): lambda s, u: {"dataset_id": "d1"},
+    ("experiments", "iter_experiments"): lambda s, u: {"dataset_id": "d1"},
+    ("experiments", "iter_experiment_results"): lambda s, u: {"experiment_id": "e1", "filters": TENANCY},
+})
+for _domain, _name in (("memory", "iter_resources"), ("observability", "iter_traces"), ("agents", "iter_agents"),
+                       ("datasets", "iter_datasets")):
+    NO_STRING_ARGUMENTS[(_domain, _name)] = "takes no string argument"
 # Retention (SQLite, PostgreSQL; NotSupportedError on ClickHouse): a policy old enough to delete
 # nothing the seeds wrote, so the hostile variants reach the policy checks and the DELETE.
 for _domain, _table in (("memory", "messages"), ("workflows", "workflow_snapshot"), ("scores", "scorers"),
@@ -269,7 +287,7 @@ def run_hostile_calls(domain: str, repository: Any) -> list[str]:
         method, build = getattr(repository, name), BASE_CALLS[(domain, name)]
         try:  # the base call itself must be valid (deleting what is not there may say so, and an
             # operation the table layout rules out, such as update_span on ClickHouse's insert-only one)
-            method(**build(seeded, str(next(counter))))
+            consumed(method(**build(seeded, str(next(counter)))))
         except (NotFoundError, NotSupportedError):
             pass
         for path in [slot for argument, value in build(seeded, "0").items() for slot in string_slots(value, (argument,))]:
@@ -287,7 +305,7 @@ def hostile_failure(domain: str, repository: Any, method: Callable[..., Any], kw
     must_reject = unstorable and domain in REJECTING
     before = repository.count_rows() if must_reject else None
     try:
-        method(**kwargs)
+        consumed(method(**kwargs))
     except LIBRARY_ERRORS as exc:
         answer = exc
     except Exception as exc:  # noqa: BLE001 - any other answer is the failure under test
@@ -300,6 +318,11 @@ def hostile_failure(domain: str, repository: Any, method: Callable[..., Any], kw
         if repository.count_rows() != before:
             return "wrote rows although the call was refused"
     return None
+
+
+def consumed(result: Any) -> Any:
+    """The result of a call, an ``iter_*`` method's iterator read to its end (its reads run then)."""
+    return list(result) if isinstance(result, Iterator) else result
 
 
 def _describe(path: tuple) -> str:

@@ -90,6 +90,11 @@ class StoredFormats:
         unpaired surrogate finds what the write stored instead of failing in the driver; in a
         call of a domain that refuses such text, :class:`UnstorableText` is raised instead.
         (Bulk writes bind their rows without this: the domains have cleaned them already.)"""
+        return super().execute_sql(sql, self.storable_params(sql, params))
+
+    def storable_params(self, sql: str, params: Sequence[Any] | None) -> Sequence[Any] | None:
+        """``params`` of ``sql`` with their strings mapped as :meth:`execute_sql` maps them (for
+        a statement run on a cursor of its own)."""
         if params:
             rejecting = _rejecting.get()
             strips_nul = self.strips_nul or rejecting
@@ -97,7 +102,7 @@ class StoredFormats:
                 if rejecting:
                     raise UnstorableText(sql)
                 params = [clean_text(p, strip_nul=strips_nul) if type(p) is str else p for p in params]
-        return super().execute_sql(sql, params)
+        return params
 
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         """An aware datetime (or ISO text) as this database stores ``field``."""

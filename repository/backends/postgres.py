@@ -243,6 +243,7 @@ class PostgresBackend(Backend):
         # commit as they always do.  Closing the generator early returns the connection.
         order = list(order or self.iteration_order(query.model))
         sql, params = self.database.get_sql_context().parse(query.order_by(*order))
+        params = self.database.storable_params(sql, params)
         conn = self._iteration_connection()
         try:
             conn.autocommit = False  # a named cursor lives inside a transaction
