@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
+import marshmallow
 import peewee
 
 from .models.datasets import JSONTextField
@@ -36,7 +37,7 @@ from .backends.base import ITER_CHUNK, primary_key_names
 from .base import DomainRepository, operation_scope
 from .composite import store_for_url
 from .errors import ConflictError, NotSupportedError, StorageError, ValidationError
-from .schemas.base import Timestamp
+from .schemas.base import Timestamp, flatten_errors
 from .stores import DOMAINS, unknown_domain
 from .validation import Problems
 from .values import chunks, format_iso, json_dumps, json_loads
@@ -574,10 +575,12 @@ def _parse_line(line: str, problems: list[str]) -> tuple[str, Any] | None:
 
 
 def _check_file(target: StoreSide, lines: Iterable[str], parts: set[str]) -> dict[str, int]:
-    """Check every row line; raise one error naming every bad line; return rows per part."""
+    """Check every row line (its columns, then its record as the domain's writes check it);
+    raise one error naming every bad line; return rows per part."""
     bad: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     spans: list[tuple[int, dict]] = []
+    checks = _record_checks()
     for number, line in enumerate(lines, start=1):
         if number == 1 or not line.strip():
             continue
@@ -590,6 +593,8 @@ def _check_file(target: StoreSide, lines: Iterable[str], parts: set[str]) -> dic
             else:
                 row = from_wire(None if part == SPANS else target.models[part], target.fields.get(part, ()),
                                 values, problems)
+                if row is not None and part != SPANS and not problems:
+                    _check_record(target, part, row, problems, checks)
                 if part == SPANS and row is not None:
                     spans.append((number, row))
                     if len(spans) >= WRITE_CHUNK:
@@ -601,6 +606,50 @@ def _check_file(target: StoreSide, lines: Iterable[str], parts: set[str]) -> dic
     if bad:
         raise _file_error(bad)
     return counts
+
+
+def _record_checks() -> dict[str, tuple[Callable[[Any, dict[str, Any]], dict[str, Any]], Any]]:
+    """Table → (the record the domain makes of a row, as its ``iter_*`` method gives it; the
+    schema its write methods load such a record with): an imported row is checked as a write
+    checks its record.  Tables without a record of their own (versions, favourites) are checked
+    by their columns only."""
+    from . import agents
+    from .schemas import (AgentSchema, AgentVersionSchema, DatasetItemSchema, DatasetSchema, ExperimentResultSchema,
+                          ExperimentSchema, MessageSchema, ResourceSchema, ScoreSchema, SpanSchema, ThreadSchema,
+                          WorkflowRunSchema)
+
+    return {
+        "mastra_threads": (lambda repository, row: repository._thread_record(row), ThreadSchema()),
+        "mastra_messages": (lambda repository, row: repository._message_record(row), MessageSchema()),
+        "mastra_resources": (lambda repository, row: repository._resource_record(row), ResourceSchema()),
+        "mastra_workflow_snapshot": (lambda repository, row: repository._run_record(row), WorkflowRunSchema()),
+        "mastra_scorers": (lambda repository, row: repository._record(row), ScoreSchema()),
+        "mastra_ai_spans": (lambda repository, row: repository._span_record(row), SpanSchema()),
+        "mastra_agents": (lambda repository, row: agents._agent_record(row), AgentSchema()),
+        "mastra_agent_versions": (lambda repository, row: agents._version_record(row), AgentVersionSchema()),
+        "mastra_datasets": (lambda repository, row: repository._dataset_record(row), DatasetSchema()),
+        "mastra_dataset_items": (lambda repository, row: repository._item_record(row, history=True),
+                                 DatasetItemSchema()),
+        "mastra_experiments": (lambda repository, row: repository._experiment_record(row), ExperimentSchema()),
+        "mastra_experiment_results": (lambda repository, row: repository._result_record(row),
+                                      ExperimentResultSchema()),
+    }
+
+
+def _check_record(target: StoreSide, part: str, row: dict[str, Any], problems: list[str],
+                  checks: dict[str, Any]) -> None:
+    """``row`` of ``part`` checked as the domain's write methods check its record."""
+    check = checks.get(part)
+    if check is None:
+        return
+    record_of, schema = check
+    try:
+        schema.load(record_of(target.repository, row))
+    except marshmallow.ValidationError as error:
+        problems.extend(f"{path}: {'; '.join(messages)}" if path else "; ".join(messages)
+                        for path, messages in flatten_errors(error.messages).items())
+    except (TypeError, ValueError, KeyError) as error:  # a value the record cannot be made of
+        problems.append(f"not a {part} row: {error}")
 
 
 def _check_spans(target: StoreSide, spans: list[tuple[int, dict]], bad: dict[str, list[str]]) -> None:

@@ -227,13 +227,15 @@ def test_a_bad_file_is_reported_by_line_and_nothing_is_written(source_url, targe
     export_domain(source_url, "memory", out)
     lines = out.getvalue().splitlines()
     lines[2] = lines[2].replace('"role":"user"', '"role":5')
+    lines[3] = lines[3].replace('"role":"user"', '"role":"robot"')  # a string, but not a role
     lines[5] = "not json"
     lines.append(json.dumps({"table": "mastra_messages", "row": {"id": "x", "unknown": 1}}))
     with pytest.raises(ValidationError) as caught:
         import_file(target, lambda: iter(lines))
     fields = caught.value.fields
-    assert set(fields) == {"line 3", "line 6", f"line {len(lines)}"}
+    assert set(fields) == {"line 3", "line 4", "line 6", f"line {len(lines)}"}
     assert fields["line 3"] == ["role: Not a valid string."]
+    assert fields["line 4"] == ["role: Must be one of: system, user, assistant, tool, signal."]
     assert "unknown: Unknown field." in fields[f"line {len(lines)}"]
     assert target.get_store("memory").count_rows()["mastra_messages"] == 0
 
