@@ -441,10 +441,12 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
         problems.raise_if_any()
         self._sql.ensure_schema()
         conditions = self._conditions(model, checked)
-        total = self._sql.count_current(model, conditions)
-        rows = [] if request.limit == 0 or request.offset >= total else self._sql.select_current(
-            model, columns, conditions, _LIST_ORDER[ordering.field, ordering.descending], request.limit,
-            request.offset)
+        order = _LIST_ORDER[ordering.field, ordering.descending]
+        if request.limit:
+            rows, total = self._sql.page_current(model, columns, conditions, order, request.limit, request.offset)
+        else:
+            total = self._sql.count_current(model, conditions)
+            rows = [] if request.limit == 0 else self._sql.select_current(model, columns, conditions, order)
         return Page([build(row) for row in rows], total, request.page, request.per_page, request.has_more(total))
 
     def _conditions(self, model: type[peewee.Model], filters: dict[str, Any]) -> list[peewee.Node]:

@@ -203,33 +203,37 @@ class VNextClickHouseSQL:
     def select_current(self, model: type[peewee.Model], columns: Sequence[str], conditions: Sequence[peewee.Node],
                        order: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """The current rows meeting ``conditions`` in ``order`` (SQL), a page of them when
-        ``limit`` is given.
-
-        A page's rows are picked first by their sorting key (:meth:`page_keys`: a few small
-        columns, memory bounded however many rows match), then only they are read in full,
-        found through the primary index by those keys sent as literals (a subquery there makes
-        18.16 and the current engine read more)."""
+        ``limit`` is given (:meth:`page_current`)."""
         if limit is not None:
-            keys = self.page_keys(model, conditions, order, limit, offset)
-            if not keys:
-                return []
-            key = ", ".join(f'"{column}"' for column in ORDER_BY[model._meta.table_name])
-            one = f"({', '.join(['%s'] * len(keys[0]))})"
-            conditions = [*conditions, peewee.SQL(f"({key}) IN ({', '.join([one] * len(keys))})",
-                                                  [value for row in keys for value in row])]
+            keys, _ = self._page_keys(model, conditions, order, limit, offset, counted=False)
+            return self._rows_of(model, columns, conditions, order, keys)
         inner, params = self.deduped(model, columns, conditions)
         return self.rows(f"SELECT * FROM ({inner}) ORDER BY {order}", params)
 
-    def page_keys(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], order: str, limit: int,
-                  offset: int) -> list[tuple]:
-        """The sorting keys of the current rows ``offset`` to ``offset + limit`` in ``order``.
+    def page_current(self, model: type[peewee.Model], columns: Sequence[str], conditions: Sequence[peewee.Node],
+                     order: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the current rows meeting ``conditions`` in ``order``, and how many there are.
+
+        The page's rows are picked first by their sorting key (a few small columns: memory stays
+        bounded however many rows match), with the count beside them in the same query, then
+        only they are read in full (two queries; a third counts when the page is empty)."""
+        keys, total = self._page_keys(model, conditions, order, limit, offset, counted=True)
+        if not keys:
+            return [], self.count_current(model, conditions)
+        return self._rows_of(model, columns, conditions, order, keys), total
+
+    def _page_keys(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], order: str, limit: int,
+                   offset: int, *, counted: bool) -> tuple[list[tuple], int]:
+        """The sorting keys of the current rows ``offset`` to ``offset + limit`` in ``order``, and
+        (``counted``) the number of current rows, else 0.
 
         When ``order`` ranks every row of one span alike (its columns are all among
         :data:`_SPAN_CONSTANT`), or starts with the latest end, ordering the rows (the latest end
         first among equals) and keeping each ``dedupeKey``'s first one is the dedupe of §3.4
         itself: the current engine then reads in the table's order and stops at the page.  Any
         other order dedupes first (``endedAt`` ascending would rank a span by its start row)."""
-        key = ", ".join(f'"{column}"' for column in ORDER_BY[model._meta.table_name])
+        key_columns = ORDER_BY[model._meta.table_name]
+        key = ", ".join(f'"{column}"' for column in key_columns)
         page = f" LIMIT {int(offset)}, {int(limit)}"  # 18.16 takes no OFFSET after LIMIT BY
         named = _ORDER_COLUMN.findall(order)
         if set(named) <= _SPAN_CONSTANT or order.startswith('"endedAt" DESC'):
@@ -237,16 +241,36 @@ class VNextClickHouseSQL:
             sql, params = (query.where(*conditions) if conditions else query).sql()
             sql = f'{sql} ORDER BY {order}, "endedAt" DESC LIMIT 1 BY "dedupeKey"{page}'
         else:
-            picked, params = self.deduped(model, dict.fromkeys([*ORDER_BY[model._meta.table_name], *named]),
-                                          conditions)
+            picked, params = self.deduped(model, dict.fromkeys([*key_columns, *named]), conditions)
             sql = f"SELECT {key} FROM ({picked}) ORDER BY {order}{page}"
-        return [tuple(row.values()) for row in self.rows(sql, params)]
+        if counted:
+            count_sql, count_params = self._count_sql(model, conditions)
+            sql, params = f"SELECT *, ({count_sql}) AS total FROM ({sql})", [*count_params, *params]
+        rows = self.rows(sql, params)
+        return [tuple(row[column] for column in key_columns) for row in rows], rows[0]["total"] if counted and rows \
+            else 0
 
-    def count_current(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> int:
+    def _rows_of(self, model: type[peewee.Model], columns: Sequence[str], conditions: Sequence[peewee.Node],
+                 order: str, keys: list[tuple]) -> list[dict[str, Any]]:
+        """The current rows with these sorting keys, in ``order``, found through the primary index
+        by the keys sent as literals (a subquery there makes 18.16 and the current engine read
+        more)."""
+        if not keys:
+            return []
+        key = ", ".join(f'"{column}"' for column in ORDER_BY[model._meta.table_name])
+        one = f"({', '.join(['%s'] * len(keys[0]))})"
+        by_key = peewee.SQL(f"({key}) IN ({', '.join([one] * len(keys))})", [value for row in keys for value in row])
+        inner, params = self.deduped(model, columns, [*conditions, by_key])
+        return self.rows(f"SELECT * FROM ({inner}) ORDER BY {order}", params)
+
+    def _count_sql(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> tuple[str, list[Any]]:
         """How many current rows meet ``conditions``: the distinct ``dedupeKey`` values among the
         rows meeting them (the size of the deduped set of §3.4, without sorting it)."""
-        query = model.select(peewee.SQL('uniqExact("dedupeKey") AS n'))
-        if conditions:
-            query = query.where(*conditions)
-        sql, params = query.sql()
-        return self.rows(sql, params)[0]["n"]
+        query = model.select(peewee.SQL('uniqExact("dedupeKey")'))
+        sql, params = (query.where(*conditions) if conditions else query).sql()
+        return sql, list(params)
+
+    def count_current(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> int:
+        """How many current rows meet ``conditions``."""
+        sql, params = self._count_sql(model, conditions)
+        return self.backend.database.execute_sql(sql, params).fetchone()[0]
