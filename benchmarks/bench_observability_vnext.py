@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="spans written per ingest measurement (default 200,000 times the scale)")
     parser.add_argument("--skip-reads", action="store_true", help="only the ingest benchmark")
     parser.add_argument("--skip-ingest", action="store_true", help="only the reads at scale")
-    parser.add_argument("--profile", action="store_true", help="cProfile 5 library batches per ingest")
+    parser.add_argument("--profile", action="store_true", default=bool(os.environ.get("COMPOSITE_STORE_BENCH_PROFILE")),
+                        help="cProfile 5 library batches per ingest (also COMPOSITE_STORE_BENCH_PROFILE=1)")
     arguments = parser.parse_args(argv if argv is not None else [])
     results: list[dict[str, Any]] = []
     with engines() as available:
