@@ -17,12 +17,13 @@ import peewee
 
 from ..base import ITER_CHUNK, DomainRepository, check_chunk_size, operation, streaming
 from ..errors import NotSupportedError
+from ..models.fields import TimestampField
 from ..models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, build_observability_vnext_models
 from ..page import Page
 from ..retention import Prunable
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
-from ..backends.base import keyset_chunks, value_tuples
+from ..backends.base import keyset_chunks, value_converter, value_tuples
 from ..values import json_loads
 from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
                       check_depth, check_filters, check_trace_deletion)
@@ -46,6 +47,8 @@ UPDATE_SPAN_MESSAGE = "This storage provider does not support updating spans"
 BATCH_UPDATE_SPANS_MESSAGE = "This storage provider does not support batch updating spans"
 
 _FIELD_OF = {column: field for column, field, _ in SPAN_COLUMNS}
+#: Row keys of 18.16's ``metadataSearch`` arrays (keys, values).
+_SEARCH_KEYS, _SEARCH_VALUES = "metadata_search_keys", "metadata_search_values"
 #: Columns read back for a full span (all but the write-side dedupe key and search map).
 _SPAN_READ = tuple(column for column, _, _ in SPAN_COLUMNS if column not in ("dedupeKey", "metadataSearch"))
 _LIGHT_READ = ("traceId", "spanId", "parentSpanId", "name", "spanType", "isEvent", "startedAt", "endedAt", "error",
@@ -216,17 +219,30 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
                 row["ended_at"] = started  # insert-only: a span without an end reads ended at its start
             tags, metadata = row["tags"], row["metadata"]
             row["tags"] = normalized_tags(json_loads(tags)) if tags is not None else []
-            row["metadata_search"] = metadata_search(json_loads(metadata)) if metadata is not None else {}
+            search = row["metadata_search"] = metadata_search(json_loads(metadata)) if metadata is not None else {}
+            row[_SEARCH_KEYS], row[_SEARCH_VALUES] = list(search), list(search.values())
             row["dedupe_key"] = f"{row['trace_id']}:{row['span_id']}"
-        Event = self.models.span_event
         self._sql.ensure_schema()
-        sql, nested = self._sql.insert_sql(Event._meta.table_name)
-        data = value_tuples(self.backend, Event._meta.sorted_fields, rows)
-        if nested:  # 18.16: the map is two arrays, keys and values
-            at = list(_FIELD_OF).index("metadataSearch")
-            data = [(*values[:at], list(values[at]), list(values[at].values()), *values[at + 1:])
-                    for values in data]
-        self.backend.execute_rows(sql, data)
+        sql, nested = self._sql.insert_sql(self.models.span_event._meta.table_name)
+        fields, converters = self._insert_columns(nested)
+        self.backend.execute_rows(sql, value_tuples(self.backend, fields, rows, converters=converters))
+
+    def _insert_columns(self, nested: bool) -> tuple[list[Any], list[Any]]:
+        """The fields of an insert's columns, in order, and their value converters: only the
+        timestamps need one; the rows' other values (checked strings, bools, JSON text, the tags
+        list, the ``metadataSearch`` dict) go to the driver as they are, and on 18.16 the map is
+        two arrays, keys and values (the row keys :data:`_SEARCH_KEYS`, :data:`_SEARCH_VALUES`)."""
+        plans = self.__dict__.setdefault("_insert_plans", {})
+        if nested not in plans:
+            fields: list[Any] = []
+            for field in self.models.span_event._meta.sorted_fields:
+                if field.name == "metadata_search" and nested:
+                    fields.extend(_named_field(name) for name in (_SEARCH_KEYS, _SEARCH_VALUES))
+                else:
+                    fields.append(field)
+            plans[nested] = fields, [value_converter(self.backend, field) if isinstance(field, TimestampField) else None
+                                     for field in fields]
+        return plans[nested]
 
     @operation
     def update_span(self, *, trace_id: str, span_id: str, updates: dict) -> None:
@@ -480,6 +496,13 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
                 conditions.append(backend.json_members_equal(
                     model.scope, value, scalars_first=backend.features.json_scalars_first))
         return conditions
+
+
+def _named_field(name: str) -> peewee.Field:
+    """A field standing for one row key of an insert (its value goes to the driver as it is)."""
+    field = peewee.Field()
+    field.name = name
+    return field
 
 
 def _check_span_ids(problems: Problems, span_ids: Any) -> None:
