@@ -26,6 +26,7 @@ the backends with those capabilities (Django's ``skipUnlessDBFeature``); ``@pyte
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -225,6 +226,30 @@ def make_store(backend_url: str) -> Iterator[Callable[..., WholeStore]]:
 def session_store(backend_url: str) -> Iterator[WholeStore]:
     """One initialized whole store per backend, shared by the tests of a session."""
     store = store_for_url(backend_url)
+    store.init()
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def own_url(backend: str, backend_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database of the requesting module's own on the backend under test, for tests that leave
+    schema behind (``prune()``'s anchor indexes) which the shared database's layout tests must not
+    find."""
+    name = f"own_{uuid.uuid4().hex[:8]}"
+    family = MATRIX[backend].family
+    if family == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp(name)}/own.db"
+    if family == "postgres":
+        return f"{backend_url}{'&' if '?' in backend_url else '?'}schema_name={name}"
+    clickhouse_client(backend_url).execute(f"CREATE DATABASE IF NOT EXISTS {name}")
+    return database_url(backend_url, name)
+
+
+@pytest.fixture(scope="module")
+def own_store(own_url: str) -> Iterator[WholeStore]:
+    """An initialized whole store on :func:`own_url`."""
+    store = store_for_url(own_url)
     store.init()
     yield store
     store.close()

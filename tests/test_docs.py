@@ -12,11 +12,11 @@
   the command before it must end with (else 0).
 
 URLs of the example hosts (:data:`EXAMPLE_HOSTS`) are rewritten before a block runs: PostgreSQL
-URLs to this run's fresh database (the ``postgres_url`` fixture, its ``?schema_name=`` kept) and
-ClickHouse URLs to this run's server (``clickhouse_url``), so those examples run on the real
-servers, not on SQLite.  ``chdb://`` URLs of Python blocks are pointed at the run's chdb
+URLs to a fresh database of the page's own on this run's server (its ``?schema_name=`` kept) and
+ClickHouse URLs to a database of the page's own on this run's server, so those examples run on
+the real servers, not on SQLite, and leave nothing in the databases other tests share.  ``chdb://`` URLs of Python blocks are pointed at the run's chdb
 directory (``chdb_url``: chdb opens one directory per process), in a database of the page's own;
-commands run in child processes and keep theirs.  ``$DATABASE_URL`` is set to the PostgreSQL
+commands run in child processes and keep theirs.  ``$DATABASE_URL`` is set to the page's PostgreSQL
 database.  Other URLs (the unreachable ``127.0.0.1:1`` of an error example) run as written.  A
 block that cannot run is a documentation bug: fix the page, never skip the block.
 """
@@ -40,6 +40,8 @@ import pytest
 from composite_store import CompositeStore
 from composite_store.backends.base import mask_password
 from composite_store.stores import WholeStore
+from tests.conftest import clickhouse_client, database_url
+from tests.servers import create_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted(path for path in (ROOT / "docs").rglob("*.rst") if "_build" not in path.parts)]
@@ -167,6 +169,26 @@ class Page:
         self.urls: dict[str, str] = {}
         self.namespace: dict[str, Any] = {"__name__": "__docs__"}
         self.chdb_database = f"docs_{uuid.uuid4().hex[:8]}"
+        #: This page's own databases by kind (``postgres``, ``clickhouse``) and how to drop them:
+        #: the examples init, write, copy and prune, which the run's shared databases must not see.
+        self.databases: dict[str, str] = {}
+        self.drops: list[Callable[[], Any]] = []
+
+    def database(self, kind: str) -> str:
+        """The URL of this page's own database on the run's server of ``kind``, created on first use."""
+        if kind not in self.databases:
+            if kind == "postgres":
+                url, drop = create_postgres_database(self.fixture("postgres_url"), prefix="cstest_docs")
+            else:
+                server, name = self.fixture("clickhouse_url"), f"docs_{uuid.uuid4().hex[:8]}"
+                clickhouse_client(server).execute(f"CREATE DATABASE {name}")
+                url = database_url(server, name)
+
+                def drop() -> None:
+                    clickhouse_client(server).execute(f"DROP DATABASE IF EXISTS {name}")
+            self.databases[kind] = url
+            self.drops.append(drop)
+        return self.databases[kind]
 
     def rewrite(self, text: str) -> str:
         """``text`` with every example-host URL pointed at this run's server of its kind."""
@@ -177,9 +199,9 @@ class Page:
         if parts.hostname not in EXAMPLE_HOSTS:
             return url
         if url.startswith("clickhouse"):
-            real = self.fixture("clickhouse_url")
+            real = self.database("clickhouse")
         else:
-            real = self.fixture("postgres_url") + (f"?{parts.query}" if parts.query else "")
+            real = self.database("postgres") + (f"?{parts.query}" if parts.query else "")
         self.urls[mask_password(url)] = mask_password(real)
         return real
 
@@ -219,10 +241,12 @@ class Page:
         return line
 
     def close(self) -> None:
-        """Close the stores the examples left open."""
+        """Close the stores the examples left open and drop the page's databases."""
         for value in self.namespace.values():
             if isinstance(value, (CompositeStore, WholeStore)):
                 value.close()
+        for drop in self.drops:
+            drop()
 
 
 def matches(expected: list[str], actual: list[str]) -> bool:
@@ -256,9 +280,9 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
                            request: pytest.FixtureRequest) -> None:
     blocks = runnable(page)
     monkeypatch.chdir(tmp_path)
-    if any("DATABASE_URL" in block.text for block in blocks):
-        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
     runner = Page(page, tmp_path, request.getfixturevalue)
+    if any("DATABASE_URL" in block.text for block in blocks):
+        monkeypatch.setenv("DATABASE_URL", runner.database("postgres"))
     with CompositeStore.from_urls(default="sqlite:///app.db") as storage:
         storage.init()
         runner.namespace["storage"] = storage

@@ -12,7 +12,6 @@ from datetime import timedelta
 import pytest
 
 from composite_store import CompositeStore, NotSupportedError, ValidationError
-from composite_store.composite import store_for_url
 from composite_store.sqlite import ScoresSQLite, SQLiteStore
 from composite_store.values import utc_now
 from tests.conftest import MATRIX
@@ -23,26 +22,12 @@ CONTENT = {"format": 2, "parts": [{"type": "text", "text": "hi"}]}
 
 
 # prune() creates the anchor indexes it needs; on the session's shared database they would show in
-# the layout tests of other modules, so this module's SQL stores live in a database of their own.
+# the layout tests of other modules, so this module's stores live in a database of their own.
 
 @pytest.fixture(scope="module")
-def own_url(backend, backend_url, tmp_path_factory):
-    """This module's own database (ClickHouse creates no index: its shared database)."""
-    family = MATRIX[backend].family
-    if family == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('prune')}/prune.db"
-    if family == "postgres":
-        return f"{backend_url}{'&' if '?' in backend_url else '?'}schema_name=prune_tests"
-    return backend_url
-
-
-@pytest.fixture(scope="module")
-def session_store(own_url):
-    """This module's own initialized store."""
-    store = store_for_url(own_url)
-    store.init()
-    yield store
-    store.close()
+def session_store(own_store):
+    """This module's own initialized store (conftest's ``own_store``)."""
+    return own_store
 
 
 @pytest.fixture(scope="module")
