@@ -16,7 +16,7 @@ import peewee
 
 from .models.agents import CONFIG_COLUMNS, build_agents_models
 
-from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, filter_by_metadata, matching, operation,
+from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, filter_by_metadata, operation,
                    order_terms, streaming)
 from .errors import ConflictError, NotFoundError, NotSupportedError, StorageError, ValidationError
 from .page import Page
@@ -632,12 +632,7 @@ class AgentsRepository(DomainRepository):
     def iter_versions(self, *, agent_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every version (of one agent, or of all) as :meth:`list_versions` gives them, in id
         order, read ``chunk_size`` at a time (constant memory)."""
-        problems = Problems()
-        check_chunk_size(problems, chunk_size)
-        Version = self.models.version
-        query = matching(problems, self.backend.select(Version), Version, agent_id=agent_id)
-        problems.raise_if_any()
-        return map(_version_record, self.backend.iterate(query, chunk_size=chunk_size))
+        return self.iter_matching(Problems(), self.models.version, _version_record, chunk_size, agent_id=agent_id)
 
     # ------------------------------------------------------------------ short names (agents.md §4.15)
 

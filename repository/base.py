@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, ClassVar, Iterator, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 
 import peewee
 
@@ -172,6 +172,18 @@ class DomainRepository:
         backend's table has filled in as the domain's own writes fill them (copies write rows
         read from another database through this)."""
         return row
+
+    def iter_matching(self, problems: Problems, model: type[peewee.Model], record: Callable[[dict], dict],
+                      chunk_size: Any, order: Sequence[peewee.Field] | None = None,
+                      **equals: Any) -> Iterator[dict]:
+        """The body every ``iter_*`` method shares: the records (``record(row)``) of the rows of
+        ``model`` whose fields equal ``equals`` (``None``: any), read ``chunk_size`` at a time in
+        ``order`` (:meth:`Backend.iterate`).  ``problems`` holds the method's own checks; every
+        problem is raised before anything is read."""
+        check_chunk_size(problems, chunk_size)
+        query = matching(problems, self.backend.select(model), model, **equals)
+        problems.raise_if_any()
+        return map(record, self.backend.iterate(query, order, chunk_size=chunk_size))
 
     def supports_concurrent_updates(self) -> bool:
         """Whether read-modify-write methods are atomic across concurrent callers."""

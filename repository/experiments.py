@@ -17,8 +17,7 @@ import peewee
 
 from .models.experiments import build_experiments_models
 
-from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, matching, operation, order_terms,
-                   streaming)
+from .base import (ITER_CHUNK, DomainRepository, fetch_page, operation, order_terms, streaming)
 from .errors import ConflictError, NotFoundError
 from .page import Page
 from .schemas.base import Timestamp, load_into
@@ -661,12 +660,8 @@ class ExperimentsRepository(Prunable, DomainRepository):
     def iter_experiments(self, *, dataset_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every experiment (of a dataset, or all) as :meth:`list_experiments` gives them, in id
         order, read ``chunk_size`` at a time (constant memory)."""
-        problems = Problems()
-        check_chunk_size(problems, chunk_size)
-        Experiment = self.models.experiment
-        query = matching(problems, self.backend.select(Experiment), Experiment, dataset_id=dataset_id)
-        problems.raise_if_any()
-        return map(self._experiment_record, self.backend.iterate(query, chunk_size=chunk_size))
+        return self.iter_matching(Problems(), self.models.experiment, self._experiment_record, chunk_size,
+                                  dataset_id=dataset_id)
 
     @streaming
     def iter_experiment_results(self, *, experiment_id: str | None = None, filters: dict | None = None,
@@ -675,12 +670,9 @@ class ExperimentsRepository(Prunable, DomainRepository):
         :meth:`list_experiment_results` gives them, in id order, read ``chunk_size`` at a time
         (constant memory)."""
         problems = Problems()
-        check_chunk_size(problems, chunk_size)
         scope = check_tenancy(problems, filters)
-        Result = self.models.result
-        query = matching(problems, self.backend.select(Result), Result, experiment_id=experiment_id, **scope)
-        problems.raise_if_any()
-        return map(self._result_record, self.backend.iterate(query, chunk_size=chunk_size))
+        return self.iter_matching(problems, self.models.result, self._result_record, chunk_size,
+                                  experiment_id=experiment_id, **scope)
 
     @operation
     def delete_experiment_results(self, *, experiment_id: str, filters: dict | None = None) -> None:

@@ -375,23 +375,14 @@ class MemoryRepository(Prunable, DomainRepository):
                       chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every message (of a thread, a resource, or all) as :meth:`list_messages` gives them,
         in id order, read ``chunk_size`` at a time (constant memory)."""
-        problems = Problems()
-        check_chunk_size(problems, chunk_size)
-        Message = self.models.message
-        query = matching(problems, self.backend.select(Message), Message, thread_id=thread_id,
-                         resource_id=resource_id)
-        problems.raise_if_any()
-        return map(self._message_record, self.backend.iterate(query, chunk_size=chunk_size))
+        return self.iter_matching(Problems(), self.models.message, self._message_record, chunk_size,
+                                  thread_id=thread_id, resource_id=resource_id)
 
     @streaming
     def iter_resources(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every resource as :meth:`get_resource_by_id` gives it, in id order, read
         ``chunk_size`` at a time (constant memory)."""
-        problems = Problems()
-        check_chunk_size(problems, chunk_size)
-        problems.raise_if_any()
-        query = self.backend.select(self.models.resource)
-        return map(self._resource_record, self.backend.iterate(query, chunk_size=chunk_size))
+        return self.iter_matching(Problems(), self.models.resource, self._resource_record, chunk_size)
 
     # ------------------------------------------------------------------ messages: reads
 

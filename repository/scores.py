@@ -25,8 +25,7 @@ import peewee
 from .models.fields import JSONField
 from .models.scores import build_scores_models
 
-from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, gc_paused, matching, operation,
-                   order_terms, streaming)
+from .base import (ITER_CHUNK, DomainRepository, fetch_page, gc_paused, operation, order_terms, streaming)
 from .errors import ValidationError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -416,13 +415,10 @@ class ScoresRepository(Prunable, DomainRepository):
         tenancy ``filters``, as the list methods give them, in key order, read ``chunk_size`` at
         a time (constant memory)."""
         problems = Problems()
-        check_chunk_size(problems, chunk_size)
         scope = check_tenancy(problems, filters)
-        Score = self.models.score
-        query = matching(problems, self.backend.select(Score), Score, scorer_id=scorer_id, run_id=run_id,
-                         entity_id=entity_id, entity_type=entity_type, trace_id=trace_id, span_id=span_id, **scope)
-        problems.raise_if_any()
-        return map(self._record, self.backend.iterate(query, chunk_size=chunk_size))
+        return self.iter_matching(problems, self.models.score, self._record, chunk_size, scorer_id=scorer_id,
+                                  run_id=run_id, entity_id=entity_id, entity_type=entity_type, trace_id=trace_id,
+                                  span_id=span_id, **scope)
 
 
 __all__ = ["ScoresRepository", "fast_prepare_score"]

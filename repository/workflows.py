@@ -12,8 +12,7 @@ import peewee
 
 from .models.workflows import build_workflow_models
 
-from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, matching, operation, order_terms,
-                   streaming)
+from .base import (ITER_CHUNK, DomainRepository, fetch_page, operation, order_terms, streaming)
 from .errors import ConflictError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -444,13 +443,8 @@ class WorkflowsRepository(Prunable, DomainRepository):
                            chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every run (of a workflow, of a resource) as :meth:`list_workflow_runs` gives them, in
         key order, read ``chunk_size`` at a time (constant memory)."""
-        problems = Problems()
-        check_chunk_size(problems, chunk_size)
-        Run = self.models.snapshot
-        query = matching(problems, self.backend.select(Run), Run, workflow_name=workflow_name,
-                         resource_id=resource_id)
-        problems.raise_if_any()
-        return map(self._run_record, self.backend.iterate(query, chunk_size=chunk_size))
+        return self.iter_matching(Problems(), self.models.snapshot, self._run_record, chunk_size,
+                                  workflow_name=workflow_name, resource_id=resource_id)
 
     # ------------------------------------------------------------------ atomic updates
 

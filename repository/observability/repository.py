@@ -13,8 +13,8 @@ from typing import Any, Callable, Iterator
 import marshmallow
 import peewee
 
-from ..base import (ITER_CHUNK, DomainRepository, check_chunk_size, count_prepared, fetch_page, fetch_prepared_page,
-                    matching, operation, order_terms, streaming)
+from ..base import (ITER_CHUNK, DomainRepository, count_prepared, fetch_page, fetch_prepared_page, operation,
+                    order_terms, streaming)
 from ..errors import NotFoundError, ValidationError
 from ..models.observability import build_observability_models
 from ..page import Page
@@ -324,13 +324,9 @@ class ObservabilityRepository(Prunable, DomainRepository):
     def iter_spans(self, *, trace_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every span (of one trace, or all) as :meth:`get_span` gives them, by trace id then
         span id, read ``chunk_size`` at a time (constant memory)."""
-        problems = Problems()
-        check_chunk_size(problems, chunk_size)
         Span = self.models.span
-        query = matching(problems, self.backend.select(Span), Span, trace_id=trace_id)
-        problems.raise_if_any()
-        return map(self._span_record, self.backend.iterate(query, [Span.trace_id, Span.span_id],
-                                                           chunk_size=chunk_size))
+        return self.iter_matching(Problems(), Span, self._span_record, chunk_size, [Span.trace_id, Span.span_id],
+                                  trace_id=trace_id)
 
     @streaming
     def iter_traces(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:

@@ -11,7 +11,8 @@ modules beside these.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+import threading
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import peewee
 
