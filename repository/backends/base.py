@@ -77,12 +77,72 @@ def rejecting_unstorable_text() -> Iterator[None]:
         _rejecting.reset(token)
 
 
+#: The statement logs of the running :meth:`Backend.counting_statements` blocks (innermost last).
+_statement_logs: contextvars.ContextVar[tuple["StatementLog", ...]] = contextvars.ContextVar(
+    "statement_logs", default=())
+
+
+class StatementLog:
+    """The statements one :meth:`Backend.counting_statements` block sent, in order.
+
+    ``statements`` holds each statement's SQL text (``BEGIN``, ``COMMIT`` and ``SAVEPOINT``
+    included); ``count`` is their number.  A batch sent with the driver's ``executemany`` counts
+    once; ``execute_values`` counts once per page it sends.
+    """
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    @property
+    def count(self) -> int:
+        """How many statements were sent."""
+        return len(self.statements)
+
+    def __repr__(self) -> str:
+        return f"StatementLog({self.statements!r})"
+
+
+class _CountingCursor:
+    """A driver cursor that adds each statement it runs to the open :class:`StatementLog`\ s."""
+
+    __slots__ = ("_cursor", "_logs")
+
+    def __init__(self, cursor: Any, logs: tuple[StatementLog, ...]) -> None:
+        self._cursor = cursor
+        self._logs = logs
+
+    def _record(self, sql: Any) -> None:
+        text = sql.decode() if isinstance(sql, bytes) else str(sql)
+        for log in self._logs:
+            log.statements.append(text)
+
+    def execute(self, sql: Any, params: Any = ()) -> Any:
+        self._record(sql)
+        return self._cursor.execute(sql, params)
+
+    def executemany(self, sql: Any, rows: Any) -> Any:
+        self._record(sql)
+        return self._cursor.executemany(sql, rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
 class StoredFormats:
     """How values look in one database: the conversions the field types of :mod:`models.fields`
     ask of the bound peewee ``Database`` (each backend's ``Database`` implements them)."""
 
     #: Whether text loses U+0000 before it reaches the database (PostgreSQL cannot hold it).
     strips_nul = False
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        """peewee's cursor; inside :meth:`Backend.counting_statements`, one that logs what it runs."""
+        cursor = super().cursor(*args, **kwargs)
+        logs = _statement_logs.get()
+        return _CountingCursor(cursor, logs) if logs else cursor
 
     def execute_sql(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         """Run one statement.  Its string parameters are mapped as every write maps stored text
@@ -200,6 +260,26 @@ class Backend:
         finally:
             if opened_here:
                 self.release_connection()
+
+    @contextmanager
+    def counting_statements(self) -> Iterator[StatementLog]:
+        """Log the statements this thread sends inside the block (round trips of SQLite and
+        PostgreSQL; ClickHouse's native inserts bypass the log).
+
+        Example, the one ``INSERT`` of a score saved with a new id::
+
+            with scores.backend.counting_statements() as log:
+                scores.save_score(score=payload)
+            assert log.count == 1, log.statements
+
+        Blocks nest: each logs what runs inside it.  Outside them, statements are not wrapped.
+        """
+        log = StatementLog()
+        token = _statement_logs.set((*_statement_logs.get(), log))
+        try:
+            yield log
+        finally:
+            _statement_logs.reset(token)
 
     def is_connection_failure(self, exc: BaseException) -> bool:
         """Whether ``exc`` means the database cannot be reached (as opposed to a bad statement)."""
@@ -591,7 +671,7 @@ class Backend:
 
     def execute_rows(self, sql: str, rows: list[tuple]) -> None:
         """Run one ``INSERT`` for many rows with the driver's batch call."""
-        self.database.connection().executemany(sql, rows)
+        self.database.cursor().executemany(sql, rows)
 
     def update(self, model: type[peewee.Model], where: peewee.Expression, values: dict[str, Any]) -> int:
         """Set ``values`` (field name → Python value) on the rows matching ``where``."""
