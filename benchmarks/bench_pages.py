@@ -1,0 +1,265 @@
+"""Pages of big tables (issue 20): list pages at up to a million messages and scores, and the
+bulk writes that load them, on SQLite and PostgreSQL.
+
+Data, for ``--rows N`` (default 20,000 times the scale; the issue's figures are for 1,000,000):
+N messages in threads of 200 (5,000 threads at 1M), 100 threads per resource (50 resources),
+and N scores of 10 scorers over 7 entities.
+
+* **Bulk writes**: the rows are loaded in batches of 10,000, alternately by the library
+  (``save_messages`` of 50 threads' messages, ``save_scores``) and by the raw driver writing
+  the same kind of rows (fresh ids) with the same effect: one transaction bumping the threads'
+  ``updatedAt`` and upserting the messages; one batch insert of the scores.  Alternating, both
+  sides write into a table of the same size.  rows/s per side (target: library >= 0.7x raw).
+* **Pages**: p50 of ``CALLS`` calls through the public API with random picks: ``list_messages``
+  (a thread, first page of 40), ``list_threads`` (a resource, 20), ``list_messages_by_resource_id``
+  (first page of 40), ``list_scores_by_scorer_id`` and ``list_scores_by_entity_id`` (first page of
+  100), each with the exact ``total``; target 10 ms.  A deep page: page 5,000 of 10 of a
+  scorer's scores by page number, and the same page through ``after=`` the cursor of the row
+  before it (target 20 ms).
+
+After the load, PostgreSQL's tables are vacuumed and analyzed (what autovacuum does to a table
+at rest) and SQLite's are analyzed.  ``init()`` runs before the pages are read: its time is
+reported (on tables loaded by an older version it creates the indexes that are missing).
+
+``--sqlite PATH`` and ``--postgres URL`` use databases that outlive the run: they are loaded
+only when empty, so a second run (another version of the library) reads the same rows.  Run
+with ``python -m benchmarks pages`` or ``python -m benchmarks.bench_pages --rows 1000000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from typing import Any, Callable
+
+from composite_store.composite import store_for_url
+from composite_store.values import format_iso, utc_now
+
+from .bench_memory import MESSAGE_COLUMNS, RawMemory, make_messages
+from .bench_scores import RawWriter, payloads
+from .common import (BenchBackend, _postgres_connect, _sqlite_connect, backends, info_row, latency_row, p50_ms,
+                     print_results, scaled, throughput_row)
+
+ROWS = 20_000
+BATCH = 10_000
+PER_THREAD = 200
+THREADS_PER_RESOURCE = 100
+SCORERS = 10
+ENTITIES = 7
+CALLS = 100
+DEEP_PAGE, DEEP_PER_PAGE = 5_000, 10
+FIRST_PAGE_MS, DEEP_PAGE_MS = 10.0, 20.0
+MIN_WRITE_RATIO = 0.7
+
+
+def thread_id(index: int) -> str:
+    return f"thread-{index:05d}"
+
+
+def resource_id(index: int) -> str:
+    return f"user-{index:03d}"
+
+
+def scorer_id(index: int) -> str:
+    return f"scorer-{index}"
+
+
+def entity_id(index: int) -> str:
+    return f"agent-{index}"
+
+
+# --------------------------------------------------------------------------- loading
+
+def raw_save_messages(raw: RawMemory, messages: list[dict[str, Any]]) -> None:
+    """What the library's ``save_messages`` does to a batch of several threads, by hand: one
+    transaction bumping the threads' ``updatedAt`` (all must exist) and upserting the rows."""
+    now = utc_now()
+    threads = sorted({message["thread_id"] for message in messages})
+    marks = ", ".join("?" * len(threads))
+    if raw.name == "sqlite":
+        bump, stamps = f'UPDATE "mastra_threads" SET "updatedAt" = ? WHERE "id" IN ({marks})', (format_iso(now),)
+        columns, row = MESSAGE_COLUMNS, "(?, ?, ?, ?, ?, ?, ?)"
+    else:
+        bump = f'UPDATE "mastra_threads" SET "updatedAt" = ?, "updatedAtZ" = ? WHERE "id" IN ({marks})'
+        stamps = (now.replace(tzinfo=None), now)
+        columns, row = MESSAGE_COLUMNS + ', "createdAtZ"', "?"
+    upsert = (f'INSERT INTO "mastra_messages" ({columns}) VALUES {row} ON CONFLICT ("id") DO UPDATE SET '
+              '"thread_id" = excluded."thread_id", "content" = excluded."content", "role" = excluded."role", '
+              '"type" = excluded."type", "resourceId" = excluded."resourceId"')
+    with raw.db.write():
+        if raw.db.execute(bump, (*stamps, *threads)) != len(threads):
+            raise LookupError("a thread is missing")
+        raw.db.insert_many(upsert, raw.message_rows(messages))
+
+
+def message_batch(first_thread: int, threads: int) -> list[dict[str, Any]]:
+    """The messages of ``threads`` threads from ``first_thread``, ``PER_THREAD`` each."""
+    batch = []
+    for t in range(first_thread, first_thread + threads):
+        batch += make_messages(thread_id(t), resource_id(t // THREADS_PER_RESOURCE), PER_THREAD)
+    return batch
+
+
+def score_batch(first: int, count: int) -> list[dict[str, Any]]:
+    """``count`` score payloads numbered from ``first``: scorers and entities in turn."""
+    batch = payloads(count)
+    for offset, item in enumerate(batch):
+        number = first + offset
+        item.update(scorer_id=scorer_id(number % SCORERS), entity_id=entity_id(number % ENTITIES),
+                    entity_type="AGENT")
+        item["scorer"]["id"] = item["scorer_id"]
+    return batch
+
+
+def alternate(batches: int, make: Callable[[int], list[dict[str, Any]]], library: Callable[[list], Any],
+              raw: Callable[[list], Any]) -> tuple[list[int], list[float]]:
+    """Write batch ``make(b)`` (built untimed) with ``library`` when ``b`` is even, ``raw`` when
+    odd; returns the rows and the seconds of each side."""
+    written, spent = [0, 0], [0.0, 0.0]
+    for number in range(batches):
+        batch = make(number)
+        started = time.perf_counter()
+        (raw if number % 2 else library)(batch)
+        spent[number % 2] += time.perf_counter() - started
+        written[number % 2] += len(batch)
+    return written, spent
+
+
+def load(backend: BenchBackend, store: Any, rows: int) -> list[dict[str, Any]]:
+    """Load ``rows`` messages and ``rows`` scores; returns the bulk-write result rows."""
+    memory, scores = store.get_store("memory"), store.get_store("scores")
+    threads = max(1, rows // PER_THREAD)
+    for t in range(threads):
+        memory.save_thread(thread={"id": thread_id(t), "resource_id": resource_id(t // THREADS_PER_RESOURCE),
+                                   "title": f"Order question {t}", "metadata": {"channel": "chat"}})
+    per_batch = max(1, BATCH // PER_THREAD)
+    raw_memory, raw_scores = RawMemory(backend), RawWriter(backend)
+    try:
+        messages, messages_s = alternate(
+            -(-threads // per_batch),
+            lambda b: message_batch(b * per_batch, min(per_batch, threads - b * per_batch)),
+            lambda batch: memory.save_messages(messages=batch), lambda batch: raw_save_messages(raw_memory, batch))
+        print(f"[pages] {backend.name}: {sum(messages):,} messages loaded", flush=True)
+        scored, scores_s = alternate(-(-rows // BATCH), lambda b: score_batch(b * BATCH, min(BATCH, rows - b * BATCH)),
+                                     lambda batch: scores.save_scores(scores=batch), raw_scores.write)
+        print(f"[pages] {backend.name}: {sum(scored):,} scores loaded", flush=True)
+    finally:
+        raw_memory.close()
+        raw_scores.close()
+
+    def rates(written: list[int], spent: list[float]) -> dict[str, float | None]:
+        return {"library": written[0] / spent[0], "raw": written[1] / spent[1] if spent[1] else None}
+
+    return [
+        throughput_row(f"save_messages, batches of {BATCH:,} up to {sum(messages):,}", backend.name,
+                       **rates(messages, messages_s), min_ratio=MIN_WRITE_RATIO),
+        throughput_row(f"save_scores, batches of {BATCH:,} up to {sum(scored):,}", backend.name,
+                       **rates(scored, scores_s), min_ratio=MIN_WRITE_RATIO),
+    ]
+
+
+def settle(backend: BenchBackend) -> None:
+    """Statistics and visibility as a database at rest has them (autovacuum; SQLite's ANALYZE)."""
+    connection = backend.connect()
+    try:
+        if backend.name == "postgres":
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                for table in ("mastra_threads", "mastra_messages", "mastra_scorers"):
+                    cursor.execute(f'VACUUM ANALYZE "{table}"')
+        else:
+            connection.execute("ANALYZE")
+    finally:
+        connection.close()
+
+
+# --------------------------------------------------------------------------- reading
+
+def read_pages(backend: BenchBackend, store: Any, threads: int) -> list[dict[str, Any]]:
+    """p50 of each page through the public API; returns the result rows."""
+    memory, scores = store.get_store("memory"), store.get_store("scores")
+    resources = max(1, -(-threads // THREADS_PER_RESOURCE))
+    picks = random.Random(20)
+    name = backend.name
+    results = []
+
+    def first_page(operation: str, call: Callable[[], Any]) -> None:
+        results.append(latency_row(operation, name, library=p50_ms(call, repeat=CALLS, warmup=3),
+                                   limit_ms=FIRST_PAGE_MS))
+
+    first_page("list_messages (a thread, 40)",
+               lambda: memory.list_messages(thread_id=thread_id(picks.randrange(threads)), per_page=40))
+    first_page("list_threads (a resource, 20)",
+               lambda: memory.list_threads(resource_id=resource_id(picks.randrange(resources)), per_page=20))
+    first_page("list_messages_by_resource_id (40)", lambda: memory.list_messages_by_resource_id(
+        resource_id=resource_id(picks.randrange(resources)), per_page=40))
+    first_page("list_scores_by_scorer_id (100)",
+               lambda: scores.list_scores_by_scorer_id(scorer_id=scorer_id(picks.randrange(SCORERS))))
+    first_page("list_scores_by_entity_id (100)", lambda: scores.list_scores_by_entity_id(
+        entity_id=entity_id(picks.randrange(ENTITIES)), entity_type="AGENT"))
+
+    per_scorer = scores.list_scores_by_scorer_id(scorer_id=scorer_id(0), per_page=0).total
+    deep = min(DEEP_PAGE, max(1, per_scorer // DEEP_PER_PAGE - 1))
+    operation = f"list_scores_by_scorer_id, page {deep:,} of {DEEP_PER_PAGE}"
+    results.append(latency_row(operation, name, limit_ms=DEEP_PAGE_MS, library=p50_ms(
+        lambda: scores.list_scores_by_scorer_id(scorer_id=scorer_id(picks.randrange(SCORERS)), page=deep,
+                                                per_page=DEEP_PER_PAGE), repeat=CALLS // 4, warmup=1)))
+    cursors = {}
+    for number in range(SCORERS):
+        before = scores.list_scores_by_scorer_id(scorer_id=scorer_id(number), page=deep - 1, per_page=DEEP_PER_PAGE)
+        cursors[number] = getattr(before, "cursor", None)
+    if all(cursors.values()):
+        results.append(latency_row(f"{operation}, after= cursor", name, limit_ms=DEEP_PAGE_MS, library=p50_ms(
+            lambda: scores.list_scores_by_scorer_id(
+                scorer_id=scorer_id(number := picks.randrange(SCORERS)), per_page=DEEP_PER_PAGE,
+                after=cursors[number]), repeat=CALLS, warmup=3)))
+    return results
+
+
+def bench_backend(backend: BenchBackend, rows: int) -> list[dict[str, Any]]:
+    """Load (when empty) and read one backend; returns its result rows."""
+    store = store_for_url(backend.url)
+    results = []
+    try:
+        started = time.perf_counter()
+        store.init()
+        results.append(info_row("init() (tables loaded: indexes created)", backend.name, unit="s",
+                                library=time.perf_counter() - started))
+        if store.get_store("memory").count_rows()["mastra_messages"] == 0:
+            results += load(backend, store, rows)
+            settle(backend)
+        threads = store.get_store("memory").list_threads(per_page=0).total
+        results += read_pages(backend, store, threads)
+    finally:
+        store.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the pages benchmark (``argv``: ``--rows``, ``--sqlite``, ``--postgres``); returns the result rows."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pages", description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=None, help=f"messages and scores (default {ROWS:,} x scale)")
+    parser.add_argument("--sqlite", metavar="PATH", help="a SQLite file kept between runs")
+    parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL database kept between runs")
+    arguments = parser.parse_args(argv or [])
+    rows = arguments.rows or scaled(ROWS)
+    results: list[dict[str, Any]] = []
+    kept = [BenchBackend("sqlite", f"sqlite:///{arguments.sqlite}", _sqlite_connect(arguments.sqlite))
+            ] if arguments.sqlite else []
+    if arguments.postgres:
+        kept.append(BenchBackend("postgres", arguments.postgres, _postgres_connect(arguments.postgres)))
+    if kept:
+        for backend in kept:
+            results += bench_backend(backend, rows)
+        return results
+    with backends(["sqlite", "postgres"]) as available:
+        for backend in available:
+            print(f"[pages] {backend.name} ...", flush=True)
+            results += bench_backend(backend, rows)
+    return results
+
+
+if __name__ == "__main__":
+    print_results(main(sys.argv[1:]))
