@@ -21,7 +21,10 @@ class ClickHouseTable:
     has (text); ``not_null`` names columns that are plain there although nullable elsewhere.
     The ClickHouse backend applies both in ``prepare_models``.  ``insert_only`` tables (the
     current observability layout) are never versioned: no ``_version``/``_deleted`` columns, and
-    their domain reads them without ``FINAL``.
+    their domain reads them without ``FINAL``.  ``shard_key`` names the columns whose hash picks a
+    row's shard on a cluster (``cluster=``): every row of one logical key (a thread's messages, a
+    trace's spans) on one shard, so ``FINAL``, tombstones and deletes see all its versions there;
+    empty: the sorting key.
     """
 
     order_by: tuple[str, ...]
@@ -32,6 +35,7 @@ class ClickHouseTable:
     text_columns: dict[str, str] = field(default_factory=dict)
     not_null: tuple[str, ...] = ()
     insert_only: bool = False
+    shard_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ def build_memory_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
         class Meta:
             table_name = "mastra_threads"
             postgres_indexes = (Index("mastra_threads_resourceid_createdat_idx", '"resourceId", "createdAt" DESC'),)
-            clickhouse = ClickHouseTable(order_by=("createdAt", "id"), defaults={"metadata": "'{}'"})
+            clickhouse = ClickHouseTable(order_by=("createdAt", "id"), defaults={"metadata": "'{}'"},
+                                         shard_key=("id",))
 
     class Message(Base):
         id = TextField(primary_key=True)
@@ -43,7 +44,8 @@ def build_memory_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
                 Index("idx_messages_thread_resource_created_at", 'thread_id, "resourceId", "createdAt"'),
             )
             postgres_indexes = (Index("mastra_messages_thread_id_createdat_idx", 'thread_id, "createdAt" DESC'),)
-            clickhouse = ClickHouseTable(order_by=("createdAt", "id"))
+            # A thread's messages on one shard: its message list reads one shard's rows.
+            clickhouse = ClickHouseTable(order_by=("createdAt", "id"), shard_key=("thread_id",))
 
     class Resource(Base):
         id = TextField(primary_key=True)
@@ -54,6 +56,7 @@ def build_memory_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
 
         class Meta:
             table_name = "mastra_resources"
-            clickhouse = ClickHouseTable(order_by=("createdAt", "id"), defaults={"metadata": "'{}'"})
+            clickhouse = ClickHouseTable(order_by=("createdAt", "id"), defaults={"metadata": "'{}'"},
+                                         shard_key=("id",))
 
     return SimpleNamespace(thread=Thread, message=Message, resource=Resource)

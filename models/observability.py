@@ -136,6 +136,6 @@ def build_observability_models(database: peewee.DatabaseProxy) -> SimpleNamespac
                                  duplicates_remedy="migrate_spans() keeps one row per span and adds the key")
             clickhouse = ClickHouseTable(order_by=("traceId", "spanId"), partition_by_month="createdAt",
                                          defaults={"metadata": "'{}'"}, ttl_column="createdAt",
-                                         not_null=("updatedAt",))
+                                         not_null=("updatedAt",), shard_key=("traceId",))
 
     return SimpleNamespace(span=Span)

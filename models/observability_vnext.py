@@ -39,6 +39,9 @@ ORDER_BY = {
     TRACE_BRANCHES: ("spanType", "startedAt", "traceId", "dedupeKey"),
 }
 PARTITION_COLUMN = "endedAt"
+#: The columns picking a row's shard on a cluster, in every tracing table: a trace's rows (its
+#: span events, root and branches) on one shard, so one trace is read and deduplicated there.
+SHARD_KEY = ("traceId",)
 
 _ENTITY = (
     ("entityType", "entity_type", "LowCardinality(Nullable(String))"),
@@ -118,7 +121,8 @@ def build_observability_vnext_models(database: peewee.DatabaseProxy) -> SimpleNa
     def model(class_name: str, table: str) -> type[peewee.Model]:
         attrs = {field: _field(column, column_type) for column, field, column_type in SPAN_COLUMNS}
         meta = type("Meta", (), {"table_name": table, "primary_key": False,
-                                 "clickhouse": ClickHouseTable(order_by=ORDER_BY[table], insert_only=True)})
+                                 "clickhouse": ClickHouseTable(order_by=ORDER_BY[table], insert_only=True,
+                                                                               shard_key=SHARD_KEY)})
         return named(type(class_name, (Base,), {**attrs, "Meta": meta}), table)
 
     return SimpleNamespace(span_event=model("SpanEvent", SPAN_EVENTS), trace_root=model("TraceRoot", TRACE_ROOTS),

@@ -73,6 +73,6 @@ def build_scores_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
             sqlite_indexes = _INDEXES
             postgres_indexes = _INDEXES
             clickhouse = ClickHouseTable(order_by=("createdAt", "id"), partition_by_month="createdAt",
-                                         defaults={"metadata": "'{}'"}, ttl_column="createdAt")
+                                         defaults={"metadata": "'{}'"}, ttl_column="createdAt", shard_key=("id",))
 
     return SimpleNamespace(score=Score)

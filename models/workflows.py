@@ -54,6 +54,6 @@ def build_workflow_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
                                  replica_identity=True)
             sqlite_all_nullable = True  # the reference layout
             clickhouse = ClickHouseTable(order_by=("createdAt", "run_id", "workflow_name"),
-                                         text_columns={"row_id": "id"})
+                                         text_columns={"row_id": "id"}, shard_key=("run_id",))
 
     return SimpleNamespace(snapshot=WorkflowSnapshot)
