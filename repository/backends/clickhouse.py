@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import peewee
 
 from ..models.base import ClickHouseTable
 from ..models.fields import DeletedField, JSONField, TextField, TimestampField, VersionField
 
-from ..errors import NotSupportedError, StorageError, ValidationError
+from ..errors import BackendUnavailableError, NotSupportedError, StorageError, ValidationError
 from ..values import UTC, VERSION_CLOCK, JSONText, chunks, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, BackendFeatures, StoredFormats, primary_key_names, require_driver, value_tuples
+from .base import Backend, BackendFeatures, StoredFormats, mask_password, primary_key_names, require_driver, value_tuples
 from .chdb import ChdbClient, is_chdb_url, parse_chdb_url
 
 logger = logging.getLogger("composite_store.clickhouse")
@@ -43,6 +43,36 @@ MUTATION_POLL_S = 0.05
 INSERT_BLOCK = 100_000
 #: Keys per ``IN`` list when reading stored rows before a write.
 STORED_READ_CHUNK = 1000
+#: ZooKeeper path of a replicated table on a cluster: ``{shard}`` is each server's macro;
+#: ``{database}`` and ``{table}`` are filled in here (18.16 has no such macros).
+DEFAULT_ZOOKEEPER_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
+#: Replica name of a replicated table: each server's ``{replica}`` macro.
+DEFAULT_REPLICA_NAME = "{replica}"
+#: On a cluster, a logical table ``t`` is the ``Distributed`` table ``t`` over the replicated
+#: table ``t_local`` on every server, which holds the rows of its shard.
+LOCAL_SUFFIX = "_local"
+#: Session settings on a cluster: inserts return once every shard has its rows (else the
+#: ``Distributed`` table queues them and a read right after misses them); a subquery on a
+#: ``Distributed`` table inside a distributed query is run once and sent along (``GLOBAL IN``:
+#: right whichever keys the two tables are sharded by); each shard's reads and writes go to its
+#: first live replica, so a read sees the writes before it.
+CLUSTER_SETTINGS = {"insert_distributed_sync": 1, "distributed_product_mode": "global",
+                    "load_balancing": "in_order"}
+#: Server codes of a distributed query that could not reach a shard: ALL_CONNECTION_TRIES_FAILED,
+#: NETWORK_ERROR, SOCKET_TIMEOUT, and the "all replicas are stale/unavailable" ones.
+SHARD_UNREACHABLE_CODES = frozenset({279, 210, 209, 369})
+#: ``host:port`` in a server's message about a shard it could not reach.
+_SHARD_ADDRESS = re.compile(r"\((\[?[\w.:-]+?\]?:\d+)\)")
+#: Names a cluster may have (it is written into DDL).
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def url_option(url: Any, name: str) -> str | None:
+    """The value of option ``name`` in a ClickHouse URL's query (``?cluster=analytics``), else ``None``."""
+    if not isinstance(url, str):
+        return None
+    values = parse_qs(urlsplit(url).query).get(name)
+    return values[-1] if values else None
 
 
 def parse_clickhouse_url(url: str) -> dict[str, Any]:
@@ -79,8 +109,9 @@ def connection_params(url: str) -> dict[str, Any]:
 
 #: What every ClickHouse server offers, known without connecting.  No transactions:
 #: read-modify-writes are serialized per record inside one store object only; JSON objects are
-#: written scalars first for 18.16's ``visitParam*`` functions.
-DECLARED_FEATURES = BackendFeatures(concurrent_updates=False, json_scalars_first=True)
+#: written scalars first for 18.16's ``visitParam*`` functions; a page and its total are read
+#: by statements of their own (``FINAL`` reads, and each domain's own counting paths).
+DECLARED_FEATURES = BackendFeatures(concurrent_updates=False, json_scalars_first=True, total_in_page=False)
 
 
 @dataclass(kw_only=True)
@@ -256,18 +287,21 @@ class ClickHouseDatabase(StoredFormats, peewee.Database):
     null_placeholder = NULL_PLACEHOLDER
     field_types = {"TIMESTAMP": "Int64", "JSON": "String", "TEXT": "String"}
 
-    def __init__(self, database: str, *, client_factory: Callable[..., Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, database: str, *, client_factory: Callable[..., Any] | None = None,
+                 settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(database, **kwargs)
         #: Builds the client of a new connection: clickhouse-driver's ``Client``, or for ``chdb://``
         #: URLs :class:`~composite_store.backends.chdb.ChdbClient` (the same ``execute`` interface).
         self.client_factory = client_factory
+        #: Server settings of every query of this database's connections (a cluster's).
+        self.settings = dict(settings or {})
 
     def _connect(self) -> ClickHouseConnection:
         from clickhouse_driver import Client
 
         factory = self.client_factory or Client
         client = factory(database=self.database, connect_timeout=10, send_receive_timeout=300,
-                         settings={"use_numpy": False}, **self.connect_params)
+                         settings={"use_numpy": False, **self.settings}, **self.connect_params)
         client.connection.connect()
         return ClickHouseConnection(client)
 
@@ -382,13 +416,24 @@ def driver_reason(exc: Any) -> str:
 
 _STRIPES = 256
 
+#: Server error codes of a column another process added first (current servers: 15, 18.16: 44).
+DUPLICATE_COLUMN_CODES = (15, 44)
+
 #: Server codes of a refused login: UNKNOWN_DATABASE, UNKNOWN_USER, WRONG_PASSWORD,
 #: REQUIRED_PASSWORD, DATABASE_ACCESS_DENIED, AUTHENTICATION_FAILED (newer servers).
 LOGIN_REFUSED_CODES = frozenset({81, 192, 193, 194, 291, 516})
 
 
 class ClickHouseBackend(Backend):
-    """A ClickHouse database; one connection per thread."""
+    """A ClickHouse database; one connection per thread.
+
+    With ``cluster="name"`` (or ``?cluster=name`` in the URL) the database spans the servers of
+    that cluster of the server's ``remote_servers``: :meth:`init` runs its DDL ``ON CLUSTER``,
+    each table is a ``Replicated…MergeTree`` ``<table>_local`` on every server (ZooKeeper path
+    ``zookeeper_path``, replica ``replica_name``; ``{shard}``/``{replica}`` are the servers'
+    macros, ``{database}``/``{table}`` filled in here) under a ``Distributed`` table of the
+    table's name, sharded by the model's ``shard_key``, that reads and writes go through.
+    """
 
     name = "CLICKHOUSE"
     #: Known without connecting; :attr:`server_features` adds what the connected server supports.
@@ -396,11 +441,20 @@ class ClickHouseBackend(Backend):
     driver_module = "clickhouse_driver"
     driver_extra = "clickhouse"
 
-    def __init__(self, *, url: str, ttl_days: int | None = None, mutation_timeout_s: float = 300) -> None:
+    def __init__(self, *, url: str, ttl_days: int | None = None, mutation_timeout_s: float = 300,
+                 cluster: str | None = None, zookeeper_path: str = DEFAULT_ZOOKEEPER_PATH,
+                 replica_name: str = DEFAULT_REPLICA_NAME) -> None:
         if is_chdb_url(url):
             self.driver_module = self.driver_extra = "chdb"
         super().__init__(url)
         params = connection_params(url)
+        #: The cluster the database spans (``None``: one server).
+        self.cluster = cluster if cluster is not None else url_option(url, "cluster")
+        self.zookeeper_path = zookeeper_path
+        self.replica_name = replica_name
+        self._check_cluster_options(url)
+        if self.cluster:
+            params["settings"] = CLUSTER_SETTINGS
         if ttl_days is not None and (isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days < 1):
             raise ValidationError(fields={"ttl_days": ["ttl_days must be a positive integer or None"]})
         if isinstance(mutation_timeout_s, bool) or not isinstance(mutation_timeout_s, (int, float)) \
@@ -413,6 +467,19 @@ class ClickHouseBackend(Backend):
         # Read-modify-writes are serialized per record inside this store object.
         self._record_locks = [threading.RLock() for _ in range(_STRIPES)]
 
+    def _check_cluster_options(self, url: str) -> None:
+        problems: dict[str, list[str]] = {}
+        if self.cluster is not None and (not isinstance(self.cluster, str) or not _CLUSTER_NAME.match(self.cluster)):
+            problems["cluster"] = ["cluster must be the name of a cluster of the server's remote_servers "
+                                   "(letters, digits, _ . -)"]
+        elif self.cluster is not None and is_chdb_url(url):
+            problems["cluster"] = ["cluster needs clickhouse:// servers (the in-process engine is one server)"]
+        for name in ("zookeeper_path", "replica_name"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                problems[name] = [f"{name} must be a non-empty string"]
+        if problems:
+            raise ValidationError(fields=problems)
+
     # -- connections and errors ----------------------------------------------------------
 
     def is_connection_failure(self, exc: BaseException) -> bool:
@@ -420,7 +487,27 @@ class ClickHouseBackend(Backend):
 
         return isinstance(exc, (ch_errors.NetworkError, ch_errors.SocketTimeoutError,
                                 ch_errors.UnexpectedPacketFromServerError, EOFError, ConnectionError, OSError)) \
-            or self.login_refusal(exc) is not None
+            or self.login_refusal(exc) is not None or self.unreachable_shard(exc) is not None
+
+    def unreachable_shard(self, exc: BaseException) -> str | None:
+        """``host:port`` of the shard a cluster query could not reach (``exc`` is the server's
+        error), else ``None``."""
+        from clickhouse_driver import errors as ch_errors
+
+        if not (self.cluster and isinstance(exc, ch_errors.ServerException) and exc.code in SHARD_UNREACHABLE_CODES):
+            return None
+        found = _SHARD_ADDRESS.search(getattr(exc, "message", "") or "")
+        return found.group(1) if found else "unknown"
+
+    def unavailable(self, exc: BaseException) -> BackendUnavailableError:
+        shard = self.unreachable_shard(exc)
+        if shard is None:
+            return super().unavailable(exc)
+        # The server we talk to answered; a shard of its cluster did not.
+        return BackendUnavailableError(
+            f"Cannot reach shard {shard} of cluster {self.cluster} through {self.display_url}: "
+            f"{mask_password(driver_reason(exc).splitlines()[0])}",
+            details={"url": self.display_url, "code": "SHARD_UNAVAILABLE", "shard": shard, "cluster": self.cluster})
 
     def login_refusal(self, exc: BaseException) -> str | None:
         from clickhouse_driver import errors as ch_errors
@@ -517,7 +604,7 @@ class ClickHouseBackend(Backend):
 
     def table_ttl(self, table: str) -> str | None:
         """The table's TTL expression as the server shows it (``engine_full``), or ``None``."""
-        _, full = self.server_features.tables.get(table, ("", ""))
+        _, full = self.server_features.tables.get(self.storage_table(table), ("", ""))
         found = re.search(r"\bTTL (.+?)(?: SETTINGS .*)?$", full)
         return found.group(1) if found else None
 
@@ -530,16 +617,16 @@ class ClickHouseBackend(Backend):
         current = self.table_ttl(table)
         if ttl is None:
             if current is not None:
-                self.database.execute_sql(f'ALTER TABLE "{table}" REMOVE TTL')
+                self.alter_storage(table, "REMOVE TTL")
             return
         if current is not None and _same_ttl(current) in {_same_ttl(ttl), _same_ttl(fallback or ttl)}:
             return
         try:
-            self.database.execute_sql(f'ALTER TABLE "{table}" MODIFY TTL {ttl}')
+            self.alter_storage(table, f"MODIFY TTL {ttl}")
         except ServerException:
             if fallback is None:
                 raise
-            self.database.execute_sql(f'ALTER TABLE "{table}" MODIFY TTL {fallback}')
+            self.alter_storage(table, f"MODIFY TTL {fallback}")
 
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         connection = self.database.connection()
@@ -548,23 +635,112 @@ class ClickHouseBackend(Backend):
         for model in models:
             table: ClickHouseTable = model._meta.clickhouse
             name = model._meta.table_name
-            if name in features.tables:
-                self._check_existing(name, features.tables[name])
+            storage = self.storage_table(name)
+            if storage in features.tables:
+                self._check_existing(storage, features.tables[storage])
             else:
                 columns = ", ".join(f'"{f.column_name}" {self.column_type(f, table)}' for f in model._meta.sorted_fields)
-                order_by = ", ".join(f'"{c}"' for c in table.order_by)
                 partition_sql = table.partition_by
                 if table.partition_by_month:
                     partition_sql = self._month_of(table.partition_by_month, features.timestamp_type())
-                partition = f" PARTITION BY {partition_sql}" if partition_sql else ""
-                ttl = self._ttl_clause(model, table) if features.ttl else None
-                self.database.execute_sql(
-                    f'CREATE TABLE IF NOT EXISTS "{name}" ({columns}) ENGINE = ReplacingMergeTree("_version")'
-                    f'{partition} ORDER BY ({order_by}){f" TTL {ttl}" if ttl else ""} SETTINGS index_granularity = 8192')
-                connection.refresh_schema()
-            self._add_missing_columns(model, table)
+                self.create_table(name, columns, engine='ReplacingMergeTree("_version")', order_by=table.order_by,
+                                  partition_by=partition_sql, ttl=self._ttl_clause(model, table) if features.ttl else None,
+                                  settings="index_granularity = 8192")
+            for field in model._meta.sorted_fields:
+                self.add_column(name, field.column_name, self.column_type(field, table))
+            connection.refresh_schema()
             self._apply_ttl(model, table)
+            self.create_distributed(name, table.shard_key or table.order_by)
         connection.refresh_schema()
+
+    # -- the DDL of one server or of a cluster -------------------------------------------
+    # Every statement that creates or changes a table goes through these: on a cluster they run
+    # ON CLUSTER against each server's replicated <table>_local, under a Distributed <table>.
+
+    def storage_table(self, name: str) -> str:
+        """The table holding the rows of logical table ``name``: itself, or on a cluster each
+        server's ``<name>_local`` (what ``ALTER``, ``TRUNCATE``, TTLs and ``system.parts`` name)."""
+        return f"{name}{LOCAL_SUFFIX}" if self.cluster else name
+
+    def ddl_table(self, name: str) -> str:
+        """``name`` quoted for DDL, with its database on a cluster (servers run ``ON CLUSTER``
+        statements in their own default database)."""
+        return f'"{self.database.database}"."{name}"' if self.cluster else f'"{name}"'
+
+    @property
+    def on_cluster(self) -> str:
+        """`` ON CLUSTER "<name>"`` on a cluster, else nothing."""
+        return f' ON CLUSTER "{self.cluster}"' if self.cluster else ""
+
+    def create_table(self, name: str, columns: str, *, engine: str, order_by: Sequence[str],
+                     partition_by: str | None = None, ttl: str | None = None, settings: str | None = None) -> None:
+        """``CREATE TABLE IF NOT EXISTS`` of the table holding logical table ``name``'s rows:
+        ``engine`` (``ReplacingMergeTree("_version")``) or on a cluster its ``Replicated`` twin
+        on every server (:meth:`create_distributed` adds the table reads and writes go through)."""
+        storage = self.storage_table(name)
+        if self.cluster:
+            kind, _, arguments = engine.partition("(")
+            path = self.zookeeper_path.replace("{database}", self.database.database).replace("{table}", name)
+            replicated = [escape(path), escape(self.replica_name)]
+            arguments = arguments.rstrip(")")
+            engine = f"Replicated{kind}({', '.join([*replicated, *([arguments] if arguments else [])])})"
+        sql = f"CREATE TABLE IF NOT EXISTS {self.ddl_table(storage)}{self.on_cluster} ({columns}) ENGINE = {engine}"
+        if partition_by:
+            sql += f" PARTITION BY {partition_by}"
+        sql += " ORDER BY ({})".format(", ".join(f'"{column}"' for column in order_by))
+        if ttl:
+            sql += f" TTL {ttl}"
+        if settings:
+            sql += f" SETTINGS {settings}"
+        self.database.execute_sql(sql)
+        self.database.connection().refresh_schema()
+
+    def create_materialized_view(self, name: str, target: str, source: str, condition: str) -> None:
+        """A materialized view ``name`` copying the rows of logical table ``source`` meeting
+        ``condition`` into ``target``; on a cluster one per server, between the local tables (a
+        shard's inserts feed its own target rows, which replication copies)."""
+        self.database.execute_sql(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.ddl_table(name)}{self.on_cluster} "
+            f"TO {self.ddl_table(self.storage_table(target))} AS "
+            f"SELECT * FROM {self.ddl_table(self.storage_table(source))} WHERE {condition}")
+
+    def create_distributed(self, name: str, shard_key: Sequence[str]) -> None:
+        """On a cluster, the ``Distributed`` table ``name`` over ``<name>_local`` sharded by the
+        hash of ``shard_key``; made again when the local table has columns it lacks (18.16 cannot
+        ``ALTER`` a ``Distributed`` table ``ON CLUSTER``; it holds no rows: inserts are
+        synchronous).  Nothing without a cluster."""
+        if not self.cluster:
+            return
+        columns = self.server_features.columns
+        storage = self.storage_table(name)
+        if name in columns and columns[name] == columns.get(storage):
+            return
+        if name in columns:
+            self.database.execute_sql(f"DROP TABLE IF EXISTS {self.ddl_table(name)}{self.on_cluster}")
+        key = ", ".join(f'"{column}"' for column in shard_key)
+        self.database.execute_sql(
+            f"CREATE TABLE IF NOT EXISTS {self.ddl_table(name)}{self.on_cluster} AS {self.ddl_table(storage)} "
+            f"ENGINE = Distributed({escape(self.cluster)}, {escape(self.database.database)}, {escape(storage)}, "
+            f"cityHash64({key}))")
+        self.database.connection().refresh_schema()
+
+    def add_column(self, name: str, column: str, column_type: str) -> None:
+        """Add ``column`` to logical table ``name`` unless it has it (another process may add it
+        at the same moment: its error is taken as done).  Call :meth:`create_distributed` after."""
+        from clickhouse_driver.errors import ServerException
+
+        if column in self.server_features.columns.get(self.storage_table(name), {}):
+            return
+        try:
+            self.alter_storage(name, f'ADD COLUMN "{column}" {column_type}')
+        except ServerException as exc:
+            if exc.code not in DUPLICATE_COLUMN_CODES:
+                raise
+
+    def alter_storage(self, name: str, clause: str, params: Sequence[Any] = ()) -> None:
+        """``ALTER TABLE <storage table of name> [ON CLUSTER] <clause>``."""
+        self.database.execute_sql(f"ALTER TABLE {self.ddl_table(self.storage_table(name))}{self.on_cluster} {clause}",
+                                  params)
 
     def _month_of(self, column: str, column_type: str) -> str:
         """``toYYYYMM`` of a timestamp column stored as ``column_type`` (epoch ms: via seconds)."""
@@ -574,29 +750,14 @@ class ClickHouseBackend(Backend):
 
     def _check_existing(self, name: str, engine: tuple[str, str]) -> None:
         kind, full = engine
-        if kind != "ReplacingMergeTree":
+        # Replicated…/Shared… variants (a cluster's tables, ClickHouse Cloud) read alike.
+        if not kind.endswith("ReplacingMergeTree"):
             raise NotSupportedError(
                 f'Table "{name}" uses engine {kind}; only ReplacingMergeTree tables can be read with FINAL.',
                 status="NOT_SUPPORTED", details={"table": name, "engine": kind}, id="STORAGE_CLICKHOUSE_INIT_NOT_SUPPORTED")
         if "_version" not in full:
             logger.warning("Table %s is a %s without the _version column as its version; using it as it is.",
                            name, full)
-
-    def _add_missing_columns(self, model: type[peewee.Model], table: ClickHouseTable) -> None:
-        from clickhouse_driver.errors import ServerException
-
-        name = model._meta.table_name
-        existing = self.server_features.columns.get(name, {})
-        for field in model._meta.sorted_fields:
-            if field.column_name in existing:
-                continue
-            try:
-                self.database.execute_sql(
-                    f'ALTER TABLE "{name}" ADD COLUMN "{field.column_name}" {self.column_type(field, table)}')
-            except ServerException as exc:
-                if exc.code not in (15, 44):  # another process added it first (current servers: 15, 18.16: 44)
-                    raise
-        self.database.connection().refresh_schema()
 
     def _apply_ttl(self, model: type[peewee.Model], table: ClickHouseTable) -> None:
         if self.ttl_days is None or table.ttl_column is None:
@@ -606,7 +767,8 @@ class ClickHouseBackend(Backend):
 
     def clear(self, models: Sequence[type[peewee.Model]]) -> None:
         for model in models:
-            self.database.execute_sql(f'TRUNCATE TABLE IF EXISTS "{model._meta.table_name}"')
+            self.database.execute_sql(
+                f"TRUNCATE TABLE IF EXISTS {self.ddl_table(self.storage_table(model._meta.table_name))}{self.on_cluster}")
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -695,9 +857,18 @@ class ClickHouseBackend(Backend):
         version = VERSION_CLOCK.next()
         self.insert_rows(model, [{**row, "row_version": version, "row_deleted": 0} for row in rows])
 
+    def _row_key(self, model: type[peewee.Model]) -> list[str]:
+        """The fields that place a row: its sorting key and, on a cluster, its shard key (a new
+        version that changes them lands elsewhere, so the old one needs a tombstone)."""
+        table: ClickHouseTable = model._meta.clickhouse
+        if not self.cluster:
+            return self._sort_key(model)
+        by_column = {f.column_name: f.name for f in model._meta.sorted_fields}
+        return list(dict.fromkeys([*self._sort_key(model), *(by_column[c] for c in table.shard_key)]))
+
     def _replace(self, model: type[peewee.Model], pairs: list[tuple[dict[str, Any] | None, dict[str, Any]]]) -> None:
         """Write new versions: each pair is (stored row or None, new row)."""
-        sort_key = self._sort_key(model)
+        sort_key = self._row_key(model)
         tombstones, fresh = [], []
         for old, new in pairs:
             above = old["row_version"] if old else 0
@@ -740,7 +911,7 @@ class ClickHouseBackend(Backend):
         pk = primary_key_names(model)
         # Complete rows of a table sorted by its key replace stored rows whole and never need a
         # tombstone: the stored key, version and kept fields suffice (a much lighter FINAL read).
-        complete = bool(rows) and set(self._sort_key(model)) <= set(pk) and all(
+        complete = bool(rows) and set(self._row_key(model)) <= set(pk) and all(
             field.name in rows[0] for field in model._meta.sorted_fields
             if field.name not in ("row_version", "row_deleted"))
         if stored is None:
@@ -789,7 +960,7 @@ class ClickHouseBackend(Backend):
         sql, params = model.delete().where(where).sql()
         # ALTER … DELETE wants unqualified column names.
         condition = sql.split(" WHERE ", 1)[1].replace(f'"{table}".', "")
-        self.database.execute_sql(f'ALTER TABLE "{table}" DELETE WHERE {condition}', params)
+        self.alter_storage(table, f"DELETE WHERE {condition}", params)
         self.wait_for_mutations(table, operation)
         return -1
 
@@ -802,11 +973,17 @@ class ClickHouseBackend(Backend):
                                 for row in self.select(model).where(pk.in_(chunk))])
 
     def wait_for_mutations(self, table: str, operation: str) -> None:
-        """Poll ``system.mutations`` until every mutation of ``table`` known now is done."""
+        """Poll ``system.mutations`` until every mutation of ``table`` known now is done (on a
+        cluster: on every server of it)."""
         client = self.database.connection().client
-        query = ("SELECT mutation_id FROM system.mutations WHERE database = currentDatabase() "
+        mutations = "system.mutations"
+        if self.cluster:
+            mutations = f"cluster({escape(self.cluster)}, system, mutations)"
+            table = self.storage_table(table)
+        query = (f"SELECT DISTINCT mutation_id FROM {mutations} WHERE database = %(database)s "
                  "AND table = %(table)s AND is_done = 0")
-        pending = {row[0] for row in client.execute(query, {"table": table})}
+        names = {"database": self.database.database, "table": table}
+        pending = {row[0] for row in client.execute(query, names)}
         deadline = time.monotonic() + self.mutation_timeout_s
         while pending:
             if time.monotonic() > deadline:
@@ -814,7 +991,7 @@ class ClickHouseBackend(Backend):
                                    id=f"STORAGE_CLICKHOUSE_{operation}_FAILED",
                                    details={"code": "MUTATION_TIMEOUT", "mutation_ids": sorted(pending)})
             time.sleep(MUTATION_POLL_S)
-            pending &= {row[0] for row in client.execute(query, {"table": table})}
+            pending &= {row[0] for row in client.execute(query, names)}
 
 
 def _same_ttl(expression: str) -> str:

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 import peewee
 
 from ..backends.clickhouse import ClickHouseBackend, ClickHouseFeatures
-from ..models.observability_vnext import ADDED_COLUMNS, ORDER_BY, PARTITION_COLUMN, SPAN_COLUMNS, SPAN_EVENTS, VIEWS
+from ..models.observability_vnext import (ADDED_COLUMNS, ORDER_BY, PARTITION_COLUMN, SHARD_KEY, SPAN_COLUMNS, SPAN_EVENTS,
+                                         VIEWS)
 from ..validation import Problems
 
 #: Column of the 18.16 layout standing for ``metadataSearch`` (a ``Nested``: keys and values).
@@ -27,8 +28,6 @@ _ORDER_COLUMN = re.compile(r'"(\w+)"')
 #: Columns that every row of one span holds alike: duplicates are retries, or a start row and
 #: its end row (§3.4).
 _SPAN_CONSTANT = frozenset({"dedupeKey", "traceId", "spanId", "startedAt"})
-#: Server error codes of a column another process added first (current servers: 15, 18.16: 44).
-DUPLICATE_COLUMN_CODES = (15, 44)
 
 
 #: The signals of ``retention={…}`` (§10.1) → (their tables, the column their TTL counts from).
@@ -106,38 +105,26 @@ class VNextClickHouseSQL:
 
     def create(self) -> None:
         """Create the missing tables, add the columns later versions added, create the missing
-        views (§3.2)."""
-        database = self.backend.database
-        current = current_layout(self.backend.server_features)
+        views (§3.2); on a cluster (the backend's ``cluster``) the views join the local tables of
+        each server and a ``Distributed`` table per table is sharded by :data:`SHARD_KEY`."""
+        backend = self.backend
+        current = current_layout(backend.server_features)
         partition = f"toDate({PARTITION_COLUMN})" if current else f"intDiv({PARTITION_COLUMN}, 86400000)"
         columns = self.columns_sql()
         for table, order_by in ORDER_BY.items():
-            database.execute_sql(
-                f'CREATE TABLE IF NOT EXISTS "{table}" ({columns}) ENGINE = ReplacingMergeTree '
-                f"PARTITION BY {partition} ORDER BY ({', '.join(order_by)})")
+            backend.create_table(table, columns, engine="ReplacingMergeTree", order_by=order_by, partition_by=partition)
         # Columns before views: a view made now copies the columns of tables that already agree.
-        self._add_missing_columns()
-        for view, (table, condition) in VIEWS.items():
-            database.execute_sql(f'CREATE MATERIALIZED VIEW IF NOT EXISTS "{view}" TO "{table}" AS '
-                                 f'SELECT * FROM "{SPAN_EVENTS}" WHERE {condition}')
-        database.connection().refresh_schema()
-
-    def _add_missing_columns(self) -> None:
-        from clickhouse_driver.errors import ServerException
-
-        connection = self.backend.database.connection()
-        connection.refresh_schema()
         # The views' targets first: the views copy every column of mastra_span_events.
+        backend.database.connection().refresh_schema()
         for table in reversed(ORDER_BY):
-            existing = self.backend.server_features.columns.get(table, {})
             for column in ADDED_COLUMNS:
-                if column in existing:
-                    continue
-                try:
-                    self.backend.database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" Nullable(String)')
-                except ServerException as exc:
-                    if exc.code not in DUPLICATE_COLUMN_CODES:
-                        raise
+                backend.add_column(table, column, "Nullable(String)")
+        backend.database.connection().refresh_schema()
+        for view, (table, condition) in VIEWS.items():
+            backend.create_materialized_view(view, table, SPAN_EVENTS, condition)
+        for table in ORDER_BY:
+            backend.create_distributed(table, SHARD_KEY)
+        backend.database.connection().refresh_schema()
 
     def apply_retention(self, days: Mapping[str, int | None]) -> None:
         """Give each configured signal's tables ``TTL <column> + toIntervalDay(N)`` (§10.1), or no
