@@ -12,6 +12,7 @@ from .datasets import DatasetsRepository
 from .experiments import ExperimentsRepository
 from .memory import MemoryRepository
 from .observability import ObservabilityRepository
+from .observability.repository import LayoutChoice
 from .scores import ScoresRepository
 from .stores import WholeStore
 from .workflows import WorkflowsRepository
@@ -53,10 +54,13 @@ class DatasetsPG(DatasetsRepository):
     backend_class = PostgresBackend
 
 
-class ObservabilityPG(ObservabilityRepository):
-    """The observability domain (traces and spans) on PostgreSQL."""
+class ObservabilityPG(LayoutChoice, ObservabilityRepository):
+    """The observability domain (traces and spans) on PostgreSQL; ``layout="vnext"`` (or
+    ``?layout=vnext`` in the URL) gives the current layout, with ``partitioning``, ``discovery``
+    and ``delta_polling`` (observability-vnext.md §1)."""
 
     backend_class = PostgresBackend
+    vnext_keywords = ("partitioning", "discovery", "delta_polling")
 
 
 class PostgresStore(WholeStore):

@@ -12,6 +12,7 @@ from .datasets import DatasetsRepository
 from .experiments import ExperimentsRepository
 from .memory import MemoryRepository
 from .observability import ObservabilityRepository
+from .observability.repository import LayoutChoice
 from .scores import ScoresRepository
 from .stores import WholeStore
 from .workflows import WorkflowsRepository
@@ -53,8 +54,10 @@ class DatasetsSQLite(DatasetsRepository):
     backend_class = SQLiteBackend
 
 
-class ObservabilitySQLite(ObservabilityRepository):
-    """The observability domain (traces and spans) on SQLite."""
+class ObservabilitySQLite(LayoutChoice, ObservabilityRepository):
+    """The observability domain (traces and spans) on SQLite; ``layout="vnext"`` (or
+    ``?layout=vnext`` in the URL) gives the current layout, with ``delta_polling``
+    (observability-vnext.md §1)."""
 
     backend_class = SQLiteBackend
 

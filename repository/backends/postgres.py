@@ -31,6 +31,7 @@ def parse_postgres_url(url: str) -> tuple[dict[str, Any], str | None]:
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     schema = query.pop("schema_name", None)
+    query.pop("layout", None)  # the observability domain's table layout, not a connection option
     kwargs: dict[str, Any] = {"database": unquote(parts.path.lstrip("/")) or "postgres"}
     if parts.hostname:
         kwargs["host"] = parts.hostname

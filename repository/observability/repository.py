@@ -8,7 +8,8 @@ written with the backend's bulk upsert in one call.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import marshmallow
 import peewee
@@ -31,6 +32,8 @@ from .records import (CAMEL_TO_SNAKE, IGNORED_WIRE_KEYS, JSON_KEYS, KEY_FIELDS, 
                       light_record, span_record, trace_status, traces_of)
 
 _SPAN_SCHEMA = SpanSchema()
+#: The table layouts of observability on PostgreSQL and SQLite (observability-vnext.md §1).
+LAYOUTS = ("legacy", "vnext")
 #: What a light list row is built from: the light span, the root's metadata and its input.
 LIGHT_LIST_COLUMNS = (*LIGHT_SPAN_KEYS, "metadata", "input")
 
@@ -550,3 +553,75 @@ class ObservabilityRepository(Prunable, DomainRepository):
                     getattr(Span, key), value, scalars_first=self.backend.features.json_scalars_first))
         return conditions
 
+
+
+# --------------------------------------------------------------------------- layouts (observability-vnext.md §1)
+
+
+def url_layout(url: Any) -> str | None:
+    """The ``layout`` a URL names in its query (``?layout=vnext``), else ``None``."""
+    if not isinstance(url, str):
+        return None
+    values = parse_qs(urlsplit(url).query).get("layout")
+    return values[-1] if values else None
+
+
+class LayoutChoice:
+    """The public observability class of PostgreSQL or SQLite, in one of two table layouts fixed
+    per object: ``layout="legacy"`` (the default, ``mastra_ai_spans``) or ``layout="vnext"``
+    (event-sourced ``mastra_span_events`` and the signal tables,
+    :class:`~.vnext_sql.VNextSQLObservabilityRepository`).  Without ``layout=`` the URL's
+    ``?layout=`` decides (for ``store=``, the store's URL).  A vnext object is an instance of a
+    subclass of the public class made for that layout; ``repr`` shows the layout.
+
+    List it first in the public class's bases, before the legacy repository.
+    """
+
+    layout = "legacy"
+    #: Constructor keywords only the vnext layout takes (a validation error with ``legacy``).
+    vnext_keywords: ClassVar[tuple[str, ...]] = ("delta_polling",)
+
+    def __new__(cls, *, layout: str | None = None, store: Any = None, **options: Any) -> Any:
+        public = next(klass for klass in cls.__mro__ if LayoutChoice in klass.__bases__)
+        if cls is public:
+            if layout is None:
+                url = options.get("url", options.get("connection_string")) if store is None else \
+                    getattr(getattr(store, "backend", None), "display_url", None)
+                layout = url_layout(url) or "legacy"
+            if layout not in LAYOUTS:
+                raise ValidationError(fields={"layout": [f"layout must be one of {', '.join(LAYOUTS)}"]},
+                                      id=f"STORAGE_{cls.backend_class.name}_INIT_INVALID_INPUT", domain=cls.domain)
+            if layout == "vnext":
+                cls = _vnext_class(public)
+        return super().__new__(cls)
+
+    def __init__(self, *, layout: str | None = None, **options: Any) -> None:
+        # The layout was chosen by __new__ (it is this object's class).
+        given = {key: options.pop(key) for key in self.vnext_keywords if key in options}
+        super().__init__(**options)
+        try:
+            if given and self.layout != "vnext":
+                raise ValidationError(fields={key: [f'{key} applies to layout="vnext" only'] for key in given})
+            if self.layout == "vnext":
+                self.configure_layout(**given)
+        except ValidationError as exc:
+            raise exc.bind(backend=self.backend_class.name, operation="INIT", domain=self.domain) from None
+
+    def __repr__(self) -> str:
+        public = next(klass for klass in type(self).__mro__ if LayoutChoice in klass.__bases__)
+        return f"{public.__name__}({self.backend.display_url!r}, layout={self.layout!r})"
+
+
+def _vnext_class(public: type) -> type:
+    """The class of ``layout="vnext"`` for a public class: the vnext repository, the signal
+    mixins that exist (after it: its names win a clash), then the public class (made once per
+    public class)."""
+    made = public.__dict__.get("_vnext_class")
+    if made is None:
+        from .vnext_sql import VNextSQLObservabilityRepository, layout_mixins
+
+        made = type(f"VNext{public.__name__}", (VNextSQLObservabilityRepository, *layout_mixins(), public),
+                    {"layout": "vnext", "__module__": public.__module__,
+                     "__doc__": f"{public.__name__} in the current layout (layout=\"vnext\")."})
+        public._vnext_class = made
+    return made
