@@ -19,6 +19,7 @@ import peewee
 from ..base import ITER_CHUNK, DomainRepository, check_chunk_size, operation, streaming
 from ..errors import NotSupportedError
 from ..models.fields import TimestampField
+from ..models.observability_signals import build_observability_signal_models
 from ..models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, build_observability_vnext_models
 from ..page import Page
 from ..retention import Prunable
@@ -31,6 +32,7 @@ from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDE
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
                       light_list_record, trace_status, traces_of)
 from . import vnext_migration
+from .signals import SignalsMixin
 from .vnext_clickhouse import VNextClickHouseSQL
 
 #: Metadata keys that have columns of their own and never enter ``metadataSearch`` (§2.6).
@@ -81,7 +83,7 @@ def metadata_search(metadata: Any) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-class VNextObservabilityRepository(Prunable, DomainRepository):
+class VNextObservabilityRepository(SignalsMixin, Prunable, DomainRepository):
     """Insert-only traces and spans: appends, read-time dedupe, trace reads and lists (§7).
 
     Example::
@@ -100,7 +102,10 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
     retention_days: Mapping[str, int | None] = {}
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
-        return build_observability_vnext_models(database)
+        models = build_observability_vnext_models(database)
+        # The signal tables (logs, metrics, scores, feedback) of this layout, written by SignalsMixin.
+        vars(models).update(vars(build_observability_signal_models(database, self.backend_class.name)))
+        return models
 
     @property
     def _sql(self) -> VNextClickHouseSQL:
@@ -136,6 +141,7 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
     def _create_layout(self) -> None:
         with self.backend.ddl():
             self._sql.create()
+            self.create_signal_tables()
             self._sql.apply_retention(self.retention_days)
 
     @operation
@@ -189,11 +195,12 @@ class VNextObservabilityRepository(Prunable, DomainRepository):
 
     @operation
     def count_rows(self) -> dict[str, int | None]:
-        """Current rows (after read-time dedupe) per tracing table; ``None`` for a missing table."""
+        """Current rows (after read-time dedupe) per table; ``None`` for a missing table."""
         self._sql.ensure_schema()
         existing = self.backend.server_features.tables
-        return {model._meta.table_name: self._sql.count_current(model, ()) if model._meta.table_name in existing
-                else None for model in self.tables}
+        counts = {model._meta.table_name: self._sql.count_current(model, ()) if model._meta.table_name in existing
+                  else None for model in self.tables if "dedupeKey" in model._meta.columns}
+        return {**counts, **self.count_signal_rows()}
 
     # ------------------------------------------------------------------ writes
 

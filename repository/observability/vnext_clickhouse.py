@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import peewee
 
 from ..backends.clickhouse import ClickHouseBackend, ClickHouseFeatures
+from ..models.observability_signals import PARTITION_COLUMNS, SIGNAL_TABLES
 from ..models.observability_vnext import (ADDED_COLUMNS, ORDER_BY, PARTITION_COLUMN, SHARD_KEY, SPAN_COLUMNS, SPAN_EVENTS,
                                          VIEWS)
 from ..validation import Problems
@@ -31,13 +32,9 @@ _SPAN_CONSTANT = frozenset({"dedupeKey", "traceId", "spanId", "startedAt"})
 
 
 #: The signals of ``retention={…}`` (§10.1) → (their tables, the column their TTL counts from).
-#: Only the tracing tables exist so far: the other signals are checked and have nothing to expire.
 RETENTION_SIGNALS: dict[str, tuple[tuple[str, ...], str]] = {
     "tracing": (tuple(ORDER_BY), PARTITION_COLUMN),
-    "logs": ((), "timestamp"),
-    "metrics": ((), "timestamp"),
-    "scores": ((), "timestamp"),
-    "feedback": ((), "timestamp"),
+    **{signal: ((table,), PARTITION_COLUMNS[table]) for signal, table in SIGNAL_TABLES.items()},
 }
 
 

@@ -1,0 +1,599 @@
+"""Observability signals of the current ("vNext") layout: logs, metrics, score events and
+feedback (observability-vnext.md §2.2–2.6, §8.1–8.3).
+
+:class:`SignalsMixin` holds the write and list methods every backend shares: it checks and
+normalises records (§2.6), checks the filters of §8.2 (:func:`check_signal_filters`) and turns
+stored rows back into records.  What a database does differently (its DDL, how a batch is written
+and retried idempotently, which row of an id is current, how JSON, tags and labels are compared)
+lives in one object per backend, ``self._signal_sql``: :class:`~.signals_clickhouse.ClickHouseSignalSQL`
+or :class:`~.signals_sql.PostgresSignalSQL` / :class:`~.signals_sql.SQLiteSignalSQL`.
+
+The mixin joins a vNext observability repository (ClickHouse's
+:class:`~.vnext.VNextObservabilityRepository`, PostgreSQL's and SQLite's ``vnext_sql``
+repositories), whose ``build_models`` merges the signal models of
+:func:`~composite_store.models.observability_signals.build_observability_signal_models` into
+``self.models`` and whose ``init()`` calls :meth:`SignalsMixin.create_signal_tables`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import marshmallow
+
+from ..base import operation
+from ..errors import NotFoundError, NotSupportedError
+from ..models.observability_signals import (FEEDBACK_EVENTS, LOG_EVENTS, METRIC_EVENTS, MODEL_NAMES, PG_COLUMNS,
+                                            SCORE_EVENTS, field_name)
+from ..page import Page
+from ..schemas.base import Timestamp
+from ..schemas.observability import ENTITY_TYPES
+from ..validation import Problems, check_id, check_order_by, check_page, one_of
+from ..values import normalize_json
+from .filters import _check_range
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+REVIEW_STATUSES = ("needs-review", "reviewed")
+DEFAULT_REVIEW_STATUS = "needs-review"
+#: Most ids one ``delete_scores``/``delete_feedback`` call takes (§8.3).
+MAX_DELETE_IDS = 1000
+#: Most ``trace_ids`` a metrics filter takes (§8.2).
+MAX_TRACE_IDS = 1000
+REVIEW_STATUS_MESSAGE = "reviewStatus must be one of: needs-review, reviewed"
+
+#: Entity-type context keys (validated against the vNext entity types, §2.1).
+ENTITY_TYPE_KEYS = ("entity_type", "parent_entity_type", "root_entity_type")
+#: Optional text context keys of every signal record (§2.2).
+CONTEXT_TEXT_KEYS = (
+    "trace_id", "span_id", "entity_id", "entity_name", "parent_entity_id", "parent_entity_name", "root_entity_id",
+    "root_entity_name", "user_id", "organization_id", "resource_id", "run_id", "session_id", "thread_id",
+    "request_id", "environment", "service_name", "entity_version_id", "parent_entity_version_id",
+    "root_entity_version_id", "experiment_id", "execution_source",
+)
+#: Equality filters every signal takes (§8.2): no ``entity_id``/``parent_entity_id``/``root_entity_id``.
+COMMON_EQUALITY_FILTERS = (
+    "trace_id", "span_id", "entity_type", "entity_name", "entity_version_id", "parent_entity_version_id",
+    "root_entity_version_id", "user_id", "organization_id", "experiment_id", "service_name", "environment",
+    "parent_entity_type", "parent_entity_name", "root_entity_type", "root_entity_name", "resource_id", "run_id",
+    "session_id", "thread_id", "request_id", "execution_source",
+)
+_TIMESTAMP = Timestamp()
+
+
+@dataclass(frozen=True)
+class SignalKind:
+    """What tells one signal from another: its table, id key, record fields and filters."""
+
+    #: ``logs``, ``metrics``, ``scores`` or ``feedback`` (the name in messages and ``retention``).
+    name: str
+    table: str
+    id_key: str
+    #: Required keys → their kind (``text``, ``number``, ``level``, ``feedback_value``).
+    required: dict[str, str]
+    #: Optional keys → their kind (``text``, ``number``, ``json``, ``labels``, ``review_status``).
+    optional: dict[str, str]
+    #: Keys accepted and ignored (no column holds them).
+    ignored: tuple[str, ...]
+    #: Filters of this signal beyond the common ones → their kind (``text``, ``texts``, …).
+    filters: dict[str, str]
+    #: ``order_by.field`` values.
+    order_fields: tuple[str, ...]
+    #: What replaces a deprecated ``source`` filter (its error message names it).
+    source_replacement: str
+
+    @property
+    def model_name(self) -> str:
+        """The attribute of this signal's model on ``self.models``."""
+        return MODEL_NAMES[self.table]
+
+
+LOGS = SignalKind(
+    "logs", LOG_EVENTS, "log_id", {"timestamp": "timestamp", "level": "level", "message": "text"},
+    {"log_id": "text", "data": "json", "metadata": "json"}, (), {"level": "levels"}, ("timestamp",),
+    "execution_source")
+METRICS = SignalKind(
+    "metrics", METRIC_EVENTS, "metric_id", {"timestamp": "timestamp", "name": "text", "value": "number"},
+    {"metric_id": "text", "provider": "text", "model": "text", "estimated_cost": "number", "cost_unit": "text",
+     "cost_metadata": "json", "labels": "labels", "metadata": "json"}, (),
+    {"trace_ids": "trace_ids", "name": "names", "provider": "text", "model": "text", "cost_unit": "text",
+     "labels": "labels"}, ("timestamp",), "execution_source")
+SCORES = SignalKind(
+    "scores", SCORE_EVENTS, "score_id", {"timestamp": "timestamp", "scorer_id": "text", "score": "number"},
+    {"score_id": "text", "scorer_version": "text", "score_source": "text", "reason": "text",
+     "score_trace_id": "text", "metadata": "json"}, ("scorer_name", "id", "created_at", "updated_at"),
+    {"scorer_id": "texts", "score_source": "text", "metadata": "metadata"}, ("timestamp", "score"),
+    "score_source or execution_source")
+FEEDBACK = SignalKind(
+    "feedback", FEEDBACK_EVENTS, "feedback_id", {"timestamp": "timestamp", "feedback_type": "text",
+                                                 "value": "feedback_value"},
+    {"feedback_id": "text", "feedback_source": "text", "comment": "text", "feedback_user_id": "text",
+     "source_id": "text", "metadata": "json", "review_status": "review_status"}, ("id", "created_at", "updated_at"),
+    {"feedback_type": "texts", "feedback_source": "text", "feedback_user_id": "text",
+     "review_status": "review_status"}, ("timestamp",), "feedback_source or execution_source")
+SIGNAL_KINDS = {kind.name: kind for kind in (LOGS, METRICS, SCORES, FEEDBACK)}
+
+#: Record keys of each signal in the order records list them (§5's column order, without the
+#: cursor columns; feedback's two value columns read as one ``value``).
+RECORD_KEYS: dict[str, tuple[str, ...]] = {
+    kind.table: tuple(dict.fromkeys(
+        "value" if column in ("valueString", "valueNumber") else field_name(column)
+        for column, _ in PG_COLUMNS[kind.table]))
+    for kind in SIGNAL_KINDS.values()
+}
+
+
+# --------------------------------------------------------------------------- record checks (§2)
+
+def _check_value(problems: Problems, path: str, kind: str, value: Any) -> Any:
+    """``value`` of one record key checked for its ``kind``; returns the value to store."""
+    if kind == "timestamp":
+        try:
+            return _TIMESTAMP.deserialize(value)
+        except marshmallow.ValidationError:
+            problems.add(path, "Not a valid datetime.")
+    elif kind == "text":
+        if isinstance(value, str):
+            return value
+        problems.add(path, "Not a valid string.")
+    elif kind == "number":
+        if not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        problems.add(path, "Not a valid finite number.")
+    elif kind == "level":
+        if value in LOG_LEVELS:
+            return value
+        problems.add(path, one_of(LOG_LEVELS))
+    elif kind == "feedback_value":
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        problems.add(path, "Must be a finite number or a string.")
+    elif kind == "json":
+        if not isinstance(value, dict):
+            problems.add(path, "Not a valid mapping type.")
+            return None
+        errors: dict[str, list[str]] = {}
+        normalized = normalize_json(value, "", errors)
+        problems.merge(errors, path)
+        return normalized
+    elif kind == "labels":
+        return normalized_labels(problems, path, value)
+    elif kind == "review_status":
+        if value in REVIEW_STATUSES:
+            return value
+        problems.add(path, REVIEW_STATUS_MESSAGE)
+    return None
+
+
+def normalized_tags(problems: Problems, path: str, tags: Any) -> list[str]:
+    """Tags stripped, without empty and repeated ones (§2.6); a non-list or a non-string tag is
+    a problem."""
+    if not isinstance(tags, (list, tuple)):
+        problems.add(path, "Not a valid list.")
+        return []
+    kept: dict[str, None] = {}
+    for index, tag in enumerate(tags):
+        if not isinstance(tag, str):
+            problems.add(f"{path}[{index}]", "Not a valid string.")
+        elif tag.strip():
+            kept.setdefault(tag.strip())
+    return list(kept)
+
+
+def normalized_labels(problems: Problems, path: str, labels: Any) -> dict[str, str]:
+    """Labels with keys and values stripped, pairs where either is empty dropped (§2.6); only
+    ``str`` → ``str`` pairs are accepted."""
+    if not isinstance(labels, dict):
+        problems.add(path, "Not a valid mapping type.")
+        return {}
+    kept = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            problems.add(f"{path}.{key}", "Labels must map strings to strings.")
+        elif key.strip() and value.strip():
+            kept[key.strip()] = value.strip()
+    return kept
+
+
+def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = "") -> dict[str, Any]:
+    """The stored row (field name → value) of one input record, checked (§2) and normalised
+    (§2.6): a missing id becomes a new UUID4, ``source`` fills the fields it stands for, tags and
+    labels are cleaned, feedback's value goes to its number or string column."""
+    prefix = f"{path}." if path else ""
+    if not isinstance(record, dict):
+        problems.add(path or "record", "Not a valid mapping type.")
+        return {}
+    record = dict(record)
+    if kind is FEEDBACK and isinstance(record.get("user_id"), str) and record.get("feedback_user_id") is None:
+        record["feedback_user_id"] = record.pop("user_id")  # the legacy actor rule (§2.5)
+    source = record.pop("source", None)
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        at = prefix + key
+        if key in kind.required:
+            if value is None:
+                problems.add(at, "Field may not be null.")
+            else:
+                row[key] = _check_value(problems, at, kind.required[key], value)
+        elif key in kind.optional:
+            row[key] = None if value is None else _check_value(problems, at, kind.optional[key], value)
+        elif key in CONTEXT_TEXT_KEYS:
+            row[key] = None if value is None else _check_value(problems, at, "text", value)
+        elif key in ENTITY_TYPE_KEYS:
+            if value is not None and value not in ENTITY_TYPES:
+                problems.add(at, one_of(ENTITY_TYPES))
+            row[key] = value
+        elif key == "scope":
+            row[key] = None if value is None else _check_value(problems, at, "json", value)
+        elif key == "tags":
+            row[key] = [] if value is None else normalized_tags(problems, at, value)
+        elif key not in kind.ignored:
+            problems.add(at, "Unknown field.")
+    for key in kind.required:
+        if key not in record:
+            problems.add(prefix + key, "Missing data for required field.")
+    if source is not None:
+        if not isinstance(source, str):
+            problems.add(prefix + "source", "Not a valid string.")
+        else:  # the deprecated alias (§2.3–2.5)
+            if kind is SCORES and row.get("score_source") is None:
+                row["score_source"] = source
+            if kind is FEEDBACK and row.get("feedback_source") is None:
+                row["feedback_source"] = source
+            if row.get("execution_source") is None:
+                row["execution_source"] = source
+    if row.get(kind.id_key) in (None, ""):
+        row[kind.id_key] = str(uuid.uuid4())
+    row.setdefault("tags", [])
+    if kind is METRICS:
+        row["labels"] = row.get("labels") or {}
+    if kind is FEEDBACK:
+        value = row.pop("value", None)
+        row["value_number"] = value if isinstance(value, float) else None
+        row["value_string"] = value if isinstance(value, str) else None
+        row["feedback_source"] = row.get("feedback_source") or ""
+        row["review_status"] = row.get("review_status") or DEFAULT_REVIEW_STATUS
+    return row
+
+
+def signal_rows(problems: Problems, kind: SignalKind, records: Any, argument: str) -> list[dict[str, Any]]:
+    """The rows of a batch (problems under ``<argument>[i].<key>``)."""
+    if not isinstance(records, (list, tuple)):
+        problems.add(argument, "Not a valid list.")
+        return []
+    return [signal_row(problems, kind, record, f"{argument}[{index}]") for index, record in enumerate(records)]
+
+
+# --------------------------------------------------------------------------- filters (§8.2)
+
+def check_signal_filters(problems: Problems, signal: str, filters: Any) -> dict[str, Any]:
+    """The validated filters of one signal (``logs``, ``metrics``, ``scores``, ``feedback``):
+    keys with ``None`` dropped, ``level``/``scorer_id``/``feedback_type`` as lists, tags and
+    labels cleaned as writes clean them, the timestamp range as aware datetimes; feedback's
+    legacy ``user_id`` moved to ``feedback_user_id`` (§2.5).  Problems are recorded, not raised."""
+    kind = SIGNAL_KINDS[signal]
+    if filters is None:
+        return {}
+    if not isinstance(filters, dict):
+        problems.add("filters", "Not a valid mapping type.")
+        return {}
+    filters = dict(filters)
+    if kind is FEEDBACK and isinstance(filters.get("user_id"), str) and filters.get("feedback_user_id") is None:
+        filters["feedback_user_id"] = filters.pop("user_id")
+    checked: dict[str, Any] = {}
+    for key, value in filters.items():
+        path = f"filters.{key}"
+        filter_kind = kind.filters.get(key, "text" if key in COMMON_EQUALITY_FILTERS else None)
+        if key == "source":
+            problems.add(path, f"Deprecated `source` filter is not supported for {kind.name}; use "
+                               f"`{kind.source_replacement}` instead.")
+        elif key == "timestamp":
+            if value is not None:
+                bounds = _check_range(problems, path, value)
+                if bounds:
+                    checked[key] = bounds
+        elif key == "tags":
+            if value is not None:
+                tags = normalized_tags(problems, path, value)
+                if tags:
+                    checked[key] = tags
+        elif filter_kind is None:
+            problems.add(path, "Unknown field.")
+        elif value is None:
+            continue
+        elif filter_kind == "metadata":
+            if not isinstance(value, dict):
+                problems.add(path, "Not a valid mapping type.")
+            elif value:
+                errors: dict[str, list[str]] = {}
+                checked[key] = normalize_json(value, "", errors)
+                problems.merge(errors, path)
+        elif filter_kind == "labels":
+            labels = normalized_labels(problems, path, value)
+            if labels:
+                checked[key] = labels
+        elif filter_kind in ("levels", "texts", "names", "trace_ids"):
+            values = [value] if isinstance(value, str) and filter_kind in ("levels", "texts") else value
+            if not isinstance(values, (list, tuple)) or not all(isinstance(item, str) for item in values):
+                problems.add(path, "Not a valid string or list of strings.")
+            elif not values and filter_kind in ("names", "trace_ids"):
+                problems.add(path, f"{key} must be a non-empty list")
+            elif filter_kind == "trace_ids" and len(values) > MAX_TRACE_IDS:
+                problems.add(path, f"{key} must hold at most {MAX_TRACE_IDS} ids")
+            elif filter_kind == "levels" and not set(values) <= set(LOG_LEVELS):
+                problems.add(path, one_of(LOG_LEVELS))
+            elif values:
+                checked[key] = list(dict.fromkeys(values))
+        elif key in ENTITY_TYPE_KEYS:
+            if value not in ENTITY_TYPES:
+                problems.add(path, one_of(ENTITY_TYPES))
+            else:
+                checked[key] = value
+        elif filter_kind == "review_status":
+            if value not in REVIEW_STATUSES:
+                problems.add(path, REVIEW_STATUS_MESSAGE)
+            else:
+                checked[key] = value
+        elif not isinstance(value, str):
+            problems.add(path, "Not a valid string.")
+        else:
+            checked[key] = value
+    return checked
+
+
+def _check_ids(problems: Problems, argument: str, ids: Any) -> list[str]:
+    """``score_ids``/``feedback_ids``: a list of at most :data:`MAX_DELETE_IDS` non-empty strings."""
+    if not isinstance(ids, (list, tuple)) or not all(isinstance(item, str) and item for item in ids):
+        problems.add(argument, f"{argument} must be a list of non-empty strings")
+        return []
+    if len(ids) > MAX_DELETE_IDS:
+        problems.add(argument, f"{argument} must hold at most {MAX_DELETE_IDS} ids")
+    return list(dict.fromkeys(ids))
+
+
+# --------------------------------------------------------------------------- the mixin
+
+class SignalsMixin:
+    """The signal methods of §8.1 (writes, lists, reads by id, deletes) for a vNext
+    observability repository of any backend.
+
+    Example::
+
+        observability.batch_create_metrics(metrics=[
+            {"timestamp": now, "name": "mastra_agent_duration_ms", "value": 120.0, "labels": {"status": "ok"}}])
+        page = observability.list_metrics(filters={"name": ["mastra_agent_duration_ms"]})
+    """
+
+    #: Whether delta polling (§9) was asked for; the repositories' constructors set it.
+    delta_polling: bool = False
+
+    @property
+    def _signal_sql(self) -> Any:
+        """This backend's signal SQL (one object per repository)."""
+        sql = self.__dict__.get("_signal_sql_object")
+        if sql is None:
+            sql = self.__dict__["_signal_sql_object"] = _signal_sql_for(self)
+        return sql
+
+    def create_signal_tables(self) -> None:
+        """Create the four signal tables and their indexes, add the columns later versions added
+        (called by ``init()`` inside its DDL transaction)."""
+        self._signal_sql.create()
+
+    def _signal_model(self, kind: SignalKind) -> Any:
+        return getattr(self.models, kind.model_name)
+
+    def count_signal_rows(self) -> dict[str, int | None]:
+        """Current rows per signal table (as lists read them); ``None`` for a missing table."""
+        counts: dict[str, int | None] = {}
+        for kind in SIGNAL_KINDS.values():
+            model = self._signal_model(kind)
+            exists = self._signal_sql.exists(model)
+            counts[kind.table] = self._signal_sql.page(model, kind, [], '"timestamp"', 0, 0)[1] if exists else None
+        return counts
+
+    # ------------------------------------------------------------------ writes
+
+    @operation
+    def batch_create_logs(self, *, logs: list[dict]) -> None:
+        """Write log records, all or nothing; re-sending one (same ``log_id`` and ``timestamp``)
+        never makes a second row in any read."""
+        self._write_batch(LOGS, logs, "logs")
+
+    @operation
+    def batch_create_metrics(self, *, metrics: list[dict]) -> None:
+        """Write metric records, all or nothing; idempotent per (``metric_id``, ``timestamp``)."""
+        self._write_batch(METRICS, metrics, "metrics")
+
+    @operation
+    def create_score(self, *, score: dict) -> None:
+        """Write one score event (a batch of one)."""
+        self._write_one(SCORES, score, "score")
+
+    @operation
+    def batch_create_scores(self, *, scores: list[dict]) -> None:
+        """Write score events, all or nothing; a ``score_id`` written again replaces its row
+        (with another ``timestamp``: the latest one is read)."""
+        self._write_batch(SCORES, scores, "scores")
+
+    @operation
+    def create_feedback(self, *, feedback: dict) -> None:
+        """Write one feedback record (a batch of one)."""
+        self._write_one(FEEDBACK, feedback, "feedback")
+
+    @operation
+    def batch_create_feedback(self, *, feedbacks: list[dict]) -> None:
+        """Write feedback records, all or nothing; a ``feedback_id`` written again replaces its row."""
+        self._write_batch(FEEDBACK, feedbacks, "feedbacks")
+
+    def _write_one(self, kind: SignalKind, record: Any, argument: str) -> None:
+        problems = Problems()
+        row = signal_row(problems, kind, record, "" if isinstance(record, dict) else argument)
+        problems.raise_if_any()
+        self._signal_sql.write(self._signal_model(kind), kind, [row])
+
+    def _write_batch(self, kind: SignalKind, records: Any, argument: str) -> None:
+        problems = Problems()
+        rows = signal_rows(problems, kind, records, argument)
+        problems.raise_if_any()
+        if rows:
+            self._signal_sql.write(self._signal_model(kind), kind, rows)
+
+    # ------------------------------------------------------------------ lists
+
+    @operation
+    def list_logs(self, *, filters: dict | None = None, page: int | None = None, per_page: int | bool | None = None,
+                  order_by: dict | None = None, mode: str = "page", after: str | None = None,
+                  limit: int | None = None) -> Page:
+        """A page of logs matching every filter (§8.2), newest first by default."""
+        return self._list_signal(LOGS, filters, page, per_page, order_by, mode, after, limit)
+
+    @operation
+    def list_metrics(self, *, filters: dict | None = None, page: int | None = None,
+                     per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
+                     after: str | None = None, limit: int | None = None) -> Page:
+        """A page of metric events matching every filter (§8.2), newest first by default."""
+        return self._list_signal(METRICS, filters, page, per_page, order_by, mode, after, limit)
+
+    @operation
+    def list_scores(self, *, filters: dict | None = None, page: int | None = None,
+                    per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
+                    after: str | None = None, limit: int | None = None) -> Page:
+        """A page of current score events matching every filter (§8.2); ``order_by.field`` is
+        ``timestamp`` (default, newest first) or ``score``."""
+        return self._list_signal(SCORES, filters, page, per_page, order_by, mode, after, limit)
+
+    @operation
+    def list_feedback(self, *, filters: dict | None = None, page: int | None = None,
+                      per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
+                      after: str | None = None, limit: int | None = None) -> Page:
+        """A page of feedback matching every filter (§8.2), newest first by default."""
+        return self._list_signal(FEEDBACK, filters, page, per_page, order_by, mode, after, limit)
+
+    def _list_signal(self, kind: SignalKind, filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any,
+                     after: Any, limit: Any) -> Page:
+        problems = Problems()
+        if mode not in ("page", "delta"):
+            problems.add("mode", one_of(("page", "delta")))
+        elif mode == "delta":
+            for name, value in (("page", page), ("per_page", per_page), ("order_by", order_by)):
+                if value is not None:
+                    problems.add(name, f"{name} is not allowed in delta mode")
+        else:
+            for name, value in (("after", after), ("limit", limit)):
+                if value is not None:
+                    problems.add(name, f"{name} is only allowed in delta mode")
+        request = check_page(problems, page, per_page, default_per_page=10)
+        checked = check_signal_filters(problems, kind.name, filters)
+        ordering = check_order_by(problems, order_by, allowed=kind.order_fields, default_field="timestamp",
+                                  default_direction="DESC")
+        problems.raise_if_any()
+        if mode == "delta":
+            raise NotSupportedError("This storage provider does not support observability delta polling")
+        model, sql = self._signal_model(kind), self._signal_sql
+        conditions = sql.conditions(model, kind, checked)
+        id_column = model._meta.fields[kind.id_key].column_name
+        direction = " DESC" if ordering.descending else ""
+        order = f'"{ordering.field}"{direction}, "{id_column}"'
+        rows, total = sql.page(model, kind, conditions, order, request.limit, request.offset)
+        return Page([self._signal_record(kind, row) for row in rows], total, request.page, request.per_page,
+                    request.has_more(total))
+
+    # ------------------------------------------------------------------ reads, updates, deletes
+
+    @operation
+    def get_score_by_id(self, *, score_id: str) -> dict | None:
+        """The current row of the score event, or ``None``."""
+        problems = Problems()
+        check_id(problems, "score_id", score_id)
+        problems.raise_if_any()
+        model = self._signal_model(SCORES)
+        rows, _ = self._signal_sql.page(model, SCORES, [model.score_id == score_id], '"timestamp" DESC', 1, 0,
+                                        counted=False)
+        return self._signal_record(SCORES, rows[0]) if rows else None
+
+    @operation
+    def update_feedback_review_status(self, *, feedback_id: str, review_status: str) -> dict:
+        """Set ``review_status`` (``needs-review`` or ``reviewed``) on every row of the feedback
+        and return the record (the latest ``timestamp`` when there are several); an unknown id
+        raises :class:`~repository.errors.NotFoundError`.  ClickHouse has no such column:
+        :class:`~repository.errors.NotSupportedError` there."""
+        problems = Problems()
+        check_id(problems, "feedback_id", feedback_id)
+        if review_status not in REVIEW_STATUSES:
+            problems.add("review_status", REVIEW_STATUS_MESSAGE)
+        problems.raise_if_any()
+        row = self._signal_sql.update_review_status(self._signal_model(FEEDBACK), feedback_id, review_status)
+        if row is None:
+            raise NotFoundError("Feedback record not found", details={"feedback_id": feedback_id})
+        return self._signal_record(FEEDBACK, row)
+
+    @operation
+    def delete_scores(self, *, score_ids: list[str], organization_id: str | None = None,
+                      resource_id: str | None = None) -> None:
+        """Delete the score events of these ids (only the tenant's when ``organization_id`` or
+        ``resource_id`` is given); ``[]`` does nothing; at most 1,000 ids."""
+        self._delete_signal(SCORES, score_ids, "score_ids", organization_id, resource_id)
+
+    @operation
+    def delete_feedback(self, *, feedback_ids: list[str], organization_id: str | None = None,
+                        resource_id: str | None = None) -> None:
+        """Delete the feedback of these ids (tenant scope as :meth:`delete_scores`)."""
+        self._delete_signal(FEEDBACK, feedback_ids, "feedback_ids", organization_id, resource_id)
+
+    def _delete_signal(self, kind: SignalKind, ids: Any, argument: str, organization_id: Any,
+                       resource_id: Any) -> None:
+        problems = Problems()
+        ids = _check_ids(problems, argument, ids)
+        for name, value in (("organization_id", organization_id), ("resource_id", resource_id)):
+            if value is not None and not isinstance(value, str):
+                problems.add(name, "Not a valid string.")
+        problems.raise_if_any()
+        if not ids:
+            return
+        model = self._signal_model(kind)
+        where = getattr(model, kind.id_key).in_(ids)
+        if organization_id is not None:
+            where &= model.organization_id == organization_id
+        if resource_id is not None:
+            where &= model.resource_id == resource_id
+        self._signal_sql.delete(model, where, f"DELETE_{kind.name.upper()}")
+
+    # ------------------------------------------------------------------ records
+
+    def _signal_record(self, kind: SignalKind, row: dict[str, Any]) -> dict[str, Any]:
+        """The record of a stored row (keyed by column): blank texts read as ``None``, JSON
+        decoded, unknown entity types ``None`` (§2.1), feedback's ``value`` from its two columns
+        (§2.5)."""
+        values = self._signal_sql.row_values(self._signal_model(kind), row)
+        if kind is FEEDBACK:
+            number, text = values.pop("value_number", None), values.pop("value_string", None)
+            values["value"] = number if number is not None else text if text is not None else ""
+            values["feedback_source"] = values.get("feedback_source") or None  # stored '' when absent
+            if values.get("review_status") not in REVIEW_STATUSES:
+                values["review_status"] = DEFAULT_REVIEW_STATUS
+        for key in ENTITY_TYPE_KEYS:
+            if values.get(key) not in ENTITY_TYPES:
+                values[key] = None
+        values["tags"] = list(values.get("tags") or ())
+        return {key: values.get(key) for key in RECORD_KEYS[kind.table]}
+
+
+def _signal_sql_for(repository: Any) -> Any:
+    """The signal SQL object of the repository's backend."""
+    name = repository.backend.name
+    if name == "CLICKHOUSE":
+        from .signals_clickhouse import ClickHouseSignalSQL
+
+        return ClickHouseSignalSQL(repository)
+    from .signals_sql import PostgresSignalSQL, SQLiteSignalSQL
+
+    return (PostgresSignalSQL if name == "PG" else SQLiteSignalSQL)(repository)
+
+
+__all__ = ["FEEDBACK", "LOGS", "METRICS", "SCORES", "SIGNAL_KINDS", "SignalKind", "SignalsMixin",
+           "check_signal_filters", "signal_row"]

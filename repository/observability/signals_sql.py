@@ -1,0 +1,386 @@
+"""The SQL of the observability signals (observability-vnext.md §5, §6, §8): what every
+database shares (:class:`SignalSQL`: filters as conditions, pages of the current rows, stored
+rows read back) and what PostgreSQL (:class:`PostgresSignalSQL`) and SQLite
+(:class:`SQLiteSignalSQL`) do their own way: the DDL, idempotent batch writes with the
+framework's conflict rules, which score row is current, JSON and tag comparisons.  ClickHouse's
+is :class:`~.signals_clickhouse.ClickHouseSignalSQL`.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any, Sequence
+
+import peewee
+
+from ..backends.base import value_tuples
+from ..models.fields import JSONField
+from ..models.observability_signals import (ID_COLUMNS, MODEL_NAMES, PG_ADDED_COLUMNS, PG_COLUMNS, PG_CURSOR, PG_INDEXES,
+                                            PARTITION_COLUMNS, EventTimestampField, pg_column_sql, sqlite_type)
+from ..values import json_dumps, json_loads
+
+#: Fields the database fills itself (never sent by writes).
+CURSOR_FIELDS = ("cursor_id", "xact_id")
+
+
+class SignalSQL:
+    """What the signal queries of every database share; a backend overrides only its own
+    spelling (tags, labels, JSON, dedupe, writes, DDL)."""
+
+    def __init__(self, repository: Any) -> None:
+        self.repository = repository
+        self.backend = repository.backend
+
+    # ------------------------------------------------------------------ filters (§8.2)
+
+    def conditions(self, model: type[peewee.Model], kind: Any, filters: dict[str, Any]) -> list[peewee.Node]:
+        """The SQL of validated filters (:func:`~.signals.check_signal_filters`), to be ANDed."""
+        conditions: list[peewee.Node] = []
+        for key, value in filters.items():
+            if key == "timestamp":
+                field = model.timestamp
+                if "start" in value:
+                    conditions.append(field > value["start"] if value.get("start_exclusive")
+                                      else field >= value["start"])
+                if "end" in value:
+                    conditions.append(field < value["end"] if value.get("end_exclusive") else field <= value["end"])
+            elif key == "tags":
+                conditions.extend(self.has_tag(model, tag) for tag in value)
+            elif key == "labels":
+                conditions.extend(self.label_value(model, name) == text for name, text in value.items())
+            elif key == "metadata":
+                conditions.extend(self.metadata_equals(model, name, member) for name, member in value.items())
+            elif key == "trace_ids":
+                conditions.append(model.trace_id.in_(value))
+            elif key == "review_status":
+                conditions.append(self.review_status_is(model, value))
+            elif isinstance(value, list):
+                conditions.append(getattr(model, key).in_(value))
+            else:
+                conditions.append(getattr(model, key) == value)
+        return conditions
+
+    def has_tag(self, model: type[peewee.Model], tag: str) -> peewee.Node:
+        """The row's tags hold ``tag``."""
+        raise NotImplementedError
+
+    def label_value(self, model: type[peewee.Model], key: str) -> peewee.Node:
+        """The value of metric label ``key`` (``''`` or ``NULL`` when absent)."""
+        raise NotImplementedError
+
+    def review_status_is(self, model: type[peewee.Model], status: str) -> peewee.Node:
+        """Feedback whose review status is ``status``."""
+        return model.review_status == status
+
+    def metadata_equals(self, model: type[peewee.Model], key: str, value: Any) -> peewee.Node:
+        """The top-level member ``key`` of the row's metadata equals ``value`` as JSON (§8.2:
+        type-aware scalars, objects regardless of key order, arrays in order, no partial match).
+        Written here from three primitives of the database (:meth:`json_type_is`,
+        :meth:`json_length_is`, :meth:`json_scalar_is`)."""
+        return self._json_equals(model.metadata, (key,), value)
+
+    def _json_equals(self, field: peewee.Field, path: tuple, value: Any) -> peewee.Node:
+        if isinstance(value, dict):
+            terms = [self.json_type_is(field, path, "object"), self.json_length_is(field, path, "object", len(value))]
+            terms += [self._json_equals(field, (*path, key), member) for key, member in value.items()]
+        elif isinstance(value, list):
+            terms = [self.json_type_is(field, path, "array"), self.json_length_is(field, path, "array", len(value))]
+            terms += [self._json_equals(field, (*path, index), member) for index, member in enumerate(value)]
+        else:
+            terms = [self.json_scalar_is(field, path, value)]
+        return functools.reduce(operator.and_, terms)
+
+    def json_type_is(self, field: peewee.Field, path: tuple, kind: str) -> peewee.Node:
+        """The JSON value at ``path`` (keys and 0-based indexes) is an ``object`` or ``array``."""
+        raise NotImplementedError
+
+    def json_length_is(self, field: peewee.Field, path: tuple, kind: str, length: int) -> peewee.Node:
+        """The object or array at ``path`` has ``length`` members."""
+        raise NotImplementedError
+
+    def json_scalar_is(self, field: peewee.Field, path: tuple, value: Any) -> peewee.Node:
+        """The JSON value at ``path`` is the scalar ``value`` (of the same JSON type)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ reads
+
+    def exists(self, model: type[peewee.Model]) -> bool:
+        """Whether the table of ``model`` exists."""
+        return self.backend.database.table_exists(model._meta.table_name, model._meta.schema)
+
+    def read_columns(self, model: type[peewee.Model]) -> list[str]:
+        """The stored columns a read selects."""
+        return [field.column_name for field in model._meta.sorted_fields if field.name not in CURSOR_FIELDS]
+
+    def current_rows(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> tuple[str, list[Any]]:
+        """``(sql, params)`` of a select of every column of the current rows meeting
+        ``conditions`` (every row here; scores override)."""
+        query = model.select(*self._selected(model))
+        sql, params = (query.where(*conditions) if conditions else query).sql()
+        return sql, list(params)
+
+    def _selected(self, model: type[peewee.Model]) -> list[peewee.Node]:
+        return [peewee.SQL(f'"{column}"') for column in self.read_columns(model)]
+
+    def limit_sql(self, limit: int | None, offset: int) -> str:
+        """The ``LIMIT``/``OFFSET`` clause of a page (``limit`` ``None``: every row)."""
+        if limit is None:
+            return f" LIMIT -1 OFFSET {int(offset)}" if offset else ""
+        return f" LIMIT {int(limit)} OFFSET {int(offset)}"
+
+    def page(self, model: type[peewee.Model], kind: Any, conditions: Sequence[peewee.Node], order: str,
+             limit: int | None, offset: int, *, counted: bool = True) -> tuple[list[dict[str, Any]], int]:
+        """The current rows meeting ``conditions`` in ``order`` (SQL over column names),
+        ``limit`` of them from ``offset``, and how many there are (0 unless ``counted``)."""
+        inner, params = self.current_rows(model, conditions)
+        total = self.rows(f'SELECT count(*) AS "total" FROM ({inner}) AS "current"', params)[0]["total"] \
+            if counted else 0
+        if limit == 0 or (counted and offset >= total):
+            return [], total
+        rows = self.rows(f'SELECT * FROM ({inner}) AS "current" ORDER BY {order}{self.limit_sql(limit, offset)}',
+                         params)
+        return rows, total
+
+    def rows(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        """The rows of a query as dicts keyed by column name."""
+        cursor = self.backend.database.execute_sql(sql, params)
+        names = [column[0] for column in cursor.description or ()]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def row_values(self, model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]:
+        """A stored row (keyed by column) as field name → Python value: timestamps aware UTC
+        datetimes, JSON decoded, blank nullable texts ``None``."""
+        columns = model._meta.columns
+        database = self.backend.database
+        values: dict[str, Any] = {}
+        for column, value in row.items():
+            field = columns.get(column)
+            if field is None:
+                continue
+            if isinstance(field, EventTimestampField):
+                value = None if value is None else database.timestamp_from_db(field, value)
+            elif isinstance(field, JSONField) or column in ("tags", "labels"):
+                value = json_loads(value)
+            elif value == "" and field.null:
+                value = None
+            values[field.name] = value
+        return values
+
+    # ------------------------------------------------------------------ writes
+
+    def insert_fields(self, model: type[peewee.Model]) -> list[peewee.Field]:
+        """The fields a write sends, in column order (the cursor columns are the database's)."""
+        return [field for field in model._meta.sorted_fields if field.name not in CURSOR_FIELDS]
+
+    def write(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
+        """Write a batch of checked rows, all or nothing (one transaction)."""
+        raise NotImplementedError
+
+    def delete(self, model: type[peewee.Model], where: peewee.Expression, operation: str) -> None:
+        """Delete the rows matching ``where`` (ClickHouse: an awaited mutation; ``operation``
+        names the method in its errors)."""
+        with self.backend.write():
+            self.backend.delete_bulk(model, where, operation=operation)
+
+    def update_review_status(self, model: type[peewee.Model], feedback_id: str,
+                             review_status: str) -> dict[str, Any] | None:
+        """Set the review status of every row of the feedback; its latest row after the
+        change, or ``None`` when there is none."""
+        with self.backend.write():
+            updated = model.update({model.review_status: review_status}).where(
+                model.feedback_id == feedback_id).execute()
+            if not updated:
+                return None
+            rows, _ = self.page(model, None, [model.feedback_id == feedback_id], '"timestamp" DESC', 1, 0,
+                                counted=False)
+        return rows[0] if rows else None
+
+
+def last_per_key(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    """One row per value of ``keys``, the last one winning, in first-seen order."""
+    kept: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        kept[tuple(row[key] for key in keys)] = row
+    return list(kept.values())
+
+
+class RelationalSignalSQL(SignalSQL):
+    """PostgreSQL and SQLite (§5, §6): event-sourced tables keyed (id, ``timestamp``), with a
+    ``cursorId`` per row; a score's current row is its latest ``cursorId``."""
+
+    def current_rows(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> tuple[str, list[Any]]:
+        if model._meta.table_name == "mastra_score_events":
+            newer = model.alias("newer")
+            conditions = [*conditions, ~peewee.fn.EXISTS(newer.select(peewee.SQL("1")).where(
+                (newer.score_id == model.score_id) & (newer.cursor_id > model.cursor_id)))]
+        return super().current_rows(model, conditions)
+
+    def conflict_sql(self, model: type[peewee.Model], kind: Any, fields: Sequence[peewee.Field]) -> str:
+        """The ``ON CONFLICT`` clause of a batch (§5): logs and metrics keep the first row,
+        scores and feedback take the new one."""
+        id_column = ID_COLUMNS[model._meta.table_name]
+        target = f'ON CONFLICT ("{id_column}", "timestamp")'
+        if kind.name in ("logs", "metrics"):
+            return f"{target} DO NOTHING"
+        sets = [f'"{field.column_name}" = excluded."{field.column_name}"' for field in fields
+                if field.column_name not in (id_column, "timestamp")]
+        return f"{target} DO UPDATE SET {', '.join(sets)}"
+
+    def collapsed(self, kind: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of a batch as one statement may write them: scores one per (id,
+        ``timestamp``), feedback one per id, the last winning (§5)."""
+        if kind.name == "scores":
+            return last_per_key(rows, "score_id", "timestamp")
+        if kind.name == "feedback":
+            return last_per_key(rows, "feedback_id")
+        return rows
+
+    def write(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
+        rows = self.collapsed(kind, rows)
+        fields = self.insert_fields(model)
+        columns = ", ".join(f'"{field.column_name}"' for field in fields)
+        sql = (f"INSERT INTO {self.backend.table_sql(model)} ({columns}) VALUES "
+               f"{self.backend.row_placeholder(len(fields))} {self.conflict_sql(model, kind, fields)}")
+        values = value_tuples(self.backend, fields, rows)
+        table = model._meta.table_name
+
+        def write() -> None:
+            self.before_insert(model, kind, rows)
+            self.backend.execute_rows(sql, values)
+
+        with self.backend.write():
+            partitioned = getattr(self.repository, "write_partitioned", None)
+            if partitioned is None:
+                write()
+            else:
+                partitioned(table, [row[field_of(model, PARTITION_COLUMNS[table])] for row in rows], write)
+
+    def before_insert(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
+        """What runs in the write's transaction before its insert."""
+
+    # ------------------------------------------------------------------ DDL
+
+    def column_definitions(self, table: str) -> list[str]:
+        """The column definitions of ``table`` on this database."""
+        raise NotImplementedError
+
+    def create(self) -> None:
+        """Create the missing tables with their keys, add the columns later versions added,
+        create the missing indexes."""
+        for table, columns in PG_COLUMNS.items():
+            model = getattr(self.repository.models, MODEL_NAMES[table])
+            self.backend.database.execute_sql(
+                f"CREATE TABLE IF NOT EXISTS {self.backend.table_sql(model)} ({', '.join(self.column_definitions(table))})"
+                f"{self.partition_clause(table)}")
+            existing = self.existing_columns(model)
+            for column in PG_ADDED_COLUMNS.get(table, ()):
+                if column not in existing:
+                    spec = dict(columns)[column]
+                    self.backend.database.execute_sql(
+                        f"ALTER TABLE {self.backend.table_sql(model)} ADD COLUMN {self.added_column_sql(column, spec)}")
+            for suffix, column_sql, method in PG_INDEXES[table]:
+                if self.has_index(suffix, method):
+                    using = f" USING {method}" if method else ""
+                    self.backend.database.execute_sql(
+                        f'CREATE INDEX IF NOT EXISTS "{table}_{suffix}" ON {self.backend.table_sql(model)}{using} '
+                        f"({column_sql})")
+
+    def partition_clause(self, table: str) -> str:
+        """What follows a table's column list (PostgreSQL's partitioning)."""
+        return ""
+
+    def existing_columns(self, model: type[peewee.Model]) -> set[str]:
+        """The columns the stored table has."""
+        return {column.name for column in self.backend.database.get_columns(model._meta.table_name,
+                                                                            model._meta.schema)}
+
+    def added_column_sql(self, column: str, spec: str) -> str:
+        """The definition of a column added to an older table."""
+        raise NotImplementedError
+
+    def has_index(self, suffix: str, method: str | None) -> bool:
+        """Whether this database has the index of §5 named ``<table>_<suffix>``."""
+        return True
+
+
+class PostgresSignalSQL(RelationalSignalSQL):
+    """PostgreSQL (§5): ``jsonb`` documents and labels, ``text[]`` tags, ``xid8`` cursors."""
+
+    def has_tag(self, model: type[peewee.Model], tag: str) -> peewee.Node:
+        return peewee.SQL('"tags" @> %s::text[]', [[self.backend.clean(tag)]])
+
+    def label_value(self, model: type[peewee.Model], key: str) -> peewee.Node:
+        return peewee.SQL('("labels" ->> %s)', [key])
+
+    def metadata_equals(self, model: type[peewee.Model], key: str, value: Any) -> peewee.Node:
+        # jsonb equality is the deep, type-aware equality of §8.2.
+        return peewee.SQL('("metadata" -> %s) = %s::jsonb', [key, json_dumps(self.backend.clean(value))])
+
+    def column_definitions(self, table: str) -> list[str]:
+        key = f'PRIMARY KEY ("{ID_COLUMNS[table]}", "timestamp")'
+        return [pg_column_sql(column, spec) for column, spec in (*PG_CURSOR, *PG_COLUMNS[table])] + [key]
+
+    def partition_clause(self, table: str) -> str:
+        clause = getattr(self.repository, "partition_clause", None)
+        return f" {clause(PARTITION_COLUMNS[table])}" if clause is not None and clause(PARTITION_COLUMNS[table]) else ""
+
+    def added_column_sql(self, column: str, spec: str) -> str:
+        return pg_column_sql(column, spec)
+
+
+class SQLiteSignalSQL(RelationalSignalSQL):
+    """SQLite (§6): JSON text for documents, tags and labels, ``cursorId`` the rowid."""
+
+    def has_tag(self, model: type[peewee.Model], tag: str) -> peewee.Node:
+        return peewee.SQL('EXISTS (SELECT 1 FROM json_each("tags") WHERE value = ?)', [tag])
+
+    def label_value(self, model: type[peewee.Model], key: str) -> peewee.Node:
+        return peewee.SQL('json_extract("labels", ?)', [_sqlite_path((key,))])
+
+    def json_type_is(self, field: peewee.Field, path: tuple, kind: str) -> peewee.Node:
+        return peewee.fn.json_type(field, _sqlite_path(path)) == kind
+
+    def json_length_is(self, field: peewee.Field, path: tuple, kind: str, length: int) -> peewee.Node:
+        if kind == "array":
+            return peewee.fn.json_array_length(field, _sqlite_path(path)) == length
+        members = peewee.SQL(f'(SELECT count(*) FROM json_each("{field.column_name}", ?))', [_sqlite_path(path)])
+        return members == length
+
+    def json_scalar_is(self, field: peewee.Field, path: tuple, value: Any) -> peewee.Node:
+        where = _sqlite_path(path)
+        json_type = peewee.fn.json_type(field, where)
+        if value is None or isinstance(value, bool):
+            return json_type == {None: "null", True: "true", False: "false"}[value]
+        types = ["text"] if isinstance(value, str) else ["integer"] if isinstance(value, int) else ["real", "integer"]
+        return json_type.in_(types) & (peewee.fn.json_extract(field, where) == value)
+
+    def column_definitions(self, table: str) -> list[str]:
+        key = f'UNIQUE ("{ID_COLUMNS[table]}", "timestamp")'
+        return ['"cursorId" INTEGER PRIMARY KEY AUTOINCREMENT'] + [
+            f'"{column}" {sqlite_type(spec)}' for column, spec in PG_COLUMNS[table]] + [key]
+
+    def added_column_sql(self, column: str, spec: str) -> str:
+        return f'"{column}" {sqlite_type(spec)}'
+
+    def has_index(self, suffix: str, method: str | None) -> bool:
+        return method is None and not suffix.endswith("cursor_idx")  # §6: no GIN, no cursor indexes
+
+    def before_insert(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
+        # A score written again gets a new cursorId (the current one): its old row goes first (§6).
+        if kind.name == "scores":
+            timestamp = model.timestamp
+            self.backend.database.connection().executemany(
+                f'DELETE FROM {self.backend.table_sql(model)} WHERE "scoreId" = ? AND "timestamp" = ?',
+                [(row["score_id"], timestamp.db_value(row["timestamp"])) for row in rows])
+
+
+def _sqlite_path(path: tuple) -> str:
+    """A SQLite JSON path: ``$."key"[0]``."""
+    return "$" + "".join(f"[{part}]" if isinstance(part, int) else '."' + part.replace('"', '\\"') + '"'
+                         for part in path)
+
+
+def field_of(model: type[peewee.Model], column: str) -> str:
+    """The field name of ``column`` in ``model``."""
+    return model._meta.columns[column].name
