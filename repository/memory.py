@@ -191,7 +191,7 @@ class MemoryRepository(Prunable, DomainRepository):
         row = self._clean({"id": data["id"], "resource_id": data["resource_id"], "title": data.get("title", ""),
                            "metadata": data.get("metadata"), "created_at": created_at,
                            "updated_at": data.get("updated_at") or created_at})
-        with self.backend.write(("thread", row["id"])):
+        with self.backend.write_statement(("thread", row["id"])):
             self.backend.upsert(self.models.thread, [row])
         return self._thread_record(row)
 

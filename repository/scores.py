@@ -253,7 +253,9 @@ class ScoresRepository(Prunable, DomainRepository):
             else:
                 given.append(row)
         given_ids = list(dict.fromkeys(row["id"] for row in given))
-        with self.backend.write(*(("score", score_id) for score_id in given_ids)):
+        # One score is one statement, atomic without a transaction around it (autocommit).
+        scope = self.backend.write_statement if len(rows) == 1 else self.backend.write
+        with scope(*(("score", score_id) for score_id in given_ids)):
             # Generated ids are new: a plain insert, no read of stored rows.
             self.backend.insert(Score, generated)
             # A given id replaces any stored row whole, created_at included (fidelity-1.71.md

@@ -336,7 +336,7 @@ class WorkflowsRepository(Prunable, DomainRepository):
         now = utc_now()
         row.setdefault("created_at", now)
         row.setdefault("updated_at", now)
-        with self.backend.write(self._lock_key(row["workflow_name"], row["run_id"])):
+        with self.backend.write_statement(self._lock_key(row["workflow_name"], row["run_id"])):
             self.backend.upsert(self.models.snapshot, [self._row(row)], preserve=("created_at",))
 
     @operation

@@ -531,6 +531,13 @@ class Backend:
         with self.database.atomic():
             yield
 
+    def write_statement(self, *lock_keys: Any) -> ContextManager[None]:
+        """The scope of a write that sends one statement: where the database has transactions
+        the statement is atomic by itself and runs in autocommit (a ``BEGIN`` and a ``COMMIT``
+        would double its round trips); elsewhere (ClickHouse) it is :meth:`write`, whose record
+        locks serialize the writers.  Inside a running transaction it simply joins it."""
+        return nullcontext() if self.features.concurrent_updates else self.write(*lock_keys)
+
     @contextmanager
     def ddl(self) -> Iterator[None]:
         """The transaction (and lock) that ``init()``'s DDL runs in; a domain with DDL of its own
