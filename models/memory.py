@@ -24,6 +24,8 @@ def build_memory_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
 
         class Meta:
             table_name = "mastra_threads"
+            # Mastra's on PostgreSQL; the library's on SQLite (a resource's threads, newest first).
+            sqlite_indexes = (Index("idx_threads_resource_created_at", '"resourceId", "createdAt"'),)
             postgres_indexes = (Index("mastra_threads_resourceid_createdat_idx", '"resourceId", "createdAt" DESC'),)
             clickhouse = ClickHouseTable(order_by=("createdAt", "id"), defaults={"metadata": "'{}'"},
                                          shard_key=("id",))
@@ -39,11 +41,17 @@ def build_memory_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
 
         class Meta:
             table_name = "mastra_messages"
+            # Mastra's, then the library's for list_messages_by_resource_id (a resource's messages
+            # in order, and their count from the index alone).
             sqlite_indexes = (
                 Index("idx_messages_thread_created_at", 'thread_id, "createdAt"'),
                 Index("idx_messages_thread_resource_created_at", 'thread_id, "resourceId", "createdAt"'),
+                Index("idx_messages_resource_created_at", '"resourceId", "createdAt"'),
             )
-            postgres_indexes = (Index("mastra_messages_thread_id_createdat_idx", 'thread_id, "createdAt" DESC'),)
+            postgres_indexes = (
+                Index("mastra_messages_thread_id_createdat_idx", 'thread_id, "createdAt" DESC'),
+                Index("mastra_messages_resourceid_createdat_idx", '"resourceId", "createdAt" DESC'),
+            )
             # A thread's messages on one shard: its message list reads one shard's rows.
             clickhouse = ClickHouseTable(order_by=("createdAt", "id"), shard_key=("thread_id",))
 

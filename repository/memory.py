@@ -12,8 +12,8 @@ import peewee
 
 from .models.memory import build_memory_models
 
-from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, fetch_prepared_page, filter_by_metadata,
-                   matching, operation, order_terms, streaming)
+from .base import (ITER_CHUNK, DomainRepository, Keyset, check_chunk_size, fetch_page, fetch_prepared_page,
+                   filter_by_metadata, matching, operation, streaming)
 from .errors import ConflictError, NotFoundError, ValidationError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -334,8 +334,9 @@ class MemoryRepository(Prunable, DomainRepository):
 
     @operation
     def list_threads(self, *, resource_id: str | None = None, metadata: dict | None = None, page: int = 0,
-                     per_page: int | bool = 100, order_by: dict | None = None) -> Page:
-        """Threads filtered by resource and metadata, newest first by default."""
+                     per_page: int | bool = 100, order_by: dict | None = None, after: str | None = None) -> Page:
+        """Threads filtered by resource and metadata, newest first by default; ``after=`` the
+        ``cursor`` of a page gives the page that follows it (read by key, however deep)."""
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=100)
         filters = check_metadata_filter(problems, "metadata", metadata)
@@ -343,15 +344,18 @@ class MemoryRepository(Prunable, DomainRepository):
             problems.add("resource_id", "resource_id must be a non-empty string")
         ordering = check_order_by(problems, order_by, allowed=("created_at", "updated_at"),
                                   default_field="created_at", default_direction="DESC")
-        problems.raise_if_any()
         Thread = self.models.thread
+        keyset = Keyset(getattr(Thread, ordering.field), ordering.descending, Thread.id)
+        following = keyset.after(problems, after, request)
+        problems.raise_if_any()
         query = self.backend.select(Thread)
         if resource_id:
             query = query.where(Thread.resource_id == resource_id)
         query, predicate = filter_by_metadata(self.backend, query, Thread.metadata, filters)
-        order = order_terms(getattr(Thread, ordering.field), ordering.descending, Thread.id)
-        rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
-        return Page([self._thread_record(r) for r in rows], total, request.page, request.per_page, has_more)
+        rows, total, has_more = fetch_page(self.backend, query, keyset.order, request, predicate=predicate,
+                                           after=following)
+        return Page([self._thread_record(r) for r in rows], total, request.page, request.per_page, has_more,
+                    keyset.cursor(rows))
 
     # ------------------------------------------------------------------ streaming reads
 
@@ -463,8 +467,9 @@ class MemoryRepository(Prunable, DomainRepository):
     def list_messages(self, *, thread_id: str | list[str], resource_id: str | None = None,
                       include: list[dict] | None = None, date_range: dict | None = None,
                       metadata: dict | None = None, page: int = 0, per_page: int | bool = 40,
-                      order_by: dict | None = None, include_total: bool = True) -> Page:
-        """Messages of one or more threads, oldest first by default, plus include windows."""
+                      order_by: dict | None = None, include_total: bool = True, after: str | None = None) -> Page:
+        """Messages of one or more threads, oldest first by default, plus include windows;
+        ``after=`` the ``cursor`` of a page gives the page that follows it (read by key)."""
         problems = Problems()
         thread_ids = [thread_id] if isinstance(thread_id, str) else thread_id
         if not isinstance(thread_ids, list) or not thread_ids or not all(
@@ -475,24 +480,25 @@ class MemoryRepository(Prunable, DomainRepository):
             problems.add("resource_id", "resource_id must be a non-empty string")
         return self._list_messages(problems, thread_ids=thread_ids, resource_id=resource_id or None,
                                    include=include, date_range=date_range, metadata=metadata, page=page,
-                                   per_page=per_page, order_by=order_by, include_total=include_total)
+                                   per_page=per_page, order_by=order_by, include_total=include_total, after=after)
 
     @operation
     def list_messages_by_resource_id(self, *, resource_id: str, include: list[dict] | None = None,
                                      date_range: dict | None = None, metadata: dict | None = None,
                                      page: int = 0, per_page: int | bool = 40, order_by: dict | None = None,
-                                     include_total: bool = True) -> Page:
-        """Messages of one resource across all its threads; include windows scoped to it."""
+                                     include_total: bool = True, after: str | None = None) -> Page:
+        """Messages of one resource across all its threads; include windows scoped to it;
+        ``after=`` as in :meth:`list_messages`."""
         problems = Problems()
         if not isinstance(resource_id, str) or not resource_id.strip():
             problems.add("resource_id", "resource_id must be a non-empty string")
         return self._list_messages(problems, thread_ids=None, resource_id=resource_id, include=include,
                                    date_range=date_range, metadata=metadata, page=page, per_page=per_page,
-                                   order_by=order_by, include_total=include_total)
+                                   order_by=order_by, include_total=include_total, after=after)
 
     def _list_messages(self, problems: Problems, *, thread_ids: list[str] | None, resource_id: str | None,
                        include: Any, date_range: Any, metadata: Any, page: Any, per_page: Any, order_by: Any,
-                       include_total: Any) -> Page:
+                       include_total: Any, after: Any) -> Page:
         request = check_page(problems, page, per_page, default_per_page=40)
         filters = check_metadata_filter(problems, "metadata", metadata)
         windows, bounds = self._check_list_arguments(problems, include, date_range)
@@ -500,12 +506,14 @@ class MemoryRepository(Prunable, DomainRepository):
                                   default_direction="ASC")
         if not isinstance(include_total, bool):
             problems.add("include_total", "Not a valid boolean.")
+        Message = self.models.message
+        keyset = Keyset(Message.created_at, ordering.descending, Message.id)
+        following = keyset.after(problems, after, request)
         problems.raise_if_any()
 
-        Message = self.models.message
-        # Without a metadata filter (and with a short thread list) the query's shape is fixed by which
-        # arguments are given: a prepared page.
-        prepared = not filters and (thread_ids is None or len(thread_ids) <= PREPARED_THREAD_IDS)
+        # Without a metadata filter or cursor (and with a short thread list) the query's shape is
+        # fixed by which arguments are given: a prepared page.
+        prepared = not filters and following is None and (thread_ids is None or len(thread_ids) <= PREPARED_THREAD_IDS)
         predicate = query = None
         if not prepared:
             query = self.backend.select(Message)
@@ -530,12 +538,12 @@ class MemoryRepository(Prunable, DomainRepository):
                 rows, total, has_more = self._prepared_page(thread_ids, resource_id, bounds, ordering.descending,
                                                             request, include_total)
             else:
-                order = order_terms(Message.created_at, ordering.descending, Message.id)
-                rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate,
-                                                   include_total=include_total)
+                rows, total, has_more = fetch_page(self.backend, query, keyset.order, request, predicate=predicate,
+                                                   include_total=include_total, after=following)
+            cursor = keyset.cursor(rows)
             items = {row["id"]: row for row in rows}
-            for target_id, before, after in windows:
-                for row in self._window(target_id, before, after, resource_id):
+            for target_id, earlier, later in windows:
+                for row in self._window(target_id, earlier, later, resource_id):
                     items.setdefault(row["id"], row)
         ordered = sorted(items.values(), key=lambda r: r["id"])
         ordered.sort(key=lambda r: r["created_at"], reverse=ordering.descending)
@@ -543,7 +551,8 @@ class MemoryRepository(Prunable, DomainRepository):
             # Without windows every item is a main-filter match and fetch_page's has_more is exact.
             matched = sum(1 for row in ordered if in_main_filter(row))
             has_more = has_more and matched < total
-        return Page([self._message_record(r) for r in ordered], total, request.page, request.per_page, has_more)
+        return Page([self._message_record(r) for r in ordered], total, request.page, request.per_page, has_more,
+                    cursor)
 
     def _prepared_page(self, thread_ids: list[str] | None, resource_id: str | None, bounds: dict[str, Any],
                        descending: bool, request: Any, include_total: bool) -> tuple[list[dict], int, bool]:
@@ -571,7 +580,7 @@ class MemoryRepository(Prunable, DomainRepository):
             return query
 
         key = (Message, None if thread_ids is None else len(thread_ids), bool(resource_id), tuple(limits), descending)
-        return fetch_prepared_page(backend, key, build, order_terms(created, descending, Message.id), request,
+        return fetch_prepared_page(backend, key, build, Keyset(created, descending, Message.id).order, request,
                                    values, include_total=include_total)
 
     def _window(self, target_id: str, before: int, after: int, resource_id: str | None) -> list[dict]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import ValidationError
@@ -13,9 +17,12 @@ if TYPE_CHECKING:  # pandas is optional: imported when a page is converted
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a list: ``items`` (record dicts), ``total``, ``page``, ``per_page``, ``has_more``.
+    """One page of a list: ``items`` (record dicts), ``total``, ``page``, ``per_page``, ``has_more``,
+    and ``cursor``.
 
-    ``per_page`` is echoed as given: ``False`` stays ``False`` (all rows).
+    ``per_page`` is echoed as given: ``False`` stays ``False`` (all rows).  ``cursor`` marks the
+    position after the last item, for the ``after=`` argument of the lists that take it (the next
+    page, read by a key instead of an offset); ``None`` on a page without items.
     """
 
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -23,11 +30,12 @@ class Page:
     page: int = 0
     per_page: int | bool = 0
     has_more: bool = False
+    cursor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The page as a plain dict (``items`` are the same record dicts)."""
         return {"items": self.items, "total": self.total, "page": self.page,
-                "per_page": self.per_page, "has_more": self.has_more}
+                "per_page": self.per_page, "has_more": self.has_more, "cursor": self.cursor}
 
     def to_dataframe(self, *, columns: Sequence[str] | None = None, drop_empty: bool = True) -> "pandas.DataFrame":
         """The items as a pandas ``DataFrame``, one row per item (needs the ``pandas`` extra:
@@ -59,3 +67,20 @@ class Page:
                 raise ValidationError(fields={"columns": [f"Unknown column(s): {', '.join(map(str, unknown))}; "
                                                           f"the items have: {', '.join(sorted(known))}"]})
         return pandas.DataFrame([[item.get(name) for name in names] for item in self.items], columns=names)
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    """An opaque, URL-safe cursor holding ``values`` (JSON scalars; datetimes as ISO text)."""
+    plain = [value.isoformat() if isinstance(value, datetime) else value for value in values]
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: Any) -> list[Any] | None:
+    """The values of a cursor made by :func:`encode_cursor`; ``None`` when ``cursor`` is not one."""
+    if not isinstance(cursor, str) or not cursor:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):  # not base64, not UTF-8 or not JSON
+        return None
+    return values if isinstance(values, list) else None

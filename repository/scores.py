@@ -25,7 +25,7 @@ import peewee
 from .models.fields import JSONField
 from .models.scores import build_scores_models
 
-from .base import (ITER_CHUNK, DomainRepository, fetch_page, gc_paused, operation, order_terms, streaming)
+from .base import ITER_CHUNK, DomainRepository, Keyset, fetch_page, gc_paused, operation, streaming
 from .errors import ValidationError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -324,13 +324,15 @@ class ScoresRepository(Prunable, DomainRepository):
         return None if row is None else self._record(row)
 
     def _list(self, problems: Problems, conditions: list[Any], filters: Any, page: Any, per_page: Any,
-              ordering: Ordering = _NEWEST_FIRST) -> Page:
+              after: Any, ordering: Ordering = _NEWEST_FIRST) -> Page:
         """One page of the scores matching ``conditions`` and the tenancy ``filters`` in ``ordering``
-        (ties by id)."""
+        (ties by id), at ``page`` or behind the cursor ``after``."""
         request = check_page(problems, page, per_page, default_per_page=100)
         scope = check_tenancy(problems, filters)
-        problems.raise_if_any()
         Score = self.models.score
+        keyset = Keyset(getattr(Score, ordering.field), ordering.descending, Score.id)
+        following = keyset.after(problems, after, request)
+        problems.raise_if_any()
         if "organization_id" in scope:
             conditions.append(Score.organization_id == scope["organization_id"])
         if "project_id" in scope:
@@ -338,15 +340,17 @@ class ScoresRepository(Prunable, DomainRepository):
         query = self.backend.select(Score)
         if conditions:  # list_scores may have none
             query = query.where(*conditions)
-        order = order_terms(getattr(Score, ordering.field), ordering.descending, Score.id)
-        rows, total, has_more = fetch_page(self.backend, query, order, request)
-        return Page([self._record(row) for row in rows], total, request.page, request.per_page, has_more)
+        rows, total, has_more = fetch_page(self.backend, query, keyset.order, request, after=following)
+        return Page([self._record(row) for row in rows], total, request.page, request.per_page, has_more,
+                    keyset.cursor(rows))
 
     @operation
     def list_scores(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 100,
-                    order_by: dict | None = None) -> Page:
+                    order_by: dict | None = None, after: str | None = None) -> Page:
         """Every score, narrowed by the tenancy ``filters``; newest first unless ``order_by`` names a
         field of ``created_at``, ``updated_at``, ``score`` and a direction (ties by id).
+        ``after=`` the ``cursor`` of a page gives the page that follows it, read by key however
+        deep (every list of scores takes it).
 
         Example: the 50 best scores as a DataFrame::
 
@@ -355,12 +359,13 @@ class ScoresRepository(Prunable, DomainRepository):
         problems = Problems()
         ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="created_at",
                                   default_direction="DESC")
-        return self._list(problems, [], filters, page, per_page, ordering)
+        return self._list(problems, [], filters, page, per_page, after, ordering)
 
     @operation
     def list_scores_by_scorer_id(self, *, scorer_id: str, entity_id: str | None = None,
                                  entity_type: str | None = None, source: str | None = None,
-                                 filters: dict | None = None, page: int = 0, per_page: int | bool = 100) -> Page:
+                                 filters: dict | None = None, page: int = 0, per_page: int | bool = 100,
+                                 after: str | None = None) -> Page:
         """Scores of one scorer, optionally narrowed by entity and source; newest first."""
         problems = Problems()
         check_id(problems, "scorer_id", scorer_id)
@@ -377,37 +382,38 @@ class ScoresRepository(Prunable, DomainRepository):
             conditions.append(Score.entity_type == entity_type)
         if source is not None:
             conditions.append(Score.source == source)
-        return self._list(problems, conditions, filters, page, per_page)
+        return self._list(problems, conditions, filters, page, per_page, after)
 
     @operation
     def list_scores_by_run_id(self, *, run_id: str, filters: dict | None = None, page: int = 0,
-                              per_page: int | bool = 100) -> Page:
+                              per_page: int | bool = 100, after: str | None = None) -> Page:
         """Scores of one agent or workflow run; newest first."""
         problems = Problems()
         check_id(problems, "run_id", run_id)
         Score = self.models.score
-        return self._list(problems, [Score.run_id == run_id], filters, page, per_page)
+        return self._list(problems, [Score.run_id == run_id], filters, page, per_page, after)
 
     @operation
     def list_scores_by_entity_id(self, *, entity_id: str, entity_type: str, filters: dict | None = None,
-                                 page: int = 0, per_page: int | bool = 100) -> Page:
+                                 page: int = 0, per_page: int | bool = 100, after: str | None = None) -> Page:
         """Scores of one entity (``entity_id`` and ``entity_type`` both match); newest first."""
         problems = Problems()
         check_id(problems, "entity_id", entity_id)
         check_id(problems, "entity_type", entity_type)
         Score = self.models.score
         return self._list(problems, [Score.entity_id == entity_id, Score.entity_type == entity_type],
-                          filters, page, per_page)
+                          filters, page, per_page, after)
 
     @operation
     def list_scores_by_span(self, *, trace_id: str, span_id: str, filters: dict | None = None, page: int = 0,
-                            per_page: int | bool = 100) -> Page:
+                            per_page: int | bool = 100, after: str | None = None) -> Page:
         """Scores attached to one span (``trace_id`` and ``span_id`` both match); newest first."""
         problems = Problems()
         check_id(problems, "trace_id", trace_id)
         check_id(problems, "span_id", span_id)
         Score = self.models.score
-        return self._list(problems, [Score.trace_id == trace_id, Score.span_id == span_id], filters, page, per_page)
+        return self._list(problems, [Score.trace_id == trace_id, Score.span_id == span_id], filters, page, per_page,
+                          after)
 
     @streaming
     def iter_scores(self, *, scorer_id: str | None = None, run_id: str | None = None, entity_id: str | None = None,

@@ -203,6 +203,9 @@ class BackendFeatures:
     #: whose only JSON functions find the first occurrence of a key (ClickHouse 18.16's
     #: ``visitParam*``) finds the top-level one.
     json_scalars_first: bool = False
+    #: A list page can read its total in the same statement as its rows (a scalar subquery
+    #: counting the filter's rows; :func:`~composite_store.base.fetch_page`).
+    total_in_page: bool = True
 
 
 class Backend:
