@@ -342,7 +342,8 @@ def test_ten_thousand_spans_in_one_call(vnext):
     assert traces.total == 100 and len(traces.items) == 100
     assert sum(len(vnext.get_trace(trace_id=f"bulk-{trace}")["spans"]) for trace in (0, 42, 99)) == 300
     assert vnext.count_rows() == {"mastra_span_events": 10_000, "mastra_trace_roots": 100,
-                                  "mastra_trace_branches": 100}
+                                  "mastra_trace_branches": 100, "mastra_log_events": 0, "mastra_metric_events": 0,
+                                  "mastra_score_events": 0, "mastra_feedback_events": 0}
 
 
 def test_ingest_is_one_insert_without_a_read(vnext):
