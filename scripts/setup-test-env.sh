@@ -2,8 +2,8 @@
 # Prepare a Debian 12 machine for the composite-store test suite.
 #
 # * installs (via apt, only when missing) PostgreSQL, ClickHouse's
-#   clickhouse-server (and clickhouse-client when available), and python3's
-#   venv module;
+#   clickhouse-server (and clickhouse-client when available), python3's
+#   venv module and ZooKeeper (the tests' ClickHouse cluster runs its jar);
 # * makes sure a PostgreSQL cluster listens on 127.0.0.1:5432 and lets user
 #   "postgres" in over local TCP without a password (trust), starting or
 #   creating the cluster when needed, and waits until it accepts connections.
@@ -58,6 +58,12 @@ have_postgres() {
         compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
 }
 
+# The ClickHouse cluster of the tests (tests/servers.py ClickHouseCluster) runs Debian's
+# ZooKeeper from its jar (and java), in a temporary directory: the package's own service is unused.
+have_zookeeper() {
+    [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1
+}
+
 have_node() {
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1
 }
@@ -79,9 +85,10 @@ install_missing_packages() {
     have_clickhouse_server || wanted+=(clickhouse-server)
     have_python_venv || wanted+=(python3 python3-venv)
     have_node || wanted+=(nodejs npm)
+    have_zookeeper || wanted+=(zookeeper)
 
     if [ "${#wanted[@]}" -eq 0 ]; then
-        log "packages: postgresql, clickhouse-server, python3-venv and node/npm already present"
+        log "packages: postgresql, clickhouse-server, python3-venv, node/npm and zookeeper already present"
         if ! command -v clickhouse-client >/dev/null 2>&1; then
             log "packages: clickhouse-client not installed (optional; not installing it on its own)"
         fi
@@ -106,6 +113,7 @@ install_missing_packages() {
     have_clickhouse_server || die "clickhouse-server still missing after installing it"
     have_python_venv || die "python3 venv/ensurepip still missing after installing python3-venv"
     have_node || die "node or npm still missing after installing nodejs and npm"
+    have_zookeeper || die "zookeeper.jar or java still missing after installing zookeeper"
 }
 
 # --- Mastra's packages for the interop tests --------------------------------
