@@ -13,6 +13,11 @@ tests select it by.
   ``COMPOSITE_STORE_CLICKHOUSE_CURRENT_URL`` when it is set, else the current engine in-process
   through the library's own ``chdb:///<dir>`` URL (the session fixture ``chdb_url``: chdb opens
   one directory per process, so every in-process test of a run uses that one).
+* ``clickhouse-cluster``: a ClickHouse 18.16 cluster (ZooKeeper and three servers: shard 1 with
+  two replicas, shard 2 with one; tests/servers.py ``ClickHouseCluster``) reached through
+  ``?cluster=``, started once, on first use.  Not a default backend: it runs the domains'
+  conformance suites (:data:`CLUSTER_SUITES`) and tests naming it; its tests carry the marker
+  ``cluster`` (``-m "not cluster"`` leaves them out).  Required whenever ``clickhouse`` is.
 
 ``COMPOSITE_STORE_REQUIRED_BACKENDS`` (``sqlite,postgres,clickhouse``) lists the backends that
 must run: a required backend that cannot be reached fails the run; any other is skipped.
@@ -37,7 +42,8 @@ from composite_store.backends.chdb import ChdbClient, is_chdb_url, parse_chdb_ur
 from composite_store.backends.clickhouse import parse_clickhouse_url
 from composite_store.composite import store_for_url
 from composite_store.stores import WholeStore
-from tests.servers import DEFAULT_POSTGRES_URL, create_postgres_database, find_clickhouse_binary, start_clickhouse
+from tests.servers import (DEFAULT_POSTGRES_URL, ClickHouseCluster, create_postgres_database, find_clickhouse_binary,
+                           start_clickhouse)
 
 REQUIRED = {name.strip() for name in os.environ.get("COMPOSITE_STORE_REQUIRED_BACKENDS", "").split(",")
             if name.strip()}
@@ -62,6 +68,8 @@ class BackendSpec:
     null_placeholder: bool = False
     #: Runs for the tests that name no backends.
     default: bool = True
+    #: A ClickHouse cluster (sharded, replicated) behind ``?cluster=``.
+    cluster: bool = False
 
     @property
     def error_name(self) -> str:
@@ -77,15 +85,19 @@ MATRIX = {spec.name: spec for spec in (
     BackendSpec("clickhouse", "clickhouse", transactions=False, null_placeholder=True),
     BackendSpec("clickhouse-current", "clickhouse", transactions=False, null_placeholder=True,
                 current_clickhouse=True),
+    BackendSpec("clickhouse-cluster", "clickhouse", transactions=False, null_placeholder=True, default=False,
+                cluster=True),
 )}
+#: The test modules (the domains' conformance suites) that also run on the cluster backend.
+CLUSTER_SUITES = ("test_memory", "test_workflows", "test_scores", "test_observability", "test_observability_vnext")
 #: The backends a test runs on when it names none.
 DEFAULT_BACKENDS = tuple(name for name, spec in MATRIX.items() if spec.default)
 CAPABILITIES = {field.name for field in fields(BackendSpec)} - {"name"}
 
 
 def unavailable(backend: str, reason: str) -> None:
-    """Fail when ``backend`` is required, else skip."""
-    if backend in REQUIRED:
+    """Fail when ``backend`` is required (the cluster: whenever ``clickhouse`` is), else skip."""
+    if backend in REQUIRED or (MATRIX[backend].cluster and "clickhouse" in REQUIRED):
         pytest.fail(f"{backend} is required but unavailable: {reason}", pytrace=False)
     pytest.skip(f"{backend} unavailable: {reason}")
 
@@ -93,6 +105,16 @@ def unavailable(backend: str, reason: str) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires(**capabilities): run only on the backends of the matrix "
                                        "with these capabilities (tests/conftest.py BackendSpec)")
+    config.addinivalue_line("markers", "cluster: runs on the ClickHouse cluster (ZooKeeper and three servers, "
+                                       "started once per session when such a test is selected)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test on the cluster backend is a cluster test, so -m "not cluster" can leave them out.
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and MATRIX.get(callspec.params.get("backend"), MATRIX["sqlite"]).cluster:
+            item.add_marker(pytest.mark.cluster)
 
 
 def selected_backends(item: Any) -> list[str]:
@@ -100,6 +122,8 @@ def selected_backends(item: Any) -> list[str]:
     narrowed by every ``requires`` marker."""
     marker = item.get_closest_marker("backends")
     names = list(marker.args) if marker else list(DEFAULT_BACKENDS)
+    if not marker and item.module.__name__.rpartition(".")[2] in CLUSTER_SUITES:
+        names += [name for name, spec in MATRIX.items() if spec.cluster]
     unknown = [name for name in names if name not in MATRIX]
     if unknown:
         raise pytest.UsageError(f"{item.nodeid}: unknown backends {unknown}; the matrix has {sorted(MATRIX)}")
@@ -165,6 +189,30 @@ def clickhouse_url(clickhouse_server: Any) -> str:
 
 
 @pytest.fixture(scope="session")
+def clickhouse_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseCluster]:
+    """The ClickHouse cluster of the ``clickhouse-cluster`` backend, started on first use."""
+    if find_clickhouse_binary() is None:
+        unavailable("clickhouse-cluster", "no clickhouse-server binary (apt-get install clickhouse-server)")
+    cluster = ClickHouseCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+    except Exception as exc:  # noqa: BLE001
+        unavailable("clickhouse-cluster", str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_url(clickhouse_cluster: ClickHouseCluster) -> str:
+    """``clickhouse://…?cluster=`` of the cluster's database ``cs_test`` (made on every server),
+    through the second shard's server, so stopping a replica of shard 1 keeps it reachable."""
+    server = clickhouse_cluster.shards[1][0]
+    clickhouse_client(clickhouse_cluster.url(server)).execute(
+        f"CREATE DATABASE IF NOT EXISTS cs_test ON CLUSTER {clickhouse_cluster.name}")
+    return clickhouse_cluster.url(server, database="cs_test")
+
+
+@pytest.fixture(scope="session")
 def backend_url(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A database URL for the backend under test."""
     if backend == "sqlite":
@@ -175,6 +223,8 @@ def backend_url(backend: str, request: pytest.FixtureRequest, tmp_path_factory: 
         return request.getfixturevalue("postgres_url") + "?schema_name=app"
     if backend == "clickhouse-current":
         return CURRENT_CLICKHOUSE_URL or request.getfixturevalue("chdb_url")
+    if backend == "clickhouse-cluster":
+        return request.getfixturevalue("cluster_url")
     return request.getfixturevalue("clickhouse_url")
 
 
@@ -242,7 +292,9 @@ def own_url(backend: str, backend_url: str, tmp_path_factory: pytest.TempPathFac
         return f"sqlite:///{tmp_path_factory.mktemp(name)}/own.db"
     if family == "postgres":
         return f"{backend_url}{'&' if '?' in backend_url else '?'}schema_name={name}"
-    clickhouse_client(backend_url).execute(f"CREATE DATABASE IF NOT EXISTS {name}")
+    cluster = urlsplit(backend_url).query.partition("cluster=")[2]
+    clickhouse_client(backend_url).execute(f"CREATE DATABASE IF NOT EXISTS {name}"
+                                           + (f" ON CLUSTER {cluster}" if cluster else ""))
     return database_url(backend_url, name)
 
 

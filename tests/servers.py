@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import secrets
@@ -201,10 +202,13 @@ class ClickHouseServer:
         http_port: int | None = None,
         interserver_port: int | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        extra_config: Callable[[ET.Element], None] | None = None,
     ) -> None:
         """Prepare (but do not start) a server in ``workdir``.
 
         Ports left as ``None`` are picked among currently free ports.
+        ``extra_config`` adds elements to ``config.xml``'s root each time it is
+        written (a cluster's ``remote_servers``, ``macros`` and ``zookeeper``).
         Raises :class:`ClickHouseServerError` if no server binary is found.
         """
         command = clickhouse_server_command(binary)
@@ -221,6 +225,7 @@ class ClickHouseServer:
         self.tcp_port: int = tcp_port or next(free)
         self.http_port: int = http_port or next(free)
         self.interserver_port: int = interserver_port or next(free)
+        self.extra_config = extra_config
         self._process: subprocess.Popen[bytes] | None = None
         self._argv: list[str] = []
         self._lock = threading.Lock()
@@ -319,6 +324,8 @@ class ClickHouseServer:
         # Let tests drop tables of any size.
         _sub(root, "max_table_size_to_drop", 0)
         _sub(root, "max_partition_size_to_drop", 0)
+        if self.extra_config is not None:
+            self.extra_config(root)
         _write_xml(root, self.config_path)
 
         users = ET.Element("yandex")
@@ -537,6 +544,159 @@ def start_clickhouse(
                 raise
             log.warning("ClickHouse port clash (attempt %d/%d); retrying with new ports", attempt, attempts)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------
+# ZooKeeper and a ClickHouse cluster
+# --------------------------------------------------------------------------
+
+#: Where Debian's ``zookeeper`` package puts the server's jar (its manifest names the others).
+ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
+
+
+class ZooKeeperServer:
+    """A throwaway standalone ZooKeeper (Debian's ``zookeeper`` package) in ``workdir``, on a free
+    loopback port, for the replicated tables and ``ON CLUSTER`` DDL of a ClickHouse cluster."""
+
+    host: str = CLICKHOUSE_HOST
+
+    def __init__(self, workdir: str | os.PathLike[str], *, startup_timeout: float = DEFAULT_STARTUP_TIMEOUT) -> None:
+        java = shutil.which("java")
+        if java is None or not os.path.isfile(ZOOKEEPER_JAR):
+            raise ClickHouseServerError(f"ZooKeeper needs java and {ZOOKEEPER_JAR} (apt-get install zookeeper; "
+                                        "scripts/setup-test-env.sh installs it)")
+        self._java = java
+        self.workdir = Path(workdir).resolve()
+        self.startup_timeout = startup_timeout
+        self.port: int = _free_ports(1)[0]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ZooKeeperServer {self.host}:{self.port} {self.workdir}>"
+
+    def start(self) -> ZooKeeperServer:
+        """Start it and wait until it answers the ``srvr`` command."""
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "zoo.cfg"
+        config.write_text(f"tickTime=500\ndataDir={self.workdir / 'data'}\nclientPort={self.port}\n"
+                          f"clientPortAddress={self.host}\nmaxClientCnxns=0\nadmin.enableServer=false\n")
+        argv = [self._java, "-Xmx256m", "-cp", ZOOKEEPER_JAR, "org.apache.zookeeper.server.ZooKeeperServerMain",
+                str(config)]
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        with open(self.workdir / "stdout.log", "ab") as out:
+            self._process = subprocess.Popen(argv, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
+                                             stderr=subprocess.STDOUT,
+                                             preexec_fn=_set_parent_death_signal if on_main_thread else None)  # noqa: PLW1509
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._process.poll() is not None:
+                raise ClickHouseServerError(f"ZooKeeper exited with status {self._process.returncode}\n"
+                                            f"{_tail(self.workdir / 'stdout.log')}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1) as sock:
+                    sock.sendall(b"srvr")
+                    if b"Mode:" in sock.recv(4096):
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ClickHouseServerError(f"ZooKeeper did not answer on {self.host}:{self.port} in time\n"
+                                            f"{_tail(self.workdir / 'stdout.log')}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop it (SIGTERM, then SIGKILL after ``timeout`` s)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class ClickHouseCluster:
+    """A ClickHouse cluster on loopback ports in ``workdir``: ZooKeeper and one
+    :class:`ClickHouseServer` per replica, ``replicas[i]`` servers in shard ``i + 1``.
+
+    The default ``(2, 1)`` is shard 1 with two replicas (``a`` and ``b``) and shard 2 with one
+    (``a``).  Every server's ``config.xml`` gets ``remote_servers`` (cluster :attr:`name`, with
+    ``internal_replication``: a ``Distributed`` table writes one replica and replication copies
+    it), ``macros`` (``shard`` ``01``…, ``replica`` ``a``…), ``zookeeper`` and
+    ``distributed_ddl``, and ``users.d`` the user :attr:`user` with :attr:`password`.  Servers are :attr:`shards` ``[shard][replica]``; each can be stopped
+    and started again on its ports and data (fault tests).
+    """
+
+    #: A user of every server with a password (besides ``default`` without one).
+    user, password = "app", "s3cret"
+
+    def __init__(self, workdir: str | os.PathLike[str], *, name: str = "test_cluster",
+                 replicas: tuple[int, ...] = (2, 1)) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.name = name
+        self.zookeeper = ZooKeeperServer(self.workdir / "zookeeper")
+        self.shards: list[list[ClickHouseServer]] = [
+            [ClickHouseServer(self.workdir / f"shard{shard + 1}{chr(ord('a') + replica)}",
+                              extra_config=functools.partial(self._configure, shard, replica))
+             for replica in range(count)]
+            for shard, count in enumerate(replicas)]
+
+    @property
+    def servers(self) -> list[ClickHouseServer]:
+        """Every server, shard by shard."""
+        return [server for shard in self.shards for server in shard]
+
+    def _configure(self, shard: int, replica: int, root: ET.Element) -> None:
+        clusters = _sub(_sub(root, "remote_servers"), self.name)
+        for servers in self.shards:
+            element = _sub(clusters, "shard")
+            _sub(element, "internal_replication", "true")
+            for server in servers:
+                address = _sub(element, "replica")
+                _sub(address, "host", server.host)
+                _sub(address, "port", server.tcp_port)
+        macros = _sub(root, "macros")
+        _sub(macros, "shard", f"{shard + 1:02d}")
+        _sub(macros, "replica", chr(ord("a") + replica))
+        node = _sub(_sub(root, "zookeeper"), "node")
+        _sub(node, "host", self.zookeeper.host)
+        _sub(node, "port", self.zookeeper.port)
+        _sub(_sub(root, "distributed_ddl"), "path", "/clickhouse/task_queue/ddl")
+        # A user with a password too (users.d is merged into users.xml), for the tests of masking.
+        users = ET.Element("yandex")
+        user = _sub(_sub(users, "users"), self.user)
+        _sub(user, "password", self.password)
+        _sub(_sub(user, "networks"), "ip", "127.0.0.1")
+        _sub(user, "profile", "default")
+        _sub(user, "quota", "default")
+        users_dir = self.shards[shard][replica].workdir / "users.d"
+        users_dir.mkdir(parents=True, exist_ok=True)
+        _write_xml(users, users_dir / f"{self.user}.xml")
+
+    def start(self) -> ClickHouseCluster:
+        """Start ZooKeeper, then every server (stops what started when one fails)."""
+        try:
+            self.zookeeper.start()
+            for server in self.servers:
+                server.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every server, then ZooKeeper."""
+        for server in self.servers:
+            server.stop()
+        self.zookeeper.stop()
+
+    def url(self, server: ClickHouseServer | None = None, database: str = "default") -> str:
+        """``clickhouse://…/<database>?cluster=<name>`` of ``server`` (default: the first)."""
+        server = server or self.servers[0]
+        return f"clickhouse://default:@{server.host}:{server.tcp_port}/{database}?cluster={self.name}"
 
 
 # --------------------------------------------------------------------------
