@@ -311,12 +311,38 @@ def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], re
     ``total`` still counts every row of ``query`` and one extra row says whether more follow.
 
     Where the backend can (``features.total_in_page``), the total rides along the page's rows as
-    a scalar subquery: one statement, in which the count still reads only the filter's index and
-    the page only its rows.  (A window ``COUNT(*) OVER ()`` would read every matching row: 40x
-    slower at 100,000 scores of a scorer.)  A page without rows counts in a statement of its own.
+    a scalar subquery: one statement (one snapshot, so no transaction around it) in which the
+    count still reads only the filter's index and the page only its rows.  A window
+    ``COUNT(*) OVER ()`` would read every matching row instead: 100,000 scores of a scorer for
+    a page of 100.  A page without rows (past the end, or nothing matches) counts in a
+    statement of its own.
     """
     offset, limit = request.offset, request.limit
     narrowed = query if after is None else query.where(after)
+    fetch = narrowed.order_by(*order).offset(offset or None)
+    # One extra row says whether more follow where the total cannot (no total, or a cursor).
+    extra = 1 if after is not None or not include_total else 0
+    if limit is not None:
+        fetch = fetch.limit(limit + extra)
+
+    def cut(rows: list[dict[str, Any]], total: int) -> tuple[list[dict[str, Any]], int, bool]:
+        if after is None:
+            return rows, total, request.has_more(total)
+        return (rows, total, False) if limit is None else (rows[:limit], total, len(rows) > limit)
+
+    alone = predicate is None and include_total and count is None and not bitmap_count
+    if alone and limit == 0:  # the count is the whole page
+        total = backend.count(query)
+        return [], total, request.has_more(total)
+    if alone and backend.features.total_in_page:
+        rows = list(fetch.select_extend(count_query(query).alias(TOTAL_COLUMN)))
+        total = _split_total(rows)
+        if total is None:  # no rows: the total alone, unless rows came in between
+            total = backend.count(query)
+            if after is not None or offset >= total:
+                return [], total, request.has_more(total) if after is None else False
+        else:
+            return cut(rows, total)
     with backend.read():
         if predicate is not None:
             rows = [row for row in narrowed.order_by(*order) if predicate(row)]
@@ -326,28 +352,14 @@ def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], re
                 return page, offset + len(page), more
             total = len(rows) if after is None else sum(1 for row in query if predicate(row))
             return page, total, more
-        fetch = narrowed.order_by(*order).offset(offset or None)
-        # One extra row says whether more follow where the total cannot (no total, or a cursor).
-        extra = 1 if after is not None or not include_total else 0
-        if limit is not None:
-            fetch = fetch.limit(limit + extra)
         if not include_total:
             rows = list(fetch)
             page = rows if limit is None else rows[:limit]
             return page, offset + len(page), limit is not None and len(rows) > limit
-        if limit != 0 and count is None and not bitmap_count and backend.features.total_in_page:
-            rows = list(fetch.select_extend(count_query(query).alias(TOTAL_COLUMN)))
-            total = _split_total(rows)
-            if total is None:
-                total = backend.count(query)
-        else:
-            total = count(query) if count is not None else backend.count(query, bitmap=bitmap_count)
-            if limit == 0 or (after is None and offset >= total):
-                return [], total, request.has_more(total)
-            rows = list(fetch)
-        if after is None:
-            return rows, total, request.has_more(total)
-        return (rows, total, False) if limit is None else (rows[:limit], total, len(rows) > limit)
+        total = count(query) if count is not None else backend.count(query, bitmap=bitmap_count)
+        if limit == 0 or (after is None and offset >= total):
+            return [], total, request.has_more(total)
+        return cut(list(fetch), total)
 
 
 def fetch_prepared_page(backend: Backend, key: Any, build: Callable[[], peewee.ModelSelect], order: list[Any],
@@ -360,35 +372,45 @@ def fetch_prepared_page(backend: Backend, key: Any, build: Callable[[], peewee.M
     must determine the SQL of ``build()`` at its call site and of ``order``.  The count and the
     page are :meth:`Backend.prepared` statements: a short page of a hot list (a thread's latest
     messages) costs a third less than when peewee renders it.  As in :func:`fetch_page`, the
-    total rides along the rows where the backend can.
+    total rides along the rows in one statement where the backend can.
     ``count()``, when given, computes the total instead (with :func:`count_prepared` too).
     """
     offset, limit = request.offset, request.limit
     bounds = {"offset": offset, "limit": None if limit is None else limit + (0 if include_total else 1)}
-    with_total = include_total and limit != 0 and count is None and backend.features.total_in_page
 
-    def page() -> peewee.ModelSelect:
-        query = build().order_by(*order)
-        if with_total:
-            query = query.select_extend(count_query(build()).alias(TOTAL_COLUMN))
-        query = query if not offset else query.offset(backend.param("offset"))
-        return query if limit is None else query.limit(backend.param("limit"))
+    def page(with_total: bool) -> Callable[[], peewee.ModelSelect]:
+        def build_page() -> peewee.ModelSelect:
+            query = build().order_by(*order)
+            if with_total:
+                query = query.select_extend(count_query(build()).alias(TOTAL_COLUMN))
+            query = query if not offset else query.offset(backend.param("offset"))
+            return query if limit is None else query.limit(backend.param("limit"))
+        return build_page
 
-    page_key = (statement_key(build, key), bool(offset), limit is None, with_total)
+    def rows(with_total: bool = False) -> list[dict[str, Any]]:
+        page_key = (statement_key(build, key), bool(offset), limit is None, with_total)
+        return backend.prepared(page_key, page(with_total)).rows(**values, **bounds)
+
+    if include_total and limit == 0 and count is None:  # the count is the whole page
+        total = count_prepared(backend, key, build, values)
+        return [], total, request.has_more(total)
+    if include_total and count is None and backend.features.total_in_page:
+        found = rows(with_total=True)
+        total = _split_total(found)
+        if total is None:  # no rows: the total alone, unless rows came in between
+            total = count_prepared(backend, key, build, values)
+            if offset >= total:
+                return [], total, request.has_more(total)
+        else:
+            return found, total, request.has_more(total)
     with backend.read():
         if not include_total:
-            rows = backend.prepared(page_key, page).rows(**values, **bounds)
-            return rows[:limit], offset + len(rows[:limit]), limit is not None and len(rows) > limit
-        if with_total:
-            rows = backend.prepared(page_key, page).rows(**values, **bounds)
-            total = _split_total(rows)
-            if total is None:
-                total = count_prepared(backend, key, build, values)
-            return rows, total, request.has_more(total)
+            found = rows()
+            return found[:limit], offset + len(found[:limit]), limit is not None and len(found) > limit
         total = count() if count is not None else count_prepared(backend, key, build, values)
         if limit == 0 or offset >= total:
             return [], total, request.has_more(total)
-        return backend.prepared(page_key, page).rows(**values, **bounds), total, request.has_more(total)
+        return rows(), total, request.has_more(total)
 
 
 def count_prepared(backend: Backend, key: Any, build: Callable[[], peewee.ModelSelect], values: dict[str, Any]) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
+from itertools import zip_longest
 from typing import Any, Callable, Iterable, Iterator
 from uuid import uuid4
 
@@ -533,7 +534,8 @@ class MemoryRepository(Prunable, DomainRepository):
                     and self._in_date_range(row["created_at"], bounds)
                     and (not filters or json_matches(_object(decode_content(row["content"]).get("metadata")), filters)))
 
-        with self.backend.read():
+        # The page alone is one statement (rows and total together); windows read in its transaction.
+        with self.backend.read() if windows else nullcontext():
             if prepared:
                 rows, total, has_more = self._prepared_page(thread_ids, resource_id, bounds, ordering.descending,
                                                             request, include_total)
