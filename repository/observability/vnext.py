@@ -32,6 +32,7 @@ from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDE
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
                       light_list_record, trace_status, traces_of)
 from . import vnext_migration
+from .analytics import AnalyticsMixin
 from .signals import SignalsMixin
 from .vnext_clickhouse import VNextClickHouseSQL
 
@@ -83,7 +84,7 @@ def metadata_search(metadata: Any) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-class VNextObservabilityRepository(SignalsMixin, Prunable, DomainRepository):
+class VNextObservabilityRepository(AnalyticsMixin, SignalsMixin, Prunable, DomainRepository):
     """Insert-only traces and spans: appends, read-time dedupe, trace reads and lists (§7).
 
     Example::
