@@ -613,14 +613,13 @@ class LayoutChoice:
 
 
 def _vnext_class(public: type) -> type:
-    """The class of ``layout="vnext"`` for a public class: the vnext repository, the signal
-    mixins that exist (after it: its names win a clash), then the public class (made once per
-    public class)."""
+    """The class of ``layout="vnext"`` for a public class: the vnext repository (with the signal
+    methods), then the public class (made once per public class)."""
     made = public.__dict__.get("_vnext_class")
     if made is None:
-        from .vnext_sql import VNextSQLObservabilityRepository, layout_mixins
+        from .vnext_sql import VNextSQLObservabilityRepository
 
-        made = type(f"VNext{public.__name__}", (VNextSQLObservabilityRepository, *layout_mixins(), public),
+        made = type(f"VNext{public.__name__}", (VNextSQLObservabilityRepository, public),
                     {"layout": "vnext", "__module__": public.__module__,
                      "__doc__": f"{public.__name__} in the current layout (layout=\"vnext\")."})
         public._vnext_class = made

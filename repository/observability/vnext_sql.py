@@ -18,7 +18,6 @@ scores, feedback) come from the signal mixins; they are partitioned here with th
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import threading
@@ -75,19 +74,6 @@ _BOUND = re.compile(r"TO \('([^']+)'\)")
 
 
 # --------------------------------------------------------------------------- options
-
-
-def layout_mixins() -> tuple[type, ...]:
-    """The mixins of the signal methods (§8) that the vnext classes of PostgreSQL and SQLite
-    include after :class:`VNextSQLObservabilityRepository`."""
-    mixins: list[type] = []
-    for module, name in ((".signals", "SignalsMixin"), (".analytics", "AnalyticsMixin"),
-                         (".discovery", "DiscoveryMixin")):
-        try:
-            mixins.append(getattr(importlib.import_module(module, __package__), name))
-        except (ImportError, AttributeError):  # that part of the layout is not there yet
-            continue
-    return tuple(mixins)
 
 
 def check_partitioning(problems: Problems, value: Any) -> dict[str, Any]:
@@ -417,18 +403,22 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
 
     @operation
     def dangerously_clear_all(self) -> None:
-        """Empty every table of the layout and restart its cursor sequence (tests)."""
+        """Empty every table of the layout and restart its cursor sequence (tests).  Rows are
+        deleted rather than truncated: ``TRUNCATE`` of tables with daily partitions replaces the
+        files of every child and index, seconds for a few rows."""
         database = self.backend.database
         existing = self._existing_tables()
+        tables = [name for name in self._all_tables() if name in existing]
         with self.backend.write():
-            tables = [name for name in self._all_tables() if name in existing]
-            if self.postgres and tables:
-                database.execute_sql("TRUNCATE TABLE " + ", ".join(map(self.table, tables)) + " RESTART IDENTITY")
-            elif tables:
-                for name in tables:
-                    database.execute_sql(f'DELETE FROM "{name}"')
-                database.execute_sql("DELETE FROM sqlite_sequence WHERE name IN (" + ", ".join("?" * len(tables))
-                                     + ")", tables)
+            for name in tables:
+                database.execute_sql(f"DELETE FROM {self.table(name)}")
+                if name == DISCOVERY:
+                    continue
+                if self.postgres:
+                    database.execute_sql("SELECT setval(pg_get_serial_sequence(%s, 'cursorId'), 1, false)",
+                                         (self.table(name),))
+                else:
+                    database.execute_sql("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
 
     def _existing_tables(self) -> set[str]:
         if self.postgres:
