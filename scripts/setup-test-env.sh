@@ -8,6 +8,8 @@
 #   "postgres" in over local TCP without a password (trust), starting or
 #   creating the cluster when needed, and waits until it accepts connections.
 #
+# * installs (via apt, only when missing) postgresql-<version>-partman, the
+#   pg_partman extension the vNext observability layout uses when present;
 # * installs (via apt, only when missing) node and npm; when that node is
 #   older than 20 (Debian 12's is 18), installs node 22 from the npm registry
 #   into /usr/local; then runs `npm ci` in tests/interop: Mastra's own
@@ -279,9 +281,33 @@ ensure_postgres() {
     log "postgres: cluster $version/$name ready on $PG_HOST:$PG_PORT"
 }
 
+# --- pg_partman ---------------------------------------------------------------
+
+# The vNext observability layout partitions its PostgreSQL tables with
+# pg_partman when a database has the extension (tests/test_observability_vnext_sql.py
+# creates it in a throwaway database); Debian packages it per server version.
+ensure_partman() {
+    local major package
+    major=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -n | tail -1)
+    [ -n "$major" ] || return 0
+    package="postgresql-$major-partman"
+    if pkg_installed "$package"; then
+        log "packages: $package already present"
+        return 0
+    fi
+    if ! apt_available "$package"; then
+        log "packages: $package not available from apt (the pg_partman test will skip)"
+        return 0
+    fi
+    require_root "install $package"
+    log "packages: installing $package"
+    apt-get install -y -q --no-install-recommends "$package" </dev/null
+}
+
 main() {
     install_missing_packages
     ensure_postgres
+    ensure_partman
     local ch
     ch=$(command -v clickhouse-server || command -v clickhouse)
     log "clickhouse: server binary $ch (tests start their own instances)"
