@@ -22,7 +22,8 @@ from .schemas.base import JSONObject, Timestamp, flatten_errors, load_into
 from .schemas.memory import MESSAGE_ROLES, MessageSchema, MessageUpdateSchema, ResourceSchema, ThreadSchema
 from .validation import (Problems, check_id, check_metadata_filter, check_order_by, check_page, json_matches,
                          require_id)
-from .values import UNSET, deep_copy_json, format_iso, json_dumps, json_loads, normalize_json, to_utc, utc_now
+from .values import (UNSET, chunks, deep_copy_json, format_iso, json_dumps, json_loads, normalize_json, to_utc,
+                     utc_now)
 
 _THREAD_SCHEMA = ThreadSchema()
 _MESSAGE_SCHEMA = MessageSchema()
@@ -700,6 +701,9 @@ class MemoryRepository(Prunable, DomainRepository):
             created_at = first["created_at"] if first else (data.get("created_at") or now)
             # The content needs no cleaning: it is the JSON text of a cleaned copy (NUL escaped).
             batch[row["id"]] = {**row, "content": json_dumps(data["content"]), "created_at": created_at}
+        if self.backend.features.returning:
+            self._write_messages(batch, now)
+            return [self._message_record(row, contents[message_id]) for message_id, row in batch.items()]
         thread_ids = {row["thread_id"] for row in batch.values()}
         with self._message_write(batch, thread_ids, exclusive=False) as stored:
             self._require_threads(row["thread_id"] for row in batch.values())
@@ -710,6 +714,46 @@ class MemoryRepository(Prunable, DomainRepository):
             moved_from = {old["thread_id"] for old in stored.values()}
             self._touch_threads(thread_ids | moved_from, now)
         return [self._message_record(row, contents[message_id]) for message_id, row in batch.items()]
+
+    def _write_messages(self, batch: dict[str, dict[str, Any]], now: datetime) -> None:
+        """:meth:`save_messages`' write where writes return what they changed (SQLite,
+        PostgreSQL): in one transaction, the bump of the threads (whose ``RETURNING`` says which
+        of the wanted ones exist), then the upsert of the messages (whose ``RETURNING`` gives
+        the ``created_at`` a stored message keeps): no reads of their own, two statements for a
+        batch of up to 500 messages and threads.  Sets each row's ``created_at`` as stored."""
+        wanted = list(dict.fromkeys(row["thread_id"] for row in batch.values()))
+        with self.backend.write():
+            found: set[str] = set()
+            for thread_ids, message_ids in zip_longest(chunks(wanted), chunks(list(batch)), fillvalue=[]):
+                found |= self._bump_threads(thread_ids, message_ids, now)
+            for thread_id in wanted:
+                if thread_id not in found:
+                    raise NotFoundError(f"Thread {thread_id} not found", details={"thread_id": thread_id})
+            for row in self.backend.upsert_returning(self.models.message, list(batch.values()),
+                                                     preserve=("created_at",), returning=("id", "created_at")):
+                batch[row["id"]]["created_at"] = row["created_at"]
+
+    def _bump_threads(self, thread_ids: list[str], message_ids: list[str], now: datetime) -> set[str]:
+        """Set ``updated_at = now`` on the threads ``thread_ids`` and on those the stored messages
+        ``message_ids`` are in (the threads they leave); returns the ids of the threads bumped.
+
+        The stored messages are locked first (``FOR UPDATE`` in the subquery, where the database
+        has it), as :meth:`update_messages` locks them before their threads."""
+        Thread, Message, backend = self.models.thread, self.models.message, self.backend
+
+        def where() -> peewee.Expression:
+            named = Thread.id.in_([backend.param(f"thread_{i}") for i in range(len(thread_ids))])
+            if not message_ids:
+                return named
+            current = backend.for_update(Message.select(Message.thread_id).where(
+                Message.id.in_([backend.param(f"message_{i}") for i in range(len(message_ids))])).order_by(Message.id))
+            return (named | Thread.id.in_(current)) if thread_ids else Thread.id.in_(current)
+
+        params = {**{f"thread_{i}": value for i, value in enumerate(thread_ids)},
+                  **{f"message_{i}": value for i, value in enumerate(message_ids)}}
+        rows = backend.update_returning(Thread, where, {"updated_at": now}, [Thread.id],
+                                        shape=(Thread, len(thread_ids), len(message_ids)), params=params)
+        return {row["id"] for row in rows}
 
     @operation
     def update_messages(self, *, messages: list[dict]) -> list[dict]:

@@ -103,7 +103,7 @@ class StatementLog:
 
 
 class _CountingCursor:
-    """A driver cursor that adds each statement it runs to the open :class:`StatementLog`\ s."""
+    """A driver cursor that adds each statement it runs to the open :class:`StatementLog` logs."""
 
     __slots__ = ("_cursor", "_logs")
 
@@ -203,6 +203,10 @@ class BackendFeatures:
     #: whose only JSON functions find the first occurrence of a key (ClickHouse 18.16's
     #: ``visitParam*``) finds the top-level one.
     json_scalars_first: bool = False
+    #: ``INSERT … ON CONFLICT … RETURNING`` and ``UPDATE … RETURNING`` (:meth:`Backend.upsert_returning`,
+    #: :meth:`Backend.update_returning`): a write reports what it changed, so a read-modify-write
+    #: needs no read of its own.
+    returning: bool = False
     #: A list page can read its total in the same statement as its rows (a scalar subquery
     #: counting the filter's rows; :func:`~composite_store.base.fetch_page`).
     total_in_page: bool = True
@@ -654,6 +658,56 @@ class Backend:
 
         statement = self.prepared((model, names), build)
         return statement.first(**dict(zip(names, driver_values(converters, row.values()))))
+
+    def upsert_returning(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *,
+                         preserve: Sequence[str] = (), returning: Sequence[str]) -> list[dict[str, Any]]:
+        """:meth:`upsert` that returns the fields ``returning`` of each written row as stored
+        (a preserved ``created_at`` as it was), in :data:`CHUNK_SIZE` rows per statement, each
+        rendered once per shape (needs :attr:`BackendFeatures.returning`)."""
+        rows = self.prepare_rows(model, last_row_per_key(model, rows))
+        if not rows:
+            return []
+        names = tuple(rows[0])
+        fields, converters = self.columns(model, names)
+        kept = set(preserve) | {f"{name}_z" for name in preserve} | set(primary_key_names(model))
+        updated = [field for field in fields if field.name not in kept]
+        # Also the "…Z" twins PostgreSQL reads timestamps from (as_records prefers them).
+        returned = [field for field in model._meta.sorted_fields
+                    if field.name in returning or field.name.removesuffix("_z") in returning]
+        records: list[dict[str, Any]] = []
+        for chunk in chunks(rows, size=CHUNK_SIZE):
+            count = len(chunk)
+
+            def build() -> peewee.ModelInsert:
+                insert = model.insert_many([{field: self.param(f"{field.name}_{index}") for field in fields}
+                                            for index in range(count)])
+                insert = insert.on_conflict(conflict_target=_primary_key_fields(model), preserve=updated)
+                return self.as_records(insert.returning(*returned), model, returned)
+
+            values = {f"{name}_{index}": value for index, row in enumerate(chunk)
+                      for name, value in zip(names, driver_values(converters, row.values()))}
+            records += self.prepared((model, names, count, tuple(preserve), tuple(returning)), build).rows(**values)
+        return records
+
+    def update_returning(self, model: type[peewee.Model], where: Callable[[], peewee.Expression],
+                         values: dict[str, Any], returning: Sequence[peewee.Field], *, shape: Any = None,
+                         params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``UPDATE … SET values WHERE where() RETURNING returning``: the records of the changed
+        rows (needs :attr:`BackendFeatures.returning`).  ``values`` (field name → Python value)
+        are converted as :meth:`update` converts them; ``where()`` builds the condition with
+        :meth:`param`\\ s bound from ``params``.  Rendered once per call site of ``where`` and
+        ``shape`` (what else changes the SQL there, as for :meth:`prepared`)."""
+        values = self.prepare_rows(model, [values])[0]
+        names = tuple(values)
+        fields, converters = self.columns(model, names)
+
+        def build() -> peewee.ModelUpdate:
+            update = model.update({field: self.param(f"set_{field.name}") for field in fields}).where(where())
+            return self.as_records(update.returning(*returning), model, returning)
+
+        statement = self.prepared((statement_key(where, shape), names), build)
+        return statement.rows(**(params or {}), **{f"set_{name}": value for name, value in
+                                                   zip(names, driver_values(converters, values.values()))})
 
     def table_sql(self, model: type[peewee.Model]) -> str:
         """The quoted table name as SQL."""

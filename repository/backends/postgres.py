@@ -99,7 +99,7 @@ class PostgresBackend(Backend):
     """A PostgreSQL database reached through a pool of ``max_connections`` connections."""
 
     name = "PG"
-    features = BackendFeatures(strips_nul=PostgresDatabase.strips_nul)
+    features = BackendFeatures(strips_nul=PostgresDatabase.strips_nul, returning=True)
     driver_module = "psycopg2"
     driver_extra = "postgres"
 

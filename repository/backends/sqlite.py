@@ -17,7 +17,7 @@ from ..models.fields import JSONField
 from ..errors import BackendUnavailableError, ValidationError
 from ..jsonb import jsonb_to_json_text
 from ..values import JSONText, format_iso, json_dumps, json_loads, parse_iso, to_utc
-from .base import Backend, StoredFormats, driver_values, first_line
+from .base import Backend, BackendFeatures, StoredFormats, driver_values, first_line
 
 #: How long a connection waits for another writer before SQLite reports "database is locked".
 BUSY_TIMEOUT_S = 30.0
@@ -95,6 +95,7 @@ class SQLiteBackend(Backend):
     """A SQLite file (or a private in-memory database)."""
 
     name = "SQLITE"
+    features = BackendFeatures(returning=True)  # RETURNING since SQLite 3.35
 
     def __init__(self, *, url: str) -> None:
         super().__init__(url)
