@@ -39,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from composite_store.backends.chdb import ChdbClient, is_chdb_url, parse_chdb_url
-from composite_store.backends.clickhouse import parse_clickhouse_url
+from composite_store.backends.clickhouse import CLUSTER_SETTINGS, parse_clickhouse_url
 from composite_store.composite import store_for_url
 from composite_store.stores import WholeStore
 from tests.servers import (DEFAULT_POSTGRES_URL, ClickHouseCluster, create_postgres_database, find_clickhouse_binary,
@@ -247,7 +247,9 @@ def clickhouse_client(url: str) -> Any:
         return ChdbClient(path=path, database=database)
     from clickhouse_driver import Client
 
-    return Client(**parse_clickhouse_url(url))
+    # A cluster's URL: the library's session settings, so raw reads see what the store wrote.
+    settings = CLUSTER_SETTINGS if "cluster=" in urlsplit(url).query else {}
+    return Client(**parse_clickhouse_url(url), settings=settings)
 
 
 def database_url(url: str, name: str) -> str:

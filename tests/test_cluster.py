@@ -10,11 +10,12 @@ replica, a stopped shard.  Every test restarts what it stopped.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import pytest
 
-from composite_store import BackendUnavailableError, ValidationError
+from composite_store import BackendUnavailableError, NotSupportedError, ValidationError
 from composite_store.clickhouse import ClickHouseStore, MemoryClickHouse
 from tests.servers import ClickHouseCluster, ClickHouseServer
 
@@ -164,6 +165,42 @@ def test_a_stopped_shard_fails_calls_naming_it_until_it_is_back(cluster, databas
         shard2.start()
     ids = {row["id"] for row in memory.list_threads(resource_id="resource", per_page=False).items}
     assert {item["id"] for item in saved} <= ids
+    memory.close()
+
+
+def fresh_database(cluster: ClickHouseCluster) -> str:
+    name = f"cluster_{uuid.uuid4().hex[:8]}"
+    client(cluster.servers[0]).execute(f"CREATE DATABASE {name} ON CLUSTER {cluster.name}")
+    return name
+
+
+def test_init_from_many_threads_and_store_objects(cluster):
+    """init() racing itself on a cluster (four store objects, eight threads) ends in one layout."""
+    name = fresh_database(cluster)
+    stores = [ClickHouseStore(url=url(cluster, name, cluster.servers[index % 3])) for index in range(4)]
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda index: stores[index % 4].init(), range(8)))
+        saved = stores[0].get_store("scores").save_score(score={
+            "scorer_id": "s", "entity_id": "e", "entity_type": "AGENT", "run_id": "r", "score": 1,
+            "scorer": {"id": "s", "name": "s"}, "entity": {"id": "e"}, "source": "LIVE", "output": {}})
+        assert stores[3].get_store("scores").get_score_by_id(id=saved["id"]) == saved
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_init_refuses_a_table_of_one_server_by_a_logical_name(cluster):
+    name = fresh_database(cluster)
+    raw = client(cluster.servers[0], name)
+    raw.execute("CREATE TABLE mastra_resources (id String, createdAt Int64) ENGINE = MergeTree() ORDER BY id")
+    raw.execute("INSERT INTO mastra_resources VALUES", [("kept", 1)])
+    memory = MemoryClickHouse(url=url(cluster, name, cluster.servers[0]))
+    with pytest.raises(NotSupportedError) as info:
+        memory.init()
+    assert "mastra_resources" in info.value.message and "Distributed" in info.value.message
+    assert raw.execute("SELECT * FROM mastra_resources") == [("kept", 1)]
+    assert raw.execute("SELECT count() FROM system.tables WHERE database = %(d)s", {"d": name}) == [(1,)]
     memory.close()
 
 

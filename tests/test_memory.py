@@ -1816,6 +1816,7 @@ def backend_kind(backend: str) -> str:
     return MATRIX[backend].family
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_init_completes_an_old_layout(memory, backend, fresh_database, make_store):
     """§4.6: ``init`` adds ``resourceId`` to an old messages table; rows and extra columns stay."""
     url, run = fresh_database
@@ -1840,6 +1841,7 @@ def test_init_completes_an_old_layout(memory, backend, fresh_database, make_stor
         assert run("SELECT legacyExtra FROM mastra_messages WHERE id = 'old'") == [("kept",)]
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 @CLICKHOUSE
 def test_init_refuses_tables_that_cannot_be_read_with_final(memory, fresh_database, make_store):
     """README *ClickHouse rows*: a non-``ReplacingMergeTree`` table makes ``init`` raise and change nothing."""
@@ -1857,6 +1859,7 @@ def test_init_refuses_tables_that_cannot_be_read_with_final(memory, fresh_databa
     assert columns == ["id", "createdAt"]
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_concurrent_init_of_several_stores(memory, fresh_database, make_store):
     """README *Public API shape*: ``init`` is safe from many threads and several store objects at once."""
     url, _ = fresh_database
@@ -1867,6 +1870,7 @@ def test_concurrent_init_of_several_stores(memory, fresh_database, make_store):
     assert stores[3].get_store("memory").get_thread_by_id(thread_id=thread["id"]) == thread
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_dangerously_clear_all_leaves_other_tables(memory, backend, fresh_database, make_store):
     """§4.6: every row of the three memory tables goes; other tables are untouched."""
     url, run = fresh_database
@@ -2228,6 +2232,7 @@ def test_postgres_database_created_by_the_reference_system(reference_postgres_da
         connection.close()
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 @pytest.mark.requires(family="clickhouse", current_clickhouse=False)
 def test_clickhouse_tables_on_an_old_server(memory, backend_url):
     """Scenario 63: ``ReplacingMergeTree(_version)`` with ``Int64`` timestamps; versions and deletes."""

@@ -420,7 +420,7 @@ def test_retrying_a_save_with_an_id_leaves_one_row(scores, backend, backend_url)
         assert scores.get_score_by_id(id="score-2")["run_id"] == payload["run_id"]
 
     check()
-    if MATRIX[backend].family == "clickhouse":
+    if MATRIX[backend].family == "clickhouse" and not MATRIX[backend].cluster:  # (a Distributed table has no OPTIMIZE)
         clickhouse_client(backend_url).execute("OPTIMIZE TABLE mastra_scorers FINAL")
         check()
 
@@ -836,6 +836,7 @@ def test_init_twice_changes_nothing(backend, backend_url, make_store):
             "mastra_scorers_entity_created_at_idx"}
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_init_from_many_threads_and_store_objects(backend, backend_url, tmp_path, request):
     """§3.10: init is idempotent and safe from several threads (and store objects) at once."""
     if backend == "sqlite":
@@ -930,6 +931,7 @@ def test_init_upgrades_a_mastra_postgres_table(backend_url):
         pg_query(backend_url, f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 @CLICKHOUSE_ONLY
 def test_init_on_a_clickhouse_table_with_an_extra_and_a_missing_column(clickhouse_database):
     """Scenario 42 on ClickHouse: a table this library created, with an unknown column added and
@@ -950,6 +952,7 @@ def test_init_on_a_clickhouse_table_with_an_extra_and_a_missing_column(clickhous
     again.close()
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 @CLICKHOUSE_ONLY
 def test_init_refuses_a_plain_merge_tree(clickhouse_database):
     """Scenario 42: Mastra's own ClickHouse table (a plain MergeTree) cannot be read with FINAL."""
@@ -970,6 +973,7 @@ def test_supports_concurrent_updates(scores, backend):
     assert scores.supports_concurrent_updates() is MATRIX[backend].transactions
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 @pytest.mark.requires(family="clickhouse", current_clickhouse=False)
 def test_clickhouse_18_table_and_ttl_warning(clickhouse_database, caplog):
     """Scenario 44: Int64 timestamps, ReplacingMergeTree(_version), monthly partitions, no TTL;

@@ -918,6 +918,7 @@ def test_older_table_without_the_key_gets_it(workflows, backend, backend_url, tm
             model._meta.table_name, model._meta.schema)) == 1
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 @pytest.mark.requires(family="clickhouse")
 def test_clickhouse_table_and_row_versions(workflows, backend, backend_url):  # scenarios 43 and 44
     client = clickhouse_client(backend_url)

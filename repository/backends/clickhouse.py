@@ -630,7 +630,7 @@ class ClickHouseBackend(Backend):
 
     def create_tables(self, models: Sequence[type[peewee.Model]]) -> None:
         connection = self.database.connection()
-        connection.refresh_schema()
+        self.check_cluster_tables([model._meta.table_name for model in models])
         features = self.server_features
         for model in models:
             table: ClickHouseTable = model._meta.clickhouse
@@ -671,6 +671,20 @@ class ClickHouseBackend(Backend):
     def on_cluster(self) -> str:
         """`` ON CLUSTER "<name>"`` on a cluster, else nothing."""
         return f' ON CLUSTER "{self.cluster}"' if self.cluster else ""
+
+    def check_cluster_tables(self, names: Sequence[str]) -> None:
+        """On a cluster, refuse (before any DDL) a logical table name held by a table of one
+        server (rows written before the cluster): it is never dropped to make the ``Distributed``
+        table."""
+        self.database.connection().refresh_schema()
+        for name in names if self.cluster else ():
+            engine = self.server_features.tables.get(name, ("", ""))[0]
+            if engine and engine != "Distributed":
+                raise NotSupportedError(
+                    f'Table "{name}" is a {engine} table; on cluster {self.cluster} "{name}" must be the Distributed '
+                    f'table over "{self.storage_table(name)}": copy its rows into a database that init() lays out '
+                    "for the cluster.", status="NOT_SUPPORTED", details={"table": name, "engine": engine},
+                    id="STORAGE_CLICKHOUSE_INIT_NOT_SUPPORTED")
 
     def create_table(self, name: str, columns: str, *, engine: str, order_by: Sequence[str],
                      partition_by: str | None = None, ttl: str | None = None, settings: str | None = None) -> None:
