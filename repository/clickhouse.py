@@ -93,7 +93,9 @@ class ObservabilityClickHouse(DomainRepository):
     gives the tracing tables ``TTL endedAt + toIntervalDay(30)`` at :meth:`init` (``None`` removes
     the TTL; a signal left out keeps its TTL; ``logs``, ``metrics``, ``scores`` and ``feedback``
     are accepted but have no tables yet); ``ttl_days=N`` stands for every signal.  Servers without
-    TTL (18.16) log one warning and keep every row.
+    TTL (18.16) log one warning and keep every row.  ``delta_polling=True`` (vnext, current
+    servers) creates the delta tables and views of §3.3 at :meth:`init` and lets the signal
+    lists run in ``mode="delta"`` (§9).
     """
 
     backend_class = ClickHouseBackend
@@ -113,13 +115,19 @@ class ObservabilityClickHouse(DomainRepository):
             cls = _LAYOUT_CLASSES[layout]
         return super().__new__(cls)
 
-    def __init__(self, *, layout: str | None = None, retention: dict | None = None, **options: Any) -> None:
+    def __init__(self, *, layout: str | None = None, retention: dict | None = None, delta_polling: bool = False,
+                 **options: Any) -> None:
         # The layout was chosen by __new__ (it is this object's class).
         super().__init__(**options)
         try:
             if retention is not None and self.layout != "vnext":
                 raise ValidationError(fields={"retention": ['retention applies to layout="vnext"; the legacy '
                                                             "layout takes ttl_days"]})
+            if not isinstance(delta_polling, bool) or (delta_polling and self.layout != "vnext"):
+                raise ValidationError(fields={"delta_polling": ['delta_polling is a boolean and applies to '
+                                                                'layout="vnext"']})
+            #: Whether the signal lists follow changes (``mode="delta"``, observability-vnext.md §9).
+            self.delta_polling = delta_polling
             #: Days kept per signal (``None``: no TTL), applied by ``init()``.
             self.retention_days = retention_days(retention, self.backend.ttl_days)
         except ValidationError as exc:

@@ -23,6 +23,9 @@ class Page:
     ``per_page`` is echoed as given: ``False`` stays ``False`` (all rows).  ``cursor`` marks the
     position after the last item, for the ``after=`` argument of the lists that take it (the next
     page, read by a key instead of an offset); ``None`` on a page without items.
+    ``delta_cursor`` (observability signal lists with delta polling on, observability-vnext.md §9):
+    the position of the change stream when the page was read, for ``mode="delta", after=``;
+    ``None`` elsewhere.
     """
 
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -31,11 +34,13 @@ class Page:
     per_page: int | bool = 0
     has_more: bool = False
     cursor: str | None = None
+    delta_cursor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The page as a plain dict (``items`` are the same record dicts)."""
         return {"items": self.items, "total": self.total, "page": self.page,
-                "per_page": self.per_page, "has_more": self.has_more, "cursor": self.cursor}
+                "per_page": self.per_page, "has_more": self.has_more, "cursor": self.cursor,
+                "delta_cursor": self.delta_cursor}
 
     def to_dataframe(self, *, columns: Sequence[str] | None = None, drop_empty: bool = True) -> "pandas.DataFrame":
         """The items as a pandas ``DataFrame``, one row per item (needs the ``pandas`` extra:
@@ -67,6 +72,23 @@ class Page:
                 raise ValidationError(fields={"columns": [f"Unknown column(s): {', '.join(map(str, unknown))}; "
                                                           f"the items have: {', '.join(sorted(known))}"]})
         return pandas.DataFrame([[item.get(name) for name in names] for item in self.items], columns=names)
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    """What a list returns in ``mode="delta"`` (observability-vnext.md §9): the rows that became
+    visible after the ``after`` cursor, in stream order, at most ``limit``; ``has_more`` when
+    more follow; ``delta_cursor`` the position to continue from."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    limit: int = 10
+    has_more: bool = False
+    delta_cursor: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page as a plain dict (``items`` are the same record dicts)."""
+        return {"items": self.items, "limit": self.limit, "has_more": self.has_more,
+                "delta_cursor": self.delta_cursor}
 
 
 def encode_cursor(values: Sequence[Any]) -> str:

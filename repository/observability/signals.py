@@ -25,10 +25,10 @@ from typing import Any
 import marshmallow
 
 from ..base import operation
-from ..errors import NotFoundError, NotSupportedError
+from ..errors import NotFoundError, NotSupportedError, ValidationError
 from ..models.observability_signals import (FEEDBACK_EVENTS, LOG_EVENTS, METRIC_EVENTS, MODEL_NAMES, PG_COLUMNS,
                                             SCORE_EVENTS, field_name)
-from ..page import Page
+from ..page import DeltaPage, Page
 from ..schemas.base import Timestamp
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page, one_of
@@ -43,6 +43,8 @@ MAX_DELETE_IDS = 1000
 #: Most ``trace_ids`` a metrics filter takes (§8.2).
 MAX_TRACE_IDS = 1000
 REVIEW_STATUS_MESSAGE = "reviewStatus must be one of: needs-review, reviewed"
+DELTA_NOT_SUPPORTED = "This storage provider does not support observability delta polling"
+INVALID_DELTA_CURSOR = "Invalid observability delta cursor"
 
 #: Entity-type context keys (validated against the vNext entity types, §2.1).
 ENTITY_TYPE_KEYS = ("entity_type", "parent_entity_type", "root_entity_type")
@@ -448,21 +450,23 @@ class SignalsMixin:
     @operation
     def list_logs(self, *, filters: dict | None = None, page: int | None = None, per_page: int | bool | None = None,
                   order_by: dict | None = None, mode: str = "page", after: str | None = None,
-                  limit: int | None = None) -> Page:
-        """A page of logs matching every filter (§8.2), newest first by default."""
+                  limit: int | None = None) -> Page | DeltaPage:
+        """A page of logs matching every filter (§8.2), newest first by default; with
+        ``mode="delta"`` (``delta_polling=True``) the logs written after the ``after`` cursor, at
+        most ``limit`` (§9)."""
         return self._list_signal(LOGS, filters, page, per_page, order_by, mode, after, limit)
 
     @operation
     def list_metrics(self, *, filters: dict | None = None, page: int | None = None,
                      per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
-                     after: str | None = None, limit: int | None = None) -> Page:
+                     after: str | None = None, limit: int | None = None) -> Page | DeltaPage:
         """A page of metric events matching every filter (§8.2), newest first by default."""
         return self._list_signal(METRICS, filters, page, per_page, order_by, mode, after, limit)
 
     @operation
     def list_scores(self, *, filters: dict | None = None, page: int | None = None,
                     per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
-                    after: str | None = None, limit: int | None = None) -> Page:
+                    after: str | None = None, limit: int | None = None) -> Page | DeltaPage:
         """A page of current score events matching every filter (§8.2); ``order_by.field`` is
         ``timestamp`` (default, newest first) or ``score``."""
         return self._list_signal(SCORES, filters, page, per_page, order_by, mode, after, limit)
@@ -470,12 +474,12 @@ class SignalsMixin:
     @operation
     def list_feedback(self, *, filters: dict | None = None, page: int | None = None,
                       per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
-                      after: str | None = None, limit: int | None = None) -> Page:
+                      after: str | None = None, limit: int | None = None) -> Page | DeltaPage:
         """A page of feedback matching every filter (§8.2), newest first by default."""
         return self._list_signal(FEEDBACK, filters, page, per_page, order_by, mode, after, limit)
 
     def _list_signal(self, kind: SignalKind, filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any,
-                     after: Any, limit: Any) -> Page:
+                     after: Any, limit: Any) -> Page | DeltaPage:
         problems = Problems()
         if mode not in ("page", "delta"):
             problems.add("mode", one_of(("page", "delta")))
@@ -483,6 +487,10 @@ class SignalsMixin:
             for name, value in (("page", page), ("per_page", per_page), ("order_by", order_by)):
                 if value is not None:
                     problems.add(name, f"{name} is not allowed in delta mode")
+            if after is not None and (not isinstance(after, str) or not after):
+                problems.add("after", "after must be a non-empty string")
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100):
+                problems.add("limit", "limit must be an integer from 1 to 100")
         else:
             for name, value in (("after", after), ("limit", limit)):
                 if value is not None:
@@ -492,16 +500,33 @@ class SignalsMixin:
         ordering = check_order_by(problems, order_by, allowed=kind.order_fields, default_field="timestamp",
                                   default_direction="DESC")
         problems.raise_if_any()
-        if mode == "delta":
-            raise NotSupportedError("This storage provider does not support observability delta polling")
         model, sql = self._signal_model(kind), self._signal_sql
+        delta = self.delta_polling and sql.delta_supported()
+        if mode == "delta" and not delta:
+            raise NotSupportedError(DELTA_NOT_SUPPORTED)
         conditions = sql.conditions(model, kind, checked)
+        if mode == "delta":
+            return self._delta_page(kind, model, conditions, after, 10 if limit is None else limit)
         id_column = model._meta.fields[kind.id_key].column_name
         direction = " DESC" if ordering.descending else ""
         order = f'"{ordering.field}"{direction}, "{id_column}"'
+        # The stream's position first: a delta call from it sees every row written after the page.
+        delta_cursor = sql.delta_head(model) if delta else None
         rows, total = sql.page(model, kind, conditions, order, request.limit, request.offset)
         return Page([self._signal_record(kind, row) for row in rows], total, request.page, request.per_page,
-                    request.has_more(total))
+                    request.has_more(total), delta_cursor=delta_cursor)
+
+    def _delta_page(self, kind: SignalKind, model: Any, conditions: list[Any], after: str | None,
+                    limit: int) -> DeltaPage:
+        """The rows that became visible after ``after`` (§9), in stream order."""
+        sql = self._signal_sql
+        if after is None:
+            return DeltaPage([], limit, False, sql.delta_head(model))
+        position = sql.parse_delta_cursor(after)
+        if position is None:
+            raise ValidationError(fields={"after": [INVALID_DELTA_CURSOR]})
+        rows, has_more, cursor = sql.delta(model, conditions, position, limit)
+        return DeltaPage([self._signal_record(kind, row) for row in rows], limit, has_more, cursor)
 
     # ------------------------------------------------------------------ reads, updates, deletes
 

@@ -10,6 +10,7 @@ time and read back from ``system.columns`` afterwards.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import peewee
@@ -22,6 +23,24 @@ from ..values import json_dumps
 from .signals_sql import SignalSQL
 from .vnext_clickhouse import current_layout, downgraded_type
 
+logger = logging.getLogger("composite_store.clickhouse")
+
+#: Table → the key columns its delta table copies (§3.3), with their types, after ``cursorId``
+#: and ``ingestedAt``.
+DELTA_COLUMNS = {
+    "mastra_metric_events": (("name", "LowCardinality(String)"), ("timestamp", "DateTime64(3, 'UTC')"),
+                             ("metricId", "String")),
+    "mastra_log_events": (("timestamp", "DateTime64(3, 'UTC')"), ("logId", "String")),
+    "mastra_score_events": (("traceId", "Nullable(String)"), ("timestamp", "DateTime64(3, 'UTC')"),
+                            ("scoreId", "String")),
+    "mastra_feedback_events": (("traceId", "Nullable(String)"), ("timestamp", "DateTime64(3, 'UTC')"),
+                               ("feedbackId", "String")),
+}
+#: The cursor of the "fallback" strategy (§3.3): ingest milliseconds since 2026-05-04 shifted
+#: left 26 bits, the low bits a fingerprint of the row's id.
+FALLBACK_CURSOR = ("bitOr(bitShiftLeft(toUInt64(toUnixTimestamp64Milli(ingestedAt) - 1777852800000), 26), "
+                   "bitAnd(farmFingerprint64(toString({key})), toUInt64(67108863)))")
+SERIAL_CURSOR = "generateSerialID('{counter}')"
 #: The columns of 18.16's ``labels`` (a ``Nested``; the ``Map`` subcolumns of current servers).
 LABEL_KEYS, LABEL_VALUES = "labels.keys", "labels.values"
 #: Row keys of 18.16's label arrays in a write.
@@ -58,10 +77,98 @@ class ClickHouseSignalSQL(SignalSQL):
                                  order_by=CH_ORDER_BY[table],
                                  partition_by="toDate(timestamp)" if current else "intDiv(timestamp, 86400000)",
                                  settings="allow_nullable_key = 1" if current and table in CH_NULLABLE_KEY else None)
+        backend.database.connection().refresh_schema()
         for table in CH_COLUMNS:
             for column in CH_ADDED_COLUMNS:
                 backend.add_column(table, column, "Nullable(String)")
         backend.database.connection().refresh_schema()
+        for table in CH_COLUMNS:
+            backend.create_distributed(table, (ID_COLUMNS[table],))  # on a cluster: a record's rows on one shard
+        if current and self.repository.delta_polling and not backend.cluster:
+            self._create_delta()
+
+    # ------------------------------------------------------------------ delta polling (§3.3, §9)
+
+    def _create_delta(self) -> None:
+        """The delta table and materialized view of each signal table, with the cursor of the
+        strategy the existing views use, else ``serial`` when the server has
+        ``generateSerialID`` (Keeper), else ``fallback``."""
+        from clickhouse_driver.errors import ServerException
+
+        backend, database = self.backend, self.backend.database
+        strategy = self.strategy() or self._probe_strategy()
+        if strategy == "mixed":
+            return
+        for table, columns in DELTA_COLUMNS.items():
+            base = table.removeprefix("mastra_")
+            delta = f"{table}_delta"
+            definitions = ", ".join(f'"{column}" {column_type}' for column, column_type in
+                                    (("cursorId", "UInt64"), ("ingestedAt", "DateTime64(9, 'UTC')"), *columns))
+            settings = "allow_nullable_key = 1" if table in CH_NULLABLE_KEY else None
+            try:
+                backend.create_table(delta, definitions, engine="MergeTree", order_by=("cursorId",),
+                                     partition_by="toDate(ingestedAt)", ttl="ingestedAt + toIntervalDay(2)",
+                                     settings=settings)
+            except ServerException:  # a server refusing TTL on DateTime64(9) (framework issue #20684)
+                backend.create_table(delta, definitions, engine="MergeTree", order_by=("cursorId",),
+                                     partition_by="toDate(ingestedAt)", ttl="toDateTime(ingestedAt) + toIntervalDay(2)",
+                                     settings=settings)
+            names = ", ".join(f'"{column}"' for column, _ in columns)
+            cursor = (SERIAL_CURSOR.format(counter=f"mastra_{base}_delta_cursor") if strategy == "serial"
+                      else FALLBACK_CURSOR.format(key=ID_COLUMNS[table]))
+            database.execute_sql(
+                f'CREATE MATERIALIZED VIEW IF NOT EXISTS "mastra_mv_{base}_delta" TO "{delta}" AS SELECT {cursor} AS '
+                f'"cursorId", ingestedAt, {names} FROM (SELECT now64(9, \'UTC\') AS ingestedAt, {names} FROM "{table}")')
+            if strategy == "serial":
+                database.execute_sql(f"SELECT generateSerialID('mastra_{base}_delta_cursor')")  # burn value 0
+        database.connection().refresh_schema()
+        self.__dict__.pop("_strategy", None)
+
+    def _probe_strategy(self) -> str:
+        from clickhouse_driver.errors import ServerException
+
+        try:
+            self.backend.database.execute_sql("SELECT generateSerialID('mastra_observability_delta_cursor_probe')")
+        except ServerException:
+            return "fallback"
+        return "serial"
+
+    def strategy(self) -> str | None:
+        """The cursor strategy of the existing delta views: ``serial``, ``fallback``, ``mixed``
+        (both: delta polling stays off, with one error logged), or ``None`` without views."""
+        if "_strategy" not in self.__dict__:
+            rows = self.rows("SELECT create_table_query FROM system.tables WHERE database = currentDatabase() "
+                             "AND name LIKE 'mastra_mv_%%_delta'", [])
+            kinds = {"serial" if "generateSerialID(" in row["create_table_query"] else "fallback" for row in rows}
+            strategy = None if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
+            if strategy == "mixed":
+                logger.error("The observability delta views mix the serial and fallback cursors; delta polling is "
+                             "off until they are made again with one of them.")
+            self.__dict__["_strategy"] = strategy
+        return self.__dict__["_strategy"]
+
+    def delta_supported(self) -> bool:
+        return current_layout(self.backend.server_features) and self.strategy() in ("serial", "fallback")
+
+    def delta_head(self, model: type[peewee.Model]) -> str:
+        head = self.rows(f'SELECT max("cursorId") AS "head" FROM "{model._meta.table_name}_delta"', [])
+        return str(head[0]["head"] if head else 0)
+
+    def parse_delta_cursor(self, cursor: str) -> Any:
+        return int(cursor) if cursor.isdigit() and int(cursor) < 2 ** 64 else None
+
+    def delta(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], position: Any,
+              limit: int) -> tuple[list[dict[str, Any]], bool, str]:
+        table = model._meta.table_name
+        current, params = self.current_rows(model, conditions)
+        keys = [column for column, _ in DELTA_COLUMNS[table] if column != "traceId"]
+        joined = " AND ".join(f'x."{column}" = d."{column}"' for column in keys)
+        rows = self.rows(
+            f'SELECT x.*, d."cursorId" AS "cursorId" FROM ({current}) AS x INNER JOIN (SELECT "cursorId", '
+            f'{", ".join(f"{chr(34)}{column}{chr(34)}" for column in keys)} FROM "{table}_delta" WHERE "cursorId" > %s) '
+            f'AS d ON {joined} ORDER BY d."cursorId" LIMIT {limit + 1}', [*params, position])
+        page = rows[:limit]
+        return page, len(rows) > limit, str(page[-1]["cursorId"]) if page else self.delta_head(model)
 
     def ensure_schema(self) -> None:
         """Read the tables' columns when this connection has not yet: the stored types decide
@@ -115,9 +222,10 @@ class ClickHouseSignalSQL(SignalSQL):
             columns.extend((LABEL_KEYS, LABEL_VALUES) if nested and column == "labels" else (column,))
         return columns
 
-    def current_rows(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> tuple[str, list[Any]]:
+    def current_rows(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], *,
+                     cursor: bool = False) -> tuple[str, list[Any]]:
         # One row per id, the latest timestamp (§3.4); every filter inside.
-        sql, params = super().current_rows(model, conditions)
+        sql, params = super().current_rows(model, conditions, cursor=cursor)
         id_column = ID_COLUMNS[model._meta.table_name]
         return f'{sql} ORDER BY "{id_column}", "timestamp" DESC LIMIT 1 BY "{id_column}"', params
 

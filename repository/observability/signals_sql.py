@@ -113,15 +113,19 @@ class SignalSQL:
         """The stored columns a read selects."""
         return [field.column_name for field in model._meta.sorted_fields if field.name not in CURSOR_FIELDS]
 
-    def current_rows(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> tuple[str, list[Any]]:
+    def current_rows(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], *,
+                     cursor: bool = False) -> tuple[str, list[Any]]:
         """``(sql, params)`` of a select of every column of the current rows meeting
-        ``conditions`` (every row here; scores override)."""
-        query = model.select(*self._selected(model))
+        ``conditions`` (every row here; scores override), with ``cursor`` the stream position
+        columns of delta polling too."""
+        selected = [peewee.SQL(f'"{column}"') for column in self.read_columns(model)]
+        query = model.select(*selected, *(self.cursor_columns() if cursor else ()))
         sql, params = (query.where(*conditions) if conditions else query).sql()
         return sql, list(params)
 
-    def _selected(self, model: type[peewee.Model]) -> list[peewee.Node]:
-        return [peewee.SQL(f'"{column}"') for column in self.read_columns(model)]
+    def cursor_columns(self) -> list[peewee.Node]:
+        """The columns holding a row's position in the change stream (§9)."""
+        return []
 
     def limit_sql(self, limit: int | None, offset: int) -> str:
         """The ``LIMIT``/``OFFSET`` clause of a page (``limit`` ``None``: every row)."""
@@ -167,6 +171,26 @@ class SignalSQL:
             values[field.name] = value
         return values
 
+    # ------------------------------------------------------------------ delta polling (§9)
+
+    def delta_supported(self) -> bool:
+        """Whether this database can follow the signal tables' changes."""
+        return True
+
+    def delta_head(self, model: type[peewee.Model]) -> str:
+        """The cursor of the stream's present position."""
+        raise NotImplementedError
+
+    def parse_delta_cursor(self, cursor: str) -> Any:
+        """The position a cursor names, or ``None`` for a string that is not a cursor here."""
+        raise NotImplementedError
+
+    def delta(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], position: Any,
+              limit: int) -> tuple[list[dict[str, Any]], bool, str]:
+        """Up to ``limit`` current rows meeting ``conditions`` that became visible after
+        ``position``, in stream order; whether more follow; the cursor to continue from."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ writes
 
     def insert_fields(self, model: type[peewee.Model]) -> list[peewee.Field]:
@@ -209,12 +233,36 @@ class RelationalSignalSQL(SignalSQL):
     """PostgreSQL and SQLite (§5, §6): event-sourced tables keyed (id, ``timestamp``), with a
     ``cursorId`` per row; a score's current row is its latest ``cursorId``."""
 
-    def current_rows(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> tuple[str, list[Any]]:
+    #: The order of the change stream.
+    stream_order = '"cursorId"'
+
+    def current_rows(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], *,
+                     cursor: bool = False) -> tuple[str, list[Any]]:
         if model._meta.table_name == "mastra_score_events":
             newer = model.alias("newer")
             conditions = [*conditions, ~peewee.fn.EXISTS(newer.select(peewee.SQL("1")).where(
                 (newer.score_id == model.score_id) & (newer.cursor_id > model.cursor_id)))]
-        return super().current_rows(model, conditions)
+        return super().current_rows(model, conditions, cursor=cursor)
+
+    def cursor_columns(self) -> list[peewee.Node]:
+        return [peewee.SQL('"cursorId"')]
+
+    def delta(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], position: Any,
+              limit: int) -> tuple[list[dict[str, Any]], bool, str]:
+        inner, params = self.current_rows(model, [*conditions, *self.after_position(position)], cursor=True)
+        rows = self.rows(f'SELECT * FROM ({inner}) AS "current" ORDER BY {self.stream_order} LIMIT {limit + 1}',
+                         params)
+        page = rows[:limit]
+        return page, len(rows) > limit, self.row_cursor(page[-1]) if page else self.delta_head(model)
+
+    def after_position(self, position: Any) -> list[peewee.Node]:
+        """The conditions of rows visible after ``position`` (and, on PostgreSQL, whose
+        transaction no running one precedes)."""
+        raise NotImplementedError
+
+    def row_cursor(self, row: dict[str, Any]) -> str:
+        """The cursor of a row read with its cursor columns."""
+        raise NotImplementedError
 
     def conflict_sql(self, model: type[peewee.Model], kind: Any, fields: Sequence[peewee.Field]) -> str:
         """The ``ON CONFLICT`` clause of a batch (§5): logs and metrics keep the first row,
@@ -328,6 +376,31 @@ class PostgresSignalSQL(RelationalSignalSQL):
     def added_column_sql(self, column: str, spec: str) -> str:
         return pg_column_sql(column, spec)
 
+    # Delta polling (§9): a row's position is (its transaction, its cursorId); only transactions
+    # older than every running one are read, so a later commit never lands behind a cursor.
+
+    stream_order = '"xactId", "cursorId"'
+    _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
+
+    def cursor_columns(self) -> list[peewee.Node]:
+        return [peewee.SQL('"cursorId"'), peewee.SQL('"xactId"::text AS "xactId"')]
+
+    def delta_head(self, model: type[peewee.Model]) -> str:
+        return f"{self.backend.database.execute_sql(f'SELECT {self._HORIZON}::text').fetchone()[0]}:0"
+
+    def parse_delta_cursor(self, cursor: str) -> Any:
+        parts = cursor.split(":")
+        if len(parts) != 2 or not all(part.isdigit() and int(part) < 2 ** 63 for part in parts):
+            return None
+        return int(parts[0]), int(parts[1])
+
+    def after_position(self, position: Any) -> list[peewee.Node]:
+        return [peewee.SQL('("xactId", "cursorId") > (%s::text::xid8, %s::bigint)', [str(position[0]), position[1]]),
+                peewee.SQL(f'"xactId" < {self._HORIZON}')]
+
+    def row_cursor(self, row: dict[str, Any]) -> str:
+        return f"{row['xactId']}:{row['cursorId']}"
+
 
 class SQLiteSignalSQL(RelationalSignalSQL):
     """SQLite (§6): JSON text for documents, tags and labels, ``cursorId`` the rowid."""
@@ -365,6 +438,21 @@ class SQLiteSignalSQL(RelationalSignalSQL):
 
     def has_index(self, suffix: str, method: str | None) -> bool:
         return method is None and not suffix.endswith("cursor_idx")  # §6: no GIN, no cursor indexes
+
+    # Delta polling (§9): one writer at a time, so rowids become visible in order.
+
+    def delta_head(self, model: type[peewee.Model]) -> str:
+        head = self.backend.database.execute_sql(f'SELECT max("cursorId") FROM {self.backend.table_sql(model)}')
+        return str(head.fetchone()[0] or 0)
+
+    def parse_delta_cursor(self, cursor: str) -> Any:
+        return int(cursor) if cursor.isdigit() and int(cursor) < 2 ** 63 else None
+
+    def after_position(self, position: Any) -> list[peewee.Node]:
+        return [peewee.SQL('"cursorId" > ?', [position])]
+
+    def row_cursor(self, row: dict[str, Any]) -> str:
+        return str(row["cursorId"])
 
     def before_insert(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
         # A score written again gets a new cursorId (the current one): its old row goes first (§6).

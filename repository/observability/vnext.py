@@ -191,8 +191,10 @@ class VNextObservabilityRepository(AnalyticsMixin, SignalsMixin, Prunable, Domai
         return {"preferred": "insert-only", "supported": ["insert-only"]}
 
     def get_features(self) -> tuple[str, ...]:
-        """The observability features of this layout (§11)."""
-        return tuple(FEATURES)
+        """The observability features of this layout (§11); ``delta-polling`` with
+        ``delta_polling=True`` on a current server."""
+        delta = self.delta_polling and self._signal_sql.delta_supported()
+        return (*FEATURES, *(("delta-polling",) if delta else ()))
 
     @operation
     def count_rows(self) -> dict[str, int | None]:
