@@ -233,6 +233,9 @@ class MemoryRepository(Prunable, DomainRepository):
         values: dict[str, Any] = {}
         if title is not UNSET:
             values["title"] = self.backend.clean(title)
+        patch = metadata if metadata is not UNSET else {}
+        if self.backend.features.json_object_merge:
+            return self._update_thread_in_place(id, values, patch)
         return self._merge_into_thread(id, None, lambda thread: metadata if metadata is not UNSET else {},
                                        values, missing=lambda: NotFoundError(f"Thread {id} not found",
                                                                              details={"thread_id": id}))
@@ -295,6 +298,19 @@ class MemoryRepository(Prunable, DomainRepository):
             return result
 
         return self._merge_into_thread(id, resource_id, patch, {}, missing=lambda: None)
+
+    def _update_thread_in_place(self, thread_id: str, values: dict[str, Any], patch: dict[str, Any]) -> dict:
+        """:meth:`update_thread` as one ``UPDATE … RETURNING`` where the database merges JSON
+        objects itself (PostgreSQL): atomic without a transaction, one round trip."""
+        Thread, backend = self.models.thread, self.backend
+        rows = backend.update_returning(
+            Thread, lambda: Thread.id == backend.param("id"), {**values, "updated_at": utc_now()},
+            Thread._meta.sorted_fields, shape=(Thread, tuple(values)),
+            params={"id": thread_id, "patch": backend.database.json_to_db(Thread.metadata, patch)},
+            computed=lambda: {Thread.metadata: backend.json_object_merge(Thread.metadata, backend.param("patch"))})
+        if not rows:
+            raise NotFoundError(f"Thread {thread_id} not found", details={"thread_id": thread_id})
+        return self._thread_record(rows[0])
 
     def _merge_into_thread(self, thread_id: str, resource_id: str | None,
                            patch: Callable[[dict], dict | None], values: dict[str, Any],

@@ -207,6 +207,9 @@ class BackendFeatures:
     #: :meth:`Backend.update_returning`): a write reports what it changed, so a read-modify-write
     #: needs no read of its own.
     returning: bool = False
+    #: :meth:`Backend.json_object_merge`: an ``UPDATE`` merges members into a stored JSON object
+    #: (PostgreSQL's ``jsonb ||``), so merging needs no read first.
+    json_object_merge: bool = False
     #: A list page can read its total in the same statement as its rows (a scalar subquery
     #: counting the filter's rows; :func:`~composite_store.base.fetch_page`).
     total_in_page: bool = True
@@ -579,6 +582,13 @@ class Backend:
         """The JSON array in ``field`` holds every one of the strings ``values``."""
         raise NotImplementedError
 
+    def json_object_merge(self, field: Any, members: peewee.Node) -> peewee.Node:
+        """The JSON object in ``field`` (an empty one where it holds anything else) with the
+        top-level members of the JSON object text ``members`` set on it, as Python's
+        ``{**stored, **members}``, computed by the database in an ``UPDATE`` (where
+        :attr:`BackendFeatures.json_object_merge`)."""
+        raise NotImplementedError
+
     def json_present(self, field: Any) -> peewee.Node:
         """``field`` holds a value: neither SQL ``NULL`` nor JSON ``null``."""
         raise NotImplementedError
@@ -691,10 +701,12 @@ class Backend:
 
     def update_returning(self, model: type[peewee.Model], where: Callable[[], peewee.Expression],
                          values: dict[str, Any], returning: Sequence[peewee.Field], *, shape: Any = None,
-                         params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                         params: dict[str, Any] | None = None,
+                         computed: Callable[[], dict[peewee.Field, peewee.Node]] | None = None) -> list[dict[str, Any]]:
         """``UPDATE … SET values WHERE where() RETURNING returning``: the records of the changed
         rows (needs :attr:`BackendFeatures.returning`).  ``values`` (field name → Python value)
-        are converted as :meth:`update` converts them; ``where()`` builds the condition with
+        are converted as :meth:`update` converts them; ``where()`` builds the condition, and
+        ``computed()`` SQL values of more fields (:meth:`json_object_merge`), with
         :meth:`param`\\ s bound from ``params``.  Rendered once per call site of ``where`` and
         ``shape`` (what else changes the SQL there, as for :meth:`prepared`)."""
         values = self.prepare_rows(model, [values])[0]
@@ -702,7 +714,8 @@ class Backend:
         fields, converters = self.columns(model, names)
 
         def build() -> peewee.ModelUpdate:
-            update = model.update({field: self.param(f"set_{field.name}") for field in fields}).where(where())
+            sets = {field: self.param(f"set_{field.name}") for field in fields}
+            update = model.update({**sets, **(computed() if computed else {})}).where(where())
             return self.as_records(update.returning(*returning), model, returning)
 
         statement = self.prepared((statement_key(where, shape), names), build)

@@ -99,7 +99,7 @@ class PostgresBackend(Backend):
     """A PostgreSQL database reached through a pool of ``max_connections`` connections."""
 
     name = "PG"
-    features = BackendFeatures(strips_nul=PostgresDatabase.strips_nul, returning=True)
+    features = BackendFeatures(strips_nul=PostgresDatabase.strips_nul, returning=True, json_object_merge=True)
     driver_module = "psycopg2"
     driver_extra = "postgres"
 
@@ -319,6 +319,12 @@ class PostgresBackend(Backend):
 
     def json_present(self, field: Any) -> peewee.Node:
         return field.is_null(False) & (field != peewee.Cast(peewee.Value("null", converter=str), "jsonb"))
+
+    def json_object_merge(self, field: Any, members: peewee.Node) -> peewee.Node:
+        # jsonb's || on two objects is the shallow merge, the right side winning.
+        stored = peewee.Case(None, [(peewee.fn.jsonb_typeof(field) == "object", field)],
+                             peewee.Cast(peewee.Value("{}", converter=str), "jsonb"))
+        return peewee.Expression(stored, "||", peewee.Cast(members, "jsonb"))
 
     def table_sql(self, model) -> str:
         schema = f'"{self.schema_name}".' if self.schema_name else ""
