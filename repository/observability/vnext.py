@@ -33,6 +33,7 @@ from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, an
                       light_list_record, trace_status, traces_of)
 from . import vnext_migration
 from .analytics import AnalyticsMixin
+from .discovery import DiscoveryMixin
 from .signals import SignalsMixin
 from .vnext_clickhouse import VNextClickHouseSQL
 
@@ -85,6 +86,7 @@ def metadata_search(metadata: Any) -> dict[str, str]:
 
 
 class VNextObservabilityRepository(AnalyticsMixin, SignalsMixin, Prunable, DomainRepository):
+class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin, Prunable, DomainRepository):
     """Insert-only traces and spans: appends, read-time dedupe, trace reads and lists (§7).
 
     Example::
@@ -143,6 +145,7 @@ class VNextObservabilityRepository(AnalyticsMixin, SignalsMixin, Prunable, Domai
         with self.backend.ddl():
             self._sql.create()
             self.create_signal_tables()
+            self.create_discovery_tables()
             self._sql.apply_retention(self.retention_days)
 
     @operation
