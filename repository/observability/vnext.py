@@ -85,7 +85,6 @@ def metadata_search(metadata: Any) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-class VNextObservabilityRepository(AnalyticsMixin, SignalsMixin, Prunable, DomainRepository):
 class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin, Prunable, DomainRepository):
     """Insert-only traces and spans: appends, read-time dedupe, trace reads and lists (§7).
 
