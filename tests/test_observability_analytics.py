@@ -19,16 +19,25 @@ from composite_store.sqlite import ObservabilitySQLite
 UTC = timezone.utc
 BASE = datetime(2026, 1, 2, 12, tzinfo=UTC)
 DAY = {"start": datetime(2026, 1, 2, tzinfo=UTC), "end": datetime(2026, 1, 3, tzinfo=UTC)}
-CLASSES = {"sqlite": ObservabilitySQLite, "postgres": ObservabilityPG, "clickhouse": ObservabilityClickHouse}
 
 
 def at(minutes: float = 0, days: int = 0) -> datetime:
     return BASE + timedelta(minutes=minutes, days=days)
 
 
+def open_vnext(family: str, url: str, **options):
+    """The vNext observability repository of a backend of the matrix."""
+    if family == "postgres":
+        return ObservabilityPG(connection_string=url, layout="vnext", **options)
+    return {"sqlite": ObservabilitySQLite, "clickhouse": ObservabilityClickHouse}[family](
+        url=url, layout="vnext", **options)
+
+
 @pytest.fixture(scope="module")
-def analytics_repository(backend_spec, backend_url):
-    repository = CLASSES[backend_spec.family](url=backend_url, layout="vnext")
+def analytics_repository(backend_spec, own_url):
+    """SQLite and PostgreSQL keep their vNext tables in a database of this module's own, apart
+    from the shared database's legacy layout."""
+    repository = open_vnext(backend_spec.family, own_url)
     repository.init()
     yield repository
     repository.close()
@@ -338,3 +347,42 @@ def test_interpolation():
     assert interpolated(ranked, 4, 0) == 1.0 and interpolated(ranked, 4, 1) == 8.0
     assert interpolated(ranked, 4, 0.5) == pytest.approx(3.0)
     assert interpolated({0: 5.0}, 1, 0.99) == 5.0
+
+
+# --------------------------------------------------------------------------- discovery
+
+def test_discovery(obs):
+    """28: metric names (prefix, limit), label keys and values, entity types and names, services,
+    environments and tags from metrics, a log and a span; a prefix is literal."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    labels = {"agent": "weather", "status": "ok", "tool": "search"}
+    obs.batch_create_metrics(metrics=[
+        {"timestamp": now, "name": "mastra_agent_runs", "value": 1, "labels": labels, "entity_type": "agent",
+         "entity_name": "weather", "service_name": "metric-service", "environment": "production", "tags": ["prod"]},
+        {"timestamp": now, "name": "mastra_tool_calls", "value": 1, "labels": {"status": "error"},
+         "entity_type": "tool", "entity_name": "search", "tags": ["beta"]},
+        {"timestamp": now, "name": "mastra%other", "value": 1}])
+    obs.batch_create_logs(logs=[{"timestamp": now, "level": "info", "message": "m", "entity_type": "input_processor",
+                                 "entity_name": "guard", "service_name": "log-service", "environment": "log-env"}])
+    obs.batch_create_spans(records=[{
+        "trace_id": "t-1", "span_id": "s-1", "name": "run", "span_type": "agent_run", "started_at": now,
+        "ended_at": now, "entity_type": "agent", "entity_name": "planner", "service_name": "span-service",
+        "environment": "staging", "tags": ["v1", "experiment"]}])
+    obs.refresh_discovery()
+    assert obs.get_metric_names() == ["mastra%other", "mastra_agent_runs", "mastra_tool_calls"]
+    assert obs.get_metric_names(prefix="mastra_agent", limit=1) == ["mastra_agent_runs"]
+    assert obs.get_metric_names(prefix="mastra_", limit=1) == ["mastra_agent_runs"]
+    assert obs.get_metric_names(prefix="mastra%") == ["mastra%other"]
+    assert obs.get_metric_label_keys(metric_name="mastra_agent_runs") == ["agent", "status", "tool"]
+    assert obs.get_metric_label_values(metric_name="mastra_agent_runs", label_key="status") == ["ok"]
+    assert obs.get_metric_label_values(metric_name="mastra_tool_calls", label_key="status", prefix="e") == ["error"]
+    assert obs.get_entity_types() == ["agent", "input_processor", "tool"]
+    assert obs.get_entity_names(entity_type="agent") == ["planner", "weather"]
+    assert obs.get_entity_names() == ["guard", "planner", "search", "weather"]
+    assert obs.get_service_names() == ["log-service", "metric-service", "span-service"]
+    assert obs.get_environments() == ["log-env", "production", "staging"]
+    assert obs.get_tags() == ["beta", "experiment", "prod", "v1"]
+    assert obs.get_tags(entity_type="agent") == ["experiment", "prod", "v1"]
+    with pytest.raises(ValidationError) as error:
+        obs.get_metric_label_values(metric_name="", label_key=None, limit=0)
+    assert set(error.value.fields) == {"metric_name", "label_key", "limit"}
