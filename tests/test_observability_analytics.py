@@ -386,3 +386,34 @@ def test_discovery(obs):
     with pytest.raises(ValidationError) as error:
         obs.get_metric_label_values(metric_name="", label_key=None, limit=0)
     assert set(error.value.fields) == {"metric_name", "label_key", "limit"}
+
+
+@pytest.mark.backends("postgres")
+def test_postgres_discovery_cache(backend_spec, own_url):
+    """§8.5 PostgreSQL: answers come from rows newer than the lookback, are cached, served while
+    fresh, served stale and recomputed in the background once the ttl has passed; a missing
+    row (after ``refresh_discovery``) is computed at once."""
+    repository = open_vnext(backend_spec.family, own_url, discovery={"ttl_seconds": 300, "lookback_seconds": 3600})
+    repository.init()
+    repository.dangerously_clear_all()
+    now = datetime.now(UTC)
+    try:
+        repository.batch_create_metrics(metrics=[{"timestamp": now, "name": "a", "value": 1},
+                                                 {"timestamp": now - timedelta(hours=2), "name": "old", "value": 1}])
+        assert repository.get_metric_names() == ["a"]
+        repository.batch_create_metrics(metrics=[{"timestamp": now, "name": "b", "value": 1}])
+        assert repository.get_metric_names() == ["a"]  # fresh: served from the cache
+        with repository.backend.connection(), repository.backend.write():
+            cache = repository.backend.table_sql(repository.models.discovery)
+            repository.backend.database.execute_sql(
+                f'UPDATE {cache} SET "refreshedAt" = NOW() - INTERVAL \'1 hour\'')
+        assert repository.get_metric_names() == ["a"]  # stale: served, refreshed behind
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while repository.get_metric_names() != ["a", "b"] and datetime.now(UTC) < deadline:
+            pass
+        assert repository.get_metric_names() == ["a", "b"]
+        repository.batch_create_metrics(metrics=[{"timestamp": now, "name": "c", "value": 1}])
+        repository.refresh_discovery()
+        assert repository.get_metric_names(prefix="c") == ["c"]
+    finally:
+        repository.close()
