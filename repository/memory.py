@@ -156,13 +156,18 @@ class MemoryRepository(Prunable, DomainRepository):
     # ------------------------------------------------------------------ reads of single rows
 
     def _thread_row(self, thread_id: str, resource_id: str | None = None, *, lock: bool = False) -> dict | None:
-        Thread = self.models.thread
-        query = self.backend.select(Thread).where(Thread.id == thread_id)
-        if resource_id is not None:
-            query = query.where(Thread.resource_id == resource_id)
-        if lock:
-            query = self.backend.for_update(query)
-        return query.first()
+        Thread, backend = self.models.thread, self.backend
+        scoped = resource_id is not None
+
+        def build() -> peewee.ModelSelect:
+            query = backend.select(Thread).where(Thread.id == backend.param("id"))
+            if scoped:
+                query = query.where(Thread.resource_id == backend.param("resource_id"))
+            return (backend.for_update(query) if lock else query).limit(1)
+
+        # A prepared statement: every thread read-modify-write and get_thread_by_id start here.
+        return backend.prepared((Thread, scoped, lock), build).first(id=backend.clean(thread_id),
+                                                                    resource_id=backend.clean(resource_id))
 
     def _touch_threads(self, thread_ids: Iterable[str], now: datetime) -> None:
         """Set ``updated_at = now`` on these threads (those that exist)."""
