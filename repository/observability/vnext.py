@@ -61,7 +61,6 @@ _LIGHT_READ = ("traceId", "spanId", "parentSpanId", "name", "spanType", "isEvent
 _LIGHT_LIST_READ = (*_LIGHT_READ, "metadataRaw", "input")
 _JSON_FIELDS = frozenset(_FIELD_OF[column] for column in JSON_COLUMNS)
 _ENTITY_TYPE_SET = frozenset(ENTITY_TYPES)
-_SPAN_ORDER = '"startedAt", "spanId"'
 _LIST_ORDER = {("started_at", True): '"startedAt" DESC, "traceId", "spanId"',
                ("started_at", False): '"startedAt", "traceId", "spanId"',
                ("ended_at", True): '"endedAt" DESC, "traceId", "spanId"',
@@ -323,7 +322,8 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
         if span_ids is not None:
             conditions.append(Event.span_id.in_(list(span_ids)))
         self._sql.ensure_schema()
-        return [self._record(row, keys) for row in self._sql.select_current(Event, columns, conditions, _SPAN_ORDER)]
+        current = self._sql.few_current(Event, columns, conditions, ("spanId",)).values()
+        return [self._record(row, keys) for row in sorted(current, key=_start_then_span)]
 
     @operation
     def get_span(self, *, trace_id: str, span_id: str) -> dict | None:
@@ -509,6 +509,12 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
                 conditions.append(backend.json_members_equal(
                     model.scope, value, scalars_first=backend.features.json_scalars_first))
         return conditions
+
+
+def _start_then_span(row: dict[str, Any]) -> tuple[Any, str]:
+    """The order of a trace's spans: ``startedAt``, then ``spanId`` (Python compares text by
+    code point, ClickHouse by UTF-8 bytes: the same order)."""
+    return row["startedAt"], row["spanId"]
 
 
 def _named_field(name: str) -> peewee.Field:
