@@ -382,3 +382,70 @@ def test_partman_mode(backend_url):
             repository.close()
     finally:
         drop()
+
+
+# --------------------------------------------------------------------------- delta polling (§9)
+
+@pytest.fixture(scope="module")
+def delta_repository(own_url):
+    repository = open_vnext(own_url, delta_polling=True)
+    repository.init()
+    yield repository
+    repository.close()
+
+
+@pytest.fixture
+def delta(delta_repository):
+    delta_repository.dangerously_clear_all()
+    return delta_repository
+
+
+def test_delta_polling_off(vnext):
+    """29 (S/P): without the flag no cursor, and delta mode is not supported."""
+    assert "delta-polling" not in vnext.get_features() and vnext.list_traces().delta_cursor is None
+    with pytest.raises(NotSupportedError) as error:
+        vnext.list_traces(mode="delta")
+    assert "does not support observability delta polling" in str(error.value)
+
+
+def test_delta_traces(delta):
+    """30 (S/P): an empty filtered page gives a cursor; delta without ``after`` is empty at the
+    head; a new root comes from both cursors, a child of a known trace never, a filtered one not;
+    a trace seen running comes again when it ends."""
+    assert "delta-polling" in delta.get_features()
+    page_cursor = delta.list_traces(filters={"environment": "production"}).delta_cursor
+    head = delta.list_traces(mode="delta")
+    assert (head.items, head.limit, head.has_more) == ([], 10, False) and head.delta_cursor
+    root = span("trace-1", trace_id="trace-1", environment="production", ended_at=None)
+    delta.create_span(span=root)
+    for cursor in (page_cursor, head.delta_cursor):
+        found = delta.list_traces(mode="delta", after=cursor, filters={"environment": "production"})
+        assert ids(found) == ["trace-1"] and found.items[0]["status"] == "running"
+    after_root = found.delta_cursor
+    delta.create_span(span=child(root, "kid", started_at=at(1), environment="production"))
+    delta.create_span(span=span("staging", environment="staging"))
+    assert delta.list_traces(mode="delta", after=after_root, filters={"environment": "production"}).items == []
+    delta.create_span(span={**root, "ended_at": at(9)})
+    again = delta.list_traces(mode="delta", after=after_root, filters={"environment": "production"})
+    assert ids(again) == ["trace-1"] and again.items[0]["status"] == "success"
+
+
+def test_delta_branches_and_arguments(delta):
+    """31 (S/P): a new nested anchor comes once, a model step never; bad arguments refused."""
+    cursor = delta.list_branches(mode="delta").delta_cursor
+    root = span("wf", trace_id="bt", span_type="workflow_run")
+    delta.batch_create_spans(records=[root, child(root, "agent", span_type="agent_run", started_at=at(1)),
+                                      child(root, "step", span_type="model_step", started_at=at(2))])
+    found = delta.list_branches(mode="delta", after=cursor, limit=1)
+    assert len(found.items) == 1 and found.has_more is True
+    rest = delta.list_branches(mode="delta", after=found.delta_cursor)
+    assert sorted(ids(found, "span_id") + ids(rest, "span_id")) == ["agent", "wf"] and rest.has_more is False
+    with pytest.raises(ValidationError) as error:
+        delta.list_traces(mode="delta", after="abc")
+    assert error.value.fields["after"] == ["Invalid observability delta cursor"]
+    with pytest.raises(ValidationError) as error:
+        delta.list_traces(mode="delta", page=1)
+    assert error.value.fields["page"] == ["page is not allowed in delta mode"]
+    with pytest.raises(ValidationError) as error:
+        delta.list_traces(mode="page", limit=5)
+    assert error.value.fields["limit"] == ["limit is only allowed in delta mode"]

@@ -137,3 +137,28 @@ def check_depth(problems: Problems, depth: Any) -> None:
     """``get_branch``'s ``depth``: an integer >= 0, or ``None`` for the whole subtree."""
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         problems.add("depth", "depth must be an integer >= 0")
+
+
+#: The modes of the vNext lists (observability-vnext.md §9).
+LIST_MODES = ("page", "delta")
+
+
+def check_list_mode(problems: Problems, mode: Any, *, page: Any, per_page: Any, order_by: Any, after: Any,
+                    limit: Any) -> None:
+    """The arguments of a vNext list's ``mode`` (§9): ``page`` or ``delta``; delta mode refuses
+    ``page``, ``per_page`` and ``order_by``, page mode ``after`` and ``limit``; ``after`` a
+    non-empty string, ``limit`` an integer from 1 to 100."""
+    if mode not in LIST_MODES:
+        problems.add("mode", one_of(LIST_MODES))
+    elif mode == "delta":
+        for name, value in (("page", page), ("per_page", per_page), ("order_by", order_by)):
+            if value is not None:
+                problems.add(name, f"{name} is not allowed in delta mode")
+        if after is not None and (not isinstance(after, str) or not after):
+            problems.add("after", "after must be a non-empty string")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100):
+            problems.add("limit", "limit must be an integer from 1 to 100")
+    else:
+        for name, value in (("after", after), ("limit", limit)):
+            if value is not None:
+                problems.add(name, f"{name} is only allowed in delta mode")

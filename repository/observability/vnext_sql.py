@@ -28,17 +28,18 @@ import peewee
 
 from ..base import ITER_CHUNK, check_chunk_size, operation, streaming
 from ..backends.base import keyset_chunks
-from ..errors import NotSupportedError
+from ..errors import NotSupportedError, ValidationError
 from ..models.observability_vnext_sql import (ADDED_COLUMNS, DISCOVERY, DISCOVERY_COLUMNS, SPAN_EVENT_COLUMNS,
                                               SPAN_EVENT_INDEXES, SPAN_EVENTS, SPAN_KEY, SPAN_PARTITION_COLUMN, Index,
                                               build_observability_vnext_sql_models, pg_column_sql, sqlite_column_sql)
-from ..page import Page
+from ..page import DeltaPage, Page
 from ..retention import check_limits, check_policies, RetentionTable
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
 from ..values import JSONText, json_dumps, json_loads, utc_now
 from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
-                      check_filters, check_trace_deletion)
+                      check_filters, check_list_mode, check_trace_deletion)
+from .signals import DELTA_NOT_SUPPORTED, INVALID_DELTA_CURSOR
 from .records import (BRANCH_SPAN_TYPES, ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, light_list_record,
                       trace_status, traces_of)
 from .vnext import MAX_DELETE_TRACES, VNextObservabilityRepository, metadata_search, normalized_tags
@@ -650,25 +651,32 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
     # ------------------------------------------------------------------ lists
 
     @operation
-    def list_traces(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
-                    order_by: dict | None = None) -> Page:
+    def list_traces(self, *, filters: dict | None = None, page: int | None = None, per_page: int | bool | None = None,
+                    order_by: dict | None = None, mode: str = "page", after: str | None = None,
+                    limit: int | None = None) -> Page | DeltaPage:
         """A page of current root spans matching every filter (§7), each with its trace
-        ``status`` (``running`` while the root has not ended); newest first by default."""
-        return self._list(filters, page, per_page, order_by, roots=True, build=self._listed_span)
+        ``status`` (``running`` while the root has not ended); newest first by default.  With
+        ``delta_polling=True``, ``mode="delta"`` gives the roots written after the cursor
+        ``after`` (a trace seen running comes again when it ends; §9)."""
+        return self._list(filters, page, per_page, order_by, mode, after, limit, roots=True, build=self._listed_span)
 
     @operation
-    def list_traces_light(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
-                          order_by: dict | None = None) -> Page:
+    def list_traces_light(self, *, filters: dict | None = None, page: int | None = None,
+                          per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
+                          after: str | None = None, limit: int | None = None) -> Page | DeltaPage:
         """:meth:`list_traces` with light list rows (the 17 keys of §2.1)."""
-        return self._list(filters, page, per_page, order_by, roots=True, build=self._light_listed_span,
-                          columns=_LIGHT_LIST_COLUMNS)
+        return self._list(filters, page, per_page, order_by, mode, after, limit, roots=True,
+                          build=self._light_listed_span, columns=_LIGHT_LIST_COLUMNS)
 
     @operation
-    def list_branches(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
-                      order_by: dict | None = None) -> Page:
+    def list_branches(self, *, filters: dict | None = None, page: int | None = None,
+                      per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
+                      after: str | None = None, limit: int | None = None) -> Page | DeltaPage:
         """A page of branch anchors (current spans of the nine branch types, roots or nested)
-        matching every filter, each with its own ``status``; newest first by default."""
-        return self._list(filters, page, per_page, order_by, roots=False, build=self._listed_span)
+        matching every filter, each with its own ``status``; newest first by default; ``mode="delta"``
+        as :meth:`list_traces` (anchors only)."""
+        return self._list(filters, page, per_page, order_by, mode, after, limit, roots=False,
+                          build=self._listed_span)
 
     def _listed_span(self, row: dict[str, Any]) -> dict[str, Any]:
         record = self._span(row)
@@ -678,9 +686,11 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
     def _light_listed_span(self, row: dict[str, Any]) -> dict[str, Any]:
         return light_list_record(self._span(row, (*LIGHT_SPAN_KEYS, "metadata", "input")), blank_is_null=False)
 
-    def _list(self, filters: Any, page: Any, per_page: Any, order_by: Any, *, roots: bool,
-              build: Callable[[dict[str, Any]], dict[str, Any]], columns: Sequence[str] | None = None) -> Page:
+    def _list(self, filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any, after: Any, limit: Any, *,
+              roots: bool, build: Callable[[dict[str, Any]], dict[str, Any]],
+              columns: Sequence[str] | None = None) -> Page | DeltaPage:
         problems = Problems()
+        check_list_mode(problems, mode, page=page, per_page=per_page, order_by=order_by, after=after, limit=limit)
         request = check_page(problems, page, per_page, default_per_page=10)
         checked = check_filters(problems, filters, keys=FILTER_KEYS if roots else BRANCH_FILTER_KEYS)
         for key, value in checked.get("metadata", {}).items():
@@ -690,16 +700,24 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
         ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
                                   default_direction="DESC")
         problems.raise_if_any()
+        if mode == "delta" and not self.delta_polling:
+            raise NotSupportedError(DELTA_NOT_SUPPORTED)
         row = self._alias("r")
         if roots:
             conditions = [row.parent_span_id.is_null(), ~self._newer_root(row)]
         else:
             span_type = checked.get("span_type")
             if span_type is not None and span_type not in BRANCH_SPAN_TYPES:
-                return Page([], 0, request.page, request.per_page, False)  # a non-branch type: nothing
-            conditions = [row.span_type.in_(BRANCH_SPAN_TYPES), ~self._newer_span(row)]
+                conditions = [peewee.SQL("1 = 0")]  # a non-branch type: nothing
+            else:
+                conditions = [row.span_type.in_(BRANCH_SPAN_TYPES), ~self._newer_span(row)]
         conditions.extend(self._conditions(row, checked))
-        query = row.select(*self._fields(row, columns or _SPAN_COLUMNS)).where(*conditions)
+        fields = self._fields(row, columns or _SPAN_COLUMNS)
+        if mode == "delta":
+            return self._delta_page(row, fields, conditions, after, 10 if limit is None else limit, build)
+        # The stream's position first: a delta call from it sees every row written after the page.
+        delta_cursor = self._signal_sql.delta_head(self.models.span_event) if self.delta_polling else None
+        query = row.select(*fields).where(*conditions)
         total = query.count()
         rows: list[dict[str, Any]] = []
         if total and request.limit != 0:
@@ -707,7 +725,28 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
             if request.limit:
                 ordered = ordered.limit(request.limit).offset(request.offset)
             rows = list(ordered.dicts())
-        return Page([build(found) for found in rows], total, request.page, request.per_page, request.has_more(total))
+        return Page([build(found) for found in rows], total, request.page, request.per_page, request.has_more(total),
+                    delta_cursor=delta_cursor)
+
+    def _delta_page(self, row: Any, fields: list[peewee.Field], conditions: list[peewee.Node], after: str | None,
+                    limit: int, build: Callable[[dict[str, Any]], dict[str, Any]]) -> DeltaPage:
+        """The anchors written after ``after`` (§9), in stream order; the cursor positions are
+        the signals' (PostgreSQL ``"<xactId>:<cursorId>"`` below the oldest running
+        transaction, SQLite ``cursorId``)."""
+        sql = self._signal_sql
+        if after is None:
+            return DeltaPage([], limit, False, sql.delta_head(self.models.span_event))
+        position = sql.parse_delta_cursor(after)
+        if position is None:
+            raise ValidationError(fields={"after": [INVALID_DELTA_CURSOR]})
+        cursor = [row.cursor_id.alias("cursorId")]
+        if self.postgres:
+            cursor.append(peewee.Cast(row.xact_id, "text").alias("xactId"))
+        found = list(row.select(*fields, *cursor).where(*conditions, *sql.after_position(position))
+                     .order_by(peewee.SQL(sql.stream_order)).limit(limit + 1).dicts())
+        page = found[:limit]
+        head = sql.row_cursor(page[-1]) if page else sql.delta_head(self.models.span_event)
+        return DeltaPage([build(item) for item in page], limit, len(found) > limit, head)
 
     def _order(self, row: Any, ordering: Any) -> list[Any]:
         """``started_at`` or ``ended_at`` (unended rows first newest-first, last oldest-first),
