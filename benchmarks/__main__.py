@@ -16,7 +16,7 @@ from benchmarks.common import print_results, scale
 
 
 #: Topics in report order (the README's order of the domains); any other module runs after them.
-ORDER = ("memory", "workflows", "scores", "observability", "observability-vnext", "datasets", "experiments", "prune",
+ORDER = ("memory", "workflows", "scores", "observability", "observability-vnext", "signals", "datasets", "experiments", "prune",
          "move")
 
 
