@@ -730,7 +730,7 @@ def test_same_batch_twice_leaves_one_copy(observability, backend, backend_url):
     created = assert_bulk_stored(observability)
     observability.batch_create_spans(records=records)
     assert assert_bulk_stored(observability) == created
-    if MATRIX[backend].family == "clickhouse":
+    if MATRIX[backend].family == "clickhouse" and not MATRIX[backend].cluster:  # (a Distributed table has no OPTIMIZE)
         clickhouse_sql(observability, "OPTIMIZE TABLE mastra_ai_spans FINAL")
         assert assert_bulk_stored(observability) == created
     observability.batch_create_spans(records=ten_thousand_spans(output="changed"))

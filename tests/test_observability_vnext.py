@@ -321,7 +321,8 @@ def test_same_batch_twice_reads_once(vnext):
     vnext.batch_create_spans(records=batch)
     assert len(vnext.get_trace(trace_id="big")["spans"]) == 1000
     assert vnext.list_traces().total == 1 and vnext.list_branches().total == 1
-    assert raw_sql(vnext, "SELECT count() FROM mastra_span_events")[0][0] == 2000
+    # A cluster's replicated tables drop a block inserted again (insert deduplication).
+    assert raw_sql(vnext, "SELECT count() FROM mastra_span_events")[0][0] == (1000 if vnext.backend.cluster else 2000)
     vnext.create_span(span=span("late", ended_at=None))
     vnext.create_span(span=span("late", ended_at=at(30)))
     assert vnext.get_span(trace_id="trace-late", span_id="late")["ended_at"] == at(30)
@@ -422,6 +423,7 @@ def test_rows_written_in_the_frameworks_format_read_back(vnext):
 
 
 @OLD_ONLY
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_downgraded_layout_on_18_16(vnext):
     """34 O: Int64 timestamps, UInt8 isEvent, metadataSearch.keys/values, day partitions by integer."""
     columns = dict(raw_sql(vnext, "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
@@ -435,6 +437,7 @@ def test_downgraded_layout_on_18_16(vnext):
         assert full.startswith("ReplacingMergeTree PARTITION BY intDiv(endedAt, 86400000) ORDER BY")
 
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_init_is_idempotent_and_adds_version_columns(backend_url, vnext):
     """§3.2 additive migrations: tables of a version without the entity version ids get them."""
     for view in ("mastra_mv_trace_roots", "mastra_mv_trace_branches"):  # current servers: views pin columns

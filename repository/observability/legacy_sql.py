@@ -184,7 +184,8 @@ class _ClickHouseDialect(LegacyDialect):
     def migration_status(self, repository: "ObservabilityRepository") -> dict[str, Any]:
         # The sorting key deduplicates (FINAL): a table sorted by the pair needs nothing.
         rows = repository.backend.database.execute_sql(
-            f"SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = '{TABLE}'").fetchall()
+            "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = %s",
+            [repository.backend.storage_table(TABLE)]).fetchall()  # a cluster's: the local table
         keyed = not rows or rows[0][0].replace(" ", "") == "traceId,spanId"
         return {"needs_migration": not keyed, "has_duplicates": False, "duplicate_count": 0,
                 "constraint_exists": bool(rows) and keyed, "table_name": TABLE}
