@@ -9,6 +9,12 @@ default; or ``chdb:///path/to/dir``, the current engine in-process, see
 layout, ``retention={"tracing": days, …}`` (a TTL per signal; ``ttl_days`` is its shorthand).  agents, datasets
 and experiments are not available on ClickHouse: their classes raise
 :class:`~repository.errors.NotSupportedError` when constructed.
+
+On a ClickHouse cluster every class takes ``cluster="name"`` (or ``?cluster=name`` in the URL:
+a cluster of the servers' ``remote_servers``), and optionally ``zookeeper_path`` (default
+``"/clickhouse/tables/{shard}/{database}/{table}"``) and ``replica_name`` (``"{replica}"``):
+``init()`` then creates replicated local tables on every server under a ``Distributed`` table
+per table (:class:`~composite_store.backends.clickhouse.ClickHouseBackend`; docs: *Scaling out*).
 """
 
 from __future__ import annotations
