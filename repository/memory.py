@@ -759,16 +759,23 @@ class MemoryRepository(Prunable, DomainRepository):
         ``message_ids`` are in (the threads they leave); returns the ids of the threads bumped.
 
         The stored messages are locked first (``FOR UPDATE`` in the subquery, where the database
-        has it), as :meth:`update_messages` locks them before their threads."""
+        has it), as :meth:`update_messages` locks them before their threads.  The ids are one
+        ``IN (… UNION ALL …)`` list, so the threads are found by their key (an ``OR`` of two
+        ``IN`` conditions makes PostgreSQL scan the whole table)."""
         Thread, Message, backend = self.models.thread, self.models.message, self.backend
 
         def where() -> peewee.Expression:
-            named = Thread.id.in_([backend.param(f"thread_{i}") for i in range(len(thread_ids))])
+            named = [backend.param(f"thread_{i}") for i in range(len(thread_ids))]
             if not message_ids:
-                return named
+                return Thread.id.in_(named)
             current = backend.for_update(Message.select(Message.thread_id).where(
                 Message.id.in_([backend.param(f"message_{i}") for i in range(len(message_ids))])).order_by(Message.id))
-            return (named | Thread.id.in_(current)) if thread_ids else Thread.id.in_(current)
+            ids = [peewee.SQL('SELECT "thread_id" FROM'), current, peewee.SQL('AS "stored"')]
+            if named:  # VALUES names its column column1 on both databases
+                ids = [peewee.SQL('SELECT "column1" FROM (VALUES'),
+                       peewee.CommaNodeList([peewee.EnclosedNodeList([param]) for param in named]),
+                       peewee.SQL(') AS "named" UNION ALL'), *ids]
+            return Thread.id.in_(peewee.NodeList(ids, parens=True))
 
         params = {**{f"thread_{i}": value for i, value in enumerate(thread_ids)},
                   **{f"message_{i}": value for i, value in enumerate(message_ids)}}
