@@ -17,22 +17,20 @@ repositories), whose ``build_models`` merges the signal models of
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Any
-
-import marshmallow
+from typing import Any, Callable
 
 from ..base import operation
 from ..errors import NotFoundError, NotSupportedError, ValidationError
 from ..models.observability_signals import (FEEDBACK_EVENTS, LOG_EVENTS, METRIC_EVENTS, MODEL_NAMES, PG_COLUMNS,
                                             SCORE_EVENTS, field_name)
 from ..page import DeltaPage, Page
-from ..schemas.base import Timestamp
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page, one_of
-from ..values import normalize_json
+from ..values import normalize_json, to_utc
 from .filters import _check_range
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
@@ -62,10 +60,9 @@ COMMON_EQUALITY_FILTERS = (
     "parent_entity_type", "parent_entity_name", "root_entity_type", "root_entity_name", "resource_id", "run_id",
     "session_id", "thread_id", "request_id", "execution_source",
 )
-_TIMESTAMP = Timestamp()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per signal
 class SignalKind:
     """What tells one signal from another: its table, id key, record fields and filters."""
 
@@ -128,47 +125,74 @@ RECORD_KEYS: dict[str, tuple[str, ...]] = {
 
 
 # --------------------------------------------------------------------------- record checks (§2)
+# One checker per kind of value: (problems, path, value) -> the value to store.  A record's keys
+# are looked up in a table per signal built once (bulk writes check every key of every record).
 
-def _check_value(problems: Problems, path: str, kind: str, value: Any) -> Any:
-    """``value`` of one record key checked for its ``kind``; returns the value to store."""
-    if kind == "timestamp":
+def _timestamp(problems: Problems, path: str, value: Any) -> Any:
+    if not isinstance(value, bool):
         try:
-            return _TIMESTAMP.deserialize(value)
-        except marshmallow.ValidationError:
-            problems.add(path, "Not a valid datetime.")
-    elif kind == "text":
-        if isinstance(value, str):
-            return value
-        problems.add(path, "Not a valid string.")
-    elif kind == "number":
-        if not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-        problems.add(path, "Not a valid finite number.")
-    elif kind == "level":
-        if value in LOG_LEVELS:
-            return value
-        problems.add(path, one_of(LOG_LEVELS))
-    elif kind == "feedback_value":
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-        problems.add(path, "Must be a finite number or a string.")
-    elif kind == "json":
-        if not isinstance(value, dict):
-            problems.add(path, "Not a valid mapping type.")
-            return None
-        errors: dict[str, list[str]] = {}
-        normalized = normalize_json(value, "", errors)
-        problems.merge(errors, path)
-        return normalized
-    elif kind == "labels":
-        return normalized_labels(problems, path, value)
-    elif kind == "review_status":
-        if value in REVIEW_STATUSES:
-            return value
-        problems.add(path, REVIEW_STATUS_MESSAGE)
+            return to_utc(value)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    problems.add(path, "Not a valid datetime.")
     return None
+
+
+def _text(problems: Problems, path: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    problems.add(path, "Not a valid string.")
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _number(problems: Problems, path: str, value: Any) -> Any:
+    if _finite(value):
+        return float(value)
+    problems.add(path, "Not a valid finite number.")
+    return None
+
+
+def _level(problems: Problems, path: str, value: Any) -> Any:
+    if value in LOG_LEVELS:
+        return value
+    problems.add(path, one_of(LOG_LEVELS))
+    return None
+
+
+def _feedback_value(problems: Problems, path: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if _finite(value):
+        return float(value)
+    problems.add(path, "Must be a finite number or a string.")
+    return None
+
+
+def _json_object(problems: Problems, path: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        problems.add(path, "Not a valid mapping type.")
+        return None
+    errors: dict[str, list[str]] = {}
+    normalized = normalize_json(value, "", errors)
+    problems.merge(errors, path)
+    return normalized
+
+
+def _review_status(problems: Problems, path: str, value: Any) -> Any:
+    if value in REVIEW_STATUSES:
+        return value
+    problems.add(path, REVIEW_STATUS_MESSAGE)
+    return None
+
+
+def _entity_type(problems: Problems, path: str, value: Any) -> Any:
+    if value not in ENTITY_TYPES:
+        problems.add(path, one_of(ENTITY_TYPES))
+    return value
 
 
 def normalized_tags(problems: Problems, path: str, tags: Any) -> list[str]:
@@ -201,6 +225,22 @@ def normalized_labels(problems: Problems, path: str, labels: Any) -> dict[str, s
     return kept
 
 
+_CHECKERS: dict[str, Callable[[Problems, str, Any], Any]] = {
+    "timestamp": _timestamp, "text": _text, "number": _number, "level": _level, "feedback_value": _feedback_value,
+    "json": _json_object, "labels": normalized_labels, "review_status": _review_status,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _record_checks(kind: SignalKind) -> dict[str, Callable[[Problems, str, Any], Any]]:
+    """Record key → its checker, for one signal (context keys, then the signal's own)."""
+    checks = {key: _text for key in CONTEXT_TEXT_KEYS}
+    checks.update({key: _entity_type for key in ENTITY_TYPE_KEYS})
+    checks["scope"], checks["tags"] = _json_object, normalized_tags
+    checks.update({key: _CHECKERS[value_kind] for key, value_kind in {**kind.optional, **kind.required}.items()})
+    return checks
+
+
 def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = "") -> dict[str, Any]:
     """The stored row (field name → value) of one input record, checked (§2) and normalised
     (§2.6): a missing id becomes a new UUID4, ``source`` fills the fields it stands for, tags and
@@ -209,32 +249,24 @@ def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = ""
     if not isinstance(record, dict):
         problems.add(path or "record", "Not a valid mapping type.")
         return {}
-    record = dict(record)
     if kind is FEEDBACK and isinstance(record.get("user_id"), str) and record.get("feedback_user_id") is None:
-        record["feedback_user_id"] = record.pop("user_id")  # the legacy actor rule (§2.5)
-    source = record.pop("source", None)
+        record = {**record, "feedback_user_id": record["user_id"], "user_id": None}  # legacy actor rule (§2.5)
+    checks = _record_checks(kind)
     row: dict[str, Any] = {}
+    source = None
     for key, value in record.items():
-        at = prefix + key
-        if key in kind.required:
-            if value is None:
-                problems.add(at, "Field may not be null.")
-            else:
-                row[key] = _check_value(problems, at, kind.required[key], value)
-        elif key in kind.optional:
-            row[key] = None if value is None else _check_value(problems, at, kind.optional[key], value)
-        elif key in CONTEXT_TEXT_KEYS:
-            row[key] = None if value is None else _check_value(problems, at, "text", value)
-        elif key in ENTITY_TYPE_KEYS:
-            if value is not None and value not in ENTITY_TYPES:
-                problems.add(at, one_of(ENTITY_TYPES))
-            row[key] = value
-        elif key == "scope":
-            row[key] = None if value is None else _check_value(problems, at, "json", value)
-        elif key == "tags":
-            row[key] = [] if value is None else normalized_tags(problems, at, value)
-        elif key not in kind.ignored:
-            problems.add(at, "Unknown field.")
+        check = checks.get(key)
+        if check is None:
+            if key == "source":
+                source = value
+            elif key not in kind.ignored:
+                problems.add(prefix + key, "Unknown field.")
+        elif value is None:
+            if key in kind.required:
+                problems.add(prefix + key, "Field may not be null.")
+            row[key] = [] if key == "tags" else None
+        else:
+            row[key] = check(problems, prefix + key, value)
     for key in kind.required:
         if key not in record:
             problems.add(prefix + key, "Missing data for required field.")
@@ -248,7 +280,7 @@ def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = ""
                 row["feedback_source"] = source
             if row.get("execution_source") is None:
                 row["execution_source"] = source
-    if row.get(kind.id_key) in (None, ""):
+    if not row.get(kind.id_key):
         row[kind.id_key] = str(uuid.uuid4())
     row.setdefault("tags", [])
     if kind is METRICS:
@@ -404,41 +436,41 @@ class SignalsMixin:
     def batch_create_logs(self, *, logs: list[dict]) -> None:
         """Write log records, all or nothing; re-sending one (same ``log_id`` and ``timestamp``)
         never makes a second row in any read."""
-        self._write_batch(LOGS, logs, "logs")
+        self._write_signal_batch(LOGS, logs, "logs")
 
     @operation
     def batch_create_metrics(self, *, metrics: list[dict]) -> None:
         """Write metric records, all or nothing; idempotent per (``metric_id``, ``timestamp``)."""
-        self._write_batch(METRICS, metrics, "metrics")
+        self._write_signal_batch(METRICS, metrics, "metrics")
 
     @operation
     def create_score(self, *, score: dict) -> None:
         """Write one score event (a batch of one)."""
-        self._write_one(SCORES, score, "score")
+        self._write_signal(SCORES, score, "score")
 
     @operation
     def batch_create_scores(self, *, scores: list[dict]) -> None:
         """Write score events, all or nothing; a ``score_id`` written again replaces its row
         (with another ``timestamp``: the latest one is read)."""
-        self._write_batch(SCORES, scores, "scores")
+        self._write_signal_batch(SCORES, scores, "scores")
 
     @operation
     def create_feedback(self, *, feedback: dict) -> None:
         """Write one feedback record (a batch of one)."""
-        self._write_one(FEEDBACK, feedback, "feedback")
+        self._write_signal(FEEDBACK, feedback, "feedback")
 
     @operation
     def batch_create_feedback(self, *, feedbacks: list[dict]) -> None:
         """Write feedback records, all or nothing; a ``feedback_id`` written again replaces its row."""
-        self._write_batch(FEEDBACK, feedbacks, "feedbacks")
+        self._write_signal_batch(FEEDBACK, feedbacks, "feedbacks")
 
-    def _write_one(self, kind: SignalKind, record: Any, argument: str) -> None:
+    def _write_signal(self, kind: SignalKind, record: Any, argument: str) -> None:
         problems = Problems()
         row = signal_row(problems, kind, record, "" if isinstance(record, dict) else argument)
         problems.raise_if_any()
         self._signal_sql.write(self._signal_model(kind), kind, [row])
 
-    def _write_batch(self, kind: SignalKind, records: Any, argument: str) -> None:
+    def _write_signal_batch(self, kind: SignalKind, records: Any, argument: str) -> None:
         problems = Problems()
         rows = signal_rows(problems, kind, records, argument)
         problems.raise_if_any()
@@ -506,7 +538,7 @@ class SignalsMixin:
             raise NotSupportedError(DELTA_NOT_SUPPORTED)
         conditions = sql.conditions(model, kind, checked)
         if mode == "delta":
-            return self._delta_page(kind, model, conditions, after, 10 if limit is None else limit)
+            return self._signal_delta_page(kind, model, conditions, after, 10 if limit is None else limit)
         id_column = model._meta.fields[kind.id_key].column_name
         direction = " DESC" if ordering.descending else ""
         order = f'"{ordering.field}"{direction}, "{id_column}"'
@@ -516,7 +548,7 @@ class SignalsMixin:
         return Page([self._signal_record(kind, row) for row in rows], total, request.page, request.per_page,
                     request.has_more(total), delta_cursor=delta_cursor)
 
-    def _delta_page(self, kind: SignalKind, model: Any, conditions: list[Any], after: str | None,
+    def _signal_delta_page(self, kind: SignalKind, model: Any, conditions: list[Any], after: str | None,
                     limit: int) -> DeltaPage:
         """The rows that became visible after ``after`` (§9), in stream order."""
         sql = self._signal_sql
