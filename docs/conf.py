@@ -5,6 +5,12 @@ Build with ``sphinx-build -W -b html docs docs/_build/html`` (warnings are error
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# docs/_ext: this documentation's own Sphinx extensions (recipe_plots draws the recipes' figures).
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
+
 # autodoc imports composite_store as installed (pip install -e '.[dev]'): the package's folders
 # (repository/, models/) are mapped to that name by setup.cfg, so the checkout is not on sys.path.
 
@@ -16,9 +22,12 @@ release = "0.1.0"
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    "recipe_plots",
 ]
+#: Pages whose code is run at build time to draw the figures they show (docs/_ext/recipe_plots.py).
+recipe_plot_pages = ["notebook-recipe"]
 
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_ext", "_generated"]
 templates_path: list[str] = []
 # _static/code-blocks.css: code blocks and wide tables scroll inside their box instead of being cut off.
 html_static_path = ["_static"]
