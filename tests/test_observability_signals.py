@@ -177,6 +177,15 @@ def test_logs_every_common_filter(obs):
     assert {key: record[key] for key in common} == common and record["tags"] == ["keep"]
 
 
+def test_text_that_cannot_be_stored(obs):
+    """§2.6, README *Characters that cannot be stored*: unpaired surrogates are removed
+    everywhere, U+0000 on PostgreSQL; the rest of the text is kept."""
+    obs.batch_create_logs(logs=[log("odd", message="a\x00b\ud800c", tags=["t\ud800"], data={"k": "v\ud800"})])
+    stored = obs.list_logs().items[0]
+    assert stored["message"] == ("abc" if obs.backend.name == "PG" else "a\x00bc")
+    assert (stored["tags"], stored["data"]) == (["t"], {"k": "v"})
+
+
 def test_timestamp_ranges(obs):
     """§8.2: inclusive bounds by default, exclusive on request."""
     obs.batch_create_logs(logs=[log("a", 0), log("b", 1), log("c", 2)])

@@ -246,6 +246,7 @@ class ClickHouseSignalSQL(SignalSQL):
         """One native block insert per chunk; nothing is read first (a record sent again is
         deduplicated when read)."""
         self.ensure_schema()
+        rows = self.cleaned(rows)
         table = model._meta.table_name
         nested = self._nested_labels(table)
         fields, names = [], []

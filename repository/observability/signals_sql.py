@@ -201,6 +201,28 @@ class SignalSQL:
         """Write a batch of checked rows, all or nothing (one transaction)."""
         raise NotImplementedError
 
+    def cleaned(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows with the characters this database cannot store removed (README *Characters
+        that cannot be stored*: unpaired surrogates, and U+0000 on PostgreSQL); ASCII text, the
+        usual case, is only looked at."""
+        clean, strips_nul = self.backend.clean, self.backend.features.strips_nul
+        for row in rows:
+            for key, value in row.items():
+                if type(value) is str:
+                    if not value.isascii() or (strips_nul and "\x00" in value):
+                        row[key] = clean(value)
+                elif type(value) is list:  # tags
+                    if not all(tag.isascii() for tag in value):
+                        value = row[key] = [clean(tag) for tag in value]
+                    if strips_nul:
+                        row[key] = clean(value)
+                elif type(value) is dict:  # labels; JSON documents lost their surrogates when checked
+                    if key == "labels" and not all(name.isascii() and text.isascii() for name, text in value.items()):
+                        value = row[key] = {clean(name): clean(text) for name, text in value.items()}
+                    if strips_nul:
+                        row[key] = clean(value)
+        return rows
+
     def delete(self, model: type[peewee.Model], where: peewee.Expression, operation: str) -> None:
         """Delete the rows matching ``where`` (ClickHouse: an awaited mutation; ``operation``
         names the method in its errors)."""
@@ -285,7 +307,7 @@ class RelationalSignalSQL(SignalSQL):
         return rows
 
     def write(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
-        rows = self.collapsed(kind, rows)
+        rows = self.collapsed(kind, self.cleaned(rows))
         fields = self.insert_fields(model)
         columns = ", ".join(f'"{field.column_name}"' for field in fields)
         sql = (f"INSERT INTO {self.backend.table_sql(model)} ({columns}) VALUES "
