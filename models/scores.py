@@ -17,6 +17,11 @@ _INDEXES = (
     Index("mastra_scorers_scorer_id_created_at_idx", '"scorerId", "createdAt" DESC'),
     Index("mastra_scorers_run_id_created_at_idx", '"runId", "createdAt" DESC'),
     Index("mastra_scorers_entity_created_at_idx", '"entityId", "entityType", "createdAt" DESC'),
+    # The pages of the big lists (issue 20): the whole order, ties by id included, so a page (or
+    # the page after a cursor) reads only its own rows.  A batch of scores shares one createdAt:
+    # without the id, a first page read and sorted every score of the scorer's latest batch.
+    Index("mastra_scorers_scorer_id_created_at_id_idx", '"scorerId", "createdAt" DESC, id'),
+    Index("mastra_scorers_entity_created_at_id_idx", '"entityId", "entityType", "createdAt" DESC, id'),
 )
 
 

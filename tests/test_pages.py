@@ -218,10 +218,11 @@ def test_an_empty_page_counts_apart(scores):
 
 # --------------------------------------------------------------------------- indexes
 
+SCORE_PAGE_INDEXES = ["mastra_scorers_scorer_id_created_at_id_idx", "mastra_scorers_entity_created_at_id_idx"]
 PAGE_INDEXES = {
     "sqlite": {"mastra_threads": ["idx_threads_resource_created_at"],
-               "mastra_messages": ["idx_messages_resource_created_at"]},
-    "postgres": {"mastra_messages": ["mastra_messages_resourceid_createdat_idx"]},
+               "mastra_messages": ["idx_messages_resource_created_at"], "mastra_scorers": SCORE_PAGE_INDEXES},
+    "postgres": {"mastra_messages": ["mastra_messages_resourceid_createdat_idx"], "mastra_scorers": SCORE_PAGE_INDEXES},
 }
 
 
@@ -243,8 +244,10 @@ def test_init_adds_the_page_indexes_to_existing_tables(backend, own_url, make_st
             database.execute_sql(f'DROP INDEX {prefix}"{full}"')
             assert full not in names(table)
     save_messages(memory, "th-1", "res-1", 3)
+    save_scores(store.get_store("scores"), 2)
     make_store(own_url).init()
     for table, indexes in PAGE_INDEXES[backend].items():
         expected = {f"{schema}_{name}" if schema and backend == "postgres" else name for name in indexes}
         assert expected <= names(table)
     assert memory.list_messages_by_resource_id(resource_id="res-1").total == 3
+    assert store.get_store("scores").list_scores_by_scorer_id(scorer_id="sc-1").total == 2

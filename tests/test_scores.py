@@ -833,7 +833,8 @@ def test_init_twice_changes_nothing(backend, backend_url, make_store):
         assert {name for name, _ in before[1]} == {
             "mastra_scorers_pkey", "mastra_scores_trace_id_span_id_created_at_idx",
             "mastra_scorers_scorer_id_created_at_idx", "mastra_scorers_run_id_created_at_idx",
-            "mastra_scorers_entity_created_at_idx"}
+            "mastra_scorers_entity_created_at_idx", "mastra_scorers_scorer_id_created_at_id_idx",
+            "mastra_scorers_entity_created_at_id_idx"}
 
 
 @pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
