@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import peewee
 
+from ..base import operation
 from ..validation import Problems, one_of
 from .signals import SIGNAL_KINDS, check_signal_filters
 
@@ -151,6 +152,8 @@ class ClickHouseAnalytics(AnalyticsDialect):
         from ..backends.clickhouse import timestamp_kind
 
         features = self.backend.server_features
+        if self.table not in features.columns:  # a new connection has not read the tables yet
+            self.backend.database.connection().refresh_schema()
         if timestamp_kind(features.columns.get(self.table, {}).get("timestamp"), features) == "ms":
             return f'intDiv("timestamp", {seconds * 1000}) * {seconds}'
         return f'toUnixTimestamp(toStartOfInterval("timestamp", INTERVAL {seconds} SECOND))'
@@ -227,11 +230,14 @@ def check_group_by(problems: Problems, signal: Signal, group_by: Any, *, require
 def check_names(problems: Problems, name: Any, *, single: bool = False) -> list[str]:
     """Metric names: a non-empty list of non-empty strings (a string is one name); ``single``:
     exactly one string (percentiles)."""
-    names = [name] if isinstance(name, str) and (single or name) else name
-    if single and not isinstance(name, str) or not isinstance(names, (list, tuple)) or not names \
-            or not all(isinstance(item, str) and item for item in names):
-        problems.add("name", "name must be a non-empty string" if single
-                     else "name must be a non-empty list of non-empty strings")
+    if single:
+        if isinstance(name, str) and name:
+            return [name]
+        problems.add("name", "name must be a non-empty string")
+        return []
+    names = [name] if isinstance(name, str) else name
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(item, str) and item for item in names):
+        problems.add("name", "name must be a non-empty list of non-empty strings")
         return []
     return list(names)
 
@@ -242,6 +248,11 @@ def check_identity(problems: Problems, path: str, value: Any, *, required: bool)
         return
     if not isinstance(value, str) or not value:
         problems.add(path, "Not a valid string." if value is not None else "Missing data for required field.")
+
+
+def _check_compare_period(problems: Problems, compare_period: Any) -> None:
+    if compare_period is not None and compare_period not in COMPARE_PERIODS:
+        problems.add("compare_period", one_of(COMPARE_PERIODS))
 
 
 def change_percent(value: float | None, previous: float | None) -> float | None:
@@ -271,6 +282,10 @@ def _number(value: Any) -> float | None:
 
 # --------------------------------------------------------------------------- the mixin
 
+#: The ``aggregation`` of a percentiles question, which takes none.
+_NO_AGGREGATION = object()
+
+
 @dataclass
 class _Query:
     """One analytics question, checked: the rows it reads and how it aggregates them."""
@@ -278,9 +293,12 @@ class _Query:
     signal: Signal
     #: Conditions naming the signal (metric names, scorer, feedback type), as peewee nodes.
     identity: list[peewee.Node]
+    #: The name of the question's one time series (without ``group_by``).
+    name: str
     #: The checked filters of the signals mixin.
     filters: dict[str, Any]
-    aggregation: str = "avg"
+    #: ``None`` for percentiles.
+    aggregation: str | None = None
     distinct_column: str | None = None
 
 
@@ -311,6 +329,7 @@ class AnalyticsMixin:
 
     # ------------------------------------------------------------------ metrics
 
+    @operation
     def get_metric_aggregate(self, *, name: list[str], aggregation: str, distinct_column: str | None = None,
                              filters: dict | None = None, compare_period: str | None = None) -> dict:
         """One value over the metrics named ``name`` meeting ``filters``: ``{"value",
@@ -318,11 +337,12 @@ class AnalyticsMixin:
         filters) also ``previous_value``, ``change_percent``, ``previous_estimated_cost`` and
         ``cost_change_percent``."""
         problems = Problems()
-        query = self._metric_query(problems, name, aggregation, distinct_column, filters)
-        self._check_compare_period(problems, compare_period)
+        query = self._metric_query(problems, name, filters, aggregation, distinct_column)
+        _check_compare_period(problems, compare_period)
         problems.raise_if_any()
         return self._aggregate(query, compare_period)
 
+    @operation
     def get_metric_breakdown(self, *, name: list[str], group_by: list[str], aggregation: str,
                              distinct_column: str | None = None, filters: dict | None = None,
                              limit: int | None = None, order_direction: str = "DESC") -> dict:
@@ -330,7 +350,7 @@ class AnalyticsMixin:
         distinct value of the ``group_by`` columns or label keys (rows lacking a label are left
         out), by value (``order_direction``), at most ``limit`` (1–1000)."""
         problems = Problems()
-        query = self._metric_query(problems, name, aggregation, distinct_column, filters)
+        query = self._metric_query(problems, name, filters, aggregation, distinct_column)
         keys = check_group_by(problems, METRICS, group_by, required=True)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or not 1 <= limit <= MAX_BREAKDOWN_LIMIT):
@@ -340,151 +360,165 @@ class AnalyticsMixin:
         problems.raise_if_any()
         return self._breakdown(query, keys, order_direction, limit)
 
+    @operation
     def get_metric_time_series(self, *, name: list[str], interval: str, aggregation: str,
                                distinct_column: str | None = None, filters: dict | None = None,
                                group_by: list[str] | None = None) -> dict:
         """``{"series": [{"name", "cost_unit", "points": [{"timestamp", "value", "estimated_cost"}]}]}``
-        with UTC buckets of ``interval`` (``1m``, ``5m``, ``15m``, ``1h``, ``1d``); one series, or
-        one per distinct ``group_by`` tuple."""
+        with UTC buckets of ``interval`` (``1m``, ``5m``, ``15m``, ``1h``, ``1d``): one series
+        (named after the metrics), or one per distinct ``group_by`` tuple."""
         problems = Problems()
-        query = self._metric_query(problems, name, aggregation, distinct_column, filters)
+        query = self._metric_query(problems, name, filters, aggregation, distinct_column)
         seconds = check_interval(problems, interval)
         keys = check_group_by(problems, METRICS, group_by, required=False)
         problems.raise_if_any()
-        return self._time_series(query, seconds, keys, "|".join(check_names(Problems(), name)))
+        return self._time_series(query, seconds, keys)
 
+    @operation
     def get_metric_percentiles(self, *, name: str, percentiles: list[float], interval: str,
                                filters: dict | None = None) -> dict:
         """``{"series": [{"percentile", "points": [{"timestamp", "value"}]}]}``: per UTC bucket of
         ``interval``, each requested percentile of the values of the metric ``name``."""
         problems = Problems()
-        names = check_names(problems, name, single=True)
-        query = _Query(METRICS, [self._column(METRICS, "name") == (names or [""])[0]],
-                       check_signal_filters(problems, "metrics", filters))
+        query = self._metric_query(problems, name, filters, single=True)
         levels = check_percentiles(problems, percentiles)
         seconds = check_interval(problems, interval)
         problems.raise_if_any()
         return self._percentiles(query, levels, seconds)
 
-    def _metric_query(self, problems: Problems, name: Any, aggregation: Any, distinct_column: Any,
-                      filters: Any) -> _Query:
-        names = check_names(problems, name)
-        check_aggregation(problems, METRICS, aggregation, distinct_column)
-        identity = [self._column(METRICS, "name").in_(names)]
-        return _Query(METRICS, identity, check_signal_filters(problems, "metrics", filters), aggregation,
-                      distinct_column)
+    def _metric_query(self, problems: Problems, name: Any, filters: Any, aggregation: Any = None,
+                      distinct_column: Any = None, *, single: bool = False) -> _Query:
+        """A metric question: the rows of the metrics ``name`` (``single``: one name, for
+        percentiles, which take no ``aggregation``)."""
+        names = check_names(problems, name, single=single)
+        if not single:
+            check_aggregation(problems, METRICS, aggregation, distinct_column)
+        return _Query(METRICS, [self._column(METRICS, "name").in_(names)], "|".join(names),
+                      check_signal_filters(problems, METRICS.name, filters), aggregation, distinct_column)
 
     # ------------------------------------------------------------------ scores
 
+    @operation
     def get_score_aggregate(self, *, scorer_id: str, aggregation: str, score_source: str | None = None,
                             filters: dict | None = None, compare_period: str | None = None) -> dict:
         """One value over the scores of ``scorer_id`` (and ``score_source``): ``{"value"}``, with
         ``compare_period`` also ``previous_value`` and ``change_percent``."""
         problems = Problems()
-        query = self._identity_query(problems, SCORES, ("scorer_id", scorer_id), ("score_source", score_source),
-                                     aggregation, filters)
-        self._check_compare_period(problems, compare_period)
+        query = self._score_query(problems, scorer_id, score_source, filters, aggregation)
+        _check_compare_period(problems, compare_period)
         problems.raise_if_any()
         return self._aggregate(query, compare_period)
 
+    @operation
     def get_score_breakdown(self, *, scorer_id: str, group_by: list[str], aggregation: str,
                             score_source: str | None = None, filters: dict | None = None) -> dict:
         """``{"groups": [{"dimensions", "value"}]}`` per distinct ``group_by`` tuple, by value, descending."""
         problems = Problems()
-        query = self._identity_query(problems, SCORES, ("scorer_id", scorer_id), ("score_source", score_source),
-                                     aggregation, filters)
+        query = self._score_query(problems, scorer_id, score_source, filters, aggregation)
         keys = check_group_by(problems, SCORES, group_by, required=True)
         problems.raise_if_any()
         return self._breakdown(query, keys, "DESC", None)
 
+    @operation
     def get_score_time_series(self, *, scorer_id: str, interval: str, aggregation: str,
                               score_source: str | None = None, filters: dict | None = None,
                               group_by: list[str] | None = None) -> dict:
-        """``{"series": [{"name", "points": [{"timestamp", "value"}]}]}`` with UTC buckets of ``interval``."""
+        """``{"series": [{"name", "points": [{"timestamp", "value"}]}]}`` with UTC buckets of
+        ``interval``; one series (``scorer_id`` or ``"<scorer_id>|<score_source>"``), or one per
+        distinct ``group_by`` tuple."""
         problems = Problems()
-        query = self._identity_query(problems, SCORES, ("scorer_id", scorer_id), ("score_source", score_source),
-                                     aggregation, filters)
+        query = self._score_query(problems, scorer_id, score_source, filters, aggregation)
         seconds = check_interval(problems, interval)
         keys = check_group_by(problems, SCORES, group_by, required=False)
         problems.raise_if_any()
-        return self._time_series(query, seconds, keys, "|".join(filter(None, (scorer_id, score_source))))
+        return self._time_series(query, seconds, keys)
 
+    @operation
     def get_score_percentiles(self, *, scorer_id: str, percentiles: list[float], interval: str,
                               score_source: str | None = None, filters: dict | None = None) -> dict:
         """``{"series": [{"percentile", "points"}]}``: each percentile of the scores per bucket."""
         problems = Problems()
-        query = self._identity_query(problems, SCORES, ("scorer_id", scorer_id), ("score_source", score_source),
-                                     "avg", filters)
+        query = self._score_query(problems, scorer_id, score_source, filters)
         levels = check_percentiles(problems, percentiles)
         seconds = check_interval(problems, interval)
         problems.raise_if_any()
         return self._percentiles(query, levels, seconds)
 
+    def _score_query(self, problems: Problems, scorer_id: Any, score_source: Any, filters: Any,
+                     aggregation: Any = _NO_AGGREGATION) -> _Query:
+        return self._identity_query(problems, SCORES, ("scorer_id", scorer_id), ("score_source", score_source),
+                                    filters, aggregation)
+
     # ------------------------------------------------------------------ feedback
 
+    @operation
     def get_feedback_aggregate(self, *, feedback_type: str, aggregation: str, feedback_source: str | None = None,
                                filters: dict | None = None, compare_period: str | None = None) -> dict:
         """One value over the numeric feedback of ``feedback_type`` (and ``feedback_source``);
         string feedback is left out.  As :meth:`get_score_aggregate`."""
         problems = Problems()
-        query = self._identity_query(problems, FEEDBACK, ("feedback_type", feedback_type),
-                                     ("feedback_source", feedback_source), aggregation, filters)
-        self._check_compare_period(problems, compare_period)
+        query = self._feedback_query(problems, feedback_type, feedback_source, filters, aggregation)
+        _check_compare_period(problems, compare_period)
         problems.raise_if_any()
         return self._aggregate(query, compare_period)
 
+    @operation
     def get_feedback_breakdown(self, *, feedback_type: str, group_by: list[str], aggregation: str,
                                feedback_source: str | None = None, filters: dict | None = None) -> dict:
         """As :meth:`get_score_breakdown`, over numeric feedback."""
         problems = Problems()
-        query = self._identity_query(problems, FEEDBACK, ("feedback_type", feedback_type),
-                                     ("feedback_source", feedback_source), aggregation, filters)
+        query = self._feedback_query(problems, feedback_type, feedback_source, filters, aggregation)
         keys = check_group_by(problems, FEEDBACK, group_by, required=True)
         problems.raise_if_any()
         return self._breakdown(query, keys, "DESC", None)
 
+    @operation
     def get_feedback_time_series(self, *, feedback_type: str, interval: str, aggregation: str,
                                  feedback_source: str | None = None, filters: dict | None = None,
                                  group_by: list[str] | None = None) -> dict:
         """As :meth:`get_score_time_series`, over numeric feedback."""
         problems = Problems()
-        query = self._identity_query(problems, FEEDBACK, ("feedback_type", feedback_type),
-                                     ("feedback_source", feedback_source), aggregation, filters)
+        query = self._feedback_query(problems, feedback_type, feedback_source, filters, aggregation)
         seconds = check_interval(problems, interval)
         keys = check_group_by(problems, FEEDBACK, group_by, required=False)
         problems.raise_if_any()
-        return self._time_series(query, seconds, keys, "|".join(filter(None, (feedback_type, feedback_source))))
+        return self._time_series(query, seconds, keys)
 
+    @operation
     def get_feedback_percentiles(self, *, feedback_type: str, percentiles: list[float], interval: str,
                                  feedback_source: str | None = None, filters: dict | None = None) -> dict:
         """As :meth:`get_score_percentiles`, over numeric feedback."""
         problems = Problems()
-        query = self._identity_query(problems, FEEDBACK, ("feedback_type", feedback_type),
-                                     ("feedback_source", feedback_source), "avg", filters)
+        query = self._feedback_query(problems, feedback_type, feedback_source, filters)
         levels = check_percentiles(problems, percentiles)
         seconds = check_interval(problems, interval)
         problems.raise_if_any()
         return self._percentiles(query, levels, seconds)
 
+    def _feedback_query(self, problems: Problems, feedback_type: Any, feedback_source: Any, filters: Any,
+                        aggregation: Any = _NO_AGGREGATION) -> _Query:
+        return self._identity_query(problems, FEEDBACK, ("feedback_type", feedback_type),
+                                    ("feedback_source", feedback_source), filters, aggregation)
+
     def _identity_query(self, problems: Problems, signal: Signal, required: tuple[str, Any],
-                        optional: tuple[str, Any], aggregation: Any, filters: Any) -> _Query:
+                        optional: tuple[str, Any], filters: Any, aggregation: Any) -> _Query:
         """A score or feedback question: the rows of one scorer (feedback type) and, when given,
-        one source; feedback only its numeric values."""
+        one source, named ``"<scorer>[|<source>]"``; feedback only its numeric values."""
         check_identity(problems, required[0], required[1], required=True)
         check_identity(problems, optional[0], optional[1], required=False)
-        check_aggregation(problems, signal, aggregation, None)
-        identity = [self._column(signal, key) == value for key, value in (required, optional) if value is not None]
+        if aggregation is not _NO_AGGREGATION:
+            check_aggregation(problems, signal, aggregation, None)
+        present = [(key, value) for key, value in (required, optional) if value is not None]
+        identity = [self._column(signal, key) == value for key, value in present]
         if signal is FEEDBACK:
             identity.append(self._column(signal, "value_number").is_null(False))
-        return _Query(signal, identity, check_signal_filters(problems, signal.name, filters), aggregation)
+        return _Query(signal, identity, "|".join(str(value) for _, value in present),
+                      check_signal_filters(problems, signal.name, filters),
+                      None if aggregation is _NO_AGGREGATION else aggregation)
 
     def _column(self, signal: Signal, key: str) -> peewee.Field:
         return getattr(self._signal_model(SIGNAL_KINDS[signal.name]), key)
 
-    @staticmethod
-    def _check_compare_period(problems: Problems, compare_period: Any) -> None:
-        if compare_period is not None and compare_period not in COMPARE_PERIODS:
-            problems.add("compare_period", one_of(COMPARE_PERIODS))
 
     # ------------------------------------------------------------------ the query shapes
 
@@ -602,7 +636,7 @@ class AnalyticsMixin:
             groups.append(group)
         return {"groups": groups}
 
-    def _time_series(self, query: _Query, seconds: int, keys: list[str], default_name: str) -> dict:
+    def _time_series(self, query: _Query, seconds: int, keys: list[str]) -> dict:
         order = ", ".join([*(f'("d{index}" IS NULL), "d{index}"' for index in range(len(keys))), '"bucket"'])
         rows = self._select(query, keys, seconds, order=order)
         series: dict[tuple, dict[str, Any]] = {}
@@ -610,7 +644,7 @@ class AnalyticsMixin:
         for row in rows:
             values = tuple(row[f"d{index}"] for index in range(len(keys)))
             if values not in series:
-                series[values] = {"name": "|".join(value or "" for value in values) if keys else default_name,
+                series[values] = {"name": "|".join(value or "" for value in values) if keys else query.name,
                                   "points": []}
                 units[values] = set()
             point = {"timestamp": _epoch(row["bucket"]), "value": self._value(query, row)}
@@ -619,7 +653,7 @@ class AnalyticsMixin:
                 units[values].update(unit for unit in (row["unit_min"], row["unit_max"]) if unit is not None)
             series[values]["points"].append(point)
         if not keys and not series:
-            series[()] = {"name": default_name, "points": []}
+            series[()] = {"name": query.name, "points": []}
             units[()] = set()
         if query.signal.costs:
             for values, found in units.items():
@@ -631,13 +665,12 @@ class AnalyticsMixin:
 
     def _percentiles(self, query: _Query, levels: list[float], seconds: int) -> dict:
         dialect = self._analytics[query.signal.name]
-        bucket = dialect.bucket(seconds)
-        if dialect.percentile('"m"') is None:
+        bucket, percentile = dialect.bucket(seconds), dialect.percentile('"m"')
+        if percentile is None:
             points = self._ranked_percentiles(query, levels, bucket)
         else:
             rows_sql, params = self._measured_rows(query, [("bucket", bucket, [])])
-            columns = ", ".join(f'{dialect.percentile(chr(34) + "m" + chr(34))} AS "p{index}"'
-                                for index in range(len(levels)))
+            columns = ", ".join(f'{percentile} AS "p{index}"' for index in range(len(levels)))
             rows = self._analytics_rows(f'SELECT "bucket", {columns} FROM ({rows_sql}) AS "rows" '
                                         f'GROUP BY "bucket" ORDER BY "bucket"', [*levels, *params])
             points = [[{"timestamp": _epoch(row["bucket"]), "value": _number(row[f"p{index}"])} for row in rows]

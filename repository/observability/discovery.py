@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..base import operation
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems
 from ..values import json_dumps
@@ -186,12 +187,14 @@ class DiscoveryMixin:
 
     # ------------------------------------------------------------------ public questions
 
+    @operation
     def get_entity_types(self) -> list[str]:
         """The known entity types spans, metrics and logs name."""
         found = self._discover(Question("entity_types", VALUES_TABLE, "entityType", ("",), ENTITY_SOURCES,
                                         "entityType"))
         return [value for value in found if value in _KNOWN_ENTITY_TYPES]
 
+    @operation
     def get_entity_names(self, *, entity_type: str | None = None) -> list[str]:
         """The entity names (of one entity type, or of all)."""
         self._check(("entity_type", entity_type, False))
@@ -199,34 +202,40 @@ class DiscoveryMixin:
                                        "entityTypeName", (entity_type, ""), ENTITY_SOURCES, "entityName",
                                        (("entityType", entity_type),)))
 
+    @operation
     def get_service_names(self) -> list[str]:
         """The service names the data names."""
         return self._discover(Question("service_names", VALUES_TABLE, "serviceName", ("",), tuple(TIME_COLUMNS),
                                        "serviceName"))
 
+    @operation
     def get_environments(self) -> list[str]:
         """The environments the data names."""
         return self._discover(Question("environments", VALUES_TABLE, "environment", ("",), tuple(TIME_COLUMNS),
                                        "environment"))
 
+    @operation
     def get_tags(self, *, entity_type: str | None = None) -> list[str]:
         """The tags of spans, metrics and logs that name an entity type (this one, when given)."""
         self._check(("entity_type", entity_type, False))
         return self._discover(Question("tags" + (f":{entity_type}" if entity_type else ""), VALUES_TABLE, "tag",
                                        (entity_type,), ENTITY_SOURCES, "tag", (("entityType", entity_type),)))
 
+    @operation
     def get_metric_names(self, *, prefix: str | None = None, limit: int | None = None) -> list[str]:
         """The metric names (starting with ``prefix``, taken literally), at most ``limit``."""
         self._check(("prefix", prefix, False), limit=limit)
         return self._discover(Question("metric_names", VALUES_TABLE, "metricName", ("",), (METRIC_EVENTS,), "name"),
                               prefix, limit)
 
+    @operation
     def get_metric_label_keys(self, *, metric_name: str) -> list[str]:
         """The label keys of the metric ``metric_name``."""
         self._check(("metric_name", metric_name, True))
         return self._discover(Question(f"metric_label_keys:{metric_name}", VALUES_TABLE, "metricLabelKey",
                                        (metric_name,), (METRIC_EVENTS,), "label_key", (("name", metric_name),)))
 
+    @operation
     def get_metric_label_values(self, *, metric_name: str, label_key: str, prefix: str | None = None,
                                 limit: int | None = None) -> list[str]:
         """The values of label ``label_key`` of the metric ``metric_name`` (starting with
@@ -237,28 +246,28 @@ class DiscoveryMixin:
                                        "metricLabelValue", (metric_name, label_key), (METRIC_EVENTS,),
                                        ("label", label_key), (("name", metric_name),)), prefix, limit)
 
+    @operation
     def refresh_discovery(self) -> None:
         """Bring discovery up to date now: ClickHouse refreshes its refreshable views and waits
         for them, PostgreSQL empties its cache (the next question is asked of the tables);
         SQLite always asks the tables."""
-        with self.backend.connection():
-            if self.backend.name == "CLICKHOUSE":
-                refresh_clickhouse_discovery(self.backend)
-            elif self.backend.name == "PG":
-                with self.backend.write():
-                    self.backend.database.execute_sql(f"DELETE FROM {self._cache_table}")
+        if self.backend.name == "CLICKHOUSE":
+            refresh_clickhouse_discovery(self.backend)
+        elif self.backend.name == "PG":
+            with self.backend.write():
+                self.backend.database.execute_sql(f"DELETE FROM {self._cache_table}")
 
     def create_discovery_tables(self) -> None:
         """ClickHouse: create the discovery tables and views (run by ``init()``)."""
         create_clickhouse_discovery(self.backend)
 
+    @operation
     def dangerously_clear_all(self) -> None:
         """Delete every row of this domain's tables, discovery's included (for tests)."""
         super().dangerously_clear_all()  # type: ignore[misc]
-        with self.backend.connection():
-            if self.backend.name == "CLICKHOUSE":
-                for table in (VALUES_TABLE, PAIRS_TABLE):
-                    self.backend.database.execute_sql(f'TRUNCATE TABLE IF EXISTS "{table}"')
+        if self.backend.name == "CLICKHOUSE":
+            for table in (VALUES_TABLE, PAIRS_TABLE):
+                self.backend.database.execute_sql(f'TRUNCATE TABLE IF EXISTS "{table}"')
 
     # ------------------------------------------------------------------ answering
 
@@ -271,10 +280,9 @@ class DiscoveryMixin:
         problems.raise_if_any()
 
     def _discover(self, question: Question, prefix: str | None = None, limit: int | None = None) -> list[str]:
-        with self.backend.connection():
-            if self.backend.name == "CLICKHOUSE":
-                return self._clickhouse_values(question, prefix, limit)
-            values = self._cached(question) if self.backend.name == "PG" else self._base_values(question)
+        if self.backend.name == "CLICKHOUSE":
+            return self._clickhouse_values(question, prefix, limit)
+        values = self._cached(question) if self.backend.name == "PG" else self._base_values(question)
         return narrowed(values, prefix, limit)
 
     def _clickhouse_values(self, question: Question, prefix: str | None, limit: int | None) -> list[str]:
