@@ -7,12 +7,17 @@ where several statements must be atomic.  A later change that adds a round trip 
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import uuid
 from datetime import datetime, timezone
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from composite_store import NotFoundError
+from composite_store.composite import store_for_url
 
 SQL = pytest.mark.backends("sqlite", "postgres")
 
@@ -144,3 +149,106 @@ def test_statement_logs_nest_and_see_only_their_block(scores):
     scores.save_score(score=SCORE)
     assert (outer.count, inner.count) == (2, 1)
     assert inner.statements == outer.statements[1:]
+
+
+# --------------------------------------------------------------------------- dead pooled connections
+
+class SeveringProxy:
+    """A TCP proxy to a PostgreSQL server that can sever its connections silently: the server
+    side is closed, the client side stays open with nothing to read (as after a network fault
+    or a firewall's timeout), and is reset when the client next sends."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.severed: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.pairs.append((client, server))
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if from_client and source in self.severed:
+                # Reset (no FIN): the client learns of the fault only from the statement it sent.
+                source.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                source.close()
+                return
+            if not data:
+                return
+            try:
+                target.sendall(data)
+            except OSError:
+                return
+
+    def sever(self) -> None:
+        """Cut every open connection from the server, telling the clients nothing."""
+        for client, server in self.pairs:
+            self.severed.add(client)
+            server.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for client, server in self.pairs:
+            client.close()
+            server.close()
+
+
+@pytest.mark.backends("postgres")
+def test_a_pooled_connection_that_died_silently_fails_its_first_statement_which_runs_again(postgres_url):
+    """No ping when a call takes a pooled connection: a dead one is found by the statement it
+    fails, which runs once more on a new connection, so the call succeeds."""
+    parts = urlsplit(postgres_url)
+    proxy = SeveringProxy(parts.hostname, parts.port or 5432)
+    url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    store = store_for_url(url)
+    try:
+        store.init()
+        scores = store.get_store("scores")
+        scores.save_score(score=SCORE)  # the pool now holds an idle connection
+        proxy.sever()
+        with scores.backend.counting_statements() as log:
+            saved = scores.save_score(score=SCORE)  # autocommit: the INSERT is the first statement
+        assert log.count == 2 and log.statements[0] == log.statements[1], log.statements
+        with scores.backend.counting_statements() as log:
+            assert scores.get_score_by_id(id=saved["id"])["id"] == saved["id"]
+        assert log.count == 1, log.statements  # the new connection went back to the pool alive
+        proxy.sever()
+        memory = store.get_store("memory")
+        with pytest.raises(NotFoundError):  # a transaction: its BEGIN runs again, then the call as usual
+            memory.save_messages(messages=[message("th-missing")])
+    finally:
+        store.close()
+        proxy.close()
+
+
+# --------------------------------------------------------------------------- the benchmark's raw paths
+
+@pytest.mark.backends("sqlite")
+def test_the_calls_benchmark_runs_at_smoke_size(backend, monkeypatch):
+    """``python -m benchmarks calls`` at a few calls per side: every raw path runs, on SQLite
+    and (where the server is reachable) PostgreSQL.  Timings are the benchmark's business."""
+    from benchmarks import bench_calls
+
+    monkeypatch.setenv("COMPOSITE_STORE_BENCH_SCALE", "0.01")
+    monkeypatch.setenv("COMPOSITE_STORE_BENCH_BACKENDS", "sqlite,postgres")
+    rows = bench_calls.main()
+    assert {row["backend"] for row in rows} >= {"sqlite"}
+    for backend_name in {row["backend"] for row in rows}:
+        measured = [row for row in rows if row["backend"] == backend_name]
+        assert len(measured) == 7 and all(row["library"] > 0 and row["raw"] > 0 for row in measured), measured
+        assert all(row["note"].endswith(" statements") for row in measured), measured

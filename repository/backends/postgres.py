@@ -18,7 +18,7 @@ from ..models.fields import TimestampField, ZonedTimestampField
 
 from ..errors import ValidationError
 from ..values import UTC, json_dumps, json_loads, to_utc, truncate_ms
-from .base import ITER_CHUNK, Backend, BackendFeatures, StoredFormats, timestamp_fields
+from .base import ITER_CHUNK, Backend, BackendFeatures, StoredFormats, first_line, logger, timestamp_fields
 
 #: Seconds a call waits for a free pooled connection before failing.
 POOL_WAIT_S = 30.0
@@ -63,14 +63,51 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
                    "JSON": "JSONB"}
 
     def _is_closed(self, conn: Any) -> bool:
-        # peewee pings (SELECT 1) each connection it takes from the pool: a round trip per call.
-        # An idle connection with nothing to read is as alive as a ping could tell; a server that
-        # stopped or restarted has sent its goodbye (or EOF), so only then does the ping run.
-        if conn.closed or conn.info.transaction_status != self._adapter.txn_idle:
-            return super()._is_closed(conn)
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        return bool(poller.poll(0)) and super()._is_closed(conn)
+        # No ping (peewee's SELECT 1 on every connection it takes from the pool, a round trip per
+        # call).  A pooled connection is idle with nothing to read: a server that stopped or
+        # restarted has left its goodbye (or EOF) on the socket, and such a connection is
+        # dropped here; one that died silently fails its first statement, which then runs once
+        # more on a new connection (:meth:`retrying`).
+        if not conn.closed and conn.info.transaction_status == self._adapter.txn_idle:
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            if not poller.poll(0):
+                return False
+        self._close_raw(conn)
+        return True
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        # A connection from the pool (or a new one) that has not run a statement yet.
+        self._state.unproven = conn
+        return conn
+
+    def retrying(self, run: Callable[[], Any]) -> Any:
+        """``run()``, which sends one statement; when it is the first statement on a connection
+        just taken from the pool and fails because that connection is dead, the connection is
+        dropped and ``run()`` runs once more on a new one (the dead one never delivered it)."""
+        state = self._state
+        if getattr(state, "unproven", None) is not state.conn:
+            return run()
+        try:
+            result = run()
+        except Exception as exc:  # peewee's errors, or the driver's (execute_values)
+            if state.conn is None or not state.conn.closed:
+                raise
+            logger.debug("A pooled connection to PostgreSQL was dead (%s); running the statement on a new one",
+                         first_line(exc))
+            self.manual_close()
+            self.connect()
+            state.unproven = None  # once
+            return run()
+        state.unproven = None
+        return result
+
+    def _execute_cursor(self, sql: str, params: Any, **options: Any) -> Any:
+        return self.retrying(lambda: super(PostgresDatabase, self)._execute_cursor(sql, params, **options))
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        self.retrying(lambda: super(PostgresDatabase, self).begin(*args, **kwargs))
 
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         return to_utc(value).replace(tzinfo=None)
@@ -336,7 +373,13 @@ class PostgresBackend(Backend):
     def execute_rows(self, sql: str, rows: list[tuple]) -> None:
         from psycopg2.extras import execute_values
 
-        execute_values(self.database.cursor(), sql, rows, page_size=1000)
+        def send() -> None:
+            execute_values(self.database.cursor(), sql, rows, page_size=1000)
+
+        if len(rows) <= 1000:  # one statement, which may run again on a new connection (retrying)
+            self.database.retrying(send)
+        else:
+            send()
 
     def prepare_rows(self, model, rows):
         # Every timestamp is written into both columns of its pair, from the same instant.
