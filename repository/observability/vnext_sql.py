@@ -49,11 +49,6 @@ from ..models.observability_signals import build_observability_signal_models
 
 logger = logging.getLogger("composite_store")
 
-#: ``get_features()`` of this layout (§11): the framework's PostgreSQL list without the
-#: ``trace-query*``/``thread-query`` features this library does not implement.
-FEATURES = ("metrics", "logs", "entity-type-discovery", "entity-name-discovery", "service-name-discovery",
-            "environment-discovery", "tag-discovery", "metric-discovery")
-FEATURES_TAIL = ("trace-query-tenant-scope", "feedback")
 #: ``prune()`` policy keys → the table each prunes (§10.2), in the framework's order.
 PRUNE_TABLES = {"spans": SPAN_EVENTS, "metrics": "mastra_metric_events", "logs": "mastra_log_events",
                 "scores": "mastra_score_events", "feedback": "mastra_feedback_events"}
@@ -430,11 +425,23 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
 
     @operation
     def count_rows(self) -> dict[str, int | None]:
-        """Current spans (one per span, §5) of ``mastra_span_events``; ``None`` before ``init()``."""
-        if SPAN_EVENTS not in self._existing_tables():
-            return {SPAN_EVENTS: None}
+        """Current rows (one per span, §5; a score's latest row) per table of the layout but the
+        discovery cache; ``None`` for a table ``init()`` has not made."""
+        existing = self._existing_tables()
         row = self._alias("r")
-        return {SPAN_EVENTS: row.select(row.trace_id).where(~self._newer_span(row)).count()}
+        counts: dict[str, int | None] = {
+            SPAN_EVENTS: row.select(row.trace_id).where(~self._newer_span(row)).count()
+            if SPAN_EVENTS in existing else None}
+        for model in vars(self.models).values():
+            name = model._meta.table_name
+            if name in SIGNAL_PARTITION_COLUMNS:
+                if name not in existing:
+                    counts[name] = None
+                    continue
+                current, params = self._signal_sql.current_rows(model, [])
+                counts[name] = self.backend.database.execute_sql(f'SELECT count(*) FROM ({current}) AS "current"',
+                                                                 params).fetchone()[0]
+        return counts
 
     @operation
     def migrate_spans(self, **arguments: Any) -> dict:
@@ -453,8 +460,10 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
         return {"preferred": "event-sourced", "supported": ["event-sourced"]}
 
     def get_features(self) -> tuple[str, ...]:
-        """The observability features of this layout (§11), in the framework's order."""
-        return (*FEATURES, *(("delta-polling",) if self.delta_polling else ()), *FEATURES_TAIL)
+        """The observability features of this layout (§11), in the framework's order: ClickHouse's
+        and ``feedback`` (the framework's PostgreSQL list without the ``trace-query*`` and
+        ``thread-query`` features, which this library does not implement)."""
+        return (*super().get_features(), "feedback")
 
     # ------------------------------------------------------------------ writes
 
