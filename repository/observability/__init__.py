@@ -12,6 +12,8 @@ The package's modules, each along one seam:
 * :mod:`.vnext`: :class:`VNextObservabilityRepository`, the current ("vNext") layout's tracing
   operations (insert-only, read-time dedupe; spec observability-vnext.md);
 * :mod:`.vnext_clickhouse`: that layout's ClickHouse tables, views and read SQL.
+* :mod:`.analytics` and :mod:`.discovery`: that layout's aggregates, breakdowns, time series and
+  percentiles over metrics, scores and feedback, and what exists (entity types, metric names…).
 
 A further table layout or signal adds a module beside these; the names below are the
 package's public ones, importable from ``composite_store.observability``.
