@@ -417,3 +417,21 @@ def test_postgres_discovery_cache(backend_spec, own_url):
         assert repository.get_metric_names(prefix="c") == ["c"]
     finally:
         repository.close()
+
+
+@pytest.mark.requires(family="clickhouse")
+def test_clickhouse_discovery_layout(obs, backend_spec):
+    """§3.3/§4: the two discovery tables (ReplacingMergeTree); current servers fill them with the
+    framework's refreshable views (APPEND), 18.16 with insert-time views per source table."""
+    with obs.backend.connection():
+        tables = dict(obs.backend.database.execute_sql(
+            "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() "
+            "AND name LIKE 'mastra_%discovery%'").fetchall())
+    assert tables["mastra_discovery_values"].startswith("ReplacingMergeTree")
+    assert tables["mastra_discovery_pairs"].startswith("ReplacingMergeTree")
+    views = {name for name in tables if name.startswith("mastra_mv_discovery") or "_mastra_" in name}
+    if backend_spec.current_clickhouse:
+        assert views == {"mastra_mv_discovery_values", "mastra_mv_discovery_pairs"}
+    else:
+        assert views == {f"{target}_{source}" for target in ("mastra_discovery_values", "mastra_discovery_pairs")
+                         for source in ("mastra_span_events", "mastra_metric_events", "mastra_log_events")}
