@@ -435,3 +435,15 @@ def test_clickhouse_discovery_layout(obs, backend_spec):
     else:
         assert views == {f"{target}_{source}" for target in ("mastra_discovery_values", "mastra_discovery_pairs")
                          for source in ("mastra_span_events", "mastra_metric_events", "mastra_log_events")}
+
+
+def test_signals_benchmark_runs_at_smoke_size(monkeypatch):
+    """``python -m benchmarks signals`` at a few thousand events on SQLite and PostgreSQL: the
+    raw writers, the server-side loads and the captured reads all run.  Timings are the
+    benchmark's business."""
+    from benchmarks import bench_signals
+
+    monkeypatch.setenv("COMPOSITE_STORE_BENCH_BACKENDS", "sqlite,postgres")
+    rows = bench_signals.main(["--events", "3000", "--ingest", "2000"])
+    assert {row["backend"] for row in rows} >= {"sqlite"}
+    assert all(row["library"] > 0 and row["raw"] > 0 for row in rows) and len(rows) % 4 == 0
