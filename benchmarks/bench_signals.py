@@ -33,8 +33,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Sequence
 
 from benchmarks.bench_observability_vnext import engines, settle
-from benchmarks.common import (BenchBackend, backends, latency_row, paired_times_ms, print_results, rate, scaled,
-                               throughput_row, timed)
+from benchmarks.common import (BenchBackend, backends, latency_row, paired_times_ms, print_results, print_table, rate,
+                               scaled, throughput_row, timed)
 from composite_store.clickhouse import ObservabilityClickHouse
 from composite_store.postgres import ObservabilityPG
 from composite_store.sqlite import ObservabilitySQLite
@@ -338,11 +338,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with signal_backends() as available:
         for bench in available:
+            rows: list[dict[str, Any]] = []
             if not arguments.skip_ingest:
-                results += [ingest(bench, arguments.ingest, batch) for batch in (1_000, 10_000)]
+                rows += [ingest(bench, arguments.ingest, batch) for batch in (1_000, 10_000)]
             if not arguments.skip_reads:
                 total = arguments.clickhouse_events if family(bench) == "clickhouse" else arguments.events
-                results += reads_at_scale(bench, total)
+                rows += reads_at_scale(bench, total)
+            print_table(rows, title=f"signals on {bench.name}")  # each backend's figures as soon as they exist
+            results += rows
     return results
 
 
