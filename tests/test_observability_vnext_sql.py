@@ -34,7 +34,6 @@ from tests.test_observability_vnext import (BASE, at, child, ids, span, test_bat
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 UTC = timezone.utc
 SIGNAL_TABLES = ("mastra_metric_events", "mastra_log_events", "mastra_score_events", "mastra_feedback_events")
-ALL_TABLES = ("mastra_span_events", *SIGNAL_TABLES)
 
 
 def open_vnext(url: str, **options):
@@ -82,8 +81,9 @@ def test_layout_option(own_url, backend):
     joiner = "&" if "?" in own_url else "?"
     public = ObservabilitySQLite if backend == "sqlite" else ObservabilityPG
     key = "url" if backend == "sqlite" else "connection_string"
-    vnext, by_url, legacy = (public(**{key: own_url}, layout="vnext"), public(**{key: own_url + f"{joiner}layout=vnext"}),
-                             public(**{key: own_url}))
+    vnext = public(**{key: own_url}, layout="vnext")
+    by_url = public(**{key: own_url + f"{joiner}layout=vnext"})
+    legacy = public(**{key: own_url})
     assert (vnext.layout, by_url.layout, legacy.layout) == ("vnext", "vnext", "legacy")
     assert all(isinstance(repository, public) for repository in (vnext, by_url, legacy))
     assert repr(vnext).startswith(f"{public.__name__}(") and "layout='vnext'" in repr(vnext)
@@ -253,7 +253,8 @@ def _pg_columns(repository, table: str) -> list[str]:
         if kind == "bigint" and default and default.startswith("nextval("):
             kind, default = "bigserial", None  # how the catalog shows a bigserial
         kind = {"text[]": "text[]", "timestamp with time zone": "timestamptz"}.get(kind, kind)
-        columns.append(f'"{name}" {kind}' + (" NOT NULL" if not_null else "") + (f" DEFAULT {default}" if default else ""))
+        columns.append(f'"{name}" {kind}' + (" NOT NULL" if not_null else "")
+                       + (f" DEFAULT {default}" if default else ""))
     return columns
 
 
@@ -264,9 +265,9 @@ def test_postgres_tables_equal_the_spec(postgres):
     expected = [text.replace("'{}'", "'{}'::text[]") if text.startswith('"tags"') else text for text in expected]
     assert _pg_columns(postgres, "mastra_span_events") == expected
     schema = postgres.backend.schema_name
-    key = run_sql(postgres, """SELECT pg_get_constraintdef(o.oid) FROM pg_constraint o JOIN pg_class c ON c.oid = o.conrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'mastra_span_events'
-        AND o.contype = 'p'""", (schema,))
+    key = run_sql(postgres, """SELECT pg_get_constraintdef(o.oid) FROM pg_constraint o
+        JOIN pg_class c ON c.oid = o.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = 'mastra_span_events' AND o.contype = 'p'""", (schema,))
     assert key == [('PRIMARY KEY ("traceId", "spanId", "endedAt")',)]
     partition_keys = dict(run_sql(postgres, """SELECT c.relname, pg_get_partkeydef(c.oid) FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'p'""", (schema,)))
@@ -283,7 +284,8 @@ def test_postgres_tables_equal_the_spec(postgres):
         assert definition.replace('"', "") == expected_sql.replace('"', ""), definition  # PG quotes as needed
     assert set(indexes) == {index.name for index in SPAN_EVENT_INDEXES} | {"mastra_span_events_pkey"}
     assert _pg_columns(postgres, "mastra_observability_discovery") == [
-        '"cacheKey" text NOT NULL', '"refreshedAt" timestamptz NOT NULL', "\"values\" jsonb NOT NULL DEFAULT '[]'::jsonb"]
+        '"cacheKey" text NOT NULL', '"refreshedAt" timestamptz NOT NULL',
+        "\"values\" jsonb NOT NULL DEFAULT '[]'::jsonb"]
 
 
 def test_sqlite_tables_mirror_postgres(vnext):

@@ -12,7 +12,7 @@ What is shared with ClickHouse's insert-only layout lives in :mod:`.vnext`
 (:class:`~.vnext.VNextObservabilityRepository`: validation of spans, of filters and pages, the
 trace reads built on ``_trace_spans``, ``get_branch``); this module holds the SQL of these two
 databases and PostgreSQL's partitions (:class:`Partitions`).  The signal tables (logs, metrics,
-scores, feedback) come from the signal mixins; they are partitioned here with the span table
+scores, feedback) and their methods come with :mod:`.signals`; they are partitioned here with the span table
 (:meth:`VNextSQLObservabilityRepository.partitioned_tables`).
 """
 
@@ -29,23 +29,22 @@ import peewee
 from ..base import ITER_CHUNK, check_chunk_size, operation, streaming
 from ..backends.base import keyset_chunks
 from ..errors import NotSupportedError, ValidationError
+from ..models.observability_signals import PARTITION_COLUMNS as SIGNAL_PARTITION_COLUMNS
+from ..models.observability_signals import build_observability_signal_models
 from ..models.observability_vnext_sql import (ADDED_COLUMNS, DISCOVERY, DISCOVERY_COLUMNS, SPAN_EVENT_COLUMNS,
                                               SPAN_EVENT_INDEXES, SPAN_EVENTS, SPAN_KEY, SPAN_PARTITION_COLUMN, Index,
                                               build_observability_vnext_sql_models, pg_column_sql, sqlite_column_sql)
 from ..page import DeltaPage, Page
-from ..retention import check_limits, check_policies, RetentionTable
+from ..retention import RetentionTable, check_limits, check_policies
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
 from ..values import JSONText, json_dumps, json_loads, utc_now
 from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
                       check_filters, check_list_mode, check_trace_deletion)
-from .signals import DELTA_NOT_SUPPORTED, INVALID_DELTA_CURSOR
 from .records import (BRANCH_SPAN_TYPES, ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, light_list_record,
                       trace_status, traces_of)
+from .signals import DELTA_NOT_SUPPORTED, INVALID_DELTA_CURSOR
 from .vnext import MAX_DELETE_TRACES, VNextObservabilityRepository, metadata_search, normalized_tags
-
-from ..models.observability_signals import PARTITION_COLUMNS as SIGNAL_PARTITION_COLUMNS
-from ..models.observability_signals import build_observability_signal_models
 
 logger = logging.getLogger("composite_store")
 
@@ -63,7 +62,6 @@ INSERT_CHUNK = 500
 NO_PARTITION = "23514"
 _ENTITY_TYPE_SET = frozenset(ENTITY_TYPES)
 _FIELD_OF = {column.name: column.field for column in SPAN_EVENT_COLUMNS}
-_JSON_FIELDS = frozenset(column.field for column in SPAN_EVENT_COLUMNS if column.pg_type == "jsonb")
 #: Columns written by an insert (the cursor and transaction ids are the database's).
 _INSERT_COLUMNS = tuple(column for column in SPAN_EVENT_COLUMNS if column.pg_type not in ("bigserial", "xid8"))
 _BOUND = re.compile(r"TO \('([^']+)'\)")
