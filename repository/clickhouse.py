@@ -20,7 +20,6 @@ per table (:class:`~composite_store.backends.clickhouse.ClickHouseBackend`; docs
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from .backends.clickhouse import ClickHouseBackend
 from .base import DomainRepository, UnsupportedOnClickHouse
@@ -29,6 +28,7 @@ from .experiments import ExperimentsRepository
 from .memory import MemoryRepository
 from .errors import ValidationError
 from .observability import ObservabilityRepository, VNextObservabilityRepository
+from .observability.repository import url_layout
 from .observability.vnext_clickhouse import retention_days
 from .scores import ScoresRepository
 from .stores import WholeStore
@@ -74,14 +74,6 @@ class ScoresClickHouse(ScoresRepository):
 #: The table layouts of observability on ClickHouse (observability-vnext.md §1) and the default.
 LAYOUTS = ("vnext", "legacy")
 DEFAULT_LAYOUT = "vnext"
-
-
-def url_layout(url: Any) -> str | None:
-    """The ``layout`` a ClickHouse URL names in its query (``?layout=vnext``), else ``None``."""
-    if not isinstance(url, str):
-        return None
-    values = parse_qs(urlsplit(url).query).get("layout")
-    return values[-1] if values else None
 
 
 class ObservabilityClickHouse(DomainRepository):
