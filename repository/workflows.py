@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
 import marshmallow
@@ -75,6 +76,18 @@ def _is_pending(slot: Any) -> bool:
 def _is_suspended(slot: Any) -> bool:
     return isinstance(slot, dict) and slot.get("status") == "suspended" \
         and ("suspendPayload" in slot or "suspendedAt" in slot)
+
+
+def _add_step_result(snapshot: dict[str, Any], step_id: str, result: dict[str, Any],
+                     request_context: dict[str, Any] | None) -> dict[str, Any]:
+    """``snapshot`` (a valid one, changed in place and returned) with ``result`` stored as step
+    ``step_id``'s (:func:`merge_step_result`) and ``request_context`` merged into its
+    ``requestContext`` (§4.4)."""
+    context = snapshot["context"]
+    context[step_id] = merge_step_result(context.get(step_id), result)
+    stored = snapshot.get("requestContext")
+    snapshot["requestContext"] = {**(stored if isinstance(stored, dict) else {}), **(request_context or {})}
+    return snapshot
 
 
 def merge_step_result(stored: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -279,16 +292,20 @@ class WorkflowsRepository(Prunable, DomainRepository):
     def full_row(self, model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]:
         return self._row(row) if model is self.models.snapshot else row
 
-    def _run_row(self, workflow_name: str, run_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    def _run_row(self, workflow_name: str, run_id: str, *, lock: bool = False,
+                 versioned: bool = False) -> dict[str, Any] | None:
+        """The run's row, locked (``lock``) or with its ``row_version`` (``versioned``)."""
         Run, backend = self.models.snapshot, self.backend
 
         def build() -> peewee.ModelSelect:
             query = backend.select(Run).where((Run.workflow_name == backend.param("workflow_name"))
                                               & (Run.run_id == backend.param("run_id")))
+            if versioned:
+                query = query.select_extend(backend.row_version(Run).alias("row_version"))
             return (backend.for_update(query) if lock else query).limit(1)
 
         # A prepared statement: loading a snapshot is a hot point read.
-        return backend.prepared((Run, lock), build).first(workflow_name=workflow_name, run_id=run_id)
+        return backend.prepared((Run, lock, versioned), build).first(workflow_name=workflow_name, run_id=run_id)
 
     @staticmethod
     def _snapshot(row: dict[str, Any]) -> Any:
@@ -473,6 +490,10 @@ class WorkflowsRepository(Prunable, DomainRepository):
         workflow_name, run_id, step_id = clean(workflow_name), clean(run_id), clean(step_id)
         Run = self.models.snapshot
         now = utc_now()
+        if self.backend.features.row_versions:
+            context = self._add_step_result_unlocked(workflow_name, run_id, step_id, result, request_context, now)
+            if context is not None:
+                return context
         with self.backend.write(self._lock_key(workflow_name, run_id)):
             row = self._run_row(workflow_name, run_id, lock=True)
             if row is None:
@@ -481,14 +502,35 @@ class WorkflowsRepository(Prunable, DomainRepository):
                     "workflow_name": workflow_name, "run_id": run_id, "resource_id": None,
                     "snapshot": empty_snapshot(run_id, epoch_ms(now)), "created_at": now, "updated_at": now})])
                 row = self._run_row(workflow_name, run_id, lock=True)
-            snapshot = self._stored_snapshot(row, run_id)
-            context = snapshot["context"]
-            context[step_id] = merge_step_result(context.get(step_id), result)
-            stored_request_context = snapshot.get("requestContext")
-            snapshot["requestContext"] = {**(stored_request_context if isinstance(stored_request_context, dict)
-                                             else {}), **(request_context or {})}
+            snapshot = _add_step_result(self._stored_snapshot(row, run_id), step_id, result, request_context)
             self.backend.replace(Run, row, {"snapshot": snapshot, "updated_at": now})
-        return deep_copy_json(context)
+        return deep_copy_json(snapshot["context"])
+
+    def _add_step_result_unlocked(self, workflow_name: str, run_id: str, step_id: str, result: dict[str, Any],
+                                  request_context: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+        """:meth:`update_workflow_results` where rows carry versions (PostgreSQL), in two statements
+        in autocommit instead of BEGIN, SELECT … FOR UPDATE, UPDATE, COMMIT: the run read without
+        a lock and written back only if unchanged since, or a missing run inserted with the
+        result.  ``None`` when that did not work out (the run changed or was created in between,
+        or its snapshot is not valid): the locked path then does the work."""
+        Run = self.models.snapshot
+        row = self._run_row(workflow_name, run_id, versioned=True)
+        if row is None:
+            snapshot = _add_step_result(empty_snapshot(run_id, epoch_ms(now)), step_id, result, request_context)
+            try:
+                self.backend.insert_returning(Run, self._row({
+                    "workflow_name": workflow_name, "run_id": run_id, "resource_id": None, "snapshot": snapshot,
+                    "created_at": now, "updated_at": now}))
+            except peewee.IntegrityError:
+                return None
+        else:
+            snapshot = row["snapshot"]
+            if not (isinstance(snapshot, dict) and isinstance(snapshot.get("context"), dict)):
+                return None
+            _add_step_result(snapshot, step_id, result, request_context)
+            if not self.backend.replace(Run, row, {"snapshot": snapshot, "updated_at": now}, unchanged=True):
+                return None
+        return deep_copy_json(snapshot["context"])
 
     @operation
     def update_workflow_state(self, *, workflow_name: str, run_id: str, status: str, result: Any = UNSET,

@@ -53,7 +53,10 @@ EXPECTED = {
     "save_messages, stored id": (4, 4),
     # PostgreSQL merges the metadata in the UPDATE (jsonb ||); SQLite reads, merges, writes.
     "update_thread": (4, 1),
-    "update_workflow_results": (4, 4),
+    # PostgreSQL reads the run unlocked and writes it back only if its xmin is unchanged (or
+    # inserts a missing run); SQLite: BEGIN IMMEDIATE, SELECT, UPDATE (INSERT, SELECT), COMMIT.
+    "update_workflow_results": (4, 2),
+    "update_workflow_results, new run": (6, 2),
     "add_item": (6, 6),
     "add_experiment_result": (5, 5),
 }
@@ -78,6 +81,8 @@ def test_each_hot_call_sends_its_pinned_statements(backend_spec, memory, workflo
         "update_thread": lambda: memory.update_thread(id="th-1", title="renamed", metadata={"b": 2}),
         "update_workflow_results": lambda: workflows.update_workflow_results(
             workflow_name="wf", run_id="run-1", step_id="step-1", result={"status": "success"}),
+        "update_workflow_results, new run": lambda: workflows.update_workflow_results(
+            workflow_name="wf", run_id=str(uuid.uuid4()), step_id="step-1", result={"status": "success"}),
         "add_item": lambda: datasets.add_item(dataset_id=dataset["id"], input={"q": 1}),
         "add_experiment_result": lambda: experiments.add_experiment_result(
             experiment_id=experiment["id"], item_id=str(uuid.uuid4()), input={"q": 1}, started_at=now,
@@ -252,3 +257,19 @@ def test_the_calls_benchmark_runs_at_smoke_size(backend, monkeypatch):
         measured = [row for row in rows if row["backend"] == backend_name]
         assert len(measured) == 7 and all(row["library"] > 0 and row["raw"] > 0 for row in measured), measured
         assert all(row["note"].endswith(" statements") for row in measured), measured
+
+
+@pytest.mark.backends("postgres")
+def test_a_step_result_over_a_run_changed_since_it_was_read_takes_the_locked_path(workflows):
+    """The unlocked write of update_workflow_results applies only to the row version it read."""
+    workflows.persist_workflow_snapshot(workflow_name="wf", run_id="run-1", snapshot=SNAPSHOT)
+    Run = workflows.models.snapshot
+    read = workflows._run_row("wf", "run-1", versioned=True)
+    workflows.update_workflow_results(workflow_name="wf", run_id="run-1", step_id="step-1", result={"n": 1})
+    stale = {**read["snapshot"], "context": {"overwritten": True}}
+    with workflows.backend.connection():
+        assert not workflows.backend.replace(Run, read, {"snapshot": stale}, unchanged=True)
+        current = workflows._run_row("wf", "run-1", versioned=True)
+        assert current["row_version"] != read["row_version"]
+        assert workflows.backend.replace(Run, current, {"snapshot": current["snapshot"]}, unchanged=True)
+    assert workflows.load_workflow_snapshot(workflow_name="wf", run_id="run-1")["context"]["step-1"] == {"n": 1}

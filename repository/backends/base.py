@@ -210,6 +210,9 @@ class BackendFeatures:
     #: :meth:`Backend.json_object_merge`: an ``UPDATE`` merges members into a stored JSON object
     #: (PostgreSQL's ``jsonb ||``), so merging needs no read first.
     json_object_merge: bool = False
+    #: Every write of a row gives it a new :meth:`Backend.row_version` (PostgreSQL's ``xmin``):
+    #: a read-modify-write may read without a lock and write only if the row is unchanged.
+    row_versions: bool = False
     #: A list page can read its total in the same statement as its rows (a scalar subquery
     #: counting the filter's rows; :func:`~composite_store.base.fetch_page`).
     total_in_page: bool = True
@@ -582,6 +585,12 @@ class Backend:
         """The JSON array in ``field`` holds every one of the strings ``values``."""
         raise NotImplementedError
 
+    def row_version(self, model: type[peewee.Model]) -> peewee.Node:
+        """The value that changes on every write of a row of ``model``, selected as
+        ``row_version`` beside a row read for :meth:`replace` with ``unchanged``
+        (where :attr:`BackendFeatures.row_versions`)."""
+        raise NotImplementedError
+
     def json_object_merge(self, field: Any, members: peewee.Node) -> peewee.Node:
         """The JSON object in ``field`` (an empty one where it holds anything else) with the
         top-level members of the JSON object text ``members`` set on it, as Python's
@@ -755,22 +764,31 @@ class Backend:
         values = self.prepare_rows(model, [values])[0]
         return model.update({model._meta.fields[k]: v for k, v in values.items()}).where(where).execute()
 
-    def replace(self, model: type[peewee.Model], stored: dict[str, Any], values: dict[str, Any]) -> None:
-        """Change one stored row (as read inside this write) to carry ``values``."""
+    def replace(self, model: type[peewee.Model], stored: dict[str, Any], values: dict[str, Any], *,
+                unchanged: bool = False) -> bool:
+        """Change one stored row (as read inside this write) to carry ``values``.
+
+        ``unchanged``: only if the row still has the ``row_version`` read with it (a read
+        without a lock, :attr:`BackendFeatures.row_versions`); returns whether it was changed."""
         values = self.prepare_rows(model, [values])[0]
         names, pk_names = tuple(values), tuple(primary_key_names(model))
         fields, converters = self.columns(model, names)
         pk, pk_converters = self.columns(model, pk_names)
         # Rendered once per shape (peewee renders an UPDATE in ~100 µs, more than SQLite runs it).
-        key = (model, names, "replace")
+        key = (model, names, "replace", unchanged)
         sql = self._write_statements.get(key)
         if sql is None:
             param = self.database.param
             sets = ", ".join(f'"{f.column_name}" = {param}' for f in fields)
             where = " AND ".join(f'"{f.column_name}" = {param}' for f in pk)
+            if unchanged:
+                context = self.database.get_sql_context()
+                version, _ = context.sql(self.row_version(model)).query()
+                where += f" AND {version} = {param}"
             sql = self._write_statements[key] = f"UPDATE {self.table_sql(model)} SET {sets} WHERE {where}"
-        self.database.execute_sql(sql, driver_values([*converters, *pk_converters],
-                                                     [*values.values(), *(stored[name] for name in pk_names)]))
+        params = driver_values([*converters, *pk_converters], [*values.values(), *(stored[name] for name in pk_names)])
+        cursor = self.database.execute_sql(sql, [*params, stored["row_version"]] if unchanged else params)
+        return cursor.rowcount == 1
 
     def replace_many(self, model: type[peewee.Model], changes: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> None:
         """:meth:`replace` for several rows: each change is (stored row as read inside this

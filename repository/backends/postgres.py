@@ -136,7 +136,8 @@ class PostgresBackend(Backend):
     """A PostgreSQL database reached through a pool of ``max_connections`` connections."""
 
     name = "PG"
-    features = BackendFeatures(strips_nul=PostgresDatabase.strips_nul, returning=True, json_object_merge=True)
+    features = BackendFeatures(strips_nul=PostgresDatabase.strips_nul, returning=True, json_object_merge=True,
+                               row_versions=True)
     driver_module = "psycopg2"
     driver_extra = "postgres"
 
@@ -356,6 +357,11 @@ class PostgresBackend(Backend):
 
     def json_present(self, field: Any) -> peewee.Node:
         return field.is_null(False) & (field != peewee.Cast(peewee.Value("null", converter=str), "jsonb"))
+
+    def row_version(self, model: type[peewee.Model]) -> peewee.Node:
+        # The transaction that wrote the row's current version: new on every UPDATE.  Compared
+        # as text (the driver reads the xid type as a string).
+        return peewee.SQL("xmin::text")
 
     def json_object_merge(self, field: Any, members: peewee.Node) -> peewee.Node:
         # jsonb's || on two objects is the shallow merge, the right side winning.
