@@ -579,7 +579,7 @@ class ZooKeeperServer:
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         config = self.workdir / "zoo.cfg"
         config.write_text(f"tickTime=500\ndataDir={self.workdir / 'data'}\nclientPort={self.port}\n"
-                          f"clientPortAddress={self.host}\nmaxClientCnxns=0\nadmin.enableServer=false\n")
+                          f"clientPortAddress={self.host}\nmaxClientCnxns=0\nadmin.enableServer=false\nforceSync=no\n")
         argv = [self._java, "-Xmx256m", "-cp", ZOOKEEPER_JAR, "org.apache.zookeeper.server.ZooKeeperServerMain",
                 str(config)]
         on_main_thread = threading.current_thread() is threading.main_thread()

@@ -466,6 +466,7 @@ class ClickHouseBackend(Backend):
         self.database = ClickHouseDatabase(database, **params)
         # Read-modify-writes are serialized per record inside this store object.
         self._record_locks = [threading.RLock() for _ in range(_STRIPES)]
+        self._ddl_lock = threading.Lock()
 
     def _check_cluster_options(self, url: str) -> None:
         problems: dict[str, list[str]] = {}
@@ -672,6 +673,14 @@ class ClickHouseBackend(Backend):
         """`` ON CLUSTER "<name>"`` on a cluster, else nothing."""
         return f' ON CLUSTER "{self.cluster}"' if self.cluster else ""
 
+    def execute_ddl(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement of :meth:`init` and the table-wide writes (``TRUNCATE``, ``ALTER``);
+        on a cluster one at a time in this process: ``ON CLUSTER`` statements on replicated
+        tables sent side by side were seen to wait on each other in the servers' DDL queues
+        until ``distributed_ddl_task_timeout`` (18.16)."""
+        with self._ddl_lock if self.cluster else nullcontext():
+            self.database.execute_sql(sql, params)
+
     def check_cluster_tables(self, names: Sequence[str]) -> None:
         """On a cluster, refuse (before any DDL) a logical table name held by a table of one
         server (rows written before the cluster): it is never dropped to make the ``Distributed``
@@ -706,14 +715,14 @@ class ClickHouseBackend(Backend):
             sql += f" TTL {ttl}"
         if settings:
             sql += f" SETTINGS {settings}"
-        self.database.execute_sql(sql)
+        self.execute_ddl(sql)
         self.database.connection().refresh_schema()
 
     def create_materialized_view(self, name: str, target: str, source: str, condition: str) -> None:
         """A materialized view ``name`` copying the rows of logical table ``source`` meeting
         ``condition`` into ``target``; on a cluster one per server, between the local tables (a
         shard's inserts feed its own target rows, which replication copies)."""
-        self.database.execute_sql(
+        self.execute_ddl(
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.ddl_table(name)}{self.on_cluster} "
             f"TO {self.ddl_table(self.storage_table(target))} AS "
             f"SELECT * FROM {self.ddl_table(self.storage_table(source))} WHERE {condition}")
@@ -730,9 +739,9 @@ class ClickHouseBackend(Backend):
         if name in columns and columns[name] == columns.get(storage):
             return
         if name in columns:
-            self.database.execute_sql(f"DROP TABLE IF EXISTS {self.ddl_table(name)}{self.on_cluster}")
+            self.execute_ddl(f"DROP TABLE IF EXISTS {self.ddl_table(name)}{self.on_cluster}")
         key = ", ".join(f'"{column}"' for column in shard_key)
-        self.database.execute_sql(
+        self.execute_ddl(
             f"CREATE TABLE IF NOT EXISTS {self.ddl_table(name)}{self.on_cluster} AS {self.ddl_table(storage)} "
             f"ENGINE = Distributed({escape(self.cluster)}, {escape(self.database.database)}, {escape(storage)}, "
             f"cityHash64({key}))")
@@ -753,8 +762,7 @@ class ClickHouseBackend(Backend):
 
     def alter_storage(self, name: str, clause: str, params: Sequence[Any] = ()) -> None:
         """``ALTER TABLE <storage table of name> [ON CLUSTER] <clause>``."""
-        self.database.execute_sql(f"ALTER TABLE {self.ddl_table(self.storage_table(name))}{self.on_cluster} {clause}",
-                                  params)
+        self.execute_ddl(f"ALTER TABLE {self.ddl_table(self.storage_table(name))}{self.on_cluster} {clause}", params)
 
     def _month_of(self, column: str, column_type: str) -> str:
         """``toYYYYMM`` of a timestamp column stored as ``column_type`` (epoch ms: via seconds)."""
@@ -781,7 +789,7 @@ class ClickHouseBackend(Backend):
 
     def clear(self, models: Sequence[type[peewee.Model]]) -> None:
         for model in models:
-            self.database.execute_sql(
+            self.execute_ddl(
                 f"TRUNCATE TABLE IF EXISTS {self.ddl_table(self.storage_table(model._meta.table_name))}{self.on_cluster}")
 
     # -- reads ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from ..models.fields import TimestampField, ZonedTimestampField
 
 from ..errors import ValidationError
 from ..values import UTC, json_dumps, json_loads, to_utc, truncate_ms
-from .base import ITER_CHUNK, Backend, BackendFeatures, StoredFormats, first_line, logger, timestamp_fields
+from .base import ITER_CHUNK, Backend, BackendFeatures, StoredFormats, first_line, logger, row_reader, timestamp_fields
 
 #: Seconds a call waits for a free pooled connection before failing.
 POOL_WAIT_S = 30.0
@@ -295,7 +295,8 @@ class PostgresBackend(Backend):
                     if reader is None:
                         reader = query._get_cursor_wrapper(cursor)
                         reader.initialize()
-                    yield from map(reader.process_row, rows)
+                        process = row_reader(reader)
+                    yield from map(process, rows)
                     del rows
             conn.rollback()
         except Exception as exc:
