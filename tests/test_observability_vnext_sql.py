@@ -340,6 +340,15 @@ def test_native_partitions_on_demand_and_prune(postgres):
     assert postgres.get_span(trace_id="trace-new", span_id="new") is not None
     partitions = _partitions(postgres, "mastra_span_events")
     assert "mastra_span_events_p20240301" not in partitions and expected[1] in partitions
+    ahead = today + timedelta(days=40)  # beyond the days made ahead: made on demand too
+    postgres.create_span(span=span("ahead", started_at=ahead, ended_at=ahead))
+    assert f"mastra_span_events_p{ahead:%Y%m%d}" in _partitions(postgres, "mastra_span_events")
+    postgres.batch_create_metrics(metrics=[{"timestamp": old, "name": "latency", "value": 1.0},
+                                           {"timestamp": today, "name": "latency", "value": 2.0}])
+    assert "mastra_metric_events_p20240301" in _partitions(postgres, "mastra_metric_events")
+    assert postgres.prune(policies={"metrics": {"max_age": "1d"}}) == [
+        {"domain": "observability", "table": "mastra_metric_events", "deleted": 1, "done": True}]
+    assert [row["value"] for row in postgres.list_metrics().items] == [2.0]
     with pytest.raises(ValidationError):
         postgres.prune(policies={"traces": {"max_age": "1d"}})
 
