@@ -475,3 +475,22 @@ def test_delta_branches_and_arguments(delta):
     with pytest.raises(ValidationError) as error:
         delta.list_traces(mode="page", limit=5)
     assert error.value.fields["limit"] == ["limit is only allowed in delta mode"]
+
+
+@pytest.mark.backends("postgres")
+def test_partitioning_options(own_url):
+    """§5: ``future_days`` and ``include_yesterday`` set the days ``init()`` makes ahead; bad
+    values name their key."""
+    repository = open_vnext(own_url + "_options", partitioning={"mode": "native", "future_days": 2,
+                                                                "include_yesterday": False})
+    try:
+        repository.init()
+        today = utc_now()
+        days = [f"mastra_span_events_p{today + timedelta(days=offset):%Y%m%d}" for offset in range(3)]
+        assert _partitions(repository, "mastra_span_events") == days
+        assert repository.partitions.mode == "native"
+    finally:
+        repository.close()
+    with pytest.raises(ValidationError) as error:
+        open_vnext(own_url, partitioning={"include_yesterday": "yes"}, discovery={"ttl_seconds": -1})
+    assert set(error.value.fields) == {"partitioning.include_yesterday", "discovery.ttl_seconds"}
