@@ -30,7 +30,8 @@ from ..models.fields import DeletedField, JSONField, TextField, TimestampField, 
 
 from ..errors import BackendUnavailableError, NotSupportedError, StorageError, ValidationError
 from ..values import UTC, VERSION_CLOCK, JSONText, chunks, epoch_ms, format_iso, from_epoch_ms, json_dumps, json_loads, to_utc, truncate_ms
-from .base import Backend, BackendFeatures, StoredFormats, mask_password, primary_key_names, require_driver, value_tuples
+from .base import (ITER_CHUNK, Backend, BackendFeatures, StoredFormats, mask_password, primary_key_names, require_driver,
+                   row_reader, value_tuples)
 from .chdb import ChdbClient, is_chdb_url, parse_chdb_url
 
 logger = logging.getLogger("composite_store.clickhouse")
@@ -152,6 +153,11 @@ def timestamp_kind(column_type: str | None, features: ClickHouseFeatures) -> str
 
 _ESCAPES = {"\\": "\\\\", "'": "\\'", "\b": "\\b", "\f": "\\f", "\r": "\\r", "\n": "\\n", "\t": "\\t", "\0": "\\0"}
 _ESCAPE_RE = re.compile(r"[\\'\b\f\r\n\t\0]")
+
+
+#: Bytes of rows the server sorts in memory for one :meth:`ClickHouseBackend.iterate` stream
+#: before it sorts on disk.
+ITER_SORT_BYTES = 256 * 2**20
 
 
 def escape(value: Any) -> str:
@@ -788,14 +794,67 @@ class ClickHouseBackend(Backend):
             self.reconcile_ttl(model._meta.table_name, self._ttl_clause(model, table))
 
     def clear(self, models: Sequence[type[peewee.Model]]) -> None:
-        for model in models:
-            self.execute_ddl(
-                f"TRUNCATE TABLE IF EXISTS {self.ddl_table(self.storage_table(model._meta.table_name))}{self.on_cluster}")
+        if not self.cluster:
+            for model in models:
+                self.execute_ddl(f'TRUNCATE TABLE IF EXISTS "{model._meta.table_name}"')
+            return
+        # Not TRUNCATE ON CLUSTER: on 18.16 a replica that is not its table's leader hands a
+        # TRUNCATE to the leader and waits, and the leader waits for that replica to apply it:
+        # seen hanging until distributed_ddl_task_timeout.  A mutation needs no leader.
+        # Only tables holding rows, every mutation sent before waiting for any.
+        self.database.connection().refresh_schema()
+        names = [model._meta.table_name for model in models]
+        names = [name for name in names if self.storage_table(name) in self.server_features.tables
+                 and self.database.execute_sql(f'SELECT count() FROM "{name}"').fetchone()[0]]
+        for name in names:
+            self.alter_storage(name, "DELETE WHERE 1")
+        for name in names:
+            self.wait_for_mutations(name, "CLEAR")
 
     # -- reads ---------------------------------------------------------------------------
 
     def select(self, model: type[peewee.Model], *fields: Any) -> peewee.ModelSelect:
         return model.select(*fields).from_(Final(model)).where(model.row_deleted == 0).dicts()
+
+    def iterate(self, query: peewee.ModelSelect, order: Sequence[peewee.Field] | None = None, *,
+                chunk_size: int = ITER_CHUNK) -> Iterator[dict[str, Any]]:
+        # A server: one statement, streamed in blocks of chunk_size rows and read once.  Keyset
+        # chunks (the base class) make 18.16, which cannot read in the sorting key's order and
+        # stop at a LIMIT, sort every remaining row for each chunk: a scan read the table once
+        # per chunk (0.07x the driver's rows/s over 200,000 messages).  The in-process engine has
+        # no streaming reads and does read in order and stop: it keeps the keyset chunks.
+        if self.database.client_factory is not None:
+            return super().iterate(query, order, chunk_size=chunk_size)
+        return self._stream(query.order_by(*(order or self.iteration_order(query.model))), chunk_size)
+
+    def _stream(self, query: peewee.ModelSelect, chunk_size: int) -> Iterator[dict[str, Any]]:
+        """The rows of ``query`` as records, streamed (``execute_iter``) on a connection of its
+        own: the caller's connection stays free for the queries and writes it makes while
+        iterating; the server sorts beyond :data:`ITER_SORT_BYTES` on disk, so its memory stays
+        bounded too.  Closing the generator early closes the connection."""
+        sql, params = self.database.get_sql_context().parse(query)
+        if params:
+            sql = sql % tuple(escape(param) for param in params)
+        connection = None
+        try:
+            connection = self.database._connect()
+            rows = connection.client.execute_iter(sql, with_column_types=True, settings={
+                "max_block_size": chunk_size, "max_bytes_before_external_sort": ITER_SORT_BYTES})
+            columns = next(rows, None)  # the first item is the columns and their types
+            if columns is None:
+                return
+            cursor = ClickHouseCursor(connection)
+            cursor.description = [(name, type_, None, None, None, None, None) for name, type_ in columns]
+            reader = query._get_cursor_wrapper(cursor)
+            reader.initialize()
+            yield from map(row_reader(reader), rows)
+        except Exception as exc:
+            if self.is_connection_failure(exc):
+                raise self.unavailable(exc) from exc
+            raise
+        finally:
+            if connection is not None:
+                connection.close()
 
     def read(self):
         return nullcontext()
