@@ -518,3 +518,31 @@ def test_copy_from_the_legacy_layout(own_url, vnext):
     finally:
         legacy.close()
         current.close()
+
+
+def test_concurrent_writers_of_a_missing_day(postgres, own_url):
+    """§5: writers racing to create the same missing day's partition all succeed, each span once."""
+    import threading
+
+    day = datetime(2023, 5, 17, 8, tzinfo=UTC)
+    writers = [open_vnext(own_url) for _ in range(4)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(writers))
+
+    def write(index: int) -> None:
+        try:
+            start.wait()
+            writers[index].create_span(span=span(f"w{index}", started_at=day, ended_at=day))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(index,)) for index in range(len(writers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for writer in writers:
+        writer.close()
+    assert errors == []
+    assert postgres.list_traces().total == 4
+    assert "mastra_span_events_p20230517" in _partitions(postgres, "mastra_span_events")

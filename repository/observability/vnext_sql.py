@@ -221,17 +221,21 @@ class Partitions:
             if name in existing:
                 continue
             child = self.qualified(name)
-            self._tolerant(f"CREATE TABLE IF NOT EXISTS {child} (LIKE {parent} INCLUDING ALL)", ("42P07",))
+            # 23505: two creators racing past IF NOT EXISTS collide in the catalog's own indexes.
+            self._tolerant(f"CREATE TABLE IF NOT EXISTS {child} (LIKE {parent} INCLUDING ALL)",
+                           lambda code, message: code in ("42P07", "23505"))
+            # A concurrent writer attached it first (PostgreSQL 15 says 42809, others 42P17 or 42710).
             self._tolerant(f"ALTER TABLE {parent} ATTACH PARTITION {child} FOR VALUES FROM ('{start}') TO ('{end}')",
-                           ("42P17", "42710"))
+                           lambda code, message: "is already a partition" in message)
 
-    def _tolerant(self, sql: str, codes: tuple[str, ...]) -> None:
-        """Run ``sql`` in a savepoint; the errors ``codes`` (a racing init did it) count as success."""
+    def _tolerant(self, sql: str, done: Callable[[str | None, str], bool]) -> None:
+        """Run ``sql`` in a savepoint; an error for which ``done(sqlstate, message)`` holds (a
+        racing caller did the same) counts as success."""
         try:
             with self.backend.database.atomic():
                 self._execute(sql)
         except peewee.DatabaseError as exc:
-            if pg_code(exc) not in codes:
+            if not done(pg_code(exc), str(exc)):
                 raise
 
     def prune(self, table: str, cutoff: datetime, *, max_batches: int | None,
