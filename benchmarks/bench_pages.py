@@ -40,7 +40,7 @@ from composite_store.values import format_iso, utc_now
 from .bench_memory import MESSAGE_COLUMNS, RawMemory, make_messages
 from .bench_scores import RawWriter, payloads
 from .common import (BenchBackend, _postgres_connect, _sqlite_connect, backends, info_row, latency_row, p50_ms,
-                     print_results, scaled, throughput_row)
+                     print_results, scaled, selected_backends, throughput_row)
 
 ROWS = 20_000
 BATCH = 10_000
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for backend in kept:
             results += bench_backend(backend, rows)
         return results
-    with backends(["sqlite", "postgres"]) as available:
+    with backends([name for name in selected_backends() if name != "clickhouse"]) as available:
         for backend in available:
             print(f"[pages] {backend.name} ...", flush=True)
             results += bench_backend(backend, rows)

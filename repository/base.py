@@ -16,6 +16,7 @@ import peewee
 
 # ITER_CHUNK: the default chunk_size of the domains' iter_* methods, which import it from here.
 from .backends.base import ITER_CHUNK, Backend, UnstorableText, rejecting_unstorable_text, statement_key  # noqa: F401
+from .backends.base import fetch_all
 from .errors import NotSupportedError, StorageError, ValidationError
 from .models.fields import TimestampField, ZonedTimestampField
 from .page import decode_cursor, encode_cursor
@@ -335,7 +336,7 @@ def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], re
         total = backend.count(query)
         return [], total, request.has_more(total)
     if alone and backend.features.total_in_page:
-        rows = list(fetch.select_extend(count_query(query).alias(TOTAL_COLUMN)))
+        rows = fetch_all(backend.database, fetch.select_extend(count_query(query).alias(TOTAL_COLUMN)))
         total = _split_total(rows)
         if total is None:  # no rows: the total alone, unless rows came in between
             total = backend.count(query)
@@ -353,13 +354,13 @@ def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], re
             total = len(rows) if after is None else sum(1 for row in query if predicate(row))
             return page, total, more
         if not include_total:
-            rows = list(fetch)
+            rows = fetch_all(backend.database, fetch)
             page = rows if limit is None else rows[:limit]
             return page, offset + len(page), limit is not None and len(rows) > limit
         total = count(query) if count is not None else backend.count(query, bitmap=bitmap_count)
         if limit == 0 or (after is None and offset >= total):
             return [], total, request.has_more(total)
-        return cut(list(fetch), total)
+        return cut(fetch_all(backend.database, fetch), total)
 
 
 def fetch_prepared_page(backend: Backend, key: Any, build: Callable[[], peewee.ModelSelect], order: list[Any],
