@@ -799,10 +799,9 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
                 conditions.append(peewee.Expression(row.tags, "@>", peewee.Cast(peewee.Value(value, unpack=False),
                                                                                 "text[]"))
                                   if self.postgres else backend.json_array_contains_all(row.tags, value))
-            elif key == "metadata":
-                conditions.append(backend.json_members_equal(row.metadata_search, value))
-            elif key == "scope":
-                condition = backend.json_members_equal(row.scope, value)
+            elif key in ("metadata", "scope"):
+                condition = backend.json_members_equal(row.metadata_search if key == "metadata" else row.scope, value)
+                # None: SQLite cannot compare a value holding U+0000 (json_extract cuts it there).
                 conditions.append(condition if condition is not None else peewee.SQL("1 = 0"))
         return conditions
 
