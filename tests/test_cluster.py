@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 import pytest
@@ -166,6 +167,29 @@ def test_a_stopped_shard_fails_calls_naming_it_until_it_is_back(cluster, databas
     ids = {row["id"] for row in memory.list_threads(resource_id="resource", per_page=False).items}
     assert {item["id"] for item in saved} <= ids
     memory.close()
+
+
+def test_traces_spread_over_shards_feed_each_shards_views_and_discovery(store, cluster, database):
+    observability = store.get_store("observability")
+    observability.dangerously_clear_all()
+    started = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for number in range(10):
+        root = {"trace_id": f"trace-{number}", "span_id": "root", "parent_span_id": None, "name": "run",
+                "span_type": "agent_run", "is_event": False, "started_at": started,
+                "ended_at": started + timedelta(seconds=1), "service_name": f"service-{number % 3}"}
+        tool = {**root, "span_id": "tool", "parent_span_id": "root", "span_type": "tool_call"}
+        observability.batch_create_spans(records=[root, tool])
+    counts = [local_count(server, database, "mastra_span_events") for server in (cluster.shards[0][0],
+                                                                                 cluster.shards[1][0])]
+    assert sum(counts) == 20 and 0 not in counts  # both shards hold traces
+    for server in (cluster.shards[0][0], cluster.shards[1][0]):  # each shard's views fed its own tables
+        assert local_count(server, database, "mastra_trace_roots") * 2 == local_count(
+            server, database, "mastra_span_events")
+    assert observability.list_traces().total == 10
+    assert len(observability.get_trace(trace_id="trace-4")["spans"]) == 2
+    assert observability.get_service_names() == ["service-0", "service-1", "service-2"]
+    observability.dangerously_clear_all()
+    assert observability.list_traces().total == 0 and observability.get_service_names() == []
 
 
 def fresh_database(cluster: ClickHouseCluster) -> str:

@@ -724,14 +724,14 @@ class ClickHouseBackend(Backend):
         self.execute_ddl(sql)
         self.database.connection().refresh_schema()
 
-    def create_materialized_view(self, name: str, target: str, source: str, condition: str) -> None:
-        """A materialized view ``name`` copying the rows of logical table ``source`` meeting
-        ``condition`` into ``target``; on a cluster one per server, between the local tables (a
-        shard's inserts feed its own target rows, which replication copies)."""
-        self.execute_ddl(
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.ddl_table(name)}{self.on_cluster} "
-            f"TO {self.ddl_table(self.storage_table(target))} AS "
-            f"SELECT * FROM {self.ddl_table(self.storage_table(source))} WHERE {condition}")
+    def create_materialized_view(self, name: str, target: str, source: str, select: str) -> None:
+        """A materialized view ``name`` writing into logical table ``target`` what ``select`` (a
+        query with ``{source}`` where its table goes) makes of the rows inserted into logical
+        table ``source``; on a cluster one per server, between the local tables (a shard's
+        inserts feed its own target rows, which replication copies)."""
+        query = select.replace("{source}", self.ddl_table(self.storage_table(source)))
+        self.execute_ddl(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.ddl_table(name)}{self.on_cluster} "
+                         f"TO {self.ddl_table(self.storage_table(target))} AS {query}")
 
     def create_distributed(self, name: str, shard_key: Sequence[str]) -> None:
         """On a cluster, the ``Distributed`` table ``name`` over ``<name>_local`` sharded by the
@@ -794,16 +794,19 @@ class ClickHouseBackend(Backend):
             self.reconcile_ttl(model._meta.table_name, self._ttl_clause(model, table))
 
     def clear(self, models: Sequence[type[peewee.Model]]) -> None:
+        self.clear_tables([model._meta.table_name for model in models])
+
+    def clear_tables(self, names: Sequence[str]) -> None:
+        """Delete every row of these logical tables (those that exist)."""
         if not self.cluster:
-            for model in models:
-                self.execute_ddl(f'TRUNCATE TABLE IF EXISTS "{model._meta.table_name}"')
+            for name in names:
+                self.execute_ddl(f'TRUNCATE TABLE IF EXISTS "{name}"')
             return
         # Not TRUNCATE ON CLUSTER: on 18.16 a replica that is not its table's leader hands a
         # TRUNCATE to the leader and waits, and the leader waits for that replica to apply it:
         # seen hanging until distributed_ddl_task_timeout.  A mutation needs no leader.
         # Only tables holding rows, every mutation sent before waiting for any.
         self.database.connection().refresh_schema()
-        names = [model._meta.table_name for model in models]
         names = [name for name in names if self.storage_table(name) in self.server_features.tables
                  and self.database.execute_sql(f'SELECT count() FROM "{name}"').fetchone()[0]]
         for name in names:

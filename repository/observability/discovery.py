@@ -130,10 +130,12 @@ def create_clickhouse_discovery(backend: Any) -> None:
 
     database = backend.database
     kind_type = "LowCardinality(String)" if current_layout(backend.server_features) else "String"
-    database.execute_sql(f'CREATE TABLE IF NOT EXISTS "{VALUES_TABLE}" (kind {kind_type}, key1 String, value String) '
-                         "ENGINE = ReplacingMergeTree ORDER BY (kind, key1, value)")
-    database.execute_sql(f'CREATE TABLE IF NOT EXISTS "{PAIRS_TABLE}" (kind {kind_type}, key1 String, key2 String, '
-                         "value String) ENGINE = ReplacingMergeTree ORDER BY (kind, key1, key2, value)")
+    # On a cluster (backend.cluster) replicated tables on every server, under Distributed ones.
+    keys = {VALUES_TABLE: ("kind", "key1", "value"), PAIRS_TABLE: ("kind", "key1", "key2", "value")}
+    for target, key in keys.items():
+        backend.create_table(target, ", ".join(f'"{name}" {kind_type if name == "kind" else "String"}' for name in key),
+                             engine="ReplacingMergeTree", order_by=key)
+        backend.create_distributed(target, key)
     if current_layout(backend.server_features):
         try:
             for view, (target, seconds) in REFRESHED_VIEWS.items():
@@ -148,8 +150,9 @@ def create_clickhouse_discovery(backend: Any) -> None:
                            str(exc).splitlines()[0])
     for table in ENTITY_SOURCES:
         for target in (VALUES_TABLE, PAIRS_TABLE):
-            database.execute_sql(f'CREATE MATERIALIZED VIEW IF NOT EXISTS "{target}_{table}" TO "{target}" AS '
-                                 f"{_source_select(table, target == PAIRS_TABLE)}")
+            # A server's view reads its own shard's rows; reads take DISTINCT values of all shards.
+            select = _source_select(table, target == PAIRS_TABLE).replace(f'FROM "{table}"', "FROM {source}", 1)
+            backend.create_materialized_view(f"{target}_{table}", target, table, select)
     database.connection().refresh_schema()
 
 
@@ -266,8 +269,7 @@ class DiscoveryMixin:
         """Delete every row of this domain's tables, discovery's included (for tests)."""
         super().dangerously_clear_all()  # type: ignore[misc]
         if self.backend.name == "CLICKHOUSE":
-            for table in (VALUES_TABLE, PAIRS_TABLE):
-                self.backend.database.execute_sql(f'TRUNCATE TABLE IF EXISTS "{table}"')
+            self.backend.clear_tables([VALUES_TABLE, PAIRS_TABLE])
 
     # ------------------------------------------------------------------ answering
 

@@ -119,7 +119,7 @@ class VNextClickHouseSQL:
                 backend.add_column(table, column, "Nullable(String)")
         backend.database.connection().refresh_schema()
         for view, (table, condition) in VIEWS.items():
-            backend.create_materialized_view(view, table, SPAN_EVENTS, condition)
+            backend.create_materialized_view(view, table, SPAN_EVENTS, f"SELECT * FROM {{source}} WHERE {condition}")
         for table in ORDER_BY:
             backend.create_distributed(table, SHARD_KEY)
         backend.database.connection().refresh_schema()
