@@ -7,6 +7,7 @@ spec's DDL through each database's catalog.
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -18,7 +19,7 @@ from composite_store.models.observability_signals import (CH_BLOOM_COLUMNS, CH_C
 from composite_store.observability.signals_clickhouse import signal_type
 from composite_store.postgres import ObservabilityPG
 from composite_store.sqlite import ObservabilitySQLite
-from tests.conftest import MATRIX
+from tests.conftest import MATRIX, clickhouse_client, database_url
 
 UTC = timezone.utc
 BASE = datetime(2026, 1, 2, 12, tzinfo=UTC)
@@ -498,3 +499,39 @@ def test_features(obs):
     assert features[:2] == ("metrics", "logs")
     if not obs.delta_polling:
         assert "delta-polling" not in features
+
+
+@pytest.mark.requires(family="clickhouse")
+def test_signal_tables_of_another_engine_need_migration(backend_url):
+    """35 (signals part): a MergeTree mastra_log_events makes init() raise MIGRATION_REQUIRED;
+    migrate_spans() copies it into the current layout (empty ids filled) and init() passes."""
+    name = f"sig_migration_{uuid.uuid4().hex[:8]}"
+    client = clickhouse_client(backend_url)
+    client.execute(f"CREATE DATABASE {name}")
+    url = database_url(backend_url, name)
+    try:
+        repository = ObservabilityClickHouse(url=url, layout="vnext")
+        kind = "DateTime64(3, 'UTC')" if "chdb" in url or repository_is_current(repository) else "Int64"
+        raw(repository, f"CREATE TABLE mastra_log_events (timestamp {kind}, logId String, level String, message String) "
+                        "ENGINE = MergeTree ORDER BY timestamp")
+        stamp = "toDateTime64('2026-01-02 12:00:00', 3, 'UTC')" if kind != "Int64" else "1767355200000"
+        # INSERT … SELECT: the driver waits for the data of an INSERT … VALUES.
+        raw(repository, f"INSERT INTO mastra_log_events SELECT {stamp}, 'kept', 'info', 'old' "
+                        f"UNION ALL SELECT {stamp}, '', 'warn', 'no id'")
+        with pytest.raises(NotSupportedError) as error:
+            repository.init()
+        assert error.value.details["code"] == "MIGRATION_REQUIRED"
+        assert error.value.details["tables"] == [{"table": "mastra_log_events", "engine": "MergeTree"}]
+        repository.migrate_spans()
+        repository.init()
+        logs = repository.list_logs(order_by={"direction": "ASC"}).items
+        assert sorted(item["message"] for item in logs) == ["no id", "old"]
+        assert all(item["log_id"] for item in logs) and "kept" in [item["log_id"] for item in logs]
+        repository.close()
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def repository_is_current(repository) -> bool:
+    with repository.backend.connection():
+        return repository.backend.server_features.bool_type

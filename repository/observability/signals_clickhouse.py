@@ -11,6 +11,7 @@ time and read back from ``system.columns`` afterwards.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Sequence
 
 import peewee
@@ -62,21 +63,43 @@ class ClickHouseSignalSQL(SignalSQL):
 
     # ------------------------------------------------------------------ DDL
 
+    def table_definition(self, table: str) -> tuple[str, dict[str, Any]]:
+        """The column list of a signal table on this server and the other arguments of
+        :meth:`~composite_store.backends.clickhouse.ClickHouseBackend.create_table`."""
+        current = current_layout(self.backend.server_features)
+        definitions = [f'"{column}" {signal_type(table, column, column_type, current)}'
+                       for column, column_type in CH_COLUMNS[table]]
+        if current:
+            definitions += [f"INDEX idx_{column} {column} TYPE bloom_filter(0.01) GRANULARITY 2"
+                            for column in CH_BLOOM_COLUMNS.get(table, ())]
+        return ", ".join(definitions), {
+            "engine": "ReplacingMergeTree", "order_by": CH_ORDER_BY[table],
+            "partition_by": "toDate(timestamp)" if current else "intDiv(timestamp, 86400000)",
+            "settings": "allow_nullable_key = 1" if current and table in CH_NULLABLE_KEY else None}
+
+    def tables_to_migrate(self) -> list[dict[str, str]]:
+        """The signal tables whose engine is not a ``ReplacingMergeTree`` (made by older
+        versions of the framework): ``[{"table", "engine"}]`` (§12)."""
+        self.backend.database.connection().refresh_schema()
+        tables = self.backend.server_features.tables
+        return [{"table": table, "engine": tables[table][0]} for table in CH_COLUMNS
+                if table in tables and not tables[table][0].endswith("ReplacingMergeTree")]
+
     def create(self) -> None:
         """Create the missing signal tables (§3.3, on 18.16 §4) and add the columns later
-        versions added."""
+        versions added; signal tables of another engine are refused until
+        ``migrate_spans()`` has migrated them (§12)."""
         backend = self.backend
-        current = current_layout(backend.server_features)
-        for table, columns in CH_COLUMNS.items():
-            definitions = [f'"{column}" {signal_type(table, column, column_type, current)}'
-                           for column, column_type in columns]
-            if current:
-                definitions += [f"INDEX idx_{column} {column} TYPE bloom_filter(0.01) GRANULARITY 2"
-                                for column in CH_BLOOM_COLUMNS.get(table, ())]
-            backend.create_table(table, ", ".join(definitions), engine="ReplacingMergeTree",
-                                 order_by=CH_ORDER_BY[table],
-                                 partition_by="toDate(timestamp)" if current else "intDiv(timestamp, 86400000)",
-                                 settings="allow_nullable_key = 1" if current and table in CH_NULLABLE_KEY else None)
+        stale = self.tables_to_migrate()
+        if stale:
+            raise NotSupportedError(
+                "Observability signal tables use an engine other than ReplacingMergeTree: "
+                + ", ".join(f"{item['table']} ({item['engine']})" for item in stale)
+                + ". Run migrate_spans() to migrate them.",
+                id="STORAGE_CLICKHOUSE_INIT_NOT_SUPPORTED", details={"code": "MIGRATION_REQUIRED", "tables": stale})
+        for table in CH_COLUMNS:
+            columns, options = self.table_definition(table)
+            backend.create_table(table, columns, **options)
         backend.database.connection().refresh_schema()
         for table in CH_COLUMNS:
             for column in CH_ADDED_COLUMNS:
@@ -84,8 +107,37 @@ class ClickHouseSignalSQL(SignalSQL):
         backend.database.connection().refresh_schema()
         for table in CH_COLUMNS:
             backend.create_distributed(table, (ID_COLUMNS[table],))  # on a cluster: a record's rows on one shard
-        if current and self.repository.delta_polling and not backend.cluster:
+        if current_layout(backend.server_features) and self.repository.delta_polling and not backend.cluster:
             self._create_delta()
+
+    def migrate_engines(self) -> list[dict[str, str]]:
+        """Step 1 of ``migrate_spans()`` (§12): copy each signal table of another engine into a
+        new table of the current layout (a missing id made a new UUID, missing columns ``NULL``
+        or their default), swap the two and drop the old one.  Returns the tables migrated."""
+        stale = self.tables_to_migrate()
+        database = self.backend.database
+        for item in stale:
+            table = item["table"]
+            stored = self.backend.server_features.columns.get(table, {})
+            target = f"{table}_migrating_{int(time.time() * 1000)}"
+            columns, options = self.table_definition(table)
+            self.backend.create_table(target, columns, **options)
+            id_column = ID_COLUMNS[table]
+            # Columns the old table lacks are left out: NULL, or the column's default where it
+            # cannot be NULL (tags [], labels map()).
+            names = [column for column, _ in CH_COLUMNS[table] if column in stored or column == id_column]
+            values = [f"COALESCE(nullIf(\"{column}\", ''), toString(generateUUIDv4()))" if column == id_column
+                      else f'"{column}"' for column in names]
+            database.execute_sql(f'INSERT INTO "{target}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in names)}) '
+                                 f'SELECT {", ".join(values)} FROM "{table}"')
+            if current_layout(self.backend.server_features):
+                database.execute_sql(f'EXCHANGE TABLES "{table}" AND "{target}"')
+                database.execute_sql(f'DROP TABLE "{target}"')
+            else:  # 18.16 has no EXCHANGE: one RENAME moves both
+                database.execute_sql(f'RENAME TABLE "{table}" TO "{target}_old", "{target}" TO "{table}"')
+                database.execute_sql(f'DROP TABLE "{target}_old"')
+        database.connection().refresh_schema()
+        return stale
 
     # ------------------------------------------------------------------ delta polling (§3.3, §9)
 

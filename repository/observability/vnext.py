@@ -168,6 +168,7 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
         if progress is not None and not callable(progress):
             problems.add("progress", "progress must be callable or None")
         problems.raise_if_any()
+        self._signal_sql.migrate_engines()  # step 1: signal tables of another engine (init() refuses them)
         self.backend.run_once(f"{self.domain}:{self.layout}", self._create_layout)
         return vnext_migration.migrate(self.backend, max_days=max_days, stop=stop, progress=progress)
 
