@@ -680,10 +680,9 @@ class ClickHouseBackend(Backend):
         return f' ON CLUSTER "{self.cluster}"' if self.cluster else ""
 
     def execute_ddl(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Run a statement of :meth:`init` and the table-wide writes (``TRUNCATE``, ``ALTER``);
-        on a cluster one at a time in this process: ``ON CLUSTER`` statements on replicated
-        tables sent side by side were seen to wait on each other in the servers' DDL queues
-        until ``distributed_ddl_task_timeout`` (18.16)."""
+        """Run a statement of :meth:`init` or a table-wide write (``TRUNCATE``, ``ALTER``); on a
+        cluster one at a time in this process (18.16's DDL queue was seen stuck by statements
+        on replicated tables sent side by side: :meth:`on_each_shard`)."""
         with self._ddl_lock if self.cluster else nullcontext():
             self.database.execute_sql(sql, params)
 
@@ -767,8 +766,49 @@ class ClickHouseBackend(Backend):
                 raise
 
     def alter_storage(self, name: str, clause: str, params: Sequence[Any] = ()) -> None:
-        """``ALTER TABLE <storage table of name> [ON CLUSTER] <clause>``."""
-        self.execute_ddl(f"ALTER TABLE {self.ddl_table(self.storage_table(name))}{self.on_cluster} {clause}", params)
+        """``ALTER TABLE <table holding name's rows> <clause>``; on a cluster on one replica of
+        each shard (:meth:`on_each_shard`), which replicates it to the others."""
+        sql = f"ALTER TABLE {self.ddl_table(self.storage_table(name))} {clause}"
+        if self.cluster:
+            self.on_each_shard(sql, params)
+        else:
+            self.execute_ddl(sql, params)
+
+    def on_each_shard(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run ``sql`` on one replica of every shard of the cluster (the first that answers).
+
+        Not ``ON CLUSTER``: 18.16 runs an ``ALTER`` of a replicated table through its DDL queue
+        once per shard, and two replicas racing for that left the queue of one stuck ("Node
+        exists" in ZooKeeper) until ``distributed_ddl_task_timeout``; its ``TRUNCATE`` on a
+        replica that is not the table's leader waited on the leader, which waited on it.  A
+        replicated table replicates an ``ALTER`` made on one replica by itself."""
+        from clickhouse_driver import Client
+        from clickhouse_driver import errors as ch_errors
+
+        if params:
+            sql = sql % tuple(escape(p) for p in params)
+        shards: dict[int, list[tuple[str, int]]] = {}
+        for shard, host, port in self.database.execute_sql(
+                "SELECT shard_num, host_address, port FROM system.clusters WHERE cluster = %s "
+                "ORDER BY shard_num, replica_num", [self.cluster]).fetchall():
+            shards.setdefault(shard, []).append((host, port))
+        login = {key: self.database.connect_params[key] for key in ("user", "password")
+                 if key in self.database.connect_params}
+        with self._ddl_lock:
+            for (host, port), *others in shards.values():
+                client = Client(host=host, port=port, alt_hosts=",".join(f"{h}:{p}" for h, p in others) or None,
+                                database=self.database.database, connect_timeout=10, send_receive_timeout=300,
+                                **login)
+                try:
+                    client.execute(sql)
+                except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, OSError) as exc:
+                    raise BackendUnavailableError(
+                        f"Cannot reach shard {host}:{port} of cluster {self.cluster} (nor its other replicas): "
+                        f"{mask_password(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}",
+                        details={"url": self.display_url, "code": "SHARD_UNAVAILABLE", "shard": f"{host}:{port}",
+                                 "cluster": self.cluster}) from exc
+                finally:
+                    client.disconnect()
 
     def _month_of(self, column: str, column_type: str) -> str:
         """``toYYYYMM`` of a timestamp column stored as ``column_type`` (epoch ms: via seconds)."""
