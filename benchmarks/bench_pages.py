@@ -29,18 +29,21 @@ with ``python -m benchmarks pages`` or ``python -m benchmarks.bench_pages --rows
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
+from datetime import datetime
 from typing import Any, Callable
 
 from composite_store.composite import store_for_url
+from composite_store.page import decode_cursor
 from composite_store.values import format_iso, utc_now
 
 from .bench_memory import MESSAGE_COLUMNS, RawMemory, make_messages
-from .bench_scores import RawWriter, payloads
-from .common import (BenchBackend, _postgres_connect, _sqlite_connect, backends, info_row, latency_row, p50_ms,
-                     print_results, scaled, selected_backends, throughput_row)
+from .bench_scores import COLUMNS, JSON_FIELDS, RawWriter, payloads
+from .common import (BenchBackend, RawDatabase, _postgres_connect, _sqlite_connect, backends, info_row, latency_row,
+                     p50_ms, p50_pair_ms, print_results, scaled, selected_backends, throughput_row)
 
 ROWS = 20_000
 BATCH = 10_000
@@ -52,6 +55,8 @@ CALLS = 100
 DEEP_PAGE, DEEP_PER_PAGE = 5_000, 10
 FIRST_PAGE_MS, DEEP_PAGE_MS = 10.0, 20.0
 MIN_WRITE_RATIO = 0.7
+#: A list page against the raw driver's one statement (issue 20 item 4).
+MAX_PAGE_RATIO = 1.5
 
 
 def thread_id(index: int) -> str:
@@ -177,6 +182,50 @@ def settle(backend: BenchBackend) -> None:
 
 # --------------------------------------------------------------------------- reading
 
+class RawScorePages:
+    """The fewest statements a hand-written app sends for a page of a scorer's scores with its
+    total: one ``SELECT`` of the rows with the count as a scalar subquery, the rows made into
+    dicts keyed by field name (JSON decoded: by the application on SQLite, by psycopg2 for
+    ``jsonb``; timestamps parsed on SQLite)."""
+
+    def __init__(self, backend: BenchBackend) -> None:
+        self.db = RawDatabase(backend)
+        self.sqlite = backend.name == "sqlite"
+        fields = [*COLUMNS, ("created_at", "createdAt"), ("updated_at", "updatedAt")]
+        self.names = [name for name, _ in fields]
+        self.json = [index for index, name in enumerate(self.names) if name in JSON_FIELDS]
+        self.times = [len(fields) - 2, len(fields) - 1]
+        self.columns = ", ".join(f'"{column}"' for _, column in fields)
+
+    def page(self, column: str, value: str, limit: int, after: tuple[Any, str] | None = None) -> tuple[int, list]:
+        """``(total, rows)`` of the first ``limit`` rows where ``column = value``, newest first,
+        behind ``after`` (``createdAt``, ``id``) when given."""
+        where = f'"{column}" = ?'
+        params: tuple = (value, value)
+        keyset = ""
+        if after is not None:
+            keyset = ' AND "createdAt" <= ? AND ("createdAt" < ? OR "id" > ?)'
+            params += (after[0], after[0], after[1])
+        rows = self.db.query(f'SELECT {self.columns}, (SELECT count(*) FROM "mastra_scorers" WHERE {where}) '
+                             f'FROM "mastra_scorers" WHERE {where}{keyset} '
+                             f'ORDER BY "createdAt" DESC, "id" LIMIT {int(limit)}', params)
+        loads, names = json.loads, self.names
+        records = []
+        for row in rows:
+            values = list(row[:-1])
+            if self.sqlite:
+                for index in self.json:
+                    if values[index] is not None:
+                        values[index] = loads(values[index])
+                for index in self.times:
+                    values[index] = datetime.fromisoformat(values[index])
+            records.append(dict(zip(names, values)))
+        return (rows[0][-1] if rows else 0), records
+
+    def close(self) -> None:
+        self.db.close()
+
+
 def read_pages(backend: BenchBackend, store: Any, threads: int) -> list[dict[str, Any]]:
     """p50 of each page through the public API; returns the result rows."""
     memory, scores = store.get_store("memory"), store.get_store("scores")
@@ -195,11 +244,25 @@ def read_pages(backend: BenchBackend, store: Any, threads: int) -> list[dict[str
                lambda: memory.list_threads(resource_id=resource_id(picks.randrange(resources)), per_page=20))
     first_page("list_messages_by_resource_id (40)", lambda: memory.list_messages_by_resource_id(
         resource_id=resource_id(picks.randrange(resources)), per_page=40))
-    first_page("list_scores_by_scorer_id (100)",
-               lambda: scores.list_scores_by_scorer_id(scorer_id=scorer_id(picks.randrange(SCORERS))))
     first_page("list_scores_by_entity_id (100)", lambda: scores.list_scores_by_entity_id(
         entity_id=entity_id(picks.randrange(ENTITIES)), entity_type="AGENT"))
+    raw = RawScorePages(backend)
+    try:
+        library_ms, raw_ms = p50_pair_ms(
+            lambda: scores.list_scores_by_scorer_id(scorer_id=scorer_id(picks.randrange(SCORERS))),
+            lambda: raw.page("scorerId", scorer_id(picks.randrange(SCORERS)), 100), repeat=CALLS)
+        results.append(latency_row("list_scores_by_scorer_id (100)", name, library=library_ms, raw=raw_ms,
+                                   max_ratio=MAX_PAGE_RATIO, note=f"p50 {library_ms:.1f} ms, target 10 ms"))
+        results += deep_pages(name, scores, raw, picks)
+    finally:
+        raw.close()
+    return results
 
+
+def deep_pages(name: str, scores: Any, raw: RawScorePages, picks: random.Random) -> list[dict[str, Any]]:
+    """Page ``DEEP_PAGE`` of a scorer's scores by number and by ``after=`` cursor (against the raw
+    keyset query); returns the result rows."""
+    results = []
     per_scorer = scores.list_scores_by_scorer_id(scorer_id=scorer_id(0), per_page=0).total
     deep = min(DEEP_PAGE, max(1, per_scorer // DEEP_PER_PAGE - 1))
     operation = f"list_scores_by_scorer_id, page {deep:,} of {DEEP_PER_PAGE}"
@@ -208,14 +271,25 @@ def read_pages(backend: BenchBackend, store: Any, threads: int) -> list[dict[str
                                                 per_page=DEEP_PER_PAGE), repeat=CALLS // 4, warmup=1)))
     cursors = {}
     for number in range(SCORERS):
-        before = scores.list_scores_by_scorer_id(scorer_id=scorer_id(number), page=deep - 1, per_page=DEEP_PER_PAGE)
-        cursors[number] = getattr(before, "cursor", None)
+        cursors[number] = scores.list_scores_by_scorer_id(scorer_id=scorer_id(number), page=deep - 1,
+                                                          per_page=DEEP_PER_PAGE).cursor
     if all(cursors.values()):
-        results.append(latency_row(f"{operation}, after= cursor", name, limit_ms=DEEP_PAGE_MS, library=p50_ms(
-            lambda: scores.list_scores_by_scorer_id(
-                scorer_id=scorer_id(number := picks.randrange(SCORERS)), per_page=DEEP_PER_PAGE,
-                after=cursors[number]), repeat=CALLS, warmup=3)))
+        positions = {number: raw_position(raw, cursors[number]) for number in cursors}
+        library_ms, raw_ms = p50_pair_ms(
+            lambda: scores.list_scores_by_scorer_id(scorer_id=scorer_id(number := picks.randrange(SCORERS)),
+                                                    per_page=DEEP_PER_PAGE, after=cursors[number]),
+            lambda: raw.page("scorerId", scorer_id(number := picks.randrange(SCORERS)), DEEP_PER_PAGE + 1,
+                             after=positions[number]), repeat=CALLS)
+        results.append(latency_row(f"{operation}, after= cursor", name, library=library_ms, raw=raw_ms,
+                                   max_ratio=MAX_PAGE_RATIO, note=f"p50 {library_ms:.1f} ms, target 20 ms"))
     return results
+
+
+def raw_position(raw: RawScorePages, cursor: str) -> tuple[Any, str]:
+    """The stored ``createdAt`` and the id a library cursor points after, as the raw query binds them."""
+    _, created_at, last_id = decode_cursor(cursor)
+    moment = datetime.fromisoformat(created_at)
+    return (format_iso(moment) if raw.sqlite else moment.replace(tzinfo=None)), last_id
 
 
 def bench_backend(backend: BenchBackend, rows: int) -> list[dict[str, Any]]:
