@@ -168,15 +168,147 @@ def refresh_clickhouse_discovery(backend: Any) -> None:
             logger.debug("Discovery view %s not refreshed: %s", view, str(exc).splitlines()[0])
 
 
-# --------------------------------------------------------------------------- SQL of the base tables
+# --------------------------------------------------------------------------- where answers come from
 
-#: PostgreSQL/SQLite: the join giving one row per tag, and per label key.
-_JOINS = {
-    "PG": {"tag": ('CROSS JOIN LATERAL unnest("tags") AS "tag"("value")', '"tag"."value"'),
-           "label_key": ('CROSS JOIN LATERAL jsonb_object_keys("labels") AS "label"("key")', '"label"."key"')},
-    "SQLITE": {"tag": ('CROSS JOIN json_each("tags") AS "tag"', '"tag"."value"'),
-               "label_key": ('CROSS JOIN json_each("labels") AS "label"', '"label"."key"')},
-}
+class TableDiscovery:
+    """SQLite: each answer asked of the base tables, every time (``SELECT DISTINCT``)."""
+
+    #: The joins giving one row per tag and per label key, and the value each row stands for.
+    tag_join = ('CROSS JOIN json_each("tags") AS "tag"', '"tag"."value"')
+    label_key_join = ('CROSS JOIN json_each("labels") AS "label"', '"label"."key"')
+
+    def __init__(self, backend: Any, models: Any, settings: dict[str, Any] | None) -> None:
+        self.backend, self.models, self.settings = backend, models, settings
+
+    def answer(self, question: Question, prefix: str | None, limit: int | None) -> list[str]:
+        return narrowed(self.values(question), prefix, limit)
+
+    def values(self, question: Question) -> list[str]:
+        return self.base_values(question)
+
+    def refresh(self) -> None:
+        """Nothing to bring up to date: every answer is asked of the tables."""
+
+    def clear(self) -> None:
+        """Nothing kept beside the tables."""
+
+    def base_values(self, question: Question, lookback: float | None = None) -> list[str]:
+        """The distinct non-empty values of ``question`` in its source tables (rows newer than
+        ``lookback`` seconds on their time column, when given), sorted."""
+        database = self.backend.database
+        param = database.param
+        selects, params = [], []
+        for table in question.sources:
+            joined, value = "", f'"{question.value}"'
+            expression_params: list[Any] = []
+            if question.value == "tag":
+                joined, value = self.tag_join
+            elif question.value == "label_key":
+                joined, value = self.label_key_join
+            elif isinstance(question.value, tuple):
+                dialect = DIALECTS[self.backend.name](self.backend, METRIC_EVENTS)  # label access as analytics'
+                value, expression_params = dialect.label(), [dialect.label_key(question.value[1])]
+            conditions, condition_params = [], []
+            for column, wanted in question.equal:
+                if wanted is None:
+                    conditions.append(_NON_EMPTY.format(f'"{column}"'))
+                else:
+                    conditions.append(f'"{column}" = {param}')
+                    condition_params.append(wanted)
+            if lookback is not None:
+                conditions.append(f'"{TIME_COLUMNS[table]}" >= NOW() - make_interval(secs => {param})')
+                condition_params.append(lookback)
+            where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+            selects.append(f'SELECT {value} AS "value" FROM {self.table_sql(table)}{" " + joined if joined else ""}'
+                           f"{where}")
+            params += [*expression_params, *condition_params]
+        sql = (f'SELECT DISTINCT "value" FROM ({" UNION ALL ".join(selects)}) AS "found" '
+               f'WHERE {_NON_EMPTY.format(chr(34) + "value" + chr(34))} ORDER BY "value"')
+        return [row[0] for row in database.execute_sql(sql, params).fetchall()]
+
+    def table_sql(self, table: str) -> str:
+        schema = getattr(self.backend, "schema_name", None)
+        return f'"{schema}"."{table}"' if schema else f'"{table}"'
+
+
+class CachedDiscovery(TableDiscovery):
+    """PostgreSQL: answers of rows newer than ``lookback_seconds``, kept in
+    ``mastra_observability_discovery``: fresh → served; stale → served, and recomputed on a
+    daemon thread by the caller whose conditional update claims the row; missing → computed now."""
+
+    tag_join = ('CROSS JOIN LATERAL unnest("tags") AS "tag"("value")', '"tag"."value"')
+    label_key_join = ('CROSS JOIN LATERAL jsonb_object_keys("labels") AS "label"("key")', '"label"."key"')
+
+    @property
+    def cache(self) -> str:
+        return self.backend.table_sql(self.models.discovery)
+
+    def values(self, question: Question) -> list[str]:
+        database, ttl = self.backend.database, self.settings["ttl_seconds"]
+        row = database.execute_sql(
+            f'SELECT "values", "refreshedAt" > NOW() - make_interval(secs => %s) FROM {self.cache} '
+            f'WHERE "cacheKey" = %s', [ttl, question.cache_key]).fetchone()
+        if row is None:
+            return self.store(question)
+        values, fresh = row
+        if not fresh:
+            with self.backend.write():
+                claimed = database.execute_sql(
+                    f'UPDATE {self.cache} SET "refreshedAt" = NOW() WHERE "cacheKey" = %s AND '
+                    f'"refreshedAt" <= NOW() - make_interval(secs => %s) RETURNING 1', [question.cache_key, ttl]
+                ).fetchone()
+            if claimed:
+                threading.Thread(target=self.store_in_background, args=(question,), daemon=True,
+                                 name=f"discovery-{question.cache_key}").start()
+        return list(values)
+
+    def store(self, question: Question) -> list[str]:
+        values = self.base_values(question, self.settings["lookback_seconds"])
+        with self.backend.write():
+            self.backend.database.execute_sql(
+                f'INSERT INTO {self.cache} ("cacheKey", "refreshedAt", "values") VALUES (%s, NOW(), %s::jsonb) '
+                f'ON CONFLICT ("cacheKey") DO UPDATE SET "refreshedAt" = EXCLUDED."refreshedAt", '
+                f'"values" = EXCLUDED."values"', [question.cache_key, json_dumps(values)])
+        return values
+
+    def store_in_background(self, question: Question) -> None:
+        try:
+            with self.backend.connection():
+                self.store(question)
+        except Exception:  # a daemon thread has no caller to tell: the stale answer stays
+            logger.exception("Refreshing discovery %r failed", question.cache_key)
+
+    def refresh(self) -> None:
+        """Empty the cache: the next questions are asked of the tables."""
+        with self.backend.write():
+            self.backend.database.execute_sql(f"DELETE FROM {self.cache}")
+
+
+class ClickHouseDiscovery(TableDiscovery):
+    """ClickHouse: answers read from the discovery tables (``SELECT DISTINCT value``), prefix and
+    limit applied there."""
+
+    def answer(self, question: Question, prefix: str | None, limit: int | None) -> list[str]:
+        conditions, params = ["kind = %s"], [question.kind]
+        for column, value in zip(("key1", "key2"), question.keys):
+            if value is not None:
+                conditions.append(f"{column} = %s")
+                params.append(value)
+        if prefix is not None:
+            conditions.append("value LIKE %s")
+            params.append(like_prefix(prefix))
+        sql = (f'SELECT DISTINCT value FROM "{question.table}" WHERE {" AND ".join(conditions)} ORDER BY value'
+               f'{f" LIMIT {int(limit)}" if limit is not None else ""}')
+        return [row[0] for row in self.backend.database.execute_sql(sql, params).fetchall()]
+
+    def refresh(self) -> None:
+        refresh_clickhouse_discovery(self.backend)
+
+    def clear(self) -> None:
+        self.backend.clear_tables([VALUES_TABLE, PAIRS_TABLE])
+
+
+SOURCES = {"SQLITE": TableDiscovery, "PG": CachedDiscovery, "CLICKHOUSE": ClickHouseDiscovery}
 
 
 class DiscoveryMixin:
@@ -254,11 +386,7 @@ class DiscoveryMixin:
         """Bring discovery up to date now: ClickHouse refreshes its refreshable views and waits
         for them, PostgreSQL empties its cache (the next question is asked of the tables);
         SQLite always asks the tables."""
-        if self.backend.name == "CLICKHOUSE":
-            refresh_clickhouse_discovery(self.backend)
-        elif self.backend.name == "PG":
-            with self.backend.write():
-                self.backend.database.execute_sql(f"DELETE FROM {self._cache_table}")
+        self._discovery.refresh()
 
     def create_discovery_tables(self) -> None:
         """ClickHouse: create the discovery tables and views (run by ``init()``)."""
@@ -268,10 +396,17 @@ class DiscoveryMixin:
     def dangerously_clear_all(self) -> None:
         """Delete every row of this domain's tables, discovery's included (for tests)."""
         super().dangerously_clear_all()  # type: ignore[misc]
-        if self.backend.name == "CLICKHOUSE":
-            self.backend.clear_tables([VALUES_TABLE, PAIRS_TABLE])
+        self._discovery.clear()
 
     # ------------------------------------------------------------------ answering
+
+    @property
+    def _discovery(self) -> TableDiscovery:
+        source = self.__dict__.get("_discovery_source")
+        if source is None:
+            source = self.__dict__["_discovery_source"] = SOURCES[self.backend.name](
+                self.backend, self.models, getattr(self, "discovery", None))
+        return source
 
     @staticmethod
     def _check(*arguments: tuple[str, Any, bool], limit: Any = None) -> None:
@@ -282,100 +417,4 @@ class DiscoveryMixin:
         problems.raise_if_any()
 
     def _discover(self, question: Question, prefix: str | None = None, limit: int | None = None) -> list[str]:
-        if self.backend.name == "CLICKHOUSE":
-            return self._clickhouse_values(question, prefix, limit)
-        values = self._cached(question) if self.backend.name == "PG" else self._base_values(question)
-        return narrowed(values, prefix, limit)
-
-    def _clickhouse_values(self, question: Question, prefix: str | None, limit: int | None) -> list[str]:
-        conditions, params = ["kind = %s"], [question.kind]
-        for column, value in zip(("key1", "key2"), question.keys):
-            if value is not None:
-                conditions.append(f"{column} = %s")
-                params.append(value)
-        if prefix is not None:
-            conditions.append("value LIKE %s")
-            params.append(like_prefix(prefix))
-        sql = (f'SELECT DISTINCT value FROM "{question.table}" WHERE {" AND ".join(conditions)} ORDER BY value'
-               f'{f" LIMIT {int(limit)}" if limit is not None else ""}')
-        return [row[0] for row in self.backend.database.execute_sql(sql, params).fetchall()]
-
-    def _base_values(self, question: Question, lookback: float | None = None) -> list[str]:
-        """The distinct non-empty values of ``question`` in its source tables (rows newer than
-        ``lookback`` seconds on their time column, when given), sorted."""
-        database = self.backend.database
-        param = database.param
-        selects, params = [], []
-        for table in question.sources:
-            joined, value = "", f'"{question.value}"'
-            expression_params: list[Any] = []
-            if question.value in ("tag", "label_key"):
-                joined, value = _JOINS[self.backend.name][question.value]
-                joined = " " + joined
-            elif isinstance(question.value, tuple):
-                dialect = DIALECTS[self.backend.name](self.backend, METRIC_EVENTS)  # label access as analytics'
-                value, expression_params = dialect.label(), [dialect.label_key(question.value[1])]
-            conditions, condition_params = [], []
-            for column, wanted in question.equal:
-                if wanted is None:
-                    conditions.append(_NON_EMPTY.format(f'"{column}"'))
-                else:
-                    conditions.append(f'"{column}" = {param}')
-                    condition_params.append(wanted)
-            if lookback is not None:
-                conditions.append(f'"{TIME_COLUMNS[table]}" >= NOW() - make_interval(secs => {param})')
-                condition_params.append(lookback)
-            where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-            selects.append(f'SELECT {value} AS "value" FROM {self._source_table(table)}{joined}{where}')
-            params += [*expression_params, *condition_params]
-        sql = (f'SELECT DISTINCT "value" FROM ({" UNION ALL ".join(selects)}) AS "found" '
-               f'WHERE {_NON_EMPTY.format(chr(34) + "value" + chr(34))} ORDER BY "value"')
-        return [row[0] for row in database.execute_sql(sql, params).fetchall()]
-
-    def _source_table(self, table: str) -> str:
-        schema = getattr(self.backend, "schema_name", None)
-        return f'"{schema}"."{table}"' if schema else f'"{table}"'
-
-    # ------------------------------------------------------------------ PostgreSQL's cache
-
-    @property
-    def _cache_table(self) -> str:
-        return self.backend.table_sql(self.models.discovery)
-
-    def _cached(self, question: Question) -> list[str]:
-        """The cached answer: fresh → served; stale → served, and recomputed in the background
-        by the caller whose conditional update claims the row; missing → computed now."""
-        settings = self.discovery
-        database = self.backend.database
-        row = database.execute_sql(
-            f'SELECT "values", "refreshedAt" > NOW() - make_interval(secs => %s) FROM {self._cache_table} '
-            f'WHERE "cacheKey" = %s', [settings["ttl_seconds"], question.cache_key]).fetchone()
-        if row is None:
-            return self._store(question)
-        values, fresh = row
-        if not fresh:
-            with self.backend.write():
-                claimed = database.execute_sql(
-                    f'UPDATE {self._cache_table} SET "refreshedAt" = NOW() WHERE "cacheKey" = %s AND '
-                    f'"refreshedAt" <= NOW() - make_interval(secs => %s) RETURNING 1',
-                    [question.cache_key, settings["ttl_seconds"]]).fetchone()
-            if claimed:
-                threading.Thread(target=self._refresh_in_background, args=(question,), daemon=True,
-                                 name=f"discovery-{question.cache_key}").start()
-        return list(values)
-
-    def _store(self, question: Question) -> list[str]:
-        values = self._base_values(question, self.discovery["lookback_seconds"])
-        with self.backend.write():
-            self.backend.database.execute_sql(
-                f'INSERT INTO {self._cache_table} ("cacheKey", "refreshedAt", "values") VALUES (%s, NOW(), %s::jsonb) '
-                f'ON CONFLICT ("cacheKey") DO UPDATE SET "refreshedAt" = EXCLUDED."refreshedAt", '
-                f'"values" = EXCLUDED."values"', [question.cache_key, json_dumps(values)])
-        return values
-
-    def _refresh_in_background(self, question: Question) -> None:
-        try:
-            with self.backend.connection():
-                self._store(question)
-        except Exception:  # a daemon thread has no caller to tell: the stale answer stays
-            logger.exception("Refreshing discovery %r failed", question.cache_key)
+        return self._discovery.answer(question, prefix, limit)
