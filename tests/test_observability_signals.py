@@ -20,6 +20,7 @@ from composite_store.observability.signals_clickhouse import signal_type
 from composite_store.postgres import ObservabilityPG
 from composite_store.sqlite import ObservabilitySQLite
 from tests.conftest import MATRIX, clickhouse_client, database_url
+from tests.test_hostile_calls import HOSTILE, LIBRARY_ERRORS
 
 UTC = timezone.utc
 BASE = datetime(2026, 1, 2, 12, tzinfo=UTC)
@@ -535,3 +536,29 @@ def test_signal_tables_of_another_engine_need_migration(backend_url):
 def repository_is_current(repository) -> bool:
     with repository.backend.connection():
         return repository.backend.server_features.bool_type
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_strings(obs, text):
+    """README *Concurrency, faults, bad input*: a hostile string in any id, filter, label key or
+    record value gets the library's own answer (or success), never a bare database failure."""
+    calls = [
+        lambda: obs.batch_create_logs(logs=[log(text, message=text, tags=[text], data={text: text}, trace_id=text)]),
+        lambda: obs.batch_create_metrics(metrics=[{"timestamp": at(0), "name": text, "value": 1, "labels": {text: text},
+                                                   "model": text}]),
+        lambda: obs.create_score(score=score(text, scorer_id=text, metadata={text: text, "n": {text: [text]}})),
+        lambda: obs.create_feedback(feedback=feedback(text, text, comment=text, feedback_user_id=text)),
+        lambda: obs.list_logs(filters={"trace_id": text, "tags": [text], "level": "info", "user_id": text}),
+        lambda: obs.list_metrics(filters={"labels": {text: text}, "name": [text], "trace_ids": [text]}),
+        lambda: obs.list_scores(filters={"metadata": {text: text, "n": {text: [text]}}, "scorer_id": text}),
+        lambda: obs.list_feedback(filters={"feedback_user_id": text, "feedback_type": [text]}),
+        lambda: obs.get_score_by_id(score_id=text),
+        lambda: obs.update_feedback_review_status(feedback_id=text, review_status="reviewed"),
+        lambda: obs.delete_scores(score_ids=[text], organization_id=text),
+        lambda: obs.delete_feedback(feedback_ids=[text], resource_id=text),
+    ]
+    for call in calls:
+        try:
+            call()
+        except LIBRARY_ERRORS:
+            pass

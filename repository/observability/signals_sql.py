@@ -430,25 +430,38 @@ class SQLiteSignalSQL(RelationalSignalSQL):
     def has_tag(self, model: type[peewee.Model], tag: str) -> peewee.Node:
         return peewee.SQL('EXISTS (SELECT 1 FROM json_each("tags") WHERE value = ?)', [tag])
 
+    # JSON members are reached through json_each (key = ?), never through a JSON path: a path
+    # cannot name a key holding '"' or U+0000, which records may have.
+
+    @staticmethod
+    def _member_sql(field: peewee.Field, path: tuple, column: str) -> tuple[str, list[Any]]:
+        """``(sql, params)`` of the ``value`` or ``type`` of the JSON member at ``path`` (keys,
+        0-based indexes) of ``field``."""
+        parent, params = f'"{field.column_name}"', []
+        for part in path[:-1]:
+            parent = f"(SELECT value FROM json_each({parent}) WHERE key = ?)"
+            params.append(part)
+        return f"(SELECT {column} FROM json_each({parent}) WHERE key = ?)", [*params, path[-1]]
+
+    def _member(self, field: peewee.Field, path: tuple, column: str) -> peewee.Node:
+        return peewee.SQL(*self._member_sql(field, path, column))
+
     def label_value(self, model: type[peewee.Model], key: str) -> peewee.Node:
-        return peewee.SQL('json_extract("labels", ?)', [_sqlite_path((key,))])
+        return self._member(model.labels, (key,), "value")
 
     def json_type_is(self, field: peewee.Field, path: tuple, kind: str) -> peewee.Node:
-        return peewee.fn.json_type(field, _sqlite_path(path)) == kind
+        return self._member(field, path, "type") == kind
 
     def json_length_is(self, field: peewee.Field, path: tuple, kind: str, length: int) -> peewee.Node:
-        if kind == "array":
-            return peewee.fn.json_array_length(field, _sqlite_path(path)) == length
-        members = peewee.SQL(f'(SELECT count(*) FROM json_each("{field.column_name}", ?))', [_sqlite_path(path)])
-        return members == length
+        sql, params = self._member_sql(field, path, "value")
+        return peewee.SQL(f"(SELECT count(*) FROM json_each({sql}))", params) == length
 
     def json_scalar_is(self, field: peewee.Field, path: tuple, value: Any) -> peewee.Node:
-        where = _sqlite_path(path)
-        json_type = peewee.fn.json_type(field, where)
+        json_type = self._member(field, path, "type")
         if value is None or isinstance(value, bool):
             return json_type == {None: "null", True: "true", False: "false"}[value]
         types = ["text"] if isinstance(value, str) else ["integer"] if isinstance(value, int) else ["real", "integer"]
-        return json_type.in_(types) & (peewee.fn.json_extract(field, where) == value)
+        return json_type.in_(types) & (self._member(field, path, "value") == value)
 
     def column_definitions(self, table: str) -> list[str]:
         key = f'UNIQUE ("{ID_COLUMNS[table]}", "timestamp")'
@@ -483,12 +496,6 @@ class SQLiteSignalSQL(RelationalSignalSQL):
             self.backend.database.connection().executemany(
                 f'DELETE FROM {self.backend.table_sql(model)} WHERE "scoreId" = ? AND "timestamp" = ?',
                 [(row["score_id"], timestamp.db_value(row["timestamp"])) for row in rows])
-
-
-def _sqlite_path(path: tuple) -> str:
-    """A SQLite JSON path: ``$."key"[0]``."""
-    return "$" + "".join(f"[{part}]" if isinstance(part, int) else '."' + part.replace('"', '\\"') + '"'
-                         for part in path)
 
 
 def field_of(model: type[peewee.Model], column: str) -> str:
