@@ -320,11 +320,12 @@ def test_feedback_analytics(obs):
 
 # --------------------------------------------------------------------------- arguments
 
-def test_bad_arguments_name_each_field(obs):
+def test_bad_arguments_name_each_field(obs, backend_spec):
     """Every bad argument is named at once, with the spec's messages; nothing is read."""
     with pytest.raises(ValidationError) as error:
         obs.get_metric_breakdown(name=[], group_by=[], aggregation="median", limit=0, order_direction="up",
                                  distinct_column="value", filters={"source": "x"})
+    assert error.value.id == f"STORAGE_{backend_spec.error_name}_GET_METRIC_BREAKDOWN_INVALID_INPUT"
     assert {"name", "group_by", "aggregation", "limit", "order_direction", "distinct_column"} <= set(
         error.value.fields)
     assert any("execution_source" in message for messages in error.value.fields.values() for message in messages)
