@@ -392,8 +392,10 @@ class PostgresSignalSQL(RelationalSignalSQL):
         return [pg_column_sql(column, spec) for column, spec in (*PG_CURSOR, *PG_COLUMNS[table])] + [key]
 
     def partition_clause(self, table: str) -> str:
+        # The repository's partitioning (vnext_sql.py) says how: PARTITION BY RANGE, or nothing.
         clause = getattr(self.repository, "partition_clause", None)
-        return f" {clause(PARTITION_COLUMNS[table])}" if clause is not None and clause(PARTITION_COLUMNS[table]) else ""
+        sql = clause(PARTITION_COLUMNS[table]) if clause is not None else ""
+        return f" {sql}" if sql else ""
 
     def added_column_sql(self, column: str, spec: str) -> str:
         return pg_column_sql(column, spec)
