@@ -112,6 +112,23 @@ def test_cursor_pages_match_numbered_pages(scores):
     assert following.items == numbered[2].items and following.total == 10
 
 
+def test_deep_page_numbers(scores):
+    """Pages from the offset where PostgreSQL reads them by key (``DEEP_OFFSET``) hold the
+    same rows as every other way of reading the list."""
+    from composite_store.base import DEEP_OFFSET
+
+    save_scores(scores, DEEP_OFFSET + 15)
+    everything = [s["id"] for s in scores.list_scores_by_scorer_id(scorer_id="sc-1", per_page=False).items]
+    deep = scores.list_scores_by_scorer_id(scorer_id="sc-1", page=DEEP_OFFSET // 10, per_page=10)
+    assert [s["id"] for s in deep.items] == everything[DEEP_OFFSET:DEEP_OFFSET + 10]
+    assert (deep.total, deep.has_more) == (DEEP_OFFSET + 15, True)
+    last = scores.list_scores_by_scorer_id(scorer_id="sc-1", page=DEEP_OFFSET // 10 + 1, per_page=10)
+    assert [s["id"] for s in last.items] == everything[DEEP_OFFSET + 10:] and last.has_more is False
+    by_score = [s["id"] for s in scores.list_scores(per_page=False, order_by={"field": "score"}).items]
+    deep = scores.list_scores(page=DEEP_OFFSET // 5, per_page=5, order_by={"field": "score"})
+    assert [s["id"] for s in deep.items] == by_score[DEEP_OFFSET:DEEP_OFFSET + 5] and deep.has_more is True
+
+
 def test_after_the_last_row(scores):
     save_scores(scores, 3)
     last = scores.list_scores_by_scorer_id(scorer_id="sc-1", per_page=3)

@@ -216,6 +216,9 @@ class BackendFeatures:
     #: A list page can read its total in the same statement as its rows (a scalar subquery
     #: counting the filter's rows; :func:`~composite_store.base.fetch_page`).
     total_in_page: bool = True
+    #: A page far from the start is cheaper read as the keys the offset lands on (skipped in the
+    #: index alone), then their rows: PostgreSQL fetches every skipped row otherwise.
+    deep_offset_by_key: bool = False
 
 
 class Backend:

@@ -137,6 +137,7 @@ class PostgresBackend(Backend):
 
     name = "PG"
     features = BackendFeatures(strips_nul=PostgresDatabase.strips_nul, returning=True, json_object_merge=True,
+                               deep_offset_by_key=True,
                                row_versions=True)
     driver_module = "psycopg2"
     driver_extra = "postgres"
