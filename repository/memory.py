@@ -758,24 +758,28 @@ class MemoryRepository(Prunable, DomainRepository):
         """Set ``updated_at = now`` on the threads ``thread_ids`` and on those the stored messages
         ``message_ids`` are in (the threads they leave); returns the ids of the threads bumped.
 
-        The stored messages are locked first (``FOR UPDATE`` in the subquery, where the database
-        has it), as :meth:`update_messages` locks them before their threads.  The ids are one
-        ``IN (… UNION ALL …)`` list, so the threads are found by their key (an ``OR`` of two
-        ``IN`` conditions makes PostgreSQL scan the whole table)."""
+        Where the database has row locks, each writer takes them in one order, as
+        :meth:`update_messages` does: the stored messages first, then the threads, each in id
+        order (``SELECT … ORDER BY id FOR UPDATE`` subqueries); an ``UPDATE`` alone would lock
+        the threads in whatever order its plan meets them, and two writers could deadlock.  The
+        ids are one ``IN (… UNION ALL …)`` list, so the threads are found by their key (an ``OR``
+        of two ``IN`` conditions makes PostgreSQL scan the whole table)."""
         Thread, Message, backend = self.models.thread, self.models.message, self.backend
 
         def where() -> peewee.Expression:
-            named = [backend.param(f"thread_{i}") for i in range(len(thread_ids))]
-            if not message_ids:
-                return Thread.id.in_(named)
-            current = backend.for_update(Message.select(Message.thread_id).where(
-                Message.id.in_([backend.param(f"message_{i}") for i in range(len(message_ids))])).order_by(Message.id))
-            ids = [peewee.SQL('SELECT "thread_id" FROM'), current, peewee.SQL('AS "stored"')]
-            if named:  # VALUES names its column column1 on both databases
-                ids = [peewee.SQL('SELECT "column1" FROM (VALUES'),
-                       peewee.CommaNodeList([peewee.EnclosedNodeList([param]) for param in named]),
-                       peewee.SQL(') AS "named" UNION ALL'), *ids]
-            return Thread.id.in_(peewee.NodeList(ids, parens=True))
+            ids: Any = [backend.param(f"thread_{i}") for i in range(len(thread_ids))]
+            if message_ids:
+                current = backend.for_update(Message.select(Message.thread_id).where(Message.id.in_(
+                    [backend.param(f"message_{i}") for i in range(len(message_ids))])).order_by(Message.id))
+                stored = [peewee.SQL('SELECT "thread_id" FROM'), current, peewee.SQL('AS "stored"')]
+                if ids:  # VALUES names its column column1 on both databases
+                    stored = [peewee.SQL('SELECT "column1" FROM (VALUES'),
+                              peewee.CommaNodeList([peewee.EnclosedNodeList([param]) for param in ids]),
+                              peewee.SQL(') AS "named" UNION ALL'), *stored]
+                ids = peewee.NodeList(stored, parens=True)
+            locked = Thread.alias("locked")
+            return Thread.id.in_(backend.for_update(locked.select(locked.id).where(locked.id.in_(ids))
+                                                    .order_by(locked.id)))
 
         params = {**{f"thread_{i}": value for i, value in enumerate(thread_ids)},
                   **{f"message_{i}": value for i, value in enumerate(message_ids)}}
