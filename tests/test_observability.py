@@ -1689,6 +1689,7 @@ def test_migration_status_of_a_keyed_table(observability):
 
 
 @CLICKHOUSE_ONLY
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_clickhouse_migrate_spans_with_another_sorting_key(observability, backend_url):
     """§2.6: a ClickHouse table sorted by another key needs migration that migrate_spans refuses."""
     name = f"mig_{uuid.uuid4().hex[:8]}"

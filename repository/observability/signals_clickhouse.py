@@ -82,8 +82,10 @@ class ClickHouseSignalSQL(SignalSQL):
         versions of the framework): ``[{"table", "engine"}]`` (§12)."""
         self.backend.database.connection().refresh_schema()
         tables = self.backend.server_features.tables
-        return [{"table": table, "engine": tables[table][0]} for table in CH_COLUMNS
-                if table in tables and not tables[table][0].endswith("ReplacingMergeTree")]
+        # On a cluster the rows (and the engine that matters) are in each server's local table.
+        stored = {table: self.backend.storage_table(table) for table in CH_COLUMNS}
+        return [{"table": table, "engine": tables[stored[table]][0]} for table in CH_COLUMNS
+                if stored[table] in tables and not tables[stored[table]][0].endswith("ReplacingMergeTree")]
 
     def create(self) -> None:
         """Create the missing signal tables (§3.3, on 18.16 §4) and add the columns later
