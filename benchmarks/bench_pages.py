@@ -15,7 +15,9 @@ and N scores of 10 scorers over 7 entities.
   (first page of 40), ``list_scores_by_scorer_id`` and ``list_scores_by_entity_id`` (first page of
   100), each with the exact ``total``; target 10 ms.  A deep page: page 5,000 of 10 of a
   scorer's scores by page number, and the same page through ``after=`` the cursor of the row
-  before it (target 20 ms).
+  before it (target 20 ms).  A scorer's first page and its cursor page are also timed against
+  the raw driver's one statement for the same page and total (:class:`RawScorePages`, target
+  1.5x), alternating call by call.
 
 After the load, PostgreSQL's tables are vacuumed and analyzed (what autovacuum does to a table
 at rest) and SQLite's are analyzed.  ``init()`` runs before the pages are read: its time is
