@@ -89,7 +89,8 @@ MATRIX = {spec.name: spec for spec in (
                 cluster=True),
 )}
 #: The test modules (the domains' conformance suites) that also run on the cluster backend.
-CLUSTER_SUITES = ("test_memory", "test_workflows", "test_scores", "test_observability", "test_observability_vnext")
+CLUSTER_SUITES = ("test_memory", "test_workflows", "test_scores", "test_observability", "test_observability_vnext",
+                  "test_observability_signals")
 #: The backends a test runs on when it names none.
 DEFAULT_BACKENDS = tuple(name for name, spec in MATRIX.items() if spec.default)
 CAPABILITIES = {field.name for field in fields(BackendSpec)} - {"name"}

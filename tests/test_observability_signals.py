@@ -74,6 +74,7 @@ def ids(page, key: str) -> list[str]:
 
 # --------------------------------------------------------------------------- the layout
 
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_tables_equal_the_spec_ddl(obs):
     """§3.3/§4/§5/§6 (scenario 34's column part): the signal tables init() made, read from the
     catalog, have the spec's columns in order with their types, keys and indexes."""
@@ -504,6 +505,7 @@ def test_features(obs):
 
 
 @pytest.mark.requires(family="clickhouse")
+@pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
 def test_signal_tables_of_another_engine_need_migration(backend_url):
     """35 (signals part): a MergeTree mastra_log_events makes init() raise MIGRATION_REQUIRED;
     migrate_spans() copies it into the current layout (empty ids filled) and init() passes."""

@@ -785,6 +785,7 @@ class ClickHouseBackend(Backend):
         from clickhouse_driver import Client
         from clickhouse_driver import errors as ch_errors
 
+        params = self.database.storable_params(sql, params)  # as execute_sql maps them
         if params:
             sql = sql % tuple(escape(p) for p in params)
         shards: dict[int, list[tuple[str, int]]] = {}
