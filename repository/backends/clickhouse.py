@@ -661,8 +661,9 @@ class ClickHouseBackend(Backend):
         connection.refresh_schema()
 
     # -- the DDL of one server or of a cluster -------------------------------------------
-    # Every statement that creates or changes a table goes through these: on a cluster they run
-    # ON CLUSTER against each server's replicated <table>_local, under a Distributed <table>.
+    # Every statement that creates or changes a table goes through these.  On a cluster a table
+    # is each server's replicated <table>_local under a Distributed <table>: CREATE and DROP run
+    # ON CLUSTER (on every server), ALTERs on one replica of each shard.
 
     def storage_table(self, name: str) -> str:
         """The table holding the rows of logical table ``name``: itself, or on a cluster each
@@ -682,7 +683,7 @@ class ClickHouseBackend(Backend):
     def execute_ddl(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run a statement of :meth:`init` or a table-wide write (``TRUNCATE``, ``ALTER``); on a
         cluster one at a time in this process (18.16's DDL queue was seen stuck by statements
-        on replicated tables sent side by side: :meth:`on_each_shard`)."""
+        on replicated tables: :meth:`on_each_shard`)."""
         with self._ddl_lock if self.cluster else nullcontext():
             self.database.execute_sql(sql, params)
 
