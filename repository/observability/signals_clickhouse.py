@@ -297,20 +297,12 @@ class ClickHouseSignalSQL(SignalSQL):
     # ------------------------------------------------------------------ writes
 
     def write(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
-        """One native block insert per chunk; nothing is read first (a record sent again is
-        deduplicated when read)."""
+        """One native block insert per chunk of the columns the batch's records mention; nothing
+        is read first (a record sent again is deduplicated when read)."""
         self.ensure_schema()
         rows = self.cleaned(rows)
         table = model._meta.table_name
         nested = self._nested_labels(table)
-        fields, names = [], []
-        for field in self.insert_fields(model):
-            if nested and field.name == "labels":
-                fields += [_row_key(_LABEL_KEYS_FIELD), _row_key(_LABEL_VALUES_FIELD)]
-                names += [LABEL_KEYS, LABEL_VALUES]
-            else:
-                fields.append(field)
-                names.append(field.column_name)
         plain_trace = table in CH_NULLABLE_KEY and not self.backend.server_features.columns.get(
             table, {}).get("traceId", "Nullable").startswith("Nullable")
         if nested or plain_trace:
@@ -320,6 +312,14 @@ class ClickHouseSignalSQL(SignalSQL):
                     row[_LABEL_KEYS_FIELD], row[_LABEL_VALUES_FIELD] = list(labels), list(labels.values())
                 if plain_trace and row.get("trace_id") is None:
                     row["trace_id"] = ""  # 18.16's key column: '' stands for no trace
+        fields, names = [], []
+        for field in self.insert_fields(model, rows):
+            if nested and field.name == "labels":
+                fields += [_row_key(_LABEL_KEYS_FIELD), _row_key(_LABEL_VALUES_FIELD)]
+                names += [LABEL_KEYS, LABEL_VALUES]
+            else:
+                fields.append(field)
+                names.append(field.column_name)
         quoted = ", ".join(f'"{name}"' for name in names)
         self.backend.execute_rows(f'INSERT INTO "{table}" ({quoted}) VALUES', value_tuples(self.backend, fields, rows))
 

@@ -193,9 +193,17 @@ class SignalSQL:
 
     # ------------------------------------------------------------------ writes
 
-    def insert_fields(self, model: type[peewee.Model]) -> list[peewee.Field]:
-        """The fields a write sends, in column order (the cursor columns are the database's)."""
-        return [field for field in model._meta.sorted_fields if field.name not in CURSOR_FIELDS]
+    def insert_fields(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]] | None = None
+                      ) -> list[peewee.Field]:
+        """The fields a write sends, in column order (the cursor columns are the database's);
+        with ``rows``, only those some row has a key for: the columns no record of the batch
+        mentions are left to the table's default (``NULL``, ``[]``, ``{}``), which spares the
+        driver encoding a column of nulls (records carry a few of the 40-odd context fields)."""
+        fields = [field for field in model._meta.sorted_fields if field.name not in CURSOR_FIELDS]
+        if rows is None:
+            return fields
+        present = set().union(*rows)
+        return [field for field in fields if field.name in present]
 
     def write(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
         """Write a batch of checked rows, all or nothing (one transaction)."""
@@ -308,7 +316,8 @@ class RelationalSignalSQL(SignalSQL):
 
     def write(self, model: type[peewee.Model], kind: Any, rows: list[dict[str, Any]]) -> None:
         rows = self.collapsed(kind, self.cleaned(rows))
-        fields = self.insert_fields(model)
+        # Scores and feedback replace a stored row: every column is sent, so none keeps an old value.
+        fields = self.insert_fields(model, rows if kind.name in ("logs", "metrics") else None)
         columns = ", ".join(f'"{field.column_name}"' for field in fields)
         sql = (f"INSERT INTO {self.backend.table_sql(model)} ({columns}) VALUES "
                f"{self.backend.row_placeholder(len(fields))} {self.conflict_sql(model, kind, fields)}")
