@@ -326,6 +326,8 @@ class WorkflowsRepository(Prunable, DomainRepository):
 
     def _json(self, problems: Problems, name: str, value: Any, *, objects_only: bool = False) -> Any:
         """A JSON value (or object) argument, checked, copied and cleaned for storage."""
+        if value is None:  # both fields allow None, which needs no schema walk (hot optional arguments)
+            return None
         try:
             return self.backend.clean((_OBJECT_FIELD if objects_only else _VALUE_FIELD).deserialize(value))
         except marshmallow.ValidationError as error:
@@ -504,7 +506,9 @@ class WorkflowsRepository(Prunable, DomainRepository):
                 row = self._run_row(workflow_name, run_id, lock=True)
             snapshot = _add_step_result(self._stored_snapshot(row, run_id), step_id, result, request_context)
             self.backend.replace(Run, row, {"snapshot": snapshot, "updated_at": now})
-        return deep_copy_json(snapshot["context"])
+        # No copy: the snapshot was decoded from its row by this call and the result and request
+        # context are the validated copies, so the context shares nothing with the caller.
+        return snapshot["context"]
 
     def _add_step_result_unlocked(self, workflow_name: str, run_id: str, step_id: str, result: dict[str, Any],
                                   request_context: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
