@@ -150,6 +150,8 @@ def _finite(value: Any) -> bool:
 
 
 def _number(problems: Problems, path: str, value: Any) -> Any:
+    if type(value) is float and math.isfinite(value):  # the usual case, without a call
+        return value
     if _finite(value):
         return float(value)
     problems.add(path, "Not a valid finite number.")
@@ -241,7 +243,8 @@ def _record_checks(kind: SignalKind) -> dict[str, Callable[[Problems, str, Any],
     return checks
 
 
-def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = "") -> dict[str, Any]:
+def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = "",
+               checks: dict[str, Callable[[Problems, str, Any], Any]] | None = None) -> dict[str, Any]:
     """The stored row (field name → value) of one input record, checked (§2) and normalised
     (§2.6): a missing id becomes a new UUID4, ``source`` fills the fields it stands for, tags and
     labels are cleaned, feedback's value goes to its number or string column."""
@@ -251,12 +254,14 @@ def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = ""
         return {}
     if kind is FEEDBACK and isinstance(record.get("user_id"), str) and record.get("feedback_user_id") is None:
         record = {**record, "feedback_user_id": record["user_id"], "user_id": None}  # legacy actor rule (§2.5)
-    checks = _record_checks(kind)
+    checks = checks or _record_checks(kind)
     row: dict[str, Any] = {}
     source = None
     for key, value in record.items():
         check = checks.get(key)
-        if check is None:
+        if check is _text and type(value) is str:  # most keys: no call
+            row[key] = value
+        elif check is None:
             if key == "source":
                 source = value
             elif key not in kind.ignored:
@@ -299,7 +304,8 @@ def signal_rows(problems: Problems, kind: SignalKind, records: Any, argument: st
     if not isinstance(records, (list, tuple)):
         problems.add(argument, "Not a valid list.")
         return []
-    return [signal_row(problems, kind, record, f"{argument}[{index}]") for index, record in enumerate(records)]
+    checks = _record_checks(kind)
+    return [signal_row(problems, kind, record, f"{argument}[{index}]", checks) for index, record in enumerate(records)]
 
 
 # --------------------------------------------------------------------------- filters (§8.2)

@@ -19,7 +19,6 @@ import peewee
 from ..errors import NotSupportedError
 from ..models.observability_signals import (CH_ADDED_COLUMNS, CH_BLOOM_COLUMNS, CH_COLUMNS, CH_NULLABLE_KEY,
                                             CH_ORDER_BY, ID_COLUMNS)
-from ..backends.base import value_tuples
 from ..values import json_dumps
 from .signals_sql import SignalSQL
 from .vnext_clickhouse import current_layout, downgraded_type
@@ -321,7 +320,7 @@ class ClickHouseSignalSQL(SignalSQL):
                 fields.append(field)
                 names.append(field.column_name)
         quoted = ", ".join(f'"{name}"' for name in names)
-        self.backend.execute_rows(f'INSERT INTO "{table}" ({quoted}) VALUES', value_tuples(self.backend, fields, rows))
+        self.backend.execute_rows(f'INSERT INTO "{table}" ({quoted}) VALUES', self.tuples(fields, rows))
 
     def update_review_status(self, model: type[peewee.Model], feedback_id: str,
                              review_status: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import peewee
 
-from ..backends.base import value_tuples
+from ..backends.base import value_converter, value_tuples
 from ..models.fields import JSONField
 from ..models.observability_signals import (ID_COLUMNS, MODEL_NAMES, PG_ADDED_COLUMNS, PG_COLUMNS, PG_CURSOR, PG_INDEXES,
                                             PARTITION_COLUMNS, EventTimestampField, pg_column_sql, sqlite_type)
@@ -209,6 +209,13 @@ class SignalSQL:
         """Write a batch of checked rows, all or nothing (one transaction)."""
         raise NotImplementedError
 
+    def tuples(self, fields: Sequence[peewee.Field], rows: Sequence[dict[str, Any]]) -> list[tuple]:
+        """The rows as driver tuples in the order of ``fields``; the timestamp's conversion is
+        the database's bulk converter, picked once (its column kind looked up once)."""
+        converters = [self.backend.database.timestamp_converter(field) if isinstance(field, EventTimestampField)
+                      else value_converter(self.backend, field) for field in fields]
+        return value_tuples(self.backend, fields, rows, converters=converters)
+
     def cleaned(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows with the characters this database cannot store removed (README *Characters
         that cannot be stored*: unpaired surrogates, and U+0000 on PostgreSQL); ASCII text, the
@@ -321,7 +328,7 @@ class RelationalSignalSQL(SignalSQL):
         columns = ", ".join(f'"{field.column_name}"' for field in fields)
         sql = (f"INSERT INTO {self.backend.table_sql(model)} ({columns}) VALUES "
                f"{self.backend.row_placeholder(len(fields))} {self.conflict_sql(model, kind, fields)}")
-        values = value_tuples(self.backend, fields, rows)
+        values = self.tuples(fields, rows)
         table = model._meta.table_name
 
         def write() -> None:
