@@ -239,7 +239,7 @@ class MemoryRepository(Prunable, DomainRepository):
         if title is not UNSET:
             values["title"] = self.backend.clean(title)
         patch = metadata if metadata is not UNSET else {}
-        if self.backend.features.json_object_merge:
+        if self.backend.merges_json_members(patch):
             return self._update_thread_in_place(id, values, patch)
         return self._merge_into_thread(id, None, lambda thread: metadata if metadata is not UNSET else {},
                                        values, missing=lambda: NotFoundError(f"Thread {id} not found",
@@ -306,7 +306,8 @@ class MemoryRepository(Prunable, DomainRepository):
 
     def _update_thread_in_place(self, thread_id: str, values: dict[str, Any], patch: dict[str, Any]) -> dict:
         """:meth:`update_thread` as one ``UPDATE … RETURNING`` where the database merges JSON
-        objects itself (PostgreSQL): atomic without a transaction, one round trip."""
+        objects itself (PostgreSQL; SQLite for members neither null nor objects): atomic without
+        a transaction, one round trip."""
         Thread, backend = self.models.thread, self.backend
         rows = backend.update_returning(
             Thread, lambda: Thread.id == backend.param("id"), {**values, "updated_at": utc_now()},

@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
+import peewee
 import pytest
 
 from composite_store import NotFoundError
@@ -51,8 +52,10 @@ EXPECTED = {
     # BEGIN, the threads' bump (its RETURNING checks they exist), the upsert RETURNING, COMMIT.
     "save_messages": (4, 4),
     "save_messages, stored id": (4, 4),
-    # PostgreSQL merges the metadata in the UPDATE (jsonb ||); SQLite reads, merges, writes.
-    "update_thread": (4, 1),
+    # The UPDATE merges the metadata (jsonb ||, SQLite's json_patch for members neither null
+    # nor objects; otherwise SQLite reads, merges, writes: BEGIN, SELECT, UPDATE, COMMIT).
+    "update_thread": (1, 1),
+    "update_thread, null member": (4, 1),
     # PostgreSQL reads the run unlocked and writes it back only if its xmin is unchanged (or
     # inserts a missing run); SQLite: BEGIN IMMEDIATE, SELECT, UPDATE (INSERT, SELECT), COMMIT.
     "update_workflow_results": (4, 2),
@@ -81,6 +84,7 @@ def test_each_hot_call_sends_its_pinned_statements(backend_spec, memory, workflo
         "save_messages": lambda: memory.save_messages(messages=[message("th-1")]),
         "save_messages, stored id": lambda: memory.save_messages(messages=[message("th-1", "m-stored")]),
         "update_thread": lambda: memory.update_thread(id="th-1", title="renamed", metadata={"b": 2}),
+        "update_thread, null member": lambda: memory.update_thread(id="th-1", metadata={"b": None}),
         "update_workflow_results": lambda: workflows.update_workflow_results(
             workflow_name="wf", run_id="run-1", step_id="step-1", result={"status": "success"}),
         "update_workflow_results, new run": lambda: workflows.update_workflow_results(
@@ -144,6 +148,22 @@ def test_update_thread_merges_top_level_members(memory):
     assert renamed == memory.get_thread_by_id(thread_id="th-a") and renamed["metadata"] == {"a": 1, "b": 2, "n": None}
     with pytest.raises(NotFoundError):
         memory.update_thread(id="th-missing", title="x")
+
+
+@SQL
+def test_update_thread_merge_in_sql_keeps_key_order_and_replaces_non_objects(memory):
+    # As {**stored, **members}: stored keys in place (changed ones too), new ones after them;
+    # stored metadata that is not an object is merged as {} (the read-merge-write path's rule).
+    memory.save_thread(thread={"id": "th-o", "resource_id": "res-1", "metadata": {"a": 1, "b": [1], "c": "x"}})
+    updated = memory.update_thread(id="th-o", metadata={"d": 0.30000000000000004, "b": [2, {"n": None}], "a": True})
+    expected = {"a": True, "b": [2, {"n": None}], "c": "x", "d": 0.30000000000000004}
+    assert list(updated["metadata"].items()) == list(expected.items())
+    assert list(memory.get_thread_by_id(thread_id="th-o")["metadata"].items()) == list(expected.items())
+    Thread = memory.models.thread
+    with memory.backend.connection():
+        Thread.update({Thread.metadata: peewee.SQL("'[1, 2]'")}).where(Thread.id == "th-o").execute()
+    assert memory.update_thread(id="th-o", metadata={"z": 1})["metadata"] == {"z": 1}
+    assert memory.get_thread_by_id(thread_id="th-o")["metadata"] == {"z": 1}
 
 
 @SQL

@@ -208,7 +208,8 @@ class BackendFeatures:
     #: needs no read of its own.
     returning: bool = False
     #: :meth:`Backend.json_object_merge`: an ``UPDATE`` merges members into a stored JSON object
-    #: (PostgreSQL's ``jsonb ||``), so merging needs no read first.
+    #: (PostgreSQL's ``jsonb ||``; SQLite's ``json_patch`` for the members
+    #: :meth:`Backend.merges_json_members` accepts), so merging needs no read first.
     json_object_merge: bool = False
     #: Every write of a row gives it a new :meth:`Backend.row_version` (PostgreSQL's ``xmin``):
     #: a read-modify-write may read without a lock and write only if the row is unchanged.
@@ -600,6 +601,11 @@ class Backend:
         ``{**stored, **members}``, computed by the database in an ``UPDATE`` (where
         :attr:`BackendFeatures.json_object_merge`)."""
         raise NotImplementedError
+
+    def merges_json_members(self, members: dict[str, Any]) -> bool:
+        """Whether :meth:`json_object_merge` sets exactly ``members`` (so an ``UPDATE`` merges
+        them without a read first): where :attr:`BackendFeatures.json_object_merge`, for any."""
+        return self.features.json_object_merge
 
     def json_present(self, field: Any) -> peewee.Node:
         """``field`` holds a value: neither SQL ``NULL`` nor JSON ``null``."""

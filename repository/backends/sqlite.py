@@ -95,7 +95,8 @@ class SQLiteBackend(Backend):
     """A SQLite file (or a private in-memory database)."""
 
     name = "SQLITE"
-    features = BackendFeatures(returning=True)  # RETURNING since SQLite 3.35
+    # RETURNING since SQLite 3.35; json_patch merges JSON objects (merges_json_members says which).
+    features = BackendFeatures(returning=True, json_object_merge=True)
 
     def __init__(self, *, url: str) -> None:
         super().__init__(url)
@@ -259,6 +260,17 @@ class SQLiteBackend(Backend):
                 peewee.SQL(") AS element WHERE element.type = 'text' AND element.value = ?)", [value]),
             ), glue="")
         return condition
+
+    def merges_json_members(self, members: dict[str, Any]) -> bool:
+        # json_patch is RFC 7396's merge: a null member deletes the key and an object member is
+        # merged into the stored one, where Python's {**stored, **members} sets them as given.
+        return all(value is not None and type(value) is not dict for value in members.values())
+
+    def json_object_merge(self, field: Any, members: peewee.Node) -> peewee.Node:
+        # json_patch keeps the stored keys in place and appends new ones, as a dict merge does.
+        text = self.json_text(field)
+        stored = peewee.Case(None, [(peewee.fn.json_type(text) == "object", text)], "{}")
+        return peewee.fn.json_patch(stored, members)
 
     def json_present(self, field: Any) -> peewee.Node:
         # json_type of text that is not JSON is NULL: such a value is present.
