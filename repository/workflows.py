@@ -194,6 +194,25 @@ class _Dialect:
         """The run's thread id (§3.2) is ``thread_id`` (see :func:`run_thread_matches`)."""
         return None
 
+    def step_key(self, step_id: str) -> str | None:
+        """How :meth:`with_step_result` names step ``step_id`` (a bound parameter), or ``None``
+        where this database cannot set it in SQL: :meth:`update_workflow_results` then reads,
+        merges and writes the snapshot."""
+        return None
+
+    def with_step_result(self, snapshot: Any, step_key: peewee.Node, result: peewee.Node,
+                         request_context: peewee.Node) -> peewee.Node:
+        """The valid ``snapshot`` (:meth:`has_context`) with the JSON text ``result`` stored as
+        step ``step_key``'s (:meth:`step_key`, in place where the step exists, else last) and the
+        members of the JSON object text ``request_context`` set on its ``requestContext`` (an
+        empty object where it holds anything else), as :func:`_add_step_result` changes it for a
+        result whose output is not a list (which replaces the stored step)."""
+        raise NotImplementedError
+
+    def has_context(self, snapshot: Any) -> peewee.Node:
+        """``snapshot`` is a JSON object with a ``context`` object (:meth:`_stored_snapshot`)."""
+        raise NotImplementedError
+
 
 def _json_path(*keys: str) -> str:
     return "$." + ".".join(f'"{key}"' for key in keys)
@@ -216,6 +235,26 @@ class _SQLiteDialect(_Dialect):
         from_input = peewee.fn.json_extract(document, _json_path("context", *INPUT_THREAD_PATH)) == thread_id
         return peewee.NodeList((peewee.SQL("("), suspended, peewee.SQL(" OR "), from_input, peewee.SQL(")")),
                                glue="")
+
+    def step_key(self, step_id: str) -> str | None:
+        # A JSON path: a quoted label cannot hold '"', and it matches a key's text as written, so
+        # keys the JSON text escapes ('\\', control characters) are left to the Python merge.
+        if any(char < " " or char in '"\\' for char in step_id):
+            return None
+        return _json_path("context", step_id)
+
+    def with_step_result(self, snapshot: Any, step_key: peewee.Node, result: peewee.Node,
+                         request_context: peewee.Node) -> peewee.Node:
+        # json_patch is a shallow merge for the members merges_json_members accepts.
+        stored = peewee.Case(None, [(peewee.fn.json_type(snapshot, "$.requestContext") == "object",
+                                     peewee.fn.json_extract(snapshot, "$.requestContext"))], "{}")
+        return peewee.fn.json_set(snapshot, step_key, peewee.fn.json(result),
+                                  "$.requestContext", peewee.fn.json_patch(stored, request_context))
+
+    def has_context(self, snapshot: Any) -> peewee.Node:
+        # json_type raises on text that is not JSON: only valid text is looked into.
+        return peewee.Case(None, [(peewee.fn.json_valid(snapshot), peewee.fn.json_type(snapshot, "$.context"))],
+                           None) == "object"
 
 
 class _PostgresDialect(_Dialect):
@@ -492,7 +531,13 @@ class WorkflowsRepository(Prunable, DomainRepository):
         workflow_name, run_id, step_id = clean(workflow_name), clean(run_id), clean(step_id)
         Run = self.models.snapshot
         now = utc_now()
-        if self.backend.features.row_versions:
+        step_key = self._dialect.step_key(step_id)
+        if (step_key is not None and not isinstance(result.get("output"), list)
+                and self.backend.merges_json_members(request_context or {})):
+            context = self._add_step_result_in_place(workflow_name, run_id, step_key, result, request_context, now)
+            if context is not None:
+                return context
+        elif self.backend.features.row_versions:
             context = self._add_step_result_unlocked(workflow_name, run_id, step_id, result, request_context, now)
             if context is not None:
                 return context
@@ -509,6 +554,25 @@ class WorkflowsRepository(Prunable, DomainRepository):
         # No copy: the snapshot was decoded from its row by this call and the result and request
         # context are the validated copies, so the context shares nothing with the caller.
         return snapshot["context"]
+
+    def _add_step_result_in_place(self, workflow_name: str, run_id: str, step_key: str, result: dict[str, Any],
+                                  request_context: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+        """:meth:`update_workflow_results` as one ``UPDATE … RETURNING`` in autocommit where the
+        database sets the step's result itself (SQLite's ``json_set``): atomic without a
+        transaction, and nothing read or decoded first.  ``None`` when no row changed (the run
+        is missing or its snapshot not valid): the locked path then creates it or refuses."""
+        Run, backend, dialect = self.models.snapshot, self.backend, self._dialect
+        to_text = backend.database.json_to_db
+        rows = backend.update_returning(
+            Run, lambda: ((Run.workflow_name == backend.param("workflow_name"))
+                          & (Run.run_id == backend.param("run_id")) & dialect.has_context(Run.snapshot)),
+            {"updated_at": now}, [Run.snapshot], shape=Run,
+            params={"workflow_name": workflow_name, "run_id": run_id, "step_key": step_key,
+                    "result": to_text(Run.snapshot, result),
+                    "request_context": to_text(Run.snapshot, request_context or {})},
+            computed=lambda: {Run.snapshot: dialect.with_step_result(
+                Run.snapshot, backend.param("step_key"), backend.param("result"), backend.param("request_context"))})
+        return rows[0]["snapshot"]["context"] if rows else None
 
     def _add_step_result_unlocked(self, workflow_name: str, run_id: str, step_id: str, result: dict[str, Any],
                                   request_context: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import peewee
 import pytest
 
-from composite_store import NotFoundError
+from composite_store import ConflictError, NotFoundError
 from composite_store.composite import store_for_url
 
 SQL = pytest.mark.backends("sqlite", "postgres")
@@ -57,9 +57,10 @@ EXPECTED = {
     "update_thread": (1, 1),
     "update_thread, null member": (4, 1),
     # PostgreSQL reads the run unlocked and writes it back only if its xmin is unchanged (or
-    # inserts a missing run); SQLite: BEGIN IMMEDIATE, SELECT, UPDATE (INSERT, SELECT), COMMIT.
-    "update_workflow_results": (4, 2),
-    "update_workflow_results, new run": (6, 2),
+    # inserts a missing run); SQLite sets the step in one UPDATE (json_set), and where it
+    # changed no row (a new run): BEGIN IMMEDIATE, SELECT, INSERT, SELECT, UPDATE, COMMIT.
+    "update_workflow_results": (1, 2),
+    "update_workflow_results, new run": (7, 2),
     # BEGIN, the dataset's version step as the locked read (UPDATE … RETURNING), the item, the
     # version log, COMMIT.
     "add_item": (5, 5),
@@ -164,6 +165,34 @@ def test_update_thread_merge_in_sql_keeps_key_order_and_replaces_non_objects(mem
         Thread.update({Thread.metadata: peewee.SQL("'[1, 2]'")}).where(Thread.id == "th-o").execute()
     assert memory.update_thread(id="th-o", metadata={"z": 1})["metadata"] == {"z": 1}
     assert memory.get_thread_by_id(thread_id="th-o")["metadata"] == {"z": 1}
+
+
+@SQL
+def test_update_workflow_results_sets_the_step_as_the_read_merge_write_does(backend_spec, workflows):
+    # Whichever path a call takes (SQLite's json_set, or reading, merging and writing), the
+    # snapshot changes alike: a stored step replaced in place, a new one last, requestContext
+    # merged (a stored non-object replaced), other members kept in order (where stored JSON
+    # keeps it: jsonb orders an object's keys itself).
+    def same(got: dict, wanted: dict) -> bool:
+        return list(got.items()) == list(wanted.items()) if backend_spec.family == "sqlite" else got == wanted
+
+    snapshot = {**SNAPSHOT, "context": {"a.b[0] é": {"status": "running"}, "input": {"q": 1}},
+                "requestContext": [1]}
+    workflows.persist_workflow_snapshot(workflow_name="wf-o", run_id="run-o", snapshot=snapshot)
+    steps = {"a.b[0] é": {"status": "success", "output": {"x": 1.5}}, "back\\slash": {"status": "success"},
+             "new step": {"status": "failed", "output": [1, None]}}
+    for context_name, (step_id, result) in enumerate(steps.items()):
+        context = workflows.update_workflow_results(workflow_name="wf-o", run_id="run-o", step_id=step_id,
+                                                    result=result, request_context={f"k{context_name}": [context_name]})
+    expected = {"a.b[0] é": steps["a.b[0] é"], "input": {"q": 1}, "back\\slash": steps["back\\slash"],
+                "new step": steps["new step"]}
+    assert same(context, expected)
+    stored = workflows.load_workflow_snapshot(workflow_name="wf-o", run_id="run-o")
+    assert same(stored, {**SNAPSHOT, "context": expected, "requestContext": {"k0": [0], "k1": [1], "k2": [2]}})
+    assert same(stored["context"], expected) and same(stored["requestContext"], {"k0": [0], "k1": [1], "k2": [2]})
+    workflows.persist_workflow_snapshot(workflow_name="wf-o", run_id="run-o", snapshot={**SNAPSHOT, "context": []})
+    with pytest.raises(ConflictError):
+        workflows.update_workflow_results(workflow_name="wf-o", run_id="run-o", step_id="s", result={})
 
 
 @SQL
