@@ -244,10 +244,13 @@ def _record_checks(kind: SignalKind) -> dict[str, Callable[[Problems, str, Any],
 
 
 def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = "",
-               checks: dict[str, Callable[[Problems, str, Any], Any]] | None = None) -> dict[str, Any]:
+               checks: dict[str, Callable[[Problems, str, Any], Any]] | None = None,
+               clean: Callable[[str], str] | None = None) -> dict[str, Any]:
     """The stored row (field name → value) of one input record, checked (§2) and normalised
     (§2.6): a missing id becomes a new UUID4, ``source`` fills the fields it stands for, tags and
-    labels are cleaned, feedback's value goes to its number or string column."""
+    labels are cleaned, feedback's value goes to its number or string column.  ``clean`` (the
+    backend's) removes what the database cannot store from the plain text fields; the signal
+    SQL's ``cleaned`` does the rest (:data:`.signals_sql.CLEANED_AFTER`)."""
     prefix = f"{path}." if path else ""
     if not isinstance(record, dict):
         problems.add(path or "record", "Not a valid mapping type.")
@@ -259,8 +262,8 @@ def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = ""
     source = None
     for key, value in record.items():
         check = checks.get(key)
-        if check is _text and type(value) is str:  # most keys: no call
-            row[key] = value
+        if check is _text and type(value) is str:  # most keys: no checker call
+            row[key] = value if clean is None else clean(value)
         elif check is None:
             if key == "source":
                 source = value
@@ -299,13 +302,15 @@ def signal_row(problems: Problems, kind: SignalKind, record: Any, path: str = ""
     return row
 
 
-def signal_rows(problems: Problems, kind: SignalKind, records: Any, argument: str) -> list[dict[str, Any]]:
+def signal_rows(problems: Problems, kind: SignalKind, records: Any, argument: str,
+                clean: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
     """The rows of a batch (problems under ``<argument>[i].<key>``)."""
     if not isinstance(records, (list, tuple)):
         problems.add(argument, "Not a valid list.")
         return []
     checks = _record_checks(kind)
-    return [signal_row(problems, kind, record, f"{argument}[{index}]", checks) for index, record in enumerate(records)]
+    return [signal_row(problems, kind, record, f"{argument}[{index}]", checks, clean)
+            for index, record in enumerate(records)]
 
 
 # --------------------------------------------------------------------------- filters (§8.2)
@@ -472,13 +477,14 @@ class SignalsMixin:
 
     def _write_signal(self, kind: SignalKind, record: Any, argument: str) -> None:
         problems = Problems()
-        row = signal_row(problems, kind, record, "" if isinstance(record, dict) else argument)
+        row = signal_row(problems, kind, record, "" if isinstance(record, dict) else argument,
+                         clean=self.backend.clean)
         problems.raise_if_any()
         self._signal_sql.write(self._signal_model(kind), kind, [row])
 
     def _write_signal_batch(self, kind: SignalKind, records: Any, argument: str) -> None:
         problems = Problems()
-        rows = signal_rows(problems, kind, records, argument)
+        rows = signal_rows(problems, kind, records, argument, self.backend.clean)
         problems.raise_if_any()
         if rows:
             self._signal_sql.write(self._signal_model(kind), kind, rows)

@@ -20,6 +20,10 @@ from ..models.observability_signals import (ID_COLUMNS, MODEL_NAMES, PG_ADDED_CO
                                             PARTITION_COLUMNS, EventTimestampField, pg_column_sql, sqlite_type)
 from ..values import json_dumps, json_loads
 
+#: Row keys whose text the record checks do not clean (lists, dicts, aliases, feedback values):
+#: :meth:`SignalSQL.cleaned` does, before a write.
+CLEANED_AFTER = ("tags", "labels", "value_string", "data", "metadata", "scope", "cost_metadata", "execution_source",
+                 "score_source", "feedback_source")
 #: Fields the database fills itself (never sent by writes).
 CURSOR_FIELDS = ("cursor_id", "xact_id")
 
@@ -218,11 +222,15 @@ class SignalSQL:
 
     def cleaned(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows with the characters this database cannot store removed (README *Characters
-        that cannot be stored*: unpaired surrogates, and U+0000 on PostgreSQL); ASCII text, the
-        usual case, is only looked at."""
+        that cannot be stored*: unpaired surrogates, and U+0000 on PostgreSQL) from the values
+        the record checks left (:data:`CLEANED_AFTER`); ASCII text, the usual case,
+        is only looked at."""
         clean, strips_nul = self.backend.clean, self.backend.features.strips_nul
         for row in rows:
-            for key, value in row.items():
+            for key in CLEANED_AFTER:
+                value = row.get(key)
+                if value is None:
+                    continue
                 if type(value) is str:
                     if not value.isascii() or (strips_nul and "\x00" in value):
                         row[key] = clean(value)
