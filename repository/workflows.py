@@ -270,6 +270,26 @@ class _PostgresDialect(_Dialect):
     def status_condition(self, repository: "WorkflowsRepository", status: str) -> peewee.Node:
         return peewee.Expression(self._document(repository), "->>", peewee.Value("status")) == status
 
+    def step_key(self, step_id: str) -> list[str]:
+        return ["context", step_id]  # a text[] path names any key
+
+    def with_step_result(self, snapshot: Any, step_key: peewee.Node, result: peewee.Node,
+                         request_context: peewee.Node) -> peewee.Node:
+        # jsonb_set replaces or adds the member; jsonb's || on two objects is the shallow merge.
+        document = peewee.Cast(snapshot, "jsonb")
+        stored = peewee.Expression(document, "->", peewee.Value("requestContext"))
+        stored = peewee.Case(None, [(peewee.fn.jsonb_typeof(stored) == "object", stored)],
+                             peewee.Cast(peewee.Value("{}", converter=str), "jsonb"))
+        with_step = peewee.fn.jsonb_set(document, peewee.Cast(step_key, "text[]"), peewee.Cast(result, "jsonb"))
+        return peewee.fn.jsonb_set(with_step, peewee.Cast(peewee.Value("{requestContext}", converter=str), "text[]"),
+                                   peewee.Expression(stored, "||", peewee.Cast(request_context, "jsonb")))
+
+    def has_context(self, snapshot: Any) -> peewee.Node:
+        # Every stored snapshot casts to jsonb (an index of init() reads it as jsonb); -> is NULL
+        # on anything but an object.
+        context = peewee.Expression(peewee.Cast(snapshot, "jsonb"), "->", peewee.Value("context"))
+        return peewee.fn.jsonb_typeof(context) == "object"
+
     def thread_condition(self, repository: "WorkflowsRepository", thread_id: str) -> peewee.Node:
         variables = peewee.fn.jsonb_build_object("thread", peewee.Cast(peewee.Value(thread_id), "text"))
         document = self._document(repository)
@@ -537,7 +557,7 @@ class WorkflowsRepository(Prunable, DomainRepository):
             context = self._add_step_result_in_place(workflow_name, run_id, step_key, result, request_context, now)
             if context is not None:
                 return context
-        elif self.backend.features.row_versions:
+        if self.backend.features.row_versions:
             context = self._add_step_result_unlocked(workflow_name, run_id, step_id, result, request_context, now)
             if context is not None:
                 return context
@@ -558,9 +578,9 @@ class WorkflowsRepository(Prunable, DomainRepository):
     def _add_step_result_in_place(self, workflow_name: str, run_id: str, step_key: str, result: dict[str, Any],
                                   request_context: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
         """:meth:`update_workflow_results` as one ``UPDATE … RETURNING`` in autocommit where the
-        database sets the step's result itself (SQLite's ``json_set``): atomic without a
-        transaction, and nothing read or decoded first.  ``None`` when no row changed (the run
-        is missing or its snapshot not valid): the locked path then creates it or refuses."""
+        database sets the step's result itself (SQLite's ``json_set``, PostgreSQL's ``jsonb_set``):
+        atomic without a transaction, and nothing read first.  ``None`` when no row changed (the
+        run is missing or its snapshot not valid): the other paths then create it or refuse."""
         Run, backend, dialect = self.models.snapshot, self.backend, self._dialect
         to_text = backend.database.json_to_db
         rows = backend.update_returning(

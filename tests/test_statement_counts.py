@@ -56,11 +56,11 @@ EXPECTED = {
     # nor objects; otherwise SQLite reads, merges, writes: BEGIN, SELECT, UPDATE, COMMIT).
     "update_thread": (1, 1),
     "update_thread, null member": (4, 1),
-    # PostgreSQL reads the run unlocked and writes it back only if its xmin is unchanged (or
-    # inserts a missing run); SQLite sets the step in one UPDATE (json_set), and where it
-    # changed no row (a new run): BEGIN IMMEDIATE, SELECT, INSERT, SELECT, UPDATE, COMMIT.
-    "update_workflow_results": (1, 2),
-    "update_workflow_results, new run": (7, 2),
+    # One UPDATE sets the step (json_set, jsonb_set).  Where it changed no row (a new run),
+    # PostgreSQL reads the run unlocked and inserts it (or writes it back only if its xmin is
+    # unchanged); SQLite: BEGIN IMMEDIATE, SELECT, INSERT, SELECT, UPDATE, COMMIT.
+    "update_workflow_results": (1, 1),
+    "update_workflow_results, new run": (7, 3),
     # BEGIN, the dataset's version step as the locked read (UPDATE … RETURNING), the item, the
     # version log, COMMIT.
     "add_item": (5, 5),
