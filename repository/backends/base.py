@@ -697,16 +697,16 @@ class Backend:
             return []
         names = tuple(rows[0])
         fields, converters = self.columns(model, names)
-        kept = set(preserve) | {f"{name}_z" for name in preserve} | set(primary_key_names(model))
-        updated = [field for field in fields if field.name not in kept]
-        # Also the "…Z" twins PostgreSQL reads timestamps from (as_records prefers them).
-        returned = [field for field in model._meta.sorted_fields
-                    if field.name in returning or field.name.removesuffix("_z") in returning]
         records: list[dict[str, Any]] = []
         for chunk in chunks(rows, size=CHUNK_SIZE):
             count = len(chunk)
 
-            def build() -> peewee.ModelInsert:
+            def build() -> peewee.ModelInsert:  # (the columns are worked out once per shape)
+                kept = set(preserve) | {f"{name}_z" for name in preserve} | set(primary_key_names(model))
+                updated = [field for field in fields if field.name not in kept]
+                # Also the "…Z" twins PostgreSQL reads timestamps from (as_records prefers them).
+                returned = [field for field in model._meta.sorted_fields
+                            if field.name in returning or field.name.removesuffix("_z") in returning]
                 insert = model.insert_many([{field: self.param(f"{field.name}_{index}") for field in fields}
                                             for index in range(count)])
                 insert = insert.on_conflict(conflict_target=_primary_key_fields(model), preserve=updated)
