@@ -16,6 +16,7 @@ from composite_store import NotFoundError, NotSupportedError, ValidationError
 from composite_store.clickhouse import ObservabilityClickHouse
 from composite_store.models.observability_signals import (CH_BLOOM_COLUMNS, CH_COLUMNS, CH_NULLABLE_KEY, CH_ORDER_BY,
                                                           ID_COLUMNS, PG_COLUMNS, PG_CURSOR, PG_INDEXES, sqlite_type)
+from composite_store.observability.signals import SIGNAL_KINDS
 from composite_store.observability.signals_clickhouse import signal_type
 from composite_store.postgres import ObservabilityPG
 from composite_store.sqlite import ObservabilitySQLite
@@ -187,6 +188,61 @@ def test_text_that_cannot_be_stored(obs):
     stored = obs.list_logs().items[0]
     assert stored["message"] == ("abc" if obs.backend.name == "PG" else "a\x00bc")
     assert (stored["tags"], stored["data"]) == (["t"], {"k": "v"})
+
+
+def batch_and_single_records():
+    """Records of every signal with values a write normalises: ints as floats, ISO text and
+    sub-millisecond timestamps, tags and labels to clean, text that cannot be stored, JSON, a
+    missing id, feedback values of both kinds."""
+    return {
+        "logs": [log("plain", tags=["a", " a ", ""], data={"k": [1, "x"]}),
+                 log("odd", 1, message="a\x00b\ud800c", tags=["t\ud800"], entity_type="agent", service_name="é"),
+                 {"timestamp": "2026-01-02T12:05:00.123456Z", "level": "error", "message": "no id", "tags": None}],
+        "metrics": [{"metric_id": "m1", "timestamp": at(0), "name": "n", "value": 3, "labels": {" b ": " x ", "c": ""}},
+                    {"metric_id": "m2", "timestamp": at(1) + timedelta(microseconds=1500), "name": "n", "value": 2.5,
+                     "labels": None, "estimated_cost": 1, "provider": "p\ud800"},
+                    {"timestamp": at(2), "name": "n\x00", "value": 1.0, "tags": ("x",)}],
+        "scores": [{"score_id": "s1", "timestamp": at(0), "scorer_id": "r", "score": 1, "metadata": {"a": None}},
+                   {"score_id": "s2", "timestamp": at(1), "scorer_id": "r", "score": 0.5, "trace_id": None}],
+        "feedback": [{"feedback_id": "f1", "timestamp": at(0), "feedback_type": "t", "value": 3,
+                      "review_status": "reviewed"},
+                     {"feedback_id": "f2", "timestamp": at(1), "feedback_type": "t", "value": "good",
+                      "feedback_source": None}],
+    }
+
+
+WRITERS = {"logs": ("batch_create_logs", "logs", "list_logs"),
+           "metrics": ("batch_create_metrics", "metrics", "list_metrics"),
+           "scores": ("batch_create_scores", "scores", "list_scores"),
+           "feedback": ("batch_create_feedback", "feedbacks", "list_feedback")}
+
+
+def test_batches_store_what_single_records_store(obs):
+    """§2.6: a batch (checked column by column when every value is plainly valid) stores each
+    record as a batch of one (checked record by record) does."""
+    def stored(signal, suffix=""):
+        items = getattr(obs, WRITERS[signal][2])(per_page=False, order_by={"direction": "ASC"}).items
+        id_key = SIGNAL_KINDS[signal].id_key
+        # Generated ids (UUIDs) differ between the two writes; given ones carry the write's suffix.
+        return [{**item, id_key: None if len(item[id_key]) == 36 else item[id_key].removesuffix(suffix)}
+                for item in items]
+
+    for signal, records in batch_and_single_records().items():
+        method, argument, _ = WRITERS[signal]
+        id_key = SIGNAL_KINDS[signal].id_key
+        getattr(obs, method)(**{argument: [{**record, id_key: record[id_key] + "-b"} if id_key in record else record
+                                           for record in records]})
+        in_batch = stored(signal, "-b")
+        # Other ids than the batch's: a cluster's replicas drop an insert block equal to an earlier one.
+        obs.dangerously_clear_all()
+        for record in records:
+            getattr(obs, method)(**{argument: [record]})
+        single = stored(signal)
+        assert in_batch == single, [(signal, index, key, mine.get(key), theirs.get(key))
+                                    for index, (mine, theirs) in enumerate(zip(in_batch, single))
+                                    for key in {*mine, *theirs} if mine.get(key) != theirs.get(key)]
+        assert len(in_batch) == len(records)
+        obs.dangerously_clear_all()
 
 
 def test_timestamp_ranges(obs):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import peewee
 
@@ -223,12 +223,16 @@ class SignalSQL:
     def cleaned(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows with the characters this database cannot store removed (README *Characters
         that cannot be stored*: unpaired surrogates, and U+0000 on PostgreSQL) from the values
-        the record checks left (:data:`CLEANED_AFTER`); ASCII text, the usual case,
-        is only looked at."""
+        the record checks left (:data:`CLEANED_AFTER`).  Column by column: a column whose text,
+        joined, is ASCII without U+0000 (the usual case) is only looked at, once."""
         clean, strips_nul = self.backend.clean, self.backend.features.strips_nul
-        for row in rows:
-            for key in CLEANED_AFTER:
-                value = row.get(key)
+        keys = set().union(*rows).intersection(CLEANED_AFTER)
+        for key in keys:
+            values = [row.get(key) for row in rows]
+            text = "".join(_texts(values))
+            if text.isascii() and "\x00" not in text:
+                continue
+            for row, value in zip(rows, values):
                 if value is None:
                     continue
                 if type(value) is str:
@@ -264,6 +268,22 @@ class SignalSQL:
             rows, _ = self.page(model, None, [model.feedback_id == feedback_id], '"timestamp" DESC', 1, 0,
                                 counted=False)
         return rows[0] if rows else None
+
+
+def _texts(values: list[Any]) -> Iterator[str]:
+    """The text of a column's values as :meth:`SignalSQL.cleaned` may skip it: strings, tags,
+    the keys and values of flat string dicts (labels); any other value yields U+0000, which
+    sends its column through the value-by-value cleaning."""
+    for value in values:
+        if type(value) is str:
+            yield value
+        elif type(value) is list and all(type(item) is str for item in value):
+            yield from value
+        elif type(value) is dict and all(type(item) is str for item in value.values()):
+            yield from value
+            yield from value.values()
+        elif value is not None:
+            yield "\x00"
 
 
 def last_per_key(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
