@@ -318,6 +318,22 @@ def test_feedback_analytics(obs):
         == [(("agent-a",), 1.0), (("agent-b",), 0.5)]
 
 
+def test_feedback_review_status_dimension(obs):
+    """§8.3, §8.4: ``review_status`` groups breakdowns and time series; on ClickHouse, whose
+    feedback has no reviewStatus column, every record reads (and so groups) as needs-review."""
+    obs.batch_create_feedback(feedbacks=[feedback(5, entity_name="a"), feedback(3, review_status="reviewed"),
+                                         feedback(4, minutes=70, entity_name="a")])
+    stored = obs.backend.name != "CLICKHOUSE"
+    groups = obs.get_feedback_breakdown(feedback_type="rating", group_by=["review_status"], aggregation="avg")
+    assert values(groups["groups"]) == ([(("needs-review",), 4.5), (("reviewed",), 3)] if stored
+                                        else [(("needs-review",), 4)])
+    series = obs.get_feedback_time_series(feedback_type="rating", interval="1h", aggregation="sum",
+                                          group_by=["review_status", "entity_name"])["series"]
+    points = {(item["name"], point["timestamp"]): point["value"] for item in series for point in item["points"]}
+    assert points == ({("needs-review|a", BASE): 5, ("needs-review|a", at(60)): 4, ("reviewed|", BASE): 3} if stored
+                      else {("needs-review|a", BASE): 5, ("needs-review|a", at(60)): 4, ("needs-review|", BASE): 3})
+
+
 # --------------------------------------------------------------------------- arguments
 
 def test_bad_arguments_name_each_field(obs, backend_spec):

@@ -24,7 +24,7 @@ import peewee
 
 from ..base import operation
 from ..validation import Problems, one_of
-from .signals import SIGNAL_KINDS, check_signal_filters
+from .signals import DEFAULT_REVIEW_STATUS, SIGNAL_KINDS, check_signal_filters
 
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "last", "count_distinct")
 #: Time-series intervals and their length in seconds; buckets are UTC floors of epoch time.
@@ -545,7 +545,12 @@ class AnalyticsMixin:
         """A ``group_by`` key as an expression of the selected row: its column, else (metrics)
         the value of the label ``key``."""
         if key in signal.columns:
-            return f'"{signal.columns[key]}"', []
+            column = signal.columns[key]
+            if key == "review_status" and column not in self._signal_model(SIGNAL_KINDS[signal.name])._meta.columns:
+                # ClickHouse's feedback has no reviewStatus column: its records read the
+                # default, "needs-review" (§8.3), so that is the dimension's one value.
+                return f"'{DEFAULT_REVIEW_STATUS}'", []
+            return f'"{column}"', []
         dialect = self._analytics[signal.name]
         return dialect.label(), [dialect.label_key(key)]
 
