@@ -69,6 +69,8 @@ class CompositeStore:
         self.default = default
         self.disable_init = disable_init
         self._sources = domains
+        # Again against each repository's own layout (observability's vNext keys need it).
+        validated_retention(retention, error_id="STORAGE_COMPOSITE_INIT_INVALID_INPUT", get_store=self.get_store)
         self._init_lock = threading.Lock()
         self._link_datasets_to_experiments()
 

@@ -341,20 +341,31 @@ class Prunable:
 
 
 def retention_tables_by_domain() -> dict[str, tuple[RetentionTable, ...]]:
-    """The policy keys of every domain with retention (the others take none)."""
+    """The policy keys of every domain with retention (the others take none), in any of its
+    layouts: observability's vNext layout adds ``metrics``, ``logs``, ``scores`` and
+    ``feedback`` to ``spans`` (which repository takes which: :func:`check_retention`)."""
     # Imported here: the domain modules import this one.
     from .experiments import ExperimentsRepository
     from .memory import MemoryRepository
     from .observability import ObservabilityRepository
+    from .observability.vnext import VNextObservabilityRepository
     from .scores import ScoresRepository
     from .workflows import WorkflowsRepository
 
-    return {cls.domain: cls.retention_tables for cls in (
+    tables = {cls.domain: cls.retention_tables for cls in (
         MemoryRepository, WorkflowsRepository, ScoresRepository, ObservabilityRepository, ExperimentsRepository)}
+    legacy = tables["observability"]
+    tables["observability"] = (*legacy, *(table for table in VNextObservabilityRepository.retention_tables
+                                          if _table_of(legacy, table.key) is None))
+    return tables
 
 
-def check_retention(problems: Problems, path: str, retention: Any) -> dict[str, dict]:
-    """A store's ``retention`` (``{domain: {table key: policy}}``), checked; problems recorded."""
+def check_retention(problems: Problems, path: str, retention: Any,
+                    get_store: Callable[[str], Any] | None = None) -> dict[str, dict]:
+    """A store's ``retention`` (``{domain: {table key: policy}}``), checked; problems recorded.
+    With ``get_store`` (domain key → repository or ``None``), a domain's policies are checked
+    against the keys of its repository's layout (``metrics`` only on observability's vNext
+    layout); without it, against the keys of any layout (before a store connects)."""
     if retention is None:
         return {}
     if not isinstance(retention, Mapping):
@@ -364,15 +375,19 @@ def check_retention(problems: Problems, path: str, retention: Any) -> dict[str, 
     for domain, policies in retention.items():
         if domain not in tables:
             problems.add(f"{path}.{domain}", "Unknown field.")
-        else:
-            check_policies(problems, f"{path}.{domain}", policies, tables[domain])
+            continue
+        repository = get_store(domain) if get_store is not None else None
+        check_policies(problems, f"{path}.{domain}", policies,
+                       repository.retention_tables if isinstance(repository, Prunable) else tables[domain])
     return dict(retention)
 
 
-def validated_retention(retention: Any, *, error_id: str) -> dict[str, dict]:
-    """``retention`` checked, or ``ValidationError`` with ``error_id`` (a store's constructor)."""
+def validated_retention(retention: Any, *, error_id: str,
+                        get_store: Callable[[str], Any] | None = None) -> dict[str, dict]:
+    """``retention`` checked (see :func:`check_retention`), or ``ValidationError`` with
+    ``error_id`` (a store's constructor)."""
     problems = Problems()
-    checked = check_retention(problems, "retention", retention)
+    checked = check_retention(problems, "retention", retention, get_store)
     if problems:
         raise ValidationError(fields=problems.fields, id=error_id)
     return checked
@@ -388,7 +403,7 @@ def prune_domains(get_store: Callable[[str], Any], configured: dict[str, dict], 
     domain is logged and the others still run.
     """
     problems = Problems()
-    plan = check_retention(problems, "retention", retention) if retention is not None else configured
+    plan = check_retention(problems, "retention", retention, get_store) if retention is not None else configured
     check_limits(problems, max_batches=max_batches, max_rows=max_rows, pause_ms=pause_ms, stop=stop)
     if problems:
         raise ValidationError(fields=problems.fields, id=error_id)

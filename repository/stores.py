@@ -56,6 +56,12 @@ class WholeStore:
                 raise
             raise ValidationError(str(exc), id=f"STORAGE_{self.backend_class.name}_INIT_INVALID_INPUT") from None
         self._repositories = {key: cls(store=self) for key, cls in self.domain_classes.items()}
+        try:  # again against each repository's own layout (observability's vNext keys need it)
+            validated_retention(retention, error_id=f"STORAGE_{self.backend_class.name}_INIT_INVALID_INPUT",
+                                get_store=self._repositories.get)
+        except ValidationError:
+            self.backend.close()
+            raise
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, url={self.backend.display_url!r})"

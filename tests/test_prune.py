@@ -332,6 +332,40 @@ def test_whole_store_retention(store, backend, own_url):
     assert info.value.id == error_id(backend, "PRUNE") and "retention.memory.messages.max_age" in info.value.fields
 
 
+@SQL_BACKENDS
+def test_whole_store_retention_of_the_vnext_signals(store, backend, own_url):
+    """observability-vnext.md §10.2: a store whose observability has the vNext layout takes
+    ``metrics``, ``logs``, ``scores`` and ``feedback`` policies beside ``spans`` and prunes them;
+    the legacy layout refuses them, naming the key (at construction and at the call)."""
+    connect = {"url": own_url} if backend == "sqlite" else {"connection_string": own_url}
+    vnext_url = f"{own_url}{'&' if '?' in own_url else '?'}layout=vnext"
+    retention = {"observability": {"spans": {"max_age": "1d"}, "metrics": {"max_age": "1d"},
+                                   "logs": {"max_age": "1d"}, "scores": {"max_age": "1d"},
+                                   "feedback": {"max_age": "1d"}}}
+    vnext = type(store)(**{key: vnext_url for key in connect}, retention=retention)
+    try:
+        vnext.init()
+        observability = vnext.get_store("observability")
+        observability.dangerously_clear_all()
+        observability.batch_create_metrics(metrics=[{"timestamp": days_ago(days), "name": "m", "value": 1.0}
+                                                    for days in (3, 0)])
+        observability.batch_create_logs(logs=[{"timestamp": days_ago(3), "level": "info", "message": "old"}])
+        assert vnext.prune() == [result("observability", table, deleted, True) for table, deleted in (
+            ("mastra_span_events", 0), ("mastra_metric_events", 1), ("mastra_log_events", 1),
+            ("mastra_score_events", 0), ("mastra_feedback_events", 0))]
+        assert observability.list_metrics().total == 1 and observability.list_logs().total == 0
+    finally:
+        vnext.close()
+    with pytest.raises(ValidationError) as info:
+        type(store)(**connect, retention={"observability": {"metrics": {"max_age": "1d"}}})
+    assert info.value.id == error_id(backend, "INIT")
+    assert info.value.fields == {"retention.observability.metrics": ["Unknown field."]}
+    with pytest.raises(ValidationError) as info:
+        store.prune(retention={"observability": {"spans": {"max_age": "1d"}, "logs": {"max_age": "1d"}}})
+    assert info.value.id == error_id(backend, "PRUNE")
+    assert info.value.fields == {"retention.observability.logs": ["Unknown field."]}
+
+
 @pytest.mark.backends("sqlite")
 def test_composite_prune_skips_clickhouse_and_survives_a_failing_domain(tmp_path, caplog):
     """§5.3 accept: a failing domain is logged and the others still run; domains in the mapping's order."""

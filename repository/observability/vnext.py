@@ -22,7 +22,7 @@ from ..models.fields import TimestampField
 from ..models.observability_signals import build_observability_signal_models
 from ..models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, build_observability_vnext_models
 from ..page import Page
-from ..retention import Prunable
+from ..retention import Prunable, RetentionTable
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
 from ..backends.base import keyset_chunks, value_converter, value_tuples
@@ -96,6 +96,10 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
 
     domain = "observability"
     # Prunable: prune() answers NotSupportedError on ClickHouse, whose retention is TTL (spec §10.1).
+    #: The policy keys of this layout's retention (§10.2): spans and the four signals; a store's
+    #: ``retention={"observability": …}`` is checked against them (PostgreSQL/SQLite prune them).
+    retention_tables = tuple(RetentionTable(key=key, model="span_event", anchor="ended_at")
+                             for key in ("spans", "metrics", "logs", "scores", "feedback"))
     #: The table layout this class implements.
     layout = "vnext"
     #: Days kept per retention signal (``None``: no TTL), applied by :meth:`init`; set by the

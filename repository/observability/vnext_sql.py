@@ -35,7 +35,7 @@ from ..models.observability_vnext_sql import (ADDED_COLUMNS, DISCOVERY, DISCOVER
                                               SPAN_EVENT_INDEXES, SPAN_EVENTS, SPAN_KEY, SPAN_PARTITION_COLUMN, Index,
                                               build_observability_vnext_sql_models, pg_column_sql, sqlite_column_sql)
 from ..page import DeltaPage, Page
-from ..retention import RetentionTable, check_limits, check_policies
+from ..retention import check_limits, check_policies
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
 from ..values import JSONText, json_dumps, json_loads, utc_now
@@ -865,4 +865,4 @@ _SPAN_COLUMNS = tuple(column.name for column in SPAN_EVENT_COLUMNS
 _LIGHT_LIST_COLUMNS = ("traceId", "spanId", "parentSpanId", "name", "spanType", "isEvent", "startedAt", "endedAt",
                        "error", "entityType", "entityId", "entityName", "metadataRaw", "input")
 #: The policy keys of :meth:`VNextSQLObservabilityRepository.prune` (checked by :mod:`..retention`).
-_PRUNE_POLICIES = tuple(RetentionTable(key=key, model="span_event", anchor="ended_at") for key in PRUNE_TABLES)
+_PRUNE_POLICIES = VNextSQLObservabilityRepository.retention_tables
