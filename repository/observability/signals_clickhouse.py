@@ -35,6 +35,10 @@ DELTA_COLUMNS = {
                             ("scoreId", "String")),
     "mastra_feedback_events": (("traceId", "Nullable(String)"), ("timestamp", "DateTime64(3, 'UTC')"),
                                ("feedbackId", "String")),
+    # Traces emit their root rows only, branches their anchor rows (§9).
+    "mastra_trace_roots": (("startedAt", "DateTime64(3, 'UTC')"), ("traceId", "String"), ("dedupeKey", "String")),
+    "mastra_trace_branches": (("spanType", "LowCardinality(String)"), ("startedAt", "DateTime64(3, 'UTC')"),
+                              ("traceId", "String"), ("spanId", "String"), ("dedupeKey", "String")),
 }
 #: The cursor of the "fallback" strategy (§3.3): ingest milliseconds since 2026-05-04 shifted
 #: left 26 bits, the low bits a fingerprint of the row's id.
@@ -168,7 +172,7 @@ class ClickHouseSignalSQL(SignalSQL):
                                      settings=settings)
             names = ", ".join(f'"{column}"' for column, _ in columns)
             cursor = (SERIAL_CURSOR.format(counter=f"mastra_{base}_delta_cursor") if strategy == "serial"
-                      else FALLBACK_CURSOR.format(key=ID_COLUMNS[table]))
+                      else FALLBACK_CURSOR.format(key=columns[-1][0]))  # the row's key comes last
             database.execute_sql(
                 f'CREATE MATERIALIZED VIEW IF NOT EXISTS "mastra_mv_{base}_delta" TO "{delta}" AS SELECT {cursor} AS '
                 f'"cursorId", ingestedAt, {names} FROM (SELECT now64(9, \'UTC\') AS ingestedAt, {names} FROM "{table}")')
@@ -212,12 +216,19 @@ class ClickHouseSignalSQL(SignalSQL):
 
     def delta(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], position: Any,
               limit: int) -> tuple[list[dict[str, Any]], bool, str]:
+        return self.delta_rows(model, self.current_rows(model, conditions), position, limit)
+
+    def delta_rows(self, model: type[peewee.Model], current: tuple[str, list[Any]], position: Any,
+                   limit: int) -> tuple[list[dict[str, Any]], bool, str]:
+        """The ``current`` rows (``(sql, params)`` selecting the delta key columns) written after
+        ``position``, joined to the delta table, in cursor order, each with its ``cursorId``;
+        whether more follow; the cursor to continue from (§9)."""
         table = model._meta.table_name
-        current, params = self.current_rows(model, conditions)
+        sql, params = current
         keys = [column for column, _ in DELTA_COLUMNS[table] if column != "traceId"]
         joined = " AND ".join(f'x."{column}" = d."{column}"' for column in keys)
         rows = self.rows(
-            f'SELECT x.*, d."cursorId" AS "cursorId" FROM ({current}) AS x INNER JOIN (SELECT "cursorId", '
+            f'SELECT x.*, d."cursorId" AS "cursorId" FROM ({sql}) AS x INNER JOIN (SELECT "cursorId", '
             f'{", ".join(f"{chr(34)}{column}{chr(34)}" for column in keys)} FROM "{table}_delta" WHERE "cursorId" > %s) '
             f'AS d ON {joined} ORDER BY d."cursorId" LIMIT {limit + 1}', [*params, position])
         page = rows[:limit]

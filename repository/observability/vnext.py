@@ -17,24 +17,25 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import peewee
 
 from ..base import ITER_CHUNK, DomainRepository, check_chunk_size, operation, streaming
-from ..errors import NotSupportedError
+from ..errors import NotSupportedError, ValidationError
 from ..models.fields import TimestampField
 from ..models.observability_signals import build_observability_signal_models
 from ..models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, build_observability_vnext_models
-from ..page import Page
+from ..page import DeltaPage, Page
 from ..retention import Prunable, RetentionTable
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
 from ..backends.base import keyset_chunks, value_converter, value_tuples
 from ..values import json_loads
 from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
-                      check_depth, check_filters, check_trace_deletion)
+                      check_depth, check_filters, check_list_mode, check_trace_deletion)
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
                       light_list_record, trace_status, traces_of)
 from . import vnext_migration
 from .analytics import AnalyticsMixin
 from .discovery import DiscoveryMixin
-from .signals import SignalsMixin
+from .signals import DELTA_NOT_SUPPORTED, INVALID_DELTA_CURSOR, SignalsMixin
+from .signals_clickhouse import DELTA_COLUMNS
 from .vnext_clickhouse import VNextClickHouseSQL
 
 #: Metadata keys that have columns of their own and never enter ``metadataSearch`` (§2.6).
@@ -431,26 +432,32 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
     # ------------------------------------------------------------------ lists
 
     @operation
-    def list_traces(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
-                    order_by: dict | None = None) -> Page:
+    def list_traces(self, *, filters: dict | None = None, page: int | None = None, per_page: int | bool | None = None,
+                    order_by: dict | None = None, mode: str = "page", after: str | None = None,
+                    limit: int | None = None) -> Page | DeltaPage:
         """A page of current root spans matching every filter (§7), each with its trace
-        ``status``; newest first by default."""
-        return self._list(self.models.trace_root, filters, page, per_page, order_by, _SPAN_READ, self._listed)
+        ``status``; newest first by default.  With ``delta_polling=True`` on a current server,
+        ``mode="delta"`` gives the roots written after the cursor ``after`` (§9)."""
+        return self._list(self.models.trace_root, filters, page, per_page, order_by, mode, after, limit, _SPAN_READ,
+                          self._listed)
 
     @operation
-    def list_traces_light(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
-                          order_by: dict | None = None) -> Page:
+    def list_traces_light(self, *, filters: dict | None = None, page: int | None = None,
+                          per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
+                          after: str | None = None, limit: int | None = None) -> Page | DeltaPage:
         """:meth:`list_traces` with light list rows (the 17 keys of §2.1)."""
-        return self._list(self.models.trace_root, filters, page, per_page, order_by, _LIGHT_LIST_READ,
-                          self._light_listed)
+        return self._list(self.models.trace_root, filters, page, per_page, order_by, mode, after, limit,
+                          _LIGHT_LIST_READ, self._light_listed)
 
     @operation
-    def list_branches(self, *, filters: dict | None = None, page: int = 0, per_page: int | bool = 10,
-                      order_by: dict | None = None) -> Page:
+    def list_branches(self, *, filters: dict | None = None, page: int | None = None,
+                      per_page: int | bool | None = None, order_by: dict | None = None, mode: str = "page",
+                      after: str | None = None, limit: int | None = None) -> Page | DeltaPage:
         """A page of branch anchors (spans of the seven branch types, roots or nested) matching
-        every filter, each with its own ``status``; newest first by default."""
-        return self._list(self.models.trace_branch, filters, page, per_page, order_by, _SPAN_READ, self._listed,
-                          child_errors=False)
+        every filter, each with its own ``status``; newest first by default; ``mode="delta"`` as
+        :meth:`list_traces` (anchor rows only)."""
+        return self._list(self.models.trace_branch, filters, page, per_page, order_by, mode, after, limit, _SPAN_READ,
+                          self._listed, child_errors=False)
 
     def _listed(self, row: dict[str, Any]) -> dict[str, Any]:
         record = self._record(row)
@@ -460,10 +467,11 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
     def _light_listed(self, row: dict[str, Any]) -> dict[str, Any]:
         return light_list_record(self._record(row, (*LIGHT_SPAN_KEYS, "metadata", "input")), blank_is_null=False)
 
-    def _list(self, model: type[peewee.Model], filters: Any, page: Any, per_page: Any, order_by: Any,
-              columns: Sequence[str], build: Callable[[dict[str, Any]], dict[str, Any]], *,
-              child_errors: bool = True) -> Page:
+    def _list(self, model: type[peewee.Model], filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any,
+              after: Any, limit: Any, columns: Sequence[str], build: Callable[[dict[str, Any]], dict[str, Any]], *,
+              child_errors: bool = True) -> Page | DeltaPage:
         problems = Problems()
+        check_list_mode(problems, mode, page=page, per_page=per_page, order_by=order_by, after=after, limit=limit)
         request = check_page(problems, page, per_page, default_per_page=10)
         checked = check_filters(problems, filters, keys=FILTER_KEYS if child_errors else BRANCH_FILTER_KEYS)
         for key, value in checked.get("metadata", {}).items():
@@ -474,14 +482,40 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
                                   default_direction="DESC")
         problems.raise_if_any()
         self._sql.ensure_schema()
+        delta = self.delta_polling and self._signal_sql.delta_supported()
+        if mode == "delta" and not delta:
+            raise NotSupportedError(DELTA_NOT_SUPPORTED)
         conditions = self._conditions(model, checked)
+        if mode == "delta":
+            return self._delta_anchors(model, columns, conditions, after, 10 if limit is None else limit, build)
+        # The stream's position first: a delta call from it sees every row written after the page.
+        delta_cursor = self._signal_sql.delta_head(model) if delta else None
         order = _LIST_ORDER[ordering.field, ordering.descending]
         if request.limit:
             rows, total = self._sql.page_current(model, columns, conditions, order, request.limit, request.offset)
         else:
             total = self._sql.count_current(model, conditions)
             rows = [] if request.limit == 0 else self._sql.select_current(model, columns, conditions, order)
-        return Page([build(row) for row in rows], total, request.page, request.per_page, request.has_more(total))
+        return Page([build(row) for row in rows], total, request.page, request.per_page, request.has_more(total),
+                    delta_cursor=delta_cursor)
+
+    def _delta_anchors(self, model: type[peewee.Model], columns: Sequence[str], conditions: list[peewee.Node],
+                       after: str | None, limit: int, build: Callable[[dict[str, Any]], dict[str, Any]]) -> DeltaPage:
+        """The current anchors (roots or branch anchors) meeting ``conditions`` whose delta rows
+        come after the cursor ``after``, in cursor order (§9; the delta key columns are read
+        beside ``columns`` for the join, then left out of the records)."""
+        sql = self._signal_sql
+        if after is None:
+            return DeltaPage([], limit, False, sql.delta_head(model))
+        position = sql.parse_delta_cursor(after)
+        if position is None:
+            raise ValidationError(fields={"after": [INVALID_DELTA_CURSOR]})
+        keys = [column for column, _ in DELTA_COLUMNS[model._meta.table_name] if column not in columns]
+        rows, has_more, head = sql.delta_rows(model, self._sql.deduped(model, [*columns, *keys], conditions),
+                                              position, limit)
+        hidden = {*keys, "cursorId"}
+        return DeltaPage([build({column: value for column, value in row.items() if column not in hidden})
+                          for row in rows], limit, has_more, head)
 
     def _conditions(self, model: type[peewee.Model], filters: dict[str, Any]) -> list[peewee.Node]:
         """The SQL of validated list filters on the anchor row (§7)."""
