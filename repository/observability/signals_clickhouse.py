@@ -316,10 +316,15 @@ class ClickHouseSignalSQL(SignalSQL):
         plain_trace = table in CH_NULLABLE_KEY and not self.backend.server_features.columns.get(
             table, {}).get("traceId", "Nullable").startswith("Nullable")
         if nested or plain_trace:
+            nested_of: dict[tuple, tuple[list[str], list[str]]] = {}  # a batch's labels repeat: split once each
             for row in rows:
                 if nested:
-                    labels = dict(sorted(row["labels"].items()))
-                    row[_LABEL_KEYS_FIELD], row[_LABEL_VALUES_FIELD] = list(labels), list(labels.values())
+                    pairs = tuple(row["labels"].items())
+                    split = nested_of.get(pairs)
+                    if split is None:
+                        ordered = sorted(pairs)
+                        split = nested_of[pairs] = ([key for key, _ in ordered], [value for _, value in ordered])
+                    row[_LABEL_KEYS_FIELD], row[_LABEL_VALUES_FIELD] = split
                 if plain_trace and row.get("trace_id") is None:
                     row["trace_id"] = ""  # 18.16's key column: '' stands for no trace
         fields, names = [], []

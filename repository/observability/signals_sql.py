@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Iterator, Sequence
+from itertools import chain
+from typing import Any, Sequence
 
 import peewee
 
@@ -229,7 +230,7 @@ class SignalSQL:
         keys = set().union(*rows).intersection(CLEANED_AFTER)
         for key in keys:
             values = [row.get(key) for row in rows]
-            text = "".join(_texts(values))
+            text = _column_text(key, values)
             if text.isascii() and "\x00" not in text:
                 continue
             for row, value in zip(rows, values):
@@ -270,20 +271,22 @@ class SignalSQL:
         return rows[0] if rows else None
 
 
-def _texts(values: list[Any]) -> Iterator[str]:
-    """The text of a column's values as :meth:`SignalSQL.cleaned` may skip it: strings, tags,
-    the keys and values of flat string dicts (labels); any other value yields U+0000, which
-    sends its column through the value-by-value cleaning."""
-    for value in values:
-        if type(value) is str:
-            yield value
-        elif type(value) is list and all(type(item) is str for item in value):
-            yield from value
-        elif type(value) is dict and all(type(item) is str for item in value.values()):
-            yield from value
-            yield from value.values()
-        elif value is not None:
-            yield "\x00"
+def _column_text(key: str, values: list[Any]) -> str:
+    """All the text of a column's values, joined, as :meth:`SignalSQL.cleaned` may skip it:
+    strings, tags, labels' keys and values; for any other column (JSON documents) U+0000, which
+    sends it through the value-by-value cleaning."""
+    kinds = set(map(type, values)) - {type(None)}
+    try:
+        if kinds <= {str}:
+            return "".join(filter(None, values))
+        if kinds == {list}:
+            return "".join(chain.from_iterable(values))
+        if kinds == {dict} and key == "labels":
+            present = list(filter(None, values))
+            return "".join(chain.from_iterable(present)) + "".join(chain.from_iterable(map(dict.values, present)))
+    except TypeError:  # not text throughout
+        pass
+    return "\x00"
 
 
 def last_per_key(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
