@@ -25,15 +25,21 @@ from composite_store.datasets import DatasetsRepository
 from composite_store.errors import ConflictError, NotFoundError, NotSupportedError, ValidationError
 from composite_store.experiments import ExperimentsRepository
 from composite_store.memory import MemoryRepository
-from composite_store.observability import ObservabilityRepository
+from composite_store.observability import ObservabilityRepository, VNextObservabilityRepository
+from composite_store.observability.vnext_sql import VNextSQLObservabilityRepository
 from composite_store.scores import ScoresRepository
 from composite_store.workflows import WorkflowsRepository
+from composite_store.postgres import ObservabilityPG
+from composite_store.sqlite import ObservabilitySQLite
+from tests.conftest import MATRIX
 from tests.reliability import records as R
 from tests.reliability.test_sql_injection import CORPUS
 
 REPOSITORIES = {"memory": MemoryRepository, "workflows": WorkflowsRepository, "scores": ScoresRepository,
                 "observability": ObservabilityRepository, "agents": AgentsRepository,
                 "datasets": DatasetsRepository, "experiments": ExperimentsRepository}
+#: Repository classes of a domain's other table layouts (their operations need base calls too).
+LAYOUTS = {"observability": (VNextObservabilityRepository, VNextSQLObservabilityRepository)}
 #: Domains that refuse U+0000 and unpaired surrogates (the others strip them, as on write).
 REJECTING = ("agents", "datasets", "experiments")
 #: Strings no driver can send (an unpaired surrogate) or PostgreSQL cannot hold (U+0000).
@@ -70,6 +76,9 @@ def seed(domain: str, repository: Any) -> dict[str, Any]:
         repository.save_score(score=R.score("s1", trace_id="tr1", span_id="sp1"))
     elif domain == "observability":
         repository.batch_create_spans(records=[R.span("tr1", "root"), R.span("tr1", "child", "root")])
+        if hasattr(repository, "batch_create_metrics"):  # the current layout's signals
+            for name in ("batch_create_logs", "batch_create_metrics", "create_score", "create_feedback"):
+                getattr(repository, name)(**BASE_CALLS[("observability", name)]({}, "0"))
     elif domain == "agents":
         repository.create_agent(agent=R.agent("a1"))
         return {"version_id": repository.get_latest_version(agent_id="a1")["id"]}
@@ -234,6 +243,70 @@ BASE_CALLS.update({
     ("experiments", "iter_experiments"): lambda s, u: {"dataset_id": "d1"},
     ("experiments", "iter_experiment_results"): lambda s, u: {"experiment_id": "e1", "filters": TENANCY},
 })
+# The current ("vNext") layout's signals, analytics and discovery (observability-vnext.md §8).
+_AT = "2026-01-02T12:00:00.000Z"
+_CONTEXT = {"trace_id": "tr1", "entity_type": "agent", "entity_name": "agent-1", "organization_id": "org",
+            "environment": "prod", "service_name": "svc"}
+_SIGNAL_FILTERS = {"entity_name": "agent-1", "organization_id": "org", "tags": ["tag"]}
+BASE_CALLS.update({
+    ("observability", "batch_create_logs"): lambda s, u: {"logs": [{"log_id": f"log-{u}", "timestamp": _AT,
+                                                                    "level": "info", "message": "hello",
+                                                                    "tags": ["tag"], "data": {"k": "v"}, **_CONTEXT}]},
+    ("observability", "batch_create_metrics"): lambda s, u: {"metrics": [{
+        "metric_id": f"metric-{u}", "timestamp": _AT, "name": "latency", "value": 1.5, "provider": "openai",
+        "model": "gpt", "cost_unit": "usd", "labels": {"region": "eu"}, **_CONTEXT}]},
+    ("observability", "create_score"): lambda s, u: {"score": {"score_id": f"score-{u}", "timestamp": _AT,
+                                                               "scorer_id": "relevance", "score": 0.5,
+                                                               "reason": "fine", "metadata": {"k": "v"}, **_CONTEXT}},
+    ("observability", "create_feedback"): lambda s, u: {"feedback": {"feedback_id": f"fb-{u}", "timestamp": _AT,
+                                                                     "feedback_type": "rating", "value": 4,
+                                                                     "feedback_source": "user", "comment": "ok",
+                                                                     **_CONTEXT}},
+    ("observability", "list_logs"): lambda s, u: {"filters": {**_SIGNAL_FILTERS, "level": "info"}},
+    ("observability", "list_metrics"): lambda s, u: {"filters": {**_SIGNAL_FILTERS, "name": ["latency"],
+                                                                 "labels": {"region": "eu"}}},
+    ("observability", "list_scores"): lambda s, u: {"filters": {**_SIGNAL_FILTERS, "scorer_id": "relevance",
+                                                                "metadata": {"k": "v"}}},
+    ("observability", "list_feedback"): lambda s, u: {"filters": {**_SIGNAL_FILTERS, "feedback_type": "rating"}},
+    ("observability", "get_score_by_id"): lambda s, u: {"score_id": "score-0"},
+    ("observability", "update_feedback_review_status"): lambda s, u: {"feedback_id": "fb-0",
+                                                                      "review_status": "reviewed"},
+    ("observability", "delete_scores"): lambda s, u: {"score_ids": [f"gone-{u}"], "organization_id": "org"},
+    ("observability", "delete_feedback"): lambda s, u: {"feedback_ids": [f"gone-{u}"], "resource_id": "r1"},
+    ("observability", "get_metric_aggregate"): lambda s, u: {"name": ["latency"], "aggregation": "avg",
+                                                             "filters": _SIGNAL_FILTERS},
+    ("observability", "get_metric_breakdown"): lambda s, u: {"name": ["latency"], "group_by": ["region"],
+                                                             "aggregation": "sum"},
+    ("observability", "get_metric_time_series"): lambda s, u: {"name": ["latency"], "interval": "1h",
+                                                               "aggregation": "count_distinct",
+                                                               "distinct_column": "model", "group_by": ["region"]},
+    ("observability", "get_metric_percentiles"): lambda s, u: {"name": "latency", "percentiles": [0.5],
+                                                               "interval": "1h", "filters": _SIGNAL_FILTERS},
+    ("observability", "get_entity_names"): lambda s, u: {"entity_type": "agent"},
+    ("observability", "get_tags"): lambda s, u: {"entity_type": "agent"},
+    ("observability", "get_metric_names"): lambda s, u: {"prefix": "lat", "limit": 10},
+    ("observability", "get_metric_label_keys"): lambda s, u: {"metric_name": "latency"},
+    ("observability", "get_metric_label_values"): lambda s, u: {"metric_name": "latency", "label_key": "region",
+                                                                "prefix": "e", "limit": 10},
+})
+for _signal, _identity in (("score", {"scorer_id": "relevance", "score_source": "live"}),
+                           ("feedback", {"feedback_type": "rating", "feedback_source": "user"})):
+    BASE_CALLS.update({
+        ("observability", f"get_{_signal}_aggregate"): (lambda i: lambda s, u: {
+            **i, "aggregation": "avg", "filters": _SIGNAL_FILTERS})(_identity),
+        ("observability", f"get_{_signal}_breakdown"): (lambda i: lambda s, u: {
+            **i, "group_by": ["entity_name"], "aggregation": "max"})(_identity),
+        ("observability", f"get_{_signal}_time_series"): (lambda i: lambda s, u: {
+            **i, "interval": "1d", "aggregation": "last", "group_by": ["environment"]})(_identity),
+        ("observability", f"get_{_signal}_percentiles"): (lambda i: lambda s, u: {
+            **i, "percentiles": [0.9], "interval": "1h", "filters": _SIGNAL_FILTERS})(_identity),
+    })
+BASE_CALLS[("observability", "batch_create_scores")] = lambda s, u: {
+    "scores": [BASE_CALLS[("observability", "create_score")](s, u)["score"]]}
+BASE_CALLS[("observability", "batch_create_feedback")] = lambda s, u: {
+    "feedbacks": [BASE_CALLS[("observability", "create_feedback")](s, u)["feedback"]]}
+for _name in ("get_entity_types", "get_service_names", "get_environments", "refresh_discovery"):
+    NO_STRING_ARGUMENTS[("observability", _name)] = "takes no argument"
 for _domain, _name in (("memory", "iter_resources"), ("observability", "iter_traces"), ("agents", "iter_agents"),
                        ("datasets", "iter_datasets")):
     NO_STRING_ARGUMENTS[(_domain, _name)] = "takes no string argument"
@@ -334,7 +407,8 @@ def _describe(path: tuple) -> str:
 def test_every_method_is_covered():
     """Each public operation has a base call or an explicit reason to be left out."""
     for domain, repository_class in REPOSITORIES.items():
-        discovered = {(domain, name) for name in public_operations(repository_class)}
+        discovered = {(domain, name) for cls in (repository_class, *LAYOUTS.get(domain, ()))
+                      for name in public_operations(cls)}
         covered = {key for key in BASE_CALLS if key[0] == domain} | \
             {key for key in NO_STRING_ARGUMENTS if key[0] == domain}
         assert discovered == covered, (f"{domain}: without a base call: {sorted(discovered - covered)}; "
@@ -353,6 +427,21 @@ def test_hostile_strings_in_domains_everywhere(store, domain):
     repository = R.repository_of(store, domain)
     repository.dangerously_clear_all()
     assert run_hostile_calls(domain, repository) == []
+
+
+@pytest.mark.backends("sqlite", "postgres")
+def test_hostile_strings_in_the_current_observability_layout(own_url, backend):
+    """SQLite's and PostgreSQL's ``layout="vnext"`` (ClickHouse's default, covered above)."""
+    if MATRIX[backend].family == "sqlite":
+        repository = ObservabilitySQLite(url=own_url, layout="vnext")
+    else:
+        repository = ObservabilityPG(connection_string=own_url, layout="vnext")
+    repository.init()
+    try:
+        repository.dangerously_clear_all()
+        assert run_hostile_calls("observability", repository) == []
+    finally:
+        repository.close()
 
 
 @pytest.mark.backends("sqlite", "postgres")

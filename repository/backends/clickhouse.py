@@ -878,6 +878,7 @@ class ClickHouseBackend(Backend):
         iterating; the server sorts beyond :data:`ITER_SORT_BYTES` on disk, so its memory stays
         bounded too.  Closing the generator early closes the connection."""
         sql, params = self.database.get_sql_context().parse(query)
+        params = self.database.storable_params(sql, params)  # mapped as execute_sql maps them
         if params:
             sql = sql % tuple(escape(param) for param in params)
         connection = None

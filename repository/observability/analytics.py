@@ -135,10 +135,9 @@ class SQLiteAnalytics(AnalyticsDialect):
         return f"json_extract(MAX(json_array(\"timestamp\", {key}, {measure})), '$[2]')"
 
     def label(self) -> str:
-        return f'json_extract("labels", {self.param})'
-
-    def label_key(self, key: str) -> Any:
-        return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # The member is found by its key (json_each), never through a JSON path: a path cannot
+        # name every key (U+0000 makes json_extract fail), as signals_sql's filters say too.
+        return f'(SELECT value FROM json_each("labels") WHERE key = {self.param})'
 
     def percentile(self, measure: str) -> str | None:
         return None

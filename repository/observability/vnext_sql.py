@@ -796,7 +796,8 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
                     & backend.json_present(child.error)))
                 conditions.append(failed if value else ~failed)
             elif key == "tags":
-                conditions.append(peewee.Expression(row.tags, "@>", peewee.Cast(peewee.Value(value, unpack=False),
+                tags = [backend.clean(tag) for tag in value]  # an array parameter: mapped as stored tags are
+                conditions.append(peewee.Expression(row.tags, "@>", peewee.Cast(peewee.Value(tags, unpack=False),
                                                                                 "text[]"))
                                   if self.postgres else backend.json_array_contains_all(row.tags, value))
             elif key in ("metadata", "scope"):
