@@ -268,13 +268,8 @@ class VNextClickHouseSQL:
 
     def _count_sql(self, model: type[peewee.Model], conditions: Sequence[peewee.Node]) -> tuple[str, list[Any]]:
         """How many current rows meet ``conditions``: the distinct ``dedupeKey`` values among the
-        rows meeting them (the size of the deduped set of §3.4, without sorting it).
-
-        Counted by their 64-bit hashes: a set of integers costs the engine about half the set
-        of strings (which it keys by a 128-bit hash of each), the count of a list's first page
-        at 10M spans; two keys share a hash with odds near n²/2⁶⁵ (3e-6 for 10M roots), and the
-        total is then one lower."""
-        query = model.select(peewee.SQL('uniqExact(cityHash64("dedupeKey"))'))
+        rows meeting them (the size of the deduped set of §3.4, without sorting it)."""
+        query = model.select(peewee.SQL('uniqExact("dedupeKey")'))
         sql, params = (query.where(*conditions) if conditions else query).sql()
         return sql, list(params)
 
