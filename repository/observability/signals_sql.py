@@ -25,6 +25,8 @@ from ..values import json_dumps, json_loads
 #: :meth:`SignalSQL.cleaned` does, before a write.
 CLEANED_AFTER = ("tags", "labels", "value_string", "data", "metadata", "scope", "cost_metadata", "execution_source",
                  "score_source", "feedback_source")
+#: Field types whose checked values the driver takes as they are (no per-value call).
+_AS_CHECKED = (peewee.DoubleField, peewee.FloatField, peewee.Field)
 #: Fields the database fills itself (never sent by writes).
 CURSOR_FIELDS = ("cursor_id", "xact_id")
 
@@ -216,9 +218,11 @@ class SignalSQL:
 
     def tuples(self, fields: Sequence[peewee.Field], rows: Sequence[dict[str, Any]]) -> list[tuple]:
         """The rows as driver tuples in the order of ``fields``; the timestamp's conversion is
-        the database's bulk converter, picked once (its column kind looked up once)."""
+        the database's bulk converter, picked once (its column kind looked up once).  Numbers
+        (floats once checked) and plain fields (ClickHouse's tags and labels) go as they are."""
         converters = [self.backend.database.timestamp_converter(field) if isinstance(field, EventTimestampField)
-                      else value_converter(self.backend, field) for field in fields]
+                      else None if type(field) in _AS_CHECKED else value_converter(self.backend, field)
+                      for field in fields]
         return value_tuples(self.backend, fields, rows, converters=converters)
 
     def cleaned(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
