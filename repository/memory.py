@@ -748,6 +748,14 @@ class MemoryRepository(Prunable, DomainRepository):
             found: set[str] = set()
             for thread_ids, message_ids in zip_longest(chunks(wanted), chunks(list(batch)), fillvalue=[]):
                 found |= self._bump_threads(thread_ids, message_ids, now)
+            missing = [thread_id for thread_id in wanted if thread_id not in found]
+            if missing:
+                # Asked once more, by key alone, before a thread is called missing: under
+                # concurrent bumps of the same thread PostgreSQL's UPDATE with the locking
+                # subquery returned no row for an existing thread once (8 writers, loaded
+                # machine); a new statement, with its own snapshot, finds it.  Costs nothing
+                # when every thread was found.
+                found |= self._bump_threads(missing, [], now)
             for thread_id in wanted:
                 if thread_id not in found:
                     raise NotFoundError(f"Thread {thread_id} not found", details={"thread_id": thread_id})
