@@ -34,7 +34,7 @@ from ..page import DeltaPage, Page
 from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page, one_of
 from ..values import normalize_json, to_utc
-from .filters import _check_range
+from .filters import _check_range, check_list_mode
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 REVIEW_STATUSES = ("needs-review", "reviewed")
@@ -654,20 +654,7 @@ class SignalsMixin:
     def _list_signal(self, kind: SignalKind, filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any,
                      after: Any, limit: Any) -> Page | DeltaPage:
         problems = Problems()
-        if mode not in ("page", "delta"):
-            problems.add("mode", one_of(("page", "delta")))
-        elif mode == "delta":
-            for name, value in (("page", page), ("per_page", per_page), ("order_by", order_by)):
-                if value is not None:
-                    problems.add(name, f"{name} is not allowed in delta mode")
-            if after is not None and (not isinstance(after, str) or not after):
-                problems.add("after", "after must be a non-empty string")
-            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100):
-                problems.add("limit", "limit must be an integer from 1 to 100")
-        else:
-            for name, value in (("after", after), ("limit", limit)):
-                if value is not None:
-                    problems.add(name, f"{name} is only allowed in delta mode")
+        check_list_mode(problems, mode, page=page, per_page=per_page, order_by=order_by, after=after, limit=limit)
         request = check_page(problems, page, per_page, default_per_page=10)
         checked = check_signal_filters(problems, kind.name, filters)
         ordering = check_order_by(problems, order_by, allowed=kind.order_fields, default_field="timestamp",
