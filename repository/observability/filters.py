@@ -139,6 +139,17 @@ def check_depth(problems: Problems, depth: Any) -> None:
         problems.add("depth", "depth must be an integer >= 0")
 
 
+def range_conditions(field: Any, value: dict[str, Any]) -> list[Any]:
+    """The conditions of a checked range (:data:`RANGE_KEYS`) on ``field``: a bound is
+    inclusive unless its ``*_exclusive`` flag is set."""
+    conditions = []
+    if "start" in value:
+        conditions.append(field > value["start"] if value.get("start_exclusive") else field >= value["start"])
+    if "end" in value:
+        conditions.append(field < value["end"] if value.get("end_exclusive") else field <= value["end"])
+    return conditions
+
+
 #: The modes of the vNext lists (observability-vnext.md §9).
 LIST_MODES = ("page", "delta")
 

@@ -20,6 +20,7 @@ from ..models.fields import JSONField
 from ..models.observability_signals import (ID_COLUMNS, MODEL_NAMES, PG_ADDED_COLUMNS, PG_COLUMNS, PG_CURSOR, PG_INDEXES,
                                             PARTITION_COLUMNS, EventTimestampField, pg_column_sql, sqlite_type)
 from ..values import json_dumps, json_loads
+from .filters import range_conditions
 
 #: Row keys whose text the record checks do not clean (lists, dicts, aliases, feedback values):
 #: :meth:`SignalSQL.cleaned` does, before a write.
@@ -46,12 +47,7 @@ class SignalSQL:
         conditions: list[peewee.Node] = []
         for key, value in filters.items():
             if key == "timestamp":
-                field = model.timestamp
-                if "start" in value:
-                    conditions.append(field > value["start"] if value.get("start_exclusive")
-                                      else field >= value["start"])
-                if "end" in value:
-                    conditions.append(field < value["end"] if value.get("end_exclusive") else field <= value["end"])
+                conditions.extend(range_conditions(model.timestamp, value))
             elif key == "tags":
                 conditions.extend(self.has_tag(model, tag) for tag in value)
             elif key == "labels":

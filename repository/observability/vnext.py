@@ -28,7 +28,7 @@ from ..validation import Problems, check_id, check_order_by, check_page
 from ..backends.base import keyset_chunks, value_converter, value_tuples
 from ..values import json_loads
 from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
-                      check_depth, check_filters, check_list_mode, check_trace_deletion)
+                      check_depth, check_filters, check_list_mode, check_trace_deletion, range_conditions)
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
                       light_list_record, trace_status, traces_of)
 from . import vnext_migration
@@ -525,12 +525,7 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
             if key in TEXT_FILTERS or key in CHOICE_FILTERS:
                 conditions.append(getattr(model, key) == value)
             elif key in RANGE_FILTERS:
-                field = getattr(model, key)
-                if "start" in value:
-                    conditions.append(field > value["start"] if value.get("start_exclusive")
-                                      else field >= value["start"])
-                if "end" in value:
-                    conditions.append(field < value["end"] if value.get("end_exclusive") else field <= value["end"])
+                conditions.extend(range_conditions(getattr(model, key), value))
             elif key == "status":
                 error = backend.json_present(model.error)
                 # Insert-only: a running trace is never visible (its root reads as ended).

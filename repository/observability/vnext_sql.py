@@ -40,7 +40,7 @@ from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id, check_order_by, check_page
 from ..values import JSONText, json_dumps, json_loads, utc_now
 from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
-                      check_filters, check_list_mode, check_trace_deletion)
+                      check_filters, check_list_mode, check_trace_deletion, range_conditions)
 from .records import (BRANCH_SPAN_TYPES, ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, light_list_record,
                       trace_status, traces_of)
 from .signals import DELTA_NOT_SUPPORTED, INVALID_DELTA_CURSOR
@@ -777,12 +777,7 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
             if key in TEXT_FILTERS or key in CHOICE_FILTERS:
                 conditions.append(getattr(row, key) == value)
             elif key in RANGE_FILTERS:
-                field = getattr(row, key)
-                if "start" in value:
-                    conditions.append(field > value["start"] if value.get("start_exclusive")
-                                      else field >= value["start"])
-                if "end" in value:
-                    conditions.append(field < value["end"] if value.get("end_exclusive") else field <= value["end"])
+                conditions.extend(range_conditions(getattr(row, key), value))
                 if key == "ended_at":
                     conditions.append(~row.is_pending)  # an unended span has no end to match
             elif key == "status":
