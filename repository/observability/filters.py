@@ -9,7 +9,7 @@ import marshmallow
 
 from ..schemas.base import Timestamp
 from ..schemas.observability import ENTITY_TYPES, SPAN_TYPES
-from ..validation import Problems, check_metadata_filter, one_of
+from ..validation import Problems, check_metadata_filter, check_order_by, check_page, one_of
 from .records import ENTITY_TYPE_KEYS
 
 _TIMESTAMP_FIELD = Timestamp()
@@ -173,3 +173,22 @@ def check_list_mode(problems: Problems, mode: Any, *, page: Any, per_page: Any, 
         for name, value in (("after", after), ("limit", limit)):
             if value is not None:
                 problems.add(name, f"{name} is only allowed in delta mode")
+
+
+def check_trace_list(filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any, after: Any, limit: Any, *,
+                     roots: bool) -> tuple[Any, dict[str, Any], Any]:
+    """The arguments of a vNext trace or branch list (§7, §9), checked together: raises one
+    :class:`ValidationError` naming every bad one, else returns the page request, the checked
+    filters (of traces when ``roots``, else of branches) and the ordering."""
+    problems = Problems()
+    check_list_mode(problems, mode, page=page, per_page=per_page, order_by=order_by, after=after, limit=limit)
+    request = check_page(problems, page, per_page, default_per_page=10)
+    checked = check_filters(problems, filters, keys=FILTER_KEYS if roots else BRANCH_FILTER_KEYS)
+    for key, value in checked.get("metadata", {}).items():
+        if not isinstance(value, str):
+            problems.add(f"filters.metadata.{key}", f'Metadata filter value for key "{key}" must be a string',
+                         "INVALID_METADATA_VALUE")
+    ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
+                              default_direction="DESC")
+    problems.raise_if_any()
+    return request, checked, ordering

@@ -24,11 +24,11 @@ from ..models.observability_vnext import JSON_COLUMNS, SPAN_COLUMNS, build_obser
 from ..page import DeltaPage, Page
 from ..retention import Prunable, RetentionTable
 from ..schemas.observability import ENTITY_TYPES
-from ..validation import Problems, check_id, check_order_by, check_page
+from ..validation import Problems, check_id
 from ..backends.base import keyset_chunks, value_converter, value_tuples
 from ..values import json_loads
-from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
-                      check_depth, check_filters, check_list_mode, check_trace_deletion, range_conditions)
+from .filters import (CHOICE_FILTERS, RANGE_FILTERS, TEXT_FILTERS, check_depth, check_trace_deletion, check_trace_list,
+                      range_conditions)
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
                       light_list_record, trace_status, traces_of)
 from . import vnext_migration
@@ -470,17 +470,8 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
     def _list(self, model: type[peewee.Model], filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any,
               after: Any, limit: Any, columns: Sequence[str], build: Callable[[dict[str, Any]], dict[str, Any]], *,
               child_errors: bool = True) -> Page | DeltaPage:
-        problems = Problems()
-        check_list_mode(problems, mode, page=page, per_page=per_page, order_by=order_by, after=after, limit=limit)
-        request = check_page(problems, page, per_page, default_per_page=10)
-        checked = check_filters(problems, filters, keys=FILTER_KEYS if child_errors else BRANCH_FILTER_KEYS)
-        for key, value in checked.get("metadata", {}).items():
-            if not isinstance(value, str):
-                problems.add(f"filters.metadata.{key}", f'Metadata filter value for key "{key}" must be a string',
-                             "INVALID_METADATA_VALUE")
-        ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
-                                  default_direction="DESC")
-        problems.raise_if_any()
+        request, checked, ordering = check_trace_list(filters, page, per_page, order_by, mode, after, limit,
+                                                      roots=child_errors)
         self._sql.ensure_schema()
         delta = self.delta_polling and self._signal_sql.delta_supported()
         if mode == "delta" and not delta:

@@ -37,10 +37,10 @@ from ..models.observability_vnext_sql import (ADDED_COLUMNS, DISCOVERY, DISCOVER
 from ..page import DeltaPage, Page
 from ..retention import check_limits, check_policies
 from ..schemas.observability import ENTITY_TYPES
-from ..validation import Problems, check_id, check_order_by, check_page
+from ..validation import Problems, check_id
 from ..values import JSONText, json_dumps, json_loads, utc_now
-from .filters import (BRANCH_FILTER_KEYS, CHOICE_FILTERS, FILTER_KEYS, LIST_ORDER_FIELDS, RANGE_FILTERS, TEXT_FILTERS,
-                      check_filters, check_list_mode, check_trace_deletion, range_conditions)
+from .filters import (CHOICE_FILTERS, RANGE_FILTERS, TEXT_FILTERS, check_trace_deletion, check_trace_list,
+                      range_conditions)
 from .records import (BRANCH_SPAN_TYPES, ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, light_list_record,
                       trace_status, traces_of)
 from .signals import DELTA_NOT_SUPPORTED, INVALID_DELTA_CURSOR
@@ -700,17 +700,8 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
     def _list(self, filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any, after: Any, limit: Any, *,
               roots: bool, build: Callable[[dict[str, Any]], dict[str, Any]],
               columns: Sequence[str] | None = None) -> Page | DeltaPage:
-        problems = Problems()
-        check_list_mode(problems, mode, page=page, per_page=per_page, order_by=order_by, after=after, limit=limit)
-        request = check_page(problems, page, per_page, default_per_page=10)
-        checked = check_filters(problems, filters, keys=FILTER_KEYS if roots else BRANCH_FILTER_KEYS)
-        for key, value in checked.get("metadata", {}).items():
-            if not isinstance(value, str):
-                problems.add(f"filters.metadata.{key}", f'Metadata filter value for key "{key}" must be a string',
-                             "INVALID_METADATA_VALUE")
-        ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
-                                  default_direction="DESC")
-        problems.raise_if_any()
+        request, checked, ordering = check_trace_list(filters, page, per_page, order_by, mode, after, limit,
+                                                      roots=roots)
         if mode == "delta" and not self.delta_polling:
             raise NotSupportedError(DELTA_NOT_SUPPORTED)
         row = self._alias("r")
