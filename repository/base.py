@@ -8,7 +8,7 @@ import gc
 import logging
 import re
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 
@@ -74,29 +74,59 @@ def _scoped_steps(repository: "DomainRepository", name: str, kwargs: dict[str, A
         yield from records
 
 
-@contextmanager
-def operation_scope(self: "DomainRepository", name: str, kwargs: dict[str, Any]) -> Iterator[None]:
+class operation_scope:
     """The scope of one repository call (:func:`operation`): the backend's connection, and the
-    library's errors, named after ``name``, for what fails inside."""
-    backend = self.backend
-    try:
-        with backend.connection(), rejecting_unstorable_text() if self.rejects_unstorable_text else nullcontext():
-            yield
-    except UnstorableText as exc:
+    library's errors, named after ``name``, for what fails inside.
+
+    A plain object rather than a generator-based context manager: every call enters it, and on
+    SQLite its few microseconds are a visible part of a single-row write.
+    """
+
+    __slots__ = ("repository", "name", "kwargs", "connection", "rejecting")
+
+    def __init__(self, repository: "DomainRepository", name: str, kwargs: dict[str, Any]) -> None:
+        self.repository, self.name, self.kwargs = repository, name, kwargs
+
+    def __enter__(self) -> None:
+        self.connection = self.repository.backend.connection()
+        self.connection.__enter__()
+        self.rejecting = rejecting_unstorable_text() if self.repository.rejects_unstorable_text else None
+        if self.rejecting is not None:
+            self.rejecting.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+        raised = None
         try:
-            check_arguments_text(kwargs)
-        except ValidationError as error:
-            raise error.bind(backend=backend.name, operation=name, domain=self.domain) from None
-        raise StorageError("A stored value holds U+0000 or an unpaired surrogate", category="SYSTEM").bind(
-            backend=backend.name, operation=name, domain=self.domain) from exc
-    except StorageError as exc:
-        raise exc.bind(backend=backend.name, operation=name, domain=self.domain)
-    except Exception as exc:
+            try:
+                if self.rejecting is not None:
+                    self.rejecting.__exit__(exc_type, exc, traceback)
+            finally:
+                self.connection.__exit__(exc_type, exc, traceback)
+        except BaseException as error:  # the connection scope's BackendUnavailableError
+            exc = raised = error
+        if isinstance(exc, Exception):
+            self.translate(exc)
+        if raised is not None:
+            raise raised
+
+    def translate(self, exc: Exception) -> None:
+        """Raise ``exc`` as the library's error of this operation; return for a non-database
+        error (one raised by a user callback), which then propagates unchanged."""
+        repository, backend, name = self.repository, self.repository.backend, self.name
+        if isinstance(exc, UnstorableText):
+            try:
+                check_arguments_text(self.kwargs)
+            except ValidationError as error:
+                raise error.bind(backend=backend.name, operation=name, domain=repository.domain) from None
+            raise StorageError("A stored value holds U+0000 or an unpaired surrogate", category="SYSTEM").bind(
+                backend=backend.name, operation=name, domain=repository.domain) from exc
+        if isinstance(exc, StorageError):
+            raise exc.bind(backend=backend.name, operation=name, domain=repository.domain)
         error = backend.translate_error(exc)
         if error is None:
-            raise
-        logger.debug("%s.%s failed: %s", type(self).__name__, name.lower(), error)
-        raise error.bind(backend=backend.name, operation=name, domain=self.domain) from exc
+            return
+        logger.debug("%s.%s failed: %s", type(repository).__name__, name.lower(), error)
+        raise error.bind(backend=backend.name, operation=name, domain=repository.domain) from exc
 
 
 class DomainRepository:
@@ -224,28 +254,29 @@ class UnsupportedOnClickHouse:
 
 
 class Keyset:
-    """A list's order, ``field`` in one direction then ``tie`` (the id) ascending, and the cursors
-    that page it by key: ``after=`` the :attr:`Page.cursor` of a page reads the rows that follow
-    its last item through the index of the order, as fast at row 50,000 as at row 0, where an
-    offset reads and drops every row before the page.
+    """A list's order, ``field`` in one direction then the ``ties`` (the key: an id, or the
+    columns of a composite key) ascending, and the cursors that page it by key: ``after=`` the
+    :attr:`Page.cursor` of a page reads the rows that follow its last item through the index of
+    the order, as fast at row 50,000 as at row 0, where an offset reads and drops every row
+    before the page.
     """
 
-    def __init__(self, field: peewee.Field, descending: bool, tie: peewee.Field) -> None:
-        self.field, self.descending, self.tie = field, descending, tie
+    def __init__(self, field: peewee.Field, descending: bool, *ties: peewee.Field) -> None:
+        self.field, self.descending, self.ties = field, descending, ties
         # Named after the order, so a cursor of another order (or list) is refused, not misread.
         self.name = f"{field.name} {'DESC' if descending else 'ASC'}"
 
     @property
     def order(self) -> list[Any]:
         """The ``ORDER BY`` terms (:func:`order_terms`)."""
-        return order_terms(self.field, self.descending, self.tie)
+        return order_terms(self.field, self.descending, *self.ties)
 
     def cursor(self, rows: Sequence[dict[str, Any]]) -> str | None:
         """The cursor after the last of ``rows`` (``None`` without rows)."""
         if not rows:
             return None
         last = rows[-1]
-        return encode_cursor([self.name, last[self.field.name], last[self.tie.name]])
+        return encode_cursor([self.name, last[self.field.name], *(last[tie.name] for tie in self.ties)])
 
     def after(self, problems: Problems, cursor: Any, request: Any) -> peewee.Expression | None:
         """The condition selecting the rows behind ``cursor`` (``None``: no cursor).  A page read
@@ -255,11 +286,12 @@ class Keyset:
         if request.page:
             problems.add("page", "page must be 0 when after is given", "INVALID_PAGE")
         values = decode_cursor(cursor)
-        if (values is None or len(values) != 3 or values[0] != self.name or not isinstance(values[2], str)
+        if (values is None or len(values) != 2 + len(self.ties) or values[0] != self.name
+                or not all(isinstance(key, str) for key in values[2:])
                 or not isinstance(values[1], (str, int, float)) or isinstance(values[1], bool)):
             problems.add("after", "after must be the cursor of a page of this list in the same order")
             return None
-        value, last_id = values[1], values[2]
+        value, last_key = values[1], values[2:]
         if isinstance(self.field, (TimestampField, ZonedTimestampField)):
             try:
                 value = datetime.fromisoformat(str(value))
@@ -267,11 +299,15 @@ class Keyset:
                 problems.add("after", "after must be the cursor of a page of this list in the same order")
                 return None
         field = self.field
+        # The key after the cursor's, column by column: (a, b) > (x, y) is a > x or (a = x and b > y).
+        following = None
+        for tie, last in reversed(list(zip(self.ties, last_key))):
+            following = tie > last if following is None else (tie > last) | ((tie == last) & following)
         # The range alone (<= / >=) is what an index on the order column serves; the rest drops
-        # the rows of the cursor's own value up to and including its id.
+        # the rows of the cursor's own value up to and including its key.
         if self.descending:
-            return (field <= value) & ((field < value) | (self.tie > last_id))
-        return (field >= value) & ((field > value) | (self.tie > last_id))
+            return (field <= value) & ((field < value) | following)
+        return (field >= value) & ((field > value) | following)
 
 
 def count_query(query: peewee.SelectBase) -> peewee.Select:

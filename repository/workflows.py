@@ -13,7 +13,7 @@ import peewee
 
 from .models.workflows import build_workflow_models
 
-from .base import (ITER_CHUNK, DomainRepository, fetch_page, operation, order_terms, streaming)
+from .base import ITER_CHUNK, DomainRepository, Keyset, fetch_page, operation, streaming
 from .errors import ConflictError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -467,10 +467,18 @@ class WorkflowsRepository(Prunable, DomainRepository):
     @operation
     def list_workflow_runs(self, *, workflow_name: str | None = None, status: str | None = None,
                            resource_id: str | None = None, thread_id: str | None = None, from_date: Any = None,
-                           to_date: Any = None, page: int = 0, per_page: int | bool = False) -> Page:
-        """Runs matching every given filter, newest first (then workflow name, run id)."""
+                           to_date: Any = None, page: int = 0, per_page: int | bool = False,
+                           after: str | None = None) -> Page:
+        """Runs matching every given filter, newest first (then workflow name, run id).
+
+        ``after=`` the ``cursor`` of a page gives the page that follows it, read by key however
+        deep (``page`` must then be 0); ``total`` still counts every matching run.
+        """
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=False)
+        Run = self.models.snapshot
+        keyset = Keyset(Run.created_at, True, Run.workflow_name, Run.run_id)
+        following = keyset.after(problems, after, request)
         filters = {"workflow_name": workflow_name, "status": status, "resource_id": resource_id,
                    "thread_id": thread_id}
         for name, value in filters.items():
@@ -486,7 +494,6 @@ class WorkflowsRepository(Prunable, DomainRepository):
         problems.raise_if_any()
         given = {name: self.backend.clean(value) for name, value in filters.items() if value}
 
-        Run = self.models.snapshot
         query = self.backend.select(Run)
         if "workflow_name" in given:
             query = query.where(Run.workflow_name == given["workflow_name"])
@@ -512,9 +519,10 @@ class WorkflowsRepository(Prunable, DomainRepository):
             else:
                 query = query.where(condition)
         predicate = (lambda row: all(check(row["snapshot"]) for check in checks)) if checks else None
-        order = order_terms(Run.created_at, True, Run.workflow_name, Run.run_id)
-        rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
-        return Page([self._run_record(row) for row in rows], total, request.page, request.per_page, has_more)
+        rows, total, has_more = fetch_page(self.backend, query, keyset.order, request, predicate=predicate,
+                                           after=following)
+        return Page([self._run_record(row) for row in rows], total, request.page, request.per_page, has_more,
+                    keyset.cursor(rows))
 
     @streaming
     def iter_workflow_runs(self, *, workflow_name: str | None = None, resource_id: str | None = None,

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import pytest
 
 from composite_store import Page, ValidationError
+from composite_store.page import encode_cursor
 
 SAME_TIME = datetime(2025, 5, 1, 12, 0, tzinfo=timezone.utc)
 SQL = pytest.mark.requires(transactions=True)
@@ -28,12 +29,17 @@ def walk(list_page: Callable[..., Page], per_page: int, **arguments: Any) -> lis
     return pages
 
 
-def assert_walks_all(list_page: Callable[..., Page], per_page: int, **arguments: Any) -> list[str]:
+def item_key(item: dict[str, Any]) -> Any:
+    """A listed record's key: its id, or a workflow run's workflow name and run id."""
+    return item["id"] if "id" in item else (item["workflow_name"], item["run_id"])
+
+
+def assert_walks_all(list_page: Callable[..., Page], per_page: int, **arguments: Any) -> list[Any]:
     """Walking by cursor gives the rows of ``per_page=False``, in order, each page with the total."""
     everything = list_page(per_page=False, **arguments)
     pages = walk(list_page, per_page, **arguments)
-    walked = [item["id"] for page in pages for item in page.items]
-    assert walked == [item["id"] for item in everything.items]
+    walked = [item_key(item) for page in pages for item in page.items]
+    assert walked == [item_key(item) for item in everything.items]
     assert all(page.total == everything.total for page in pages)
     assert [len(page.items) for page in pages[:-1]] == [per_page] * (len(pages) - 1)
     assert pages[-1].has_more is False and 0 < len(pages[-1].items) <= per_page
@@ -99,6 +105,43 @@ def test_list_scores_after(scores):
     # Orders with many ties (a score's value) walk by id within them.
     assert_walks_all(scores.list_scores, 3, order_by={"field": "score", "direction": "ASC"})
     assert_walks_all(scores.list_scores, 5, order_by={"field": "score", "direction": "DESC"})
+
+
+def save_runs(workflows: Any) -> None:
+    """Runs of two workflows and two resources, several created at each moment: ties go by
+    workflow name, then run id (two key columns; run ids repeat across the workflows)."""
+    snapshot = {"status": "success", "context": {"input": {}}, "value": {}, "activePaths": [],
+                "serializedStepGraph": [], "suspendedPaths": {}, "timestamp": 0}
+    for n in range(11):
+        for workflow in (("wf-b", "wf-a") if n % 3 else ("wf-a",)):
+            workflows.persist_workflow_snapshot(
+                workflow_name=workflow, run_id=f"run-{n:02d}",
+                snapshot={**snapshot, "status": "running" if n % 2 else "success"},
+                resource_id=f"res-{n % 2}", created_at=SAME_TIME + timedelta(seconds=n // 4))
+
+
+def test_list_workflow_runs_after(workflows):
+    save_runs(workflows)
+    walked = assert_walks_all(workflows.list_workflow_runs, 3)
+    everything = workflows.list_workflow_runs().items
+    assert len(walked) == len(set(walked)) == 11 + 7
+    # Newest first, ties by workflow name then run id (the newest second holds both workflows).
+    newest = [item_key(run) for run in everything if run["created_at"] == everything[0]["created_at"]]
+    assert newest == sorted(newest) and {name for name, _ in newest} == {"wf-a", "wf-b"}
+    assert_walks_all(workflows.list_workflow_runs, 2, workflow_name="wf-b")
+    assert_walks_all(workflows.list_workflow_runs, 4, resource_id="res-1")
+    assert_walks_all(workflows.list_workflow_runs, 1, status="running")  # a predicate in Python on some backends
+    assert_walks_all(workflows.list_workflow_runs, 5, from_date=SAME_TIME + timedelta(seconds=1))
+    # The cursor of a page read by number continues it; a score's cursor is not a run's.
+    numbered = workflows.list_workflow_runs(per_page=4, page=1)
+    following = workflows.list_workflow_runs(per_page=4, after=numbered.cursor)
+    assert following.items == workflows.list_workflow_runs(per_page=4, page=2).items and following.total == 18
+    with pytest.raises(ValidationError) as raised:
+        workflows.list_workflow_runs(per_page=4, after=encode_cursor(["created_at DESC", "2025-05-01", "run-1"]))
+    assert set(raised.value.fields) == {"after"}
+    with pytest.raises(ValidationError) as raised:
+        workflows.list_workflow_runs(per_page=4, page=1, after=numbered.cursor)
+    assert set(raised.value.fields) == {"page"}
 
 
 def test_cursor_pages_match_numbered_pages(scores):
