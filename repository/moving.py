@@ -6,12 +6,15 @@ way (every domain but observability across its layouts): its rows are read with
 :meth:`Backend.iterate` and written with the target's bulk inserts, field by field, so ids,
 timestamps, versions and links arrive exactly as stored.  Observability between its legacy
 table and ClickHouse's current layout moves as one part, ``spans``: records read with
-``iter_spans`` and written with ``batch_create_spans``.
+``iter_spans`` and written with ``batch_create_spans``.  Between two sides of the current
+("vNext") layout its four signal tables (logs, metrics, score events, feedback) move too, each
+as records read with its ``iter_*`` method and written as its batch writes write them (the
+discovery tables are derived from these rows: the target refreshes them at the end).
 
 A JSON Lines file is one more side: exporting copies into it, importing copies out of it (the
 same chunked writes, :func:`copy_part`), after a first pass that checks every line and writes
 nothing if one is bad.  Observability is exported as span records (``spans``), which either
-layout imports.
+layout imports; a vNext source adds its signal tables, which a vNext target imports.
 
 Re-running a copy finishes an interrupted one: a target row equal to the source's is skipped;
 a different one under the same key is a conflict, handled by ``on_conflict``: ``fail`` (the
@@ -21,9 +24,12 @@ default: a :class:`ConflictError` naming the keys), ``skip`` (keep the target's)
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import operator
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
@@ -37,6 +43,7 @@ from .backends.base import ITER_CHUNK, primary_key_names
 from .base import DomainRepository, operation_scope
 from .composite import store_for_url
 from .errors import ConflictError, NotSupportedError, StorageError, ValidationError
+from .observability.signals import DEFAULT_REVIEW_STATUS, SIGNAL_KINDS, SignalKind, SignalsMixin, signal_row
 from .schemas.base import Timestamp, flatten_errors
 from .stores import DOMAINS, unknown_domain
 from .validation import Problems
@@ -112,6 +119,9 @@ class StoreSide:
         self.fields = portable_fields(repository)
         self.models = {model._meta.table_name: model for model in repository.tables}
         self.dataset_id = dataset_id
+        #: Signal table → its kind, on the current observability layout (which holds signals).
+        self.signals: dict[str, SignalKind] = ({kind.table: kind for kind in SIGNAL_KINDS.values()}
+                                               if isinstance(repository, SignalsMixin) else {})
 
     @property
     def domain(self) -> str:
@@ -125,10 +135,14 @@ class StoreSide:
     def parts(self, other_layout: str) -> list[str]:
         """The parts this domain moves as, towards or from a side of ``other_layout`` (``file``
         for an export): table by table between two sides of one layout, else observability as
-        span records."""
-        if self.domain == "observability" and not (self.layout == other_layout != "vnext"):
-            return [SPANS]
-        return list(self.fields)
+        span records, and signal records where both sides hold signals."""
+        if self.domain != "observability" or self.layout == other_layout != "vnext":
+            return list(self.fields)
+        return [SPANS, *(self.signals if other_layout in ("vnext", "file") else ())]
+
+    def is_record_part(self, part: str) -> bool:
+        """Whether ``part`` moves as records (spans, signals) rather than table rows."""
+        return part == SPANS or part in self.signals
 
     def count(self, part: str) -> int | None:
         """Rows of ``part`` (``None``: its table does not exist)."""
@@ -136,6 +150,8 @@ class StoreSide:
             if part == SPANS:
                 table = next(iter(self.fields))  # the span table comes first in both layouts
                 return self.repository.count_rows()[table]
+            if part in self.signals:
+                return self.repository.count_signal_rows()[part]
             model = self.models[part]
             if not self.backend.database.table_exists(part, model._meta.schema):
                 return None
@@ -156,6 +172,9 @@ class StoreSide:
         if part == SPANS:
             yield from self.repository.iter_spans(chunk_size=chunk_size)
             return
+        if part in self.signals:
+            yield from getattr(self.repository, f"iter_{self.signals[part].name}")(chunk_size=chunk_size)
+            return
         names = self.fields[part]
         with self.scope("COPY_DOMAINS"):
             for row in self.backend.iterate(self._select(self.models[part]), chunk_size=chunk_size):
@@ -165,6 +184,13 @@ class StoreSide:
         """Create the domain's tables (a target)."""
         self.repository.init()
 
+    def finish(self) -> None:
+        """After a copy into this side: bring what is derived from the copied rows up to date
+        (observability's discovery values on the current layout)."""
+        refresh = getattr(self.repository, "refresh_discovery", None)
+        if refresh is not None:
+            refresh()
+
     def write(self, part: str, rows: list[dict[str, Any]], *, on_conflict: str, report: PartReport,
               may_hold: bool) -> None:
         """Write one chunk; ``may_hold``: the target may hold some of these keys already (else
@@ -172,6 +198,9 @@ class StoreSide:
         with self.scope("COPY_DOMAINS"):
             if part == SPANS:
                 self._write_spans(rows, on_conflict, report, may_hold)
+                return
+            if part in self.signals:
+                self._write_signals(self.signals[part], rows, on_conflict, report, may_hold)
                 return
             model = self.models[part]
             keys = primary_key_names(model)
@@ -225,6 +254,35 @@ class StoreSide:
             self.repository.batch_create_spans(records=new + changed)
 
 
+    def _write_signals(self, kind: SignalKind, records: list[dict[str, Any]], on_conflict: str,
+                       report: PartReport, may_hold: bool) -> None:
+        """Signal records written as the signal's batch writes write them, keyed as this side's
+        reads keep one row (id and timestamp; the id where one row per id is read)."""
+        repository = self.repository
+        sql, model = repository._signal_sql, repository._signal_model(kind)
+        key_fields = sql.iteration_key(model, kind)
+        keys = [field.name for field in key_fields]
+        stored = {}
+        if may_hold:
+            id_field = getattr(model, kind.id_key)
+            for values in chunks(sorted({record[kind.id_key] for record in records})):
+                rows, _ = sql.page(model, kind, [id_field.in_(values)], f'"{id_field.column_name}"', None, 0,
+                                   counted=False)
+                for row in rows:
+                    held = repository._signal_record(kind, row)
+                    stored[tuple(held[name] for name in keys)] = held
+        comparable = functools.partial(_signal_content, review_status=sql.holds_review_status)
+        new, changed = split_chunk(records, stored, keys, comparable=comparable, on_conflict=on_conflict,
+                                   report=report, part=f"{self.domain}.{kind.table}")
+        if changed:
+            # Logs and metrics keep the first row of a key: the rows to overwrite go first.
+            sql.delete(model, functools.reduce(operator.or_, (
+                functools.reduce(operator.and_, (field == record[field.name] for field in key_fields))
+                for record in changed)), "COPY_DOMAINS")
+        if new or changed:
+            repository._write_signal_batch(kind, new + changed, kind.name)
+
+
 def split_chunk(rows: list[dict[str, Any]], stored: dict[tuple, dict[str, Any]], keys: Sequence[str], *,
                 comparable: Callable[[dict[str, Any]], Any], on_conflict: str, report: PartReport,
                 part: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -256,6 +314,13 @@ def split_chunk(rows: list[dict[str, Any]], stored: dict[tuple, dict[str, Any]],
     return new, changed
 
 
+def _signal_content(record: dict[str, Any], *, review_status: bool) -> dict[str, Any]:
+    """A signal record as a side holds it: feedback's review status only where it is kept."""
+    if review_status or "review_status" not in record:
+        return record
+    return {**record, "review_status": DEFAULT_REVIEW_STATUS}
+
+
 def _span_content(record: dict[str, Any]) -> dict[str, Any]:
     """A span record as both layouts hold it: without the bookkeeping times each layout sets
     itself, no tags as an empty list (the current layout's array column)."""
@@ -271,8 +336,9 @@ def header(side: StoreSide, parts: list[str]) -> dict[str, Any]:
     their columns."""
     return {"format": FILE_FORMAT, "domain": side.domain, "layout": side.layout,
             "library_version": metadata.version("composite-store"),
-            "tables": {part: ([] if part == SPANS else [column_of(side.models[part], name)
-                                                       for name in side.fields[part]]) for part in parts}}
+            "tables": {part: ([] if side.is_record_part(part) else [column_of(side.models[part], name)
+                                                                    for name in side.fields[part]])
+                       for part in parts}}
 
 
 def column_of(model: type[peewee.Model], name: str) -> str:
@@ -281,11 +347,10 @@ def column_of(model: type[peewee.Model], name: str) -> str:
 
 
 def to_wire(model: type[peewee.Model] | None, row: dict[str, Any]) -> dict[str, Any]:
-    """A row (or a span record, ``model`` ``None``) as a JSON object: column names as keys,
-    timestamps ISO-8601, JSON text decoded; a JSON text column left NULL is left out."""
+    """A row (or a span or signal record, ``model`` ``None``) as a JSON object: column names as
+    keys, timestamps ISO-8601, JSON text decoded; a JSON text column left NULL is left out."""
     if model is None:
-        return {key: format_iso(value) if key.endswith("_at") and value is not None else value
-                for key, value in row.items()}
+        return {key: format_iso(value) if isinstance(value, datetime) else value for key, value in row.items()}
     out = {}
     for name, value in row.items():
         field = model._meta.fields[name]
@@ -311,7 +376,7 @@ def from_wire(model: type[peewee.Model] | None, names: Sequence[str], values: An
         problems.append("row must be a JSON object")
         return None
     if model is None:
-        return values  # a span record: batch_create_spans checks it (first pass: check_spans)
+        return values  # a record: its batch write checks it (first pass: _check_spans, _check_signal)
     fields = [model._meta.fields[name] for name in names]
     by_column = {field.column_name: field for field in fields}
     row: dict[str, Any] = {}
@@ -451,8 +516,13 @@ def copy_domains(source: Any, target: Any, domains: Iterable[str] | None = None,
 def _copy_domain(source: StoreSide, target: StoreSide, *, on_conflict: str, progress: Progress | None,
                  chunk_size: int) -> list[PartReport]:
     target.prepare()
+    parts = source.parts(target.layout)
+    left = [part for part in source.parts("file") if part not in parts and source.count(part)]
+    if left:  # signals of the current layout towards the legacy one, which has no table for them
+        logger.warning("%s: the target's %s layout cannot hold %s; they stay in the source", source.domain,
+                       target.layout, ", ".join(left))
     reports = []
-    for part in source.parts(target.layout):
+    for part in parts:
         total = source.count(part)
         report = PartReport(source.domain, part)
         if total is not None:
@@ -463,6 +533,7 @@ def _copy_domain(source: StoreSide, target: StoreSide, *, on_conflict: str, prog
         if progress:
             progress(report, report.read, total)
         reports.append(report)
+    target.finish()
     return reports
 
 
@@ -489,7 +560,7 @@ def export_domain(url: Any, domain: str, out: IO[str], *, dataset_id: str | None
             report = PartReport(domain, part, source_rows=total or 0)
             if progress:
                 progress(report, 0, total)
-            model = None if part == SPANS else side.models[part]
+            model = None if side.is_record_part(part) else side.models[part]
             for row in (side.rows(part, chunk_size=chunk_size) if total is not None else ()):
                 out.write(json_dumps({"table": part, "row": to_wire(model, row)}) + "\n")
                 report.read += 1
@@ -528,9 +599,9 @@ def import_file(url: Any, lines: Callable[[], Iterable[str]], *, on_conflict: st
         target.prepare()
         reports = {part: PartReport(domain, part, source_rows=counts.get(part, 0)) for part in parts}
         for part, group in itertools.groupby(_entries(lines()), key=lambda entry: entry[0]):
-            model = None if part == SPANS else target.models[part]
+            model = None if target.is_record_part(part) else target.models[part]
             names = target.fields.get(part, ())
-            rows = (_span_times(values) if model is None else from_wire(model, names, values, [])
+            rows = (_record_times(values) if model is None else from_wire(model, names, values, [])
                     for _, values in group)
             copy_part(rows, target, part, on_conflict=on_conflict, report=reports[part], total=counts[part],
                       progress=progress)
@@ -538,6 +609,7 @@ def import_file(url: Any, lines: Callable[[], Iterable[str]], *, on_conflict: st
             report.target_rows, report.finished = target.count(report.table) or 0, True
             if progress:
                 progress(report, report.read, report.source_rows)
+        target.finish()
         return list(reports.values())
     finally:
         if opened:
@@ -591,9 +663,12 @@ def _check_file(target: StoreSide, lines: Iterable[str], parts: set[str]) -> dic
             if part not in parts:
                 problems.append(f"table {part!r} is not in the header")
             else:
-                row = from_wire(None if part == SPANS else target.models[part], target.fields.get(part, ()),
+                record_part = target.is_record_part(part)
+                row = from_wire(None if record_part else target.models[part], target.fields.get(part, ()),
                                 values, problems)
-                if row is not None and part != SPANS and not problems:
+                if row is not None and part in target.signals:
+                    _check_signal(target, target.signals[part], row, problems)
+                elif row is not None and not record_part and not problems:
                     _check_record(target, part, row, problems, checks)
                 if part == SPANS and row is not None:
                     spans.append((number, row))
@@ -652,6 +727,14 @@ def _check_record(target: StoreSide, part: str, row: dict[str, Any], problems: l
         problems.append(f"not a {part} row: {error}")
 
 
+def _check_signal(target: StoreSide, kind: SignalKind, record: dict[str, Any], problems: list[str]) -> None:
+    """A signal line checked as its batch write checks the record (nothing written)."""
+    found = Problems()
+    signal_row(found, kind, record, clean=target.backend.clean)
+    problems.extend(f"{field}: {'; '.join(messages)}" if field else "; ".join(messages)
+                    for field, messages in found.fields.items())
+
+
 def _check_spans(target: StoreSide, spans: list[tuple[int, dict]], bad: dict[str, list[str]]) -> None:
     """Span lines checked as ``batch_create_spans`` checks them (its validation, nothing written)."""
     from .observability.records import SpanRows
@@ -675,7 +758,8 @@ def _entries(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
                 yield entry
 
 
-def _span_times(record: dict[str, Any]) -> dict[str, Any]:
-    """A span record read from a file: its ISO timestamps as datetimes."""
-    return {key: _TIMESTAMP.deserialize(value) if key.endswith("_at") and isinstance(value, str) else value
-            for key, value in record.items()}
+def _record_times(record: dict[str, Any]) -> dict[str, Any]:
+    """A span or signal record read from a file: its ISO timestamps (``…_at``, ``timestamp``)
+    as datetimes, as the source's iteration gave them."""
+    return {key: _TIMESTAMP.deserialize(value) if (key.endswith("_at") or key == "timestamp")
+            and isinstance(value, str) else value for key, value in record.items()}

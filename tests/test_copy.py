@@ -297,3 +297,164 @@ def test_a_source_that_goes_down_mid_copy_fails_clearly_and_a_rerun_finishes(sou
     with store_for_url(copy_url) as copied:
         assert list(copied.get_store("memory").iter_messages()) == sorted(
             target.get_store("memory").iter_messages(), key=lambda message: message["id"])
+
+
+# --------------------------------------------------------------------------- observability signals
+
+SIGNAL_METHODS = ("logs", "metrics", "scores", "feedback")
+LOGS = WRITE_CHUNK + 10  # two write chunks
+
+
+def seed_signals(observability) -> None:
+    """Spans and every signal of the current layout, with the values each kind keeps."""
+    observability.batch_create_spans(records=[
+        {"trace_id": "trace-1", "span_id": f"span-{i}", "parent_span_id": None if i == 0 else "span-0",
+         "name": f"span {i}", "span_type": "agent_run", "is_event": False, "started_at": at(i),
+         "ended_at": at(i + 1), "entity_type": "agent", "entity_name": "helper", "tags": ["a"]} for i in range(3)])
+    observability.batch_create_logs(logs=[
+        {"log_id": f"log-{i:05d}", "timestamp": at(i), "level": "info" if i % 3 else "error", "message": f"log {i}",
+         "data": {"n": i}, "entity_type": "agent", "entity_name": "helper", "tags": ["x", "y"], "trace_id": "trace-1"}
+        for i in range(LOGS)])
+    # The last metric is recent: PostgreSQL's discovery looks back a day (spec 8.5).
+    recent = datetime.now(timezone.utc).replace(microsecond=0)
+    observability.batch_create_metrics(metrics=[
+        {"metric_id": f"metric-{i}", "timestamp": at(i) if i < 19 else recent, "name": "latency_ms", "value": i * 1.5,
+         "labels": {"status": "ok" if i % 2 else "error"}, "estimated_cost": 0.25, "cost_unit": "usd",
+         "environment": "production", "entity_type": "agent", "entity_name": "helper"} for i in range(20)])
+    observability.batch_create_scores(scores=[
+        {"score_id": f"score-{i}", "timestamp": at(i), "scorer_id": "relevance", "score": i / 10,
+         "metadata": {"judge": {"model": "m"}}, "reason": "fine"} for i in range(5)])
+    # A score rewritten later: one current row (the rewrite) on every backend.
+    observability.create_score(score={"score_id": "score-0", "timestamp": at(60), "scorer_id": "relevance",
+                                      "score": 0.9})
+    observability.batch_create_feedback(feedbacks=[
+        {"feedback_id": f"feedback-{i}", "timestamp": at(i), "feedback_type": "thumbs",
+         "value": "up" if i % 2 else 1, "comment": f"comment {i}", "feedback_user_id": "u-1",
+         "review_status": "reviewed" if i == 2 else "needs-review"} for i in range(4)])
+
+
+def signals_of(observability, *, review_status: bool = True) -> dict[str, list]:
+    """Every signal record by its iter_* method (feedback's review status only where the store
+    keeps it: ClickHouse reads needs-review) and the spans."""
+    out = {name: list(getattr(observability, f"iter_{name}")()) for name in SIGNAL_METHODS}
+    if not review_status:
+        out["feedback"] = [record | {"review_status": "needs-review"} for record in out["feedback"]]
+    out["spans"] = [{k: v for k, v in span.items() if k not in ("created_at", "updated_at")}
+                    for span in observability.iter_spans()]
+    return out
+
+
+def keeps_review_status(observability) -> bool:
+    return observability.backend.name != "CLICKHOUSE"
+
+
+@pytest.fixture(scope="module")
+def vnext_source_url(tmp_path_factory) -> str:
+    """A SQLite file of the current observability layout holding spans and every signal."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('vnext_source')}/source.db?layout=vnext"
+    with store_for_url(url) as source:
+        source.init()
+        seed_signals(source.get_store("observability"))
+    return url
+
+
+@pytest.fixture(scope="module")
+def vnext_store(own_url):
+    """A store of the backend under test whose observability has the current layout."""
+    store = store_for_url(f"{own_url}{'&' if '?' in own_url else '?'}layout=vnext")
+    store.init()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def vnext_target(vnext_store):
+    """:func:`vnext_store`'s observability, emptied."""
+    observability = vnext_store.get_store("observability")
+    observability.dangerously_clear_all()
+    return observability
+
+
+def test_signals_move_between_current_layouts(vnext_source_url, vnext_store, vnext_target):
+    reports = copy_domains(vnext_source_url, vnext_store, domains=["observability"])
+    assert [report.table for report in reports] == ["spans", "mastra_log_events", "mastra_metric_events",
+                                                    "mastra_score_events", "mastra_feedback_events"]
+    assert all(report.counts_match for report in reports), [report.summary() for report in reports]
+    assert [report.source_rows for report in reports] == [3, LOGS, 20, 5, 4]
+    keeps = keeps_review_status(vnext_target)
+    with store_for_url(vnext_source_url) as source:
+        expected = signals_of(source.get_store("observability"), review_status=keeps)
+    assert signals_of(vnext_target) == expected
+    # Discovery is derived from the copied rows, up to date at the end of the copy.
+    assert vnext_target.get_metric_names() == ["latency_ms"]
+    assert vnext_target.get_entity_names(entity_type="agent") == ["helper"]
+    # A re-run writes nothing.
+    again = copy_domains(vnext_source_url, vnext_store, domains=["observability"])
+    assert [(report.written, report.skipped) for report in again] == [(0, report.read) for report in again]
+
+
+def test_different_signal_rows_under_the_same_ids_follow_the_policy(vnext_source_url, vnext_store, vnext_target):
+    vnext_target.batch_create_logs(logs=[{"log_id": "log-00001", "timestamp": at(1), "level": "info",
+                                          "message": "another text"}])
+    with pytest.raises(ConflictError) as caught:
+        copy_domains(vnext_source_url, vnext_store, domains=["observability"])
+    assert caught.value.details["table"] == "observability.mastra_log_events"
+    assert caught.value.details["keys"][0][0] == "log-00001"
+
+    copy_domains(vnext_source_url, vnext_store, domains=["observability"], on_conflict="skip")
+    [kept] = [log for log in vnext_target.iter_logs() if log["log_id"] == "log-00001"]
+    assert kept["message"] == "another text"
+
+    reports = copy_domains(vnext_source_url, vnext_store, domains=["observability"], on_conflict="overwrite")
+    assert [report.overwritten for report in reports] == [0, 1, 0, 0, 0]
+    [replaced] = [log for log in vnext_target.iter_logs() if log["log_id"] == "log-00001"]
+    assert replaced["message"] == "log 1" and replaced["data"] == {"n": 1}
+    assert all(report.counts_match for report in reports)
+
+
+@pytest.mark.backends("clickhouse", "clickhouse-current")
+def test_signals_move_from_clickhouse_to_sqlite(vnext_source_url, vnext_store, vnext_target, tmp_path):
+    copy_domains(vnext_source_url, vnext_store, domains=["observability"])
+    back = f"sqlite:///{tmp_path}/back.db?layout=vnext"
+    reports = copy_domains(vnext_store, back, domains=["observability"])
+    assert all(report.counts_match for report in reports) and len(reports) == 5
+    with store_for_url(back) as copied:
+        assert signals_of(copied.get_store("observability")) == signals_of(vnext_target)
+
+
+def test_signals_export_and_import(vnext_source_url, vnext_store, vnext_target):
+    out = io.StringIO()
+    export_domain(vnext_source_url, "observability", out)
+    lines = out.getvalue().splitlines()
+    assert list(json.loads(lines[0])["tables"]) == ["spans", "mastra_log_events", "mastra_metric_events",
+                                                    "mastra_score_events", "mastra_feedback_events"]
+    assert len(lines) == 1 + 3 + LOGS + 20 + 5 + 4
+
+    bad = list(lines)
+    bad[4] = bad[4].replace('"level":"error"', '"level":"loud"')
+    bad[-1] = bad[-1].replace('"feedback_type":"thumbs"', '"feedback_type":7')
+    with pytest.raises(ValidationError) as caught:
+        import_file(vnext_store, lambda: iter(bad))
+    assert caught.value.fields == {"line 5": ["level: Must be one of: debug, info, warn, error, fatal."],
+                                   "line " + str(len(bad)): ["feedback_type: Not a valid string."]}
+    assert vnext_target.count_signal_rows()["mastra_log_events"] == 0
+
+    reports = import_file(vnext_store, lambda: iter(lines))
+    assert all(report.counts_match for report in reports), [report.summary() for report in reports]
+    with store_for_url(vnext_source_url) as source:
+        expected = signals_of(source.get_store("observability"), review_status=keeps_review_status(vnext_target))
+    assert signals_of(vnext_target) == expected
+    assert {report.written for report in import_file(vnext_store, lambda: iter(lines))} == {0}
+
+
+def test_signals_stay_behind_when_the_target_has_the_legacy_layout(vnext_source_url, tmp_path, caplog):
+    legacy = f"sqlite:///{tmp_path}/legacy.db"
+    reports = copy_domains(vnext_source_url, legacy, domains=["observability"])
+    assert [report.table for report in reports] == ["spans"]
+    assert "the target's legacy layout cannot hold mastra_log_events, mastra_metric_events" in caplog.text
+    out = io.StringIO()
+    export_domain(vnext_source_url, "observability", out)
+    lines = out.getvalue().splitlines()
+    with pytest.raises(ValidationError) as caught:
+        import_file(legacy, lambda: iter(lines))
+    assert "mastra_log_events" in str(caught.value.fields["line 1"])

@@ -301,6 +301,9 @@ for _signal, _identity in (("score", {"scorer_id": "relevance", "score_source": 
         ("observability", f"get_{_signal}_percentiles"): (lambda i: lambda s, u: {
             **i, "percentiles": [0.9], "interval": "1h", "filters": _SIGNAL_FILTERS})(_identity),
     })
+# The signals' iterators take their lists' filters.
+for _signal in ("logs", "metrics", "scores", "feedback"):
+    BASE_CALLS[("observability", f"iter_{_signal}")] = BASE_CALLS[("observability", f"list_{_signal}")]
 BASE_CALLS[("observability", "batch_create_scores")] = lambda s, u: {
     "scores": [BASE_CALLS[("observability", "create_score")](s, u)["score"]]}
 BASE_CALLS[("observability", "batch_create_feedback")] = lambda s, u: {

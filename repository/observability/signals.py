@@ -24,9 +24,10 @@ import uuid
 from copy import copy
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from ..base import operation
+from ..backends.base import keyset_chunks
+from ..base import ITER_CHUNK, check_chunk_size, operation, streaming
 from ..errors import NotFoundError, NotSupportedError, ValidationError
 from ..models.observability_signals import (FEEDBACK_EVENTS, LOG_EVENTS, METRIC_EVENTS, MODEL_NAMES, PG_COLUMNS,
                                             SCORE_EVENTS, field_name)
@@ -687,6 +688,53 @@ class SignalsMixin:
             raise ValidationError(fields={"after": [INVALID_DELTA_CURSOR]})
         rows, has_more, cursor = sql.delta(model, conditions, position, limit)
         return DeltaPage([self._signal_record(kind, row) for row in rows], limit, has_more, cursor)
+
+    # ------------------------------------------------------------------ iteration
+
+    @streaming
+    def iter_logs(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every log matching the filters :meth:`list_logs` takes, as it gives them, by
+        ``log_id`` then ``timestamp``, read ``chunk_size`` at a time (constant memory)."""
+        return self._iter_signal(LOGS, filters, chunk_size)
+
+    @streaming
+    def iter_metrics(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every metric event matching the filters of :meth:`list_metrics`, by ``metric_id``
+        then ``timestamp``."""
+        return self._iter_signal(METRICS, filters, chunk_size)
+
+    @streaming
+    def iter_scores(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every current score event matching the filters of :meth:`list_scores`, by ``score_id``."""
+        return self._iter_signal(SCORES, filters, chunk_size)
+
+    @streaming
+    def iter_feedback(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every feedback record matching the filters of :meth:`list_feedback`, by
+        ``feedback_id`` then ``timestamp``."""
+        return self._iter_signal(FEEDBACK, filters, chunk_size)
+
+    def _iter_signal(self, kind: SignalKind, filters: Any, chunk_size: Any) -> Iterator[dict]:
+        """The records of a list of ``kind`` without its page: the list's filter checks and
+        conditions, walked by keyset over the table's current-row key (never ``OFFSET``)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        checked = check_signal_filters(problems, kind.name, filters)
+        problems.raise_if_any()
+        model, sql = self._signal_model(kind), self._signal_sql
+        conditions = sql.conditions(model, kind, checked)
+        key = sql.iteration_key(model, kind)
+        order = ", ".join(f'"{field.column_name}"' for field in key)
+
+        def fetch(after: Any, limit: int) -> list[dict[str, Any]]:
+            with self.backend.connection():
+                if not sql.exists(model):
+                    return []
+                rows, _ = sql.page(model, kind, [*conditions, *([] if after is None else [after])], order, limit, 0,
+                                   counted=False)
+            return [self._signal_record(kind, row) for row in rows]
+
+        return keyset_chunks(fetch, key, chunk_size)
 
     # ------------------------------------------------------------------ reads, updates, deletes
 

@@ -64,6 +64,9 @@ def signal_type(table: str, column: str, column_type: str, current: bool) -> str
 class ClickHouseSignalSQL(SignalSQL):
     """The signal tables on one ClickHouse backend."""
 
+    #: Mastra's feedback table has no ``reviewStatus`` column: records read ``needs-review`` (§8.3).
+    holds_review_status = False
+
     # ------------------------------------------------------------------ DDL
 
     def table_definition(self, table: str) -> tuple[str, dict[str, Any]]:

@@ -36,6 +36,9 @@ class SignalSQL:
     """What the signal queries of every database share; a backend overrides only its own
     spelling (tags, labels, JSON, dedupe, writes, DDL)."""
 
+    #: Whether feedback keeps its ``review_status`` (else every record reads ``needs-review``).
+    holds_review_status = True
+
     def __init__(self, repository: Any) -> None:
         self.repository = repository
         self.backend = repository.backend
@@ -129,6 +132,12 @@ class SignalSQL:
     def cursor_columns(self) -> list[peewee.Node]:
         """The columns holding a row's position in the change stream (§9)."""
         return []
+
+    def iteration_key(self, model: type[peewee.Model], kind: Any) -> list[peewee.Field]:
+        """The unique key of the current rows that iteration walks: the id, where reads keep
+        one row per id (ClickHouse's read-time dedupe).  A keyset condition on it keeps or drops
+        every row of an id alike, so the dedupe still sees them all."""
+        return [getattr(model, kind.id_key)]
 
     def limit_sql(self, limit: int | None, offset: int) -> str:
         """The ``LIMIT``/``OFFSET`` clause of a page (``limit`` ``None``: every row)."""
@@ -314,6 +323,11 @@ class RelationalSignalSQL(SignalSQL):
 
     def cursor_columns(self) -> list[peewee.Node]:
         return [peewee.SQL('"cursorId"')]
+
+    def iteration_key(self, model: type[peewee.Model], kind: Any) -> list[peewee.Field]:
+        # Rows are unique per (id, timestamp); scores keep one current row per id.
+        key = super().iteration_key(model, kind)
+        return key if kind.name == "scores" else [*key, model.timestamp]
 
     def delta(self, model: type[peewee.Model], conditions: Sequence[peewee.Node], position: Any,
               limit: int) -> tuple[list[dict[str, Any]], bool, str]:
