@@ -35,3 +35,42 @@ def test_insert_returning_decodes_stored_json_text_and_fills_columns_not_given(m
         read = backend.select(Resource).where(Resource.id == "r-returning").get()
     assert returned == read
     assert returned["metadata"] == {"tier": "gold"} and returned["working_memory"] is None
+
+
+def _resource(id: str) -> dict:
+    stamp = datetime(2025, 3, 1, 9, 30, tzinfo=timezone.utc)
+    return {"id": id, "metadata": {"k": 1}, "created_at": stamp, "updated_at": stamp}
+
+
+@pytest.mark.backends("sqlite", "postgres")
+def test_write_undoes_everything_on_an_error_and_a_nested_write_only_its_own_rows(memory) -> None:
+    backend, Resource = memory.backend, memory.models.resource
+    with backend.connection():
+        with pytest.raises(RuntimeError):
+            with backend.write():
+                backend.insert(Resource, [_resource("r-undone")])
+                raise RuntimeError("undo")
+        assert not backend.database.in_transaction()
+        with backend.write():
+            assert backend.database.in_transaction()
+            backend.insert(Resource, [_resource("r-kept")])
+            with pytest.raises(RuntimeError):
+                with backend.write():
+                    backend.insert(Resource, [_resource("r-inner")])
+                    raise RuntimeError("undo the inner write only")
+        assert not backend.database.in_transaction()
+        stored = {row["id"] for row in backend.select(Resource).where(Resource.id.startswith("r-"))}
+    assert stored == {"r-kept"}
+
+
+@pytest.mark.backends("sqlite")
+def test_sqlite_write_is_one_begin_immediate_and_commit_with_savepoints_inside(memory) -> None:
+    backend, Resource = memory.backend, memory.models.resource
+    with backend.connection(), backend.counting_statements() as log:
+        with backend.write():
+            backend.insert(Resource, [_resource("r-outer")])
+            with backend.write():
+                backend.insert(Resource, [_resource("r-nested")])
+    assert log.statements[0] == "BEGIN IMMEDIATE" and log.statements[-1] == "COMMIT", log.statements
+    assert sum(statement.startswith("SAVEPOINT") for statement in log.statements) == 1, log.statements
+    assert log.count == 6, log.statements  # BEGIN, INSERT, SAVEPOINT, INSERT, RELEASE, COMMIT

@@ -91,6 +91,49 @@ class SQLiteDatabase(StoredFormats, peewee.SqliteDatabase):
         return json_loads(value)
 
 
+class ImmediateTransaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on an exception): what peewee's
+    ``atomic(lock_type="IMMEDIATE")`` sends at the outermost level, at a third of its Python cost
+    (16 µs, as much as the statements of a small write).  It is pushed on peewee's transaction
+    stack like peewee's own, so ``in_transaction()`` sees it and a nested ``atomic()`` inside it
+    becomes a savepoint."""
+
+    __slots__ = ("database",)
+
+    def __init__(self, database: peewee.Database) -> None:
+        self.database = database
+
+    def __enter__(self) -> "ImmediateTransaction":
+        database = self.database
+        with peewee.__exception_wrapper__:
+            database.cursor().execute("BEGIN IMMEDIATE")
+        database.push_transaction(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+        database = self.database
+        database.pop_transaction()
+        if exc_type is not None:
+            self.end("ROLLBACK")
+            return
+        try:
+            self.end("COMMIT")
+        except Exception:
+            self.end("ROLLBACK")
+            raise
+        database._run_commit_callbacks()
+
+    def end(self, statement: str) -> None:
+        """Send ``COMMIT`` or ``ROLLBACK``."""
+        database = self.database
+        if statement == "ROLLBACK":
+            database._clear_commit_callbacks()
+            if database.is_closed():
+                return  # the connection is gone, and its transaction with it
+        with peewee.__exception_wrapper__:
+            database.cursor().execute(statement)
+
+
 class SQLiteBackend(Backend):
     """A SQLite file (or a private in-memory database)."""
 
@@ -192,12 +235,12 @@ class SQLiteBackend(Backend):
 
     # -- transactions --------------------------------------------------------------------
 
-    @contextmanager
-    def write(self, *lock_keys: Any) -> Iterator[None]:
+    def write(self, *lock_keys: Any) -> ContextManager[Any]:
         # BEGIN IMMEDIATE takes the write lock up front, so read-then-write transactions never
         # fail with "database is locked" half-way (the busy timeout makes them wait instead).
-        with self.database.atomic(lock_type="IMMEDIATE"):
-            yield
+        if self.database.in_transaction():
+            return self.database.atomic()  # a savepoint inside the running transaction
+        return ImmediateTransaction(self.database)
 
     # -- writes --------------------------------------------------------------------------
 
