@@ -217,7 +217,16 @@ class DomainRepository:
         check_chunk_size(problems, chunk_size)
         query = matching(problems, self.backend.select(model), model, **equals)
         problems.raise_if_any()
-        return map(record, self.backend.iterate(query, order, chunk_size=chunk_size))
+        return self.iter_query(query, record, chunk_size, order=order)
+
+    def iter_query(self, query: peewee.ModelSelect, record: Callable[[dict], dict], chunk_size: int, *,
+                   predicate: Callable[[dict], bool] | None = None,
+                   order: Sequence[peewee.Field] | None = None) -> Iterator[dict]:
+        """The records of the rows of ``query`` (a list method's filtered select) that pass
+        ``predicate`` (the part of its filter a backend checks in Python, as :func:`fetch_page`
+        takes it), read ``chunk_size`` at a time in ``order`` (:meth:`Backend.iterate`)."""
+        rows = self.backend.iterate(query, order, chunk_size=chunk_size)
+        return map(record, rows if predicate is None else filter(predicate, rows))
 
     def supports_concurrent_updates(self) -> bool:
         """Whether read-modify-write methods are atomic across concurrent callers."""

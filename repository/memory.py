@@ -58,6 +58,16 @@ def decode_content(stored: Any) -> dict[str, Any]:
     return _text_content(stored if isinstance(stored, str) else json_dumps(value))
 
 
+def _thread_ids(problems: Problems, thread_id: Any) -> list[str]:
+    """The ``thread_id`` filter of the message lists (one id or a list of them) as a list."""
+    thread_ids = [thread_id] if isinstance(thread_id, str) else thread_id
+    if not isinstance(thread_ids, list) or not thread_ids or not all(
+            isinstance(t, str) and t.strip() for t in thread_ids):
+        problems.add("thread_id", "thread_id must be a non-empty string or a list of non-empty strings")
+        return []
+    return thread_ids
+
+
 def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -395,16 +405,25 @@ class MemoryRepository(Prunable, DomainRepository):
         query = matching(problems, self.backend.select(Thread), Thread, resource_id=resource_id)
         problems.raise_if_any()
         query, predicate = filter_by_metadata(self.backend, query, Thread.metadata, filters)
-        rows = self.backend.iterate(query, chunk_size=chunk_size)
-        return map(self._thread_record, rows if predicate is None else filter(predicate, rows))
+        return self.iter_query(query, self._thread_record, chunk_size, predicate=predicate)
 
     @streaming
-    def iter_messages(self, *, thread_id: str | None = None, resource_id: str | None = None,
+    def iter_messages(self, *, thread_id: str | list[str] | None = None, resource_id: str | None = None,
+                      date_range: dict | None = None, metadata: dict | None = None,
                       chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """Every message (of a thread, a resource, or all) as :meth:`list_messages` gives them,
-        in id order, read ``chunk_size`` at a time (constant memory)."""
-        return self.iter_matching(Problems(), self.models.message, self._message_record, chunk_size,
-                                  thread_id=thread_id, resource_id=resource_id)
+        """Every message (of threads, a resource, or all; in ``date_range``, matching
+        ``metadata``: the filters of :meth:`list_messages`) as it gives them, in id order, read
+        ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        thread_ids = None if thread_id is None else _thread_ids(problems, thread_id)
+        if resource_id is not None:
+            check_id(problems, "resource_id", resource_id)
+        filters = check_metadata_filter(problems, "metadata", metadata)
+        _, bounds = self._check_list_arguments(problems, None, date_range)
+        check_chunk_size(problems, chunk_size)
+        problems.raise_if_any()
+        query, predicate = self._matching_messages(thread_ids, resource_id, bounds, filters)
+        return self.iter_query(query, self._message_record, chunk_size, predicate=predicate)
 
     @streaming
     def iter_resources(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
@@ -495,11 +514,7 @@ class MemoryRepository(Prunable, DomainRepository):
         """Messages of one or more threads, oldest first by default, plus include windows;
         ``after=`` the ``cursor`` of a page gives the page that follows it (read by key)."""
         problems = Problems()
-        thread_ids = [thread_id] if isinstance(thread_id, str) else thread_id
-        if not isinstance(thread_ids, list) or not thread_ids or not all(
-                isinstance(t, str) and t.strip() for t in thread_ids):
-            problems.add("thread_id", "thread_id must be a non-empty string or a list of non-empty strings")
-            thread_ids = []
+        thread_ids = _thread_ids(problems, thread_id)
         if resource_id not in (None, "") and not isinstance(resource_id, str):
             problems.add("resource_id", "resource_id must be a non-empty string")
         return self._list_messages(problems, thread_ids=thread_ids, resource_id=resource_id or None,
@@ -540,16 +555,7 @@ class MemoryRepository(Prunable, DomainRepository):
         prepared = not filters and following is None and (thread_ids is None or len(thread_ids) <= PREPARED_THREAD_IDS)
         predicate = query = None
         if not prepared:
-            query = self.backend.select(Message)
-            if thread_ids is not None:
-                query = query.where(Message.thread_id.in_(thread_ids))
-            if resource_id:
-                query = query.where(Message.resource_id == resource_id)
-            for condition in self._date_conditions(bounds):
-                query = query.where(condition)
-            query, predicate = filter_by_metadata(
-                self.backend, query, Message.content, filters, path="$.metadata",
-                document=lambda row: _object(decode_content(row["content"]).get("metadata")))
+            query, predicate = self._matching_messages(thread_ids, resource_id, bounds, filters)
 
         def in_main_filter(row: dict[str, Any]) -> bool:
             return ((thread_ids is None or row["thread_id"] in thread_ids)
@@ -578,6 +584,21 @@ class MemoryRepository(Prunable, DomainRepository):
             has_more = has_more and matched < total
         return Page([self._message_record(r) for r in ordered], total, request.page, request.per_page, has_more,
                     cursor)
+
+    def _matching_messages(self, thread_ids: list[str] | None, resource_id: str | None, bounds: dict[str, Any],
+                           filters: dict[str, Any]) -> tuple[peewee.ModelSelect, Callable[[dict], bool] | None]:
+        """The select of the messages matching checked list filters, and the predicate of the
+        part of a metadata filter a backend checks in Python (:func:`fetch_page`'s)."""
+        Message = self.models.message
+        query = self.backend.select(Message)
+        if thread_ids is not None:
+            query = query.where(Message.thread_id.in_(thread_ids))
+        if resource_id:
+            query = query.where(Message.resource_id == resource_id)
+        for condition in self._date_conditions(bounds):
+            query = query.where(condition)
+        return filter_by_metadata(self.backend, query, Message.content, filters, path="$.metadata",
+                                  document=lambda row: _object(decode_content(row["content"]).get("metadata")))
 
     def _prepared_page(self, thread_ids: list[str] | None, resource_id: str | None, bounds: dict[str, Any],
                        descending: bool, request: Any, include_total: bool) -> tuple[list[dict], int, bool]:

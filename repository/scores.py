@@ -372,8 +372,7 @@ class ScoresRepository(Prunable, DomainRepository):
         for name, value in (("entity_id", entity_id), ("entity_type", entity_type)):
             if value is not None:
                 check_id(problems, name, value)
-        if source is not None and (not isinstance(source, str) or source not in _SOURCE_SET):
-            problems.add("source", one_of(SCORE_SOURCES))
+        _check_source(problems, source)
         Score = self.models.score
         conditions = [Score.scorer_id == scorer_id]
         if entity_id is not None:
@@ -418,15 +417,23 @@ class ScoresRepository(Prunable, DomainRepository):
     @streaming
     def iter_scores(self, *, scorer_id: str | None = None, run_id: str | None = None, entity_id: str | None = None,
                     entity_type: str | None = None, trace_id: str | None = None, span_id: str | None = None,
-                    filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """Every score matching the given ids (a scorer, a run, an entity, a span, or all) and the
-        tenancy ``filters``, as the list methods give them, in key order, read ``chunk_size`` at
-        a time (constant memory)."""
+                    source: str | None = None, filters: dict | None = None,
+                    chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every score matching the given ids (a scorer, a run, an entity, a span, or all), the
+        ``source`` and the tenancy ``filters`` (the list methods' filters), as the list methods
+        give them, in key order, read ``chunk_size`` at a time (constant memory)."""
         problems = Problems()
         scope = check_tenancy(problems, filters)
+        _check_source(problems, source)
         return self.iter_matching(problems, self.models.score, self._record, chunk_size, scorer_id=scorer_id,
                                   run_id=run_id, entity_id=entity_id, entity_type=entity_type, trace_id=trace_id,
-                                  span_id=span_id, **scope)
+                                  span_id=span_id, source=source if isinstance(source, str) else None, **scope)
+
+
+def _check_source(problems: Problems, source: Any) -> None:
+    """The ``source`` filter of the score lists: ``None`` (any) or one of the score sources."""
+    if source is not None and (not isinstance(source, str) or source not in _SOURCE_SET):
+        problems.add("source", one_of(SCORE_SOURCES))
 
 
 __all__ = ["ScoresRepository", "fast_prepare_score"]

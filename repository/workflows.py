@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
@@ -13,7 +14,7 @@ import peewee
 
 from .models.workflows import build_workflow_models
 
-from .base import ITER_CHUNK, DomainRepository, Keyset, fetch_page, operation, streaming
+from .base import ITER_CHUNK, DomainRepository, Keyset, check_chunk_size, fetch_page, operation, streaming
 from .errors import ConflictError
 from .page import Page
 from .retention import Prunable, RetentionTable
@@ -214,6 +215,10 @@ class _Dialect:
         raise NotImplementedError
 
 
+#: A character a step id quoted in a JSON path cannot hold as written (:meth:`_SQLiteDialect.step_key`).
+_UNQUOTABLE_KEY = re.compile(r'[\x00-\x1f"\\]')
+
+
 def _json_path(*keys: str) -> str:
     return "$." + ".".join(f'"{key}"' for key in keys)
 
@@ -239,7 +244,7 @@ class _SQLiteDialect(_Dialect):
     def step_key(self, step_id: str) -> str | None:
         # A JSON path: a quoted label cannot hold '"', and it matches a key's text as written, so
         # keys the JSON text escapes ('\\', control characters) are left to the Python merge.
-        if any(char < " " or char in '"\\' for char in step_id):
+        if _UNQUOTABLE_KEY.search(step_id):
             return None
         return _json_path("context", step_id)
 
@@ -479,21 +484,38 @@ class WorkflowsRepository(Prunable, DomainRepository):
         Run = self.models.snapshot
         keyset = Keyset(Run.created_at, True, Run.workflow_name, Run.run_id)
         following = keyset.after(problems, after, request)
-        filters = {"workflow_name": workflow_name, "status": status, "resource_id": resource_id,
-                   "thread_id": thread_id}
+        given, bounds = self._check_run_filters(problems, workflow_name=workflow_name, status=status,
+                                                resource_id=resource_id, thread_id=thread_id, from_date=from_date,
+                                                to_date=to_date)
+        problems.raise_if_any()
+        query, predicate = self._matching_runs(given, bounds)
+        rows, total, has_more = fetch_page(self.backend, query, keyset.order, request, predicate=predicate,
+                                           after=following)
+        return Page([self._run_record(row) for row in rows], total, request.page, request.per_page, has_more,
+                    keyset.cursor(rows))
+
+    def _check_run_filters(self, problems: Problems, **arguments: Any) -> tuple[dict[str, str], dict[str, Any]]:
+        """The filters of :meth:`list_workflow_runs` (and :meth:`iter_workflow_runs`), checked
+        into ``problems``: ``(the text filters given, cleaned; the date bounds)``."""
+        filters = {name: arguments[name] for name in ("workflow_name", "status", "resource_id", "thread_id")}
         for name, value in filters.items():
             if value is not None and not isinstance(value, str):
                 problems.add(name, f"{name} must be a string")
         bounds = {}
-        for name, value in (("from_date", from_date), ("to_date", to_date)):
-            if value is not None:
+        for name in ("from_date", "to_date"):
+            if arguments[name] is not None:
                 try:
-                    bounds[name] = _TIMESTAMP_FIELD.deserialize(value)
+                    bounds[name] = _TIMESTAMP_FIELD.deserialize(arguments[name])
                 except marshmallow.ValidationError:
                     problems.add(name, "Not a valid datetime.")
-        problems.raise_if_any()
-        given = {name: self.backend.clean(value) for name, value in filters.items() if value}
+        given = {name: self.backend.clean(value) for name, value in filters.items() if value and isinstance(value, str)}
+        return given, bounds
 
+    def _matching_runs(self, given: dict[str, str], bounds: dict[str, Any]
+                       ) -> tuple[peewee.ModelSelect, Callable[[dict], bool] | None]:
+        """The select of the runs matching checked filters and the predicate of the part a
+        backend checks in Python (:func:`fetch_page`'s)."""
+        Run = self.models.snapshot
         query = self.backend.select(Run)
         if "workflow_name" in given:
             query = query.where(Run.workflow_name == given["workflow_name"])
@@ -519,18 +541,22 @@ class WorkflowsRepository(Prunable, DomainRepository):
             else:
                 query = query.where(condition)
         predicate = (lambda row: all(check(row["snapshot"]) for check in checks)) if checks else None
-        rows, total, has_more = fetch_page(self.backend, query, keyset.order, request, predicate=predicate,
-                                           after=following)
-        return Page([self._run_record(row) for row in rows], total, request.page, request.per_page, has_more,
-                    keyset.cursor(rows))
+        return query, predicate
 
     @streaming
-    def iter_workflow_runs(self, *, workflow_name: str | None = None, resource_id: str | None = None,
-                           chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """Every run (of a workflow, of a resource) as :meth:`list_workflow_runs` gives them, in
-        key order, read ``chunk_size`` at a time (constant memory)."""
-        return self.iter_matching(Problems(), self.models.snapshot, self._run_record, chunk_size,
-                                  workflow_name=workflow_name, resource_id=resource_id)
+    def iter_workflow_runs(self, *, workflow_name: str | None = None, status: str | None = None,
+                           resource_id: str | None = None, thread_id: str | None = None, from_date: Any = None,
+                           to_date: Any = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every run matching the filters :meth:`list_workflow_runs` takes, as it gives them,
+        in key order, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        given, bounds = self._check_run_filters(problems, workflow_name=workflow_name, status=status,
+                                                resource_id=resource_id, thread_id=thread_id, from_date=from_date,
+                                                to_date=to_date)
+        problems.raise_if_any()
+        query, predicate = self._matching_runs(given, bounds)
+        return self.iter_query(query, self._run_record, chunk_size, predicate=predicate)
 
     # ------------------------------------------------------------------ atomic updates
 

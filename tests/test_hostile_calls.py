@@ -232,12 +232,16 @@ BASE_CALLS: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]
 # Streaming reads (issue 21): the iterators are read to their end (consumed).
 BASE_CALLS.update({
     ("memory", "iter_threads"): lambda s, u: {"resource_id": "r1", "metadata": {"k": "v"}},
-    ("memory", "iter_messages"): lambda s, u: {"thread_id": "t1", "resource_id": "r1"},
-    ("workflows", "iter_workflow_runs"): lambda s, u: {"workflow_name": "wf", "resource_id": "r1"},
+    ("memory", "iter_messages"): lambda s, u: {"thread_id": "t1", "resource_id": "r1", "metadata": {"k": "v"},
+                                               "date_range": {"start": "2026-01-01T00:00:00Z"}},
+    ("workflows", "iter_workflow_runs"): lambda s, u: {"workflow_name": "wf", "status": "running",
+                                                       "resource_id": "r1", "thread_id": "t1"},
     ("scores", "iter_scores"): lambda s, u: {"scorer_id": "scorer", "run_id": "run", "entity_id": "e",
                                              "entity_type": "AGENT", "trace_id": "tr1", "span_id": "sp1",
-                                             "filters": TENANCY},
+                                             "source": "LIVE", "filters": TENANCY},
     ("observability", "iter_spans"): lambda s, u: {"trace_id": "tr1"},
+    ("observability", "iter_traces"): lambda s, u: {"filters": {"entity_id": "agent-1", "tags": ["tag"],
+                                                                "metadata": {"env": "test"}}},
     ("agents", "iter_versions"): lambda s, u: {"agent_id": "a1"},
     ("datasets", "iter_dataset_items"): lambda s, u: {"dataset_id": "d1"},
     ("experiments", "iter_experiments"): lambda s, u: {"dataset_id": "d1"},
@@ -310,8 +314,7 @@ BASE_CALLS[("observability", "batch_create_feedback")] = lambda s, u: {
     "feedbacks": [BASE_CALLS[("observability", "create_feedback")](s, u)["feedback"]]}
 for _name in ("get_entity_types", "get_service_names", "get_environments", "refresh_discovery"):
     NO_STRING_ARGUMENTS[("observability", _name)] = "takes no argument"
-for _domain, _name in (("memory", "iter_resources"), ("observability", "iter_traces"), ("agents", "iter_agents"),
-                       ("datasets", "iter_datasets")):
+for _domain, _name in (("memory", "iter_resources"), ("agents", "iter_agents"), ("datasets", "iter_datasets")):
     NO_STRING_ARGUMENTS[(_domain, _name)] = "takes no string argument"
 # Retention (SQLite, PostgreSQL; NotSupportedError on ClickHouse): a policy old enough to delete
 # nothing the seeds wrote, so the hostile variants reach the policy checks and the DELETE.

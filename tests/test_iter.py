@@ -64,6 +64,29 @@ def test_iter_messages_of_a_thread_a_resource_and_all(memory, backend):
     assert list(memory.iter_messages(thread_id="unknown")) == []
 
 
+def test_iter_messages_takes_the_list_filters(memory, backend):
+    """Threads (one or a list), a date range and a metadata filter, as list_messages takes them."""
+    memory.save_thread(thread={"id": "t-1", "resource_id": "r-1"})
+    memory.save_thread(thread={"id": "t-2", "resource_id": "r-1"})
+    memory.save_messages(messages=[
+        {"id": f"m-{index:02d}", "thread_id": "t-1" if index % 2 else "t-2", "resource_id": "r-1", "role": "user",
+         "content": {"format": 2, "parts": [{"type": "text", "text": str(index)}], "metadata": {"n": index % 3}},
+         "created_at": at(index)} for index in range(20)])
+    arguments = [{"thread_id": ["t-1", "t-2"], "metadata": {"n": 1}},
+                 {"thread_id": "t-1", "date_range": {"start": at(5), "end": at(11), "end_exclusive": True}},
+                 {"thread_id": ["t-2"], "metadata": {"n": 0}, "date_range": {"end": at(10)}}]
+    for filters in arguments:
+        listed = memory.list_messages(**filters, per_page=False).items
+        streamed = list(memory.iter_messages(**filters, chunk_size=2))
+        assert streamed == key_order(backend, listed) and streamed, filters
+    assert [m["id"] for m in memory.iter_messages(metadata={"n": 2}, date_range={"start": at(15)})] == [
+        m["id"] for m in key_order(backend, memory.list_messages_by_resource_id(
+            resource_id="r-1", metadata={"n": 2}, date_range={"start": at(15)}, per_page=False).items)]
+    with pytest.raises(ValidationError) as caught:
+        memory.iter_messages(thread_id=[], date_range={"start": "soon"}, metadata=5)
+    assert set(caught.value.fields) == {"thread_id", "date_range.start", "metadata"}
+
+
 def test_iter_threads_and_resources(memory, backend):
     for index in range(7):
         save_conversation(memory, f"t-{index}", f"r-{index % 2}", 0)
@@ -135,6 +158,22 @@ def test_iter_workflow_runs(workflows, backend):
         assert every == key_order(backend, every, "workflow_name", "run_id")
 
 
+def test_iter_workflow_runs_takes_the_list_filters(workflows, backend):
+    for index in range(8):
+        workflows.persist_workflow_snapshot(
+            workflow_name="wf", run_id=f"run-{index}", resource_id="r-1",
+            snapshot={"runId": f"run-{index}", "status": "failed" if index % 3 == 0 else "success", "context": {}})
+    [third] = [run for run in workflows.list_workflow_runs().items if run["run_id"] == "run-3"]
+    for filters in ({"status": "failed"}, {"status": "success", "resource_id": "r-1"},
+                    {"from_date": third["created_at"]}, {"to_date": third["created_at"], "workflow_name": "wf"}):
+        listed = workflows.list_workflow_runs(**filters).items
+        streamed = list(workflows.iter_workflow_runs(**filters, chunk_size=2))
+        assert by_id(streamed, "run_id") == by_id(listed, "run_id") and streamed, filters
+    with pytest.raises(ValidationError) as caught:
+        workflows.iter_workflow_runs(status=5, from_date="soon")
+    assert set(caught.value.fields) == {"status", "from_date"}
+
+
 def score(scorer_id: str, run_id: str, **overrides) -> dict:
     record = {"scorer_id": scorer_id, "entity_id": "agent-1", "entity_type": "AGENT", "source": "LIVE",
               "run_id": run_id, "score": 0.5, "scorer": {"id": scorer_id}, "entity": {"id": "agent-1"},
@@ -144,9 +183,16 @@ def score(scorer_id: str, run_id: str, **overrides) -> dict:
 
 
 def test_iter_scores_by_scorer_run_entity_and_all(scores, backend):
-    scores.save_scores(scores=[score(f"sc-{i % 3}", f"run-{i % 2}", id=f"s-{i:02d}") for i in range(11)])
+    scores.save_scores(scores=[score(f"sc-{i % 3}", f"run-{i % 2}", id=f"s-{i:02d}",
+                                     source="TEST" if i % 2 == 0 else "LIVE") for i in range(11)])
     listed = scores.list_scores_by_scorer_id(scorer_id="sc-1", per_page=False).items
     assert list(scores.iter_scores(scorer_id="sc-1", chunk_size=2)) == key_order(backend, listed)
+    tested = scores.list_scores_by_scorer_id(scorer_id="sc-0", source="TEST", per_page=False).items
+    assert len(tested) == 2
+    assert list(scores.iter_scores(scorer_id="sc-0", source="TEST", chunk_size=1)) == key_order(backend, tested)
+    with pytest.raises(ValidationError) as caught:
+        scores.iter_scores(source="SOMETIMES")
+    assert caught.value.fields == {"source": ["Must be one of: LIVE, TEST."]}
     assert sorted(s["id"] for s in scores.iter_scores(run_id="run-0", chunk_size=3)) == [
         f"s-{i:02d}" for i in range(0, 11, 2)]
     assert len(list(scores.iter_scores(entity_id="agent-1", entity_type="AGENT", chunk_size=5))) == 11
@@ -165,16 +211,33 @@ def span(trace_id: str, span_id: str, started: float, parent: str | None = None)
 
 def spans_of_three_traces() -> list[dict]:
     spans = []
-    for trace in ("trace-a", "trace-b", "trace-c"):
-        spans.append(span(trace, "root", 0))
+    for offset, trace in enumerate(("trace-a", "trace-b", "trace-c")):
+        spans.append(span(trace, "root", offset * 10))  # roots start 10 s apart
         spans.extend(span(trace, f"child-{i}", 5 - i, parent="root") for i in range(4))
     return spans
 
 
-@pytest.mark.parametrize("layout", ["store", "legacy"])
-def test_iter_spans_and_traces(layout, store, observability):
-    """The store's own layout (ClickHouse: the current one) and the legacy one on every backend."""
-    repository = store.get_store("observability") if layout == "store" else observability
+@pytest.fixture(scope="module")
+def vnext_observability(backend, own_url):
+    """Observability of the current layout on SQLite or PostgreSQL (ClickHouse's store has it)."""
+    if MATRIX[backend].family == "clickhouse":
+        pytest.skip("the store's own layout on ClickHouse")
+    from composite_store.postgres import ObservabilityPG
+    from composite_store.sqlite import ObservabilitySQLite
+
+    repository = (ObservabilitySQLite(url=own_url, layout="vnext") if MATRIX[backend].family == "sqlite"
+                  else ObservabilityPG(connection_string=own_url, layout="vnext"))
+    repository.init()
+    yield repository
+    repository.close()
+
+
+@pytest.mark.parametrize("layout", ["store", "legacy", "vnext"])
+def test_iter_spans_and_traces(layout, store, observability, request):
+    """The store's own layout (ClickHouse: the current one), the legacy one on every backend and
+    the current one on SQLite and PostgreSQL."""
+    repository = {"store": lambda: store.get_store("observability"), "legacy": lambda: observability,
+                  "vnext": lambda: request.getfixturevalue("vnext_observability")}[layout]()
     repository.dangerously_clear_all()
     repository.batch_create_spans(records=spans_of_three_traces())
 
@@ -187,6 +250,15 @@ def test_iter_spans_and_traces(layout, store, observability):
     traces = list(repository.iter_traces(chunk_size=3))
     assert [trace["trace_id"] for trace in traces] == ["trace-a", "trace-b", "trace-c"]
     assert traces[1] == repository.get_trace(trace_id="trace-b")
+    # The list_traces filters pick traces by their root; every span of a picked trace comes.
+    later = {"started_at": {"start": at(10)}}
+    assert [trace["trace_id"] for trace in repository.list_traces(filters=later, per_page=False).items] == [
+        "trace-c", "trace-b"]
+    assert list(repository.iter_traces(filters=later, chunk_size=2)) == traces[1:]
+    assert list(repository.iter_traces(filters={"entity_name": "nobody"})) == []
+    with pytest.raises(ValidationError) as caught:
+        repository.iter_traces(filters={"started_at": "yesterday"}, chunk_size=0)
+    assert set(caught.value.fields) == {"filters.started_at", "chunk_size"}
 
 
 # --------------------------------------------------------------------------- agents, datasets, experiments

@@ -175,6 +175,17 @@ def check_list_mode(problems: Problems, mode: Any, *, page: Any, per_page: Any, 
                 problems.add(name, f"{name} is only allowed in delta mode")
 
 
+def check_trace_filters(problems: Problems, filters: Any, *, roots: bool) -> dict[str, Any]:
+    """The filters of a vNext trace list (``roots``) or branch list, checked (§7): metadata
+    values are strings there."""
+    checked = check_filters(problems, filters, keys=FILTER_KEYS if roots else BRANCH_FILTER_KEYS)
+    for key, value in checked.get("metadata", {}).items():
+        if not isinstance(value, str):
+            problems.add(f"filters.metadata.{key}", f'Metadata filter value for key "{key}" must be a string',
+                         "INVALID_METADATA_VALUE")
+    return checked
+
+
 def check_trace_list(filters: Any, page: Any, per_page: Any, order_by: Any, mode: Any, after: Any, limit: Any, *,
                      roots: bool) -> tuple[Any, dict[str, Any], Any]:
     """The arguments of a vNext trace or branch list (§7, §9), checked together: raises one
@@ -183,11 +194,7 @@ def check_trace_list(filters: Any, page: Any, per_page: Any, order_by: Any, mode
     problems = Problems()
     check_list_mode(problems, mode, page=page, per_page=per_page, order_by=order_by, after=after, limit=limit)
     request = check_page(problems, page, per_page, default_per_page=10)
-    checked = check_filters(problems, filters, keys=FILTER_KEYS if roots else BRANCH_FILTER_KEYS)
-    for key, value in checked.get("metadata", {}).items():
-        if not isinstance(value, str):
-            problems.add(f"filters.metadata.{key}", f'Metadata filter value for key "{key}" must be a string',
-                         "INVALID_METADATA_VALUE")
+    checked = check_trace_filters(problems, filters, roots=roots)
     ordering = check_order_by(problems, order_by, allowed=LIST_ORDER_FIELDS, default_field="started_at",
                               default_direction="DESC")
     problems.raise_if_any()

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import marshmallow
 import peewee
 
-from ..base import (ITER_CHUNK, DomainRepository, count_prepared, fetch_page, fetch_prepared_page, operation,
-                    order_terms, streaming)
+from ..base import (ITER_CHUNK, DomainRepository, check_chunk_size, count_prepared, fetch_page, fetch_prepared_page,
+                    operation, order_terms, streaming)
 from ..errors import NotFoundError, ValidationError
 from ..models.observability import build_observability_models
 from ..page import Page
@@ -332,10 +332,21 @@ class ObservabilityRepository(Prunable, DomainRepository):
                                   trace_id=trace_id)
 
     @streaming
-    def iter_traces(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+    def iter_traces(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every trace as :meth:`get_trace` gives it, by trace id, its spans read ``chunk_size``
-        at a time (memory: one chunk and one trace)."""
-        return traces_of(self.iter_spans(chunk_size=chunk_size))
+        at a time (memory: one chunk and one trace); with ``filters`` (those of
+        :meth:`list_traces`) the traces whose root span matches them."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        checked = check_filters(problems, filters)
+        problems.raise_if_any()
+        Span = self.models.span
+        query = self.backend.select(Span)
+        if checked:
+            roots = self.backend.select(Span, Span.trace_id).where(self._dialect.root(Span),
+                                                                     *self._filter_conditions(checked))
+            query = query.where(Span.trace_id.in_(roots))
+        return traces_of(self.iter_query(query, self._span_record, chunk_size, order=[Span.trace_id, Span.span_id]))
 
     @operation
     def get_structure(self, *, trace_id: str) -> dict | None:

@@ -28,7 +28,7 @@ from ..validation import Problems, check_id
 from ..backends.base import keyset_chunks, value_converter, value_tuples
 from ..values import json_loads
 from .filters import (CHOICE_FILTERS, RANGE_FILTERS, TEXT_FILTERS, check_depth, check_trace_deletion, check_trace_list,
-                      range_conditions)
+                      check_trace_filters, range_conditions)
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
                       light_list_record, trace_status, traces_of)
 from . import vnext_migration
@@ -324,7 +324,7 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
                      span_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The current spans of a trace (of ``span_ids`` only, when given) by start, span id."""
         Event = self.models.span_event
-        conditions = [Event.trace_id == trace_id]
+        conditions = self._sql.one_trace(Event, trace_id)
         if span_ids is not None:
             conditions.append(Event.span_id.in_(list(span_ids)))
         self._sql.ensure_schema()
@@ -386,8 +386,12 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
             check_id(problems, "trace_id", trace_id)
         problems.raise_if_any()
         Event = self.models.span_event
+        return self._iter_spans([Event.trace_id == trace_id] if trace_id is not None else [], chunk_size)
+
+    def _iter_spans(self, scope: list[peewee.Node], chunk_size: int) -> Iterator[dict]:
+        """The current spans meeting ``scope`` by trace id then span id, in chunks."""
+        Event = self.models.span_event
         order = [Event.trace_id, Event.span_id]
-        scope = [Event.trace_id == trace_id] if trace_id is not None else []
 
         def fetch(after: peewee.Node | None, limit: int) -> list[dict[str, Any]]:
             with self.backend.connection():
@@ -399,10 +403,22 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
         return keyset_chunks(fetch, order, chunk_size)
 
     @streaming
-    def iter_traces(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+    def iter_traces(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every trace as :meth:`get_trace` gives it, by trace id, its spans read ``chunk_size``
-        at a time (memory: one chunk and one trace)."""
-        return traces_of(self.iter_spans(chunk_size=chunk_size))
+        at a time (memory: one chunk and one trace); with ``filters`` (those of
+        :meth:`list_traces`) the traces whose current root matches them."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        checked = check_trace_filters(problems, filters, roots=True)
+        problems.raise_if_any()
+        if not checked:
+            return traces_of(self._iter_spans([], chunk_size))
+        Root = self.models.trace_root
+        self._sql.ensure_schema()
+        sql, params = self._sql.deduped(Root, ["traceId"], self._conditions(Root, checked))
+        matching = peewee.Expression(self.models.span_event.trace_id, "IN",
+                                     peewee.SQL(f'(SELECT "traceId" FROM ({sql}))', params))
+        return traces_of(self._iter_spans([matching], chunk_size))
 
     @operation
     def get_spans(self, *, trace_id: str, span_ids: list[str]) -> dict:

@@ -40,7 +40,7 @@ from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id
 from ..values import JSONText, json_dumps, json_loads, utc_now
 from .filters import (CHOICE_FILTERS, RANGE_FILTERS, TEXT_FILTERS, check_trace_deletion, check_trace_list,
-                      range_conditions)
+                      check_trace_filters, range_conditions)
 from .records import (BRANCH_SPAN_TYPES, ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, light_list_record,
                       trace_status, traces_of)
 from .signals import DELTA_NOT_SUPPORTED, INVALID_DELTA_CURSOR
@@ -641,23 +641,36 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
         if trace_id is not None:
             check_id(problems, "trace_id", trace_id)
         problems.raise_if_any()
+        return self._iter_spans(lambda row: [row.trace_id == trace_id] if trace_id is not None else [], chunk_size)
+
+    def _iter_spans(self, scope: Callable[[Any], list[peewee.Node]], chunk_size: int) -> Iterator[dict]:
+        """The current spans meeting ``scope(row)`` by trace id then span id, in chunks."""
         row = self._alias("r")
         order = [row.trace_id, row.span_id]
+        conditions = [*scope(row), ~self._newer_span(row)]
 
         def fetch(after: peewee.Node | None, limit: int) -> list[dict[str, Any]]:
-            conditions = [row.trace_id == trace_id] if trace_id is not None else []
-            if after is not None:
-                conditions.append(after)
             with self.backend.connection():
-                query = row.select(*self._fields(row, _SPAN_COLUMNS)).where(*conditions, ~self._newer_span(row))
+                query = row.select(*self._fields(row, _SPAN_COLUMNS)).where(*conditions,
+                                                                          *([] if after is None else [after]))
                 return [self._span(found) for found in query.order_by(*order).limit(limit).dicts()]
 
         return keyset_chunks(fetch, order, chunk_size)
 
     @streaming
-    def iter_traces(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """Every trace as :meth:`get_trace` gives it, by trace id."""
-        return traces_of(self.iter_spans(chunk_size=chunk_size))
+    def iter_traces(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every trace as :meth:`get_trace` gives it, by trace id; with ``filters`` (those of
+        :meth:`list_traces`) the traces whose current root matches them."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        checked = check_trace_filters(problems, filters, roots=True)
+        problems.raise_if_any()
+        if not checked:
+            return traces_of(self._iter_spans(lambda row: [], chunk_size))
+        root = self._alias("root")
+        matching = root.select(root.trace_id).where(root.parent_span_id.is_null(), ~self._newer_root(root),
+                                                    *self._conditions(root, checked))
+        return traces_of(self._iter_spans(lambda row: [row.trace_id.in_(matching)], chunk_size))
 
     # ------------------------------------------------------------------ lists
 
