@@ -320,12 +320,14 @@ class Keyset:
 
 
 def count_query(query: peewee.SelectBase) -> peewee.Select:
-    """``SELECT COUNT(1)`` of the rows of ``query``, as peewee's ``count()`` words it (the rows
-    wrapped in a subquery), to be run alone or embedded as a scalar subquery."""
+    """``SELECT COUNT(*)`` of the rows of ``query`` wrapped in a subquery (as peewee's ``count()``
+    words it), to be run alone or embedded as a scalar subquery.  ``COUNT(*)``, not peewee's
+    ``COUNT(1)``: SQLite evaluates and tests the ``1`` for every row (a scorer's 100,000 index
+    entries: 41.2M instructions against 44.9M, callgrind)."""
     wrapped = query.order_by()
     if wrapped._group_by is None and wrapped._having is None and not wrapped._distinct:
         wrapped = wrapped.select(peewee.SQL("1"))
-    return peewee.Select([wrapped.alias("_wrapped")], [peewee.fn.COUNT(peewee.SQL("1"))])
+    return peewee.Select([wrapped.alias("_wrapped")], [peewee.fn.COUNT(peewee.SQL("*"))])
 
 
 #: The offset from which a backend with ``features.deep_offset_by_key`` reads a page by its keys.
