@@ -17,6 +17,7 @@ import peewee
 
 from .models.experiments import build_experiments_models
 
+from .backends.base import driver_values
 from .base import (ITER_CHUNK, DomainRepository, fetch_page, operation, order_terms, streaming)
 from .errors import ConflictError, NotFoundError
 from .page import Page
@@ -136,6 +137,12 @@ def fast_load_result(given: dict[str, Any]) -> dict[str, Any] | None:
     except NotStorable:
         return None
     return loaded
+
+
+def _storable_result(row: dict[str, Any]) -> dict[str, Any]:
+    """A new result row as the backends insert it: their inserts send ``None`` as SQL NULL, so
+    a ``None`` input is JSON null (the column is NOT NULL)."""
+    return {**row, "input": JSON_NULL} if row["input"] is None else row
 
 
 def _check_amount(problems: Problems, name: str, value: Any) -> None:
@@ -258,10 +265,70 @@ class ExperimentsRepository(Prunable, DomainRepository):
 
     def _insert_result(self, row: dict[str, Any]) -> dict[str, Any]:
         """Insert a new result row; returns it as stored."""
-        # The backends' insert sends None as SQL NULL: a None input is JSON null (NOT NULL column).
-        if row["input"] is None:
-            row = {**row, "input": JSON_NULL}
-        return self.backend.insert_returning(self.models.result, row)
+        return self.backend.insert_returning(self.models.result, _storable_result(row))
+
+    def _new_result_row(self, data: dict[str, Any], experiment: dict[str, Any], result_id: str,
+                        purged_at: str | None) -> dict[str, Any]:
+        """The row ``add_experiment_result`` inserts (``purged_at``: what its purge check found)."""
+        values = self._result_values(data, experiment, purge_checked=True, purged_at=purged_at)
+        return {"id": result_id, **values, "comment": None, "created_at": utc_now()}
+
+    def _insert_plain_result(self, data: dict[str, Any], result_id: str) -> dict[str, Any] | None:
+        """``add_experiment_result``'s stored result from one autocommit ``INSERT … SELECT … ON
+        CONFLICT DO NOTHING RETURNING`` (SQLite, PostgreSQL) instead of a five-statement
+        transaction; ``None`` (no row back: a missing experiment, a purged item, a taken key,
+        or on ClickHouse) leaves the call to the locked path, which tells which and acts on it.
+
+        Its ``WITH`` reads the experiment (dataset, tenancy), locked where rows are locked, and
+        the row is inserted only when its natural key is free and no row of the item carries the
+        purge mark (the purge barrier).  SQLite runs a writing statement holding the write lock from its start, so it
+        reads the latest state.  PostgreSQL reads as of the statement's start, which may
+        precede a purge it waited for: the insert also needs the locked experiment's row
+        version to be the one the statement's snapshot holds (a purge writes the experiments it
+        locks, ``purge._lock_dataset_experiments``)."""
+        Experiment, Result, backend = self.models.experiment, self.models.result, self.backend
+        if not backend.features.returning:
+            return None
+        tables = self._datasets.get(self)
+        Item = None if tables is None else tables.item
+        versions = backend.features.row_versions
+        inherited = tuple(key for key in ("organization_id", "project_id") if key not in data)
+        row = self._new_result_row(data, dict.fromkeys(("dataset_id", "organization_id", "project_id")),
+                                   result_id, None)
+        row = backend.prepare_rows(Result, [_storable_result({k: v for k, v in row.items() if k not in inherited})])[0]
+        fields, converters = backend.columns(Result, tuple(row))
+
+        def build() -> peewee.ModelInsert:
+            experiment = Experiment.id == backend.param("experiment_id")
+            columns = [Experiment.dataset_id, *(getattr(Experiment, key) for key in inherited)]
+            if versions:
+                columns.append(backend.row_version(Experiment).alias("row_version"))
+            locked = backend.for_update(Experiment.select(*columns).where(experiment)).cte("locked")
+            # The natural key is free (the unique index may be missing where stored rows repeat
+            # a key: init() warns and goes on).
+            taken = Result.select(peewee.SQL("1")).where(
+                Result.experiment_id == backend.param("result_experiment_id"),
+                Result.item_id == backend.param("result_item_id"),
+                peewee.fn.COALESCE(Result.attempt, 0) == backend.param("result_attempt"))
+            conditions = [~peewee.fn.EXISTS(taken)]
+            if versions:
+                conditions.append(locked.c.row_version == Experiment.select(backend.row_version(Experiment))
+                                  .where(experiment))
+            if Item is not None:
+                barrier = purge_barrier(backend, Item, dataset_id=locked.c[Experiment.dataset_id.column_name])
+                conditions.append(~peewee.fn.EXISTS(Item.select(peewee.SQL("1")).where(*barrier)))
+            source = peewee.Select([locked], [*(backend.param(f"result_{f.name}") for f in fields),
+                                             *(locked.c[getattr(Experiment, key).column_name] for key in inherited)])
+            # (The WHERE also tells SQLite's parser that the ON CONFLICT is the upsert's.)
+            insert = Result.insert_from(source.where(*conditions),
+                                        [*fields, *(getattr(Result, key) for key in inherited)])
+            return backend.as_records(insert.on_conflict_ignore().returning(*Result._meta.sorted_fields)
+                                      .with_cte(locked), Result)
+
+        values = {f"result_{f.name}": value for f, value in zip(fields, driver_values(converters, row.values()))}
+        stored = backend.prepared((Result, inherited, tuple(row), Item), build).first(
+            **values, experiment_id=data["experiment_id"], item_id=data["item_id"])
+        return None if stored is None else self._result_record(stored)
 
     # ------------------------------------------------------------------ purge barrier
 
@@ -513,6 +580,9 @@ class ExperimentsRepository(Prunable, DomainRepository):
             "tool_mock_report": tool_mock_report, "organization_id": organization_id, "project_id": project_id})
         problems.raise_if_any()
         result_id = data.get("id") or str(uuid4())
+        record = self._insert_plain_result(data, result_id)
+        if record is not None:
+            return record
 
         def key_conflict() -> ConflictError:
             attempt = data.get("attempt", 0)
@@ -530,8 +600,7 @@ class ExperimentsRepository(Prunable, DomainRepository):
                 raise key_conflict()
             if id_taken:
                 raise ConflictError(f"Experiment result already exists: {result_id}", details={"id": result_id})
-            values = self._result_values(data, experiment, purge_checked=True, purged_at=purged_at)
-            row = {"id": result_id, **values, "comment": None, "created_at": utc_now()}
+            row = self._new_result_row(data, experiment, result_id, purged_at)
             try:
                 return self._result_record(self._insert_result(row))
             except peewee.IntegrityError:

@@ -6,15 +6,24 @@ allowed), ``schema_name=None`` (``public``), ``max_connections=10``.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+import peewee
+
 from .agents import AgentsRepository
+from .backends.base import CHUNK_SIZE, driver_values
 from .backends.postgres import PostgresBackend
 from .datasets import DatasetsRepository
+from .errors import ValidationError
 from .experiments import ExperimentsRepository
 from .memory import MemoryRepository
 from .observability import ObservabilityRepository
 from .observability.repository import LayoutChoice
 from .scores import ScoresRepository
 from .stores import WholeStore
+from .values import json_dumps
 from .workflows import WorkflowsRepository
 
 
@@ -22,6 +31,62 @@ class MemoryPG(MemoryRepository):
     """The memory domain on PostgreSQL."""
 
     backend_class = PostgresBackend
+
+    def _write_messages(self, batch: dict[str, dict[str, Any]], now: datetime) -> None:
+        """``save_messages``' write in one autocommit statement for a batch of up to
+        :data:`CHUNK_SIZE` messages that stay in their threads (or are new): a data-modifying
+        CTE locks the stored messages and then the threads (each in id order, as
+        :meth:`_bump_threads` does), and only when every thread was found and no stored message
+        is in another thread, bumps the threads and upserts the messages, returning each
+        message's stored ``created_at``.
+
+        The locks are taken by key lists alone: a row locked after a concurrent update is
+        re-checked against those, where a lock through a join could drop it.  No row back (a
+        missing thread, a message moving between threads) and longer batches take the
+        transaction, which tells which and acts on it."""
+        if len(batch) > CHUNK_SIZE:
+            super()._write_messages(batch, now)
+            return
+        Thread, Message, backend = self.models.thread, self.models.message, self.backend
+        rows = backend.prepare_rows(Message, list(batch.values()))
+        names = tuple(rows[0])
+        fields, converters = backend.columns(Message, names)
+        bump = backend.prepare_rows(Thread, [{"updated_at": now}])[0]
+        bump_fields, bump_converters = backend.columns(Thread, tuple(bump))
+        wanted = list(dict.fromkeys(row["thread_id"] for row in rows))
+        count, threads = len(rows), len(wanted)
+
+        def build() -> peewee.ModelInsert:
+            named = [backend.param(f"thread_{i}") for i in range(threads)]
+            stored = (Message.select(Message.thread_id).where(Message.id.in_(
+                [backend.param(f"id_{i}") for i in range(count)])).order_by(Message.id).for_update().cte("stored"))
+            locked = Thread.select(Thread.id).where(Thread.id.in_(named)).order_by(Thread.id).for_update().cte("locked")
+            found = peewee.Select([locked], [peewee.fn.COUNT(peewee.SQL("*"))])
+            moving = peewee.Select([stored], [peewee.SQL("1")]).where(stored.c.thread_id.not_in(named))
+            plain = (found == threads) & ~peewee.fn.EXISTS(moving)
+            bumped = (Thread.update({field: backend.param(f"set_{field.name}") for field in bump_fields})
+                      .where(Thread.id.in_(named), plain).cte("bumped"))
+            values = peewee.ValuesList([[backend.param(f"{name}_{i}") for name in names] for i in range(count)])
+            kept = {"id", "created_at", "created_at_z"}
+            insert = (Message.insert_from(peewee.Select([values.alias("v")], [peewee.SQL("*")]).where(plain), fields)
+                      .on_conflict(conflict_target=[Message.id],
+                                   preserve=[field for field in fields if field.name not in kept])
+                      .returning(Message.id, Message.created_at, Message.created_at_z)
+                      .with_cte(stored, locked, bumped))
+            return backend.as_records(insert, Message, [Message.created_at, Message.created_at_z])
+
+        values = {f"{name}_{i}": value for i, row in enumerate(rows)
+                  for name, value in zip(names, driver_values(converters, row.values()))}
+        values.update({f"thread_{i}": thread_id for i, thread_id in enumerate(wanted)})
+        values.update({f"id_{i}": row["id"] for i, row in enumerate(rows)})
+        values.update({f"set_{field.name}": value
+                       for field, value in zip(bump_fields, driver_values(bump_converters, bump.values()))})
+        written = backend.prepared((Message, count, threads, names), build).rows(**values)
+        if not written:
+            super()._write_messages(batch, now)
+            return
+        for row in written:
+            batch[row["id"]]["created_at"] = row["created_at"]
 
 
 class ExperimentsPG(ExperimentsRepository):
@@ -52,6 +117,58 @@ class DatasetsPG(DatasetsRepository):
     """The datasets domain on PostgreSQL."""
 
     backend_class = PostgresBackend
+
+    def _write_new_item(self, dataset_id: str, scope: dict[str, Any] | None, item: dict[str, Any],
+                        now: datetime) -> dict[str, Any] | None:
+        """One autocommit statement instead of a five-statement transaction: the item is checked
+        against the dataset's schemas as the last locked read found them (``_item_checks``),
+        then a data-modifying CTE steps the version only while those schemas are unchanged (and
+        the dataset in ``scope``), inserts the item and logs the version.  ``None`` (no checked
+        values yet, an item they reject, or no row stepped) leaves the call to the locked
+        read-check-write, whose answer is authoritative and which remembers the values."""
+        known = self._item_checks.get(dataset_id)
+        if known is None:
+            return None
+        try:
+            self._check_schemas(known, item, index=None, prefix="item")
+        except ValidationError:
+            return None
+        Dataset, Item, Version, backend = self.models.dataset, self.models.item, self.models.version, self.backend
+        scoped = tuple(scope or ())
+        (row,) = self._plan_identities(known, [item], now)[1]  # no external_id: no read
+        row = backend.prepare_rows(Item, [{k: v for k, v in row.items() if k != "dataset_version"}])[0]
+        item_fields, item_converters = backend.columns(Item, tuple(row))
+        log = backend.prepare_rows(Version, [{"id": str(uuid4()), "created_at": now}])[0]
+        log_fields, log_converters = backend.columns(Version, tuple(log))
+        schemas = (Dataset.input_schema, Dataset.ground_truth_schema)
+
+        def build() -> peewee.ModelInsert:
+            unchanged = [peewee.Expression(field, "IS NOT DISTINCT FROM",
+                                           peewee.Cast(backend.param(field.name), "jsonb")) for field in schemas]
+            bumped = (Dataset.update({Dataset.version: Dataset.version + 1})
+                      .where(Dataset.id == backend.param("id"), *unchanged,
+                             *(getattr(Dataset, name) == backend.param(f"scope_{name}") for name in scoped))
+                      .returning(Dataset.id, Dataset.version).cte("bumped"))
+            inserted = Item.insert_from(
+                peewee.Select([bumped], [*(backend.param(f"item_{f.name}") for f in item_fields), bumped.c.version]),
+                [*item_fields, Item.dataset_version]).cte("item")
+            logged = Version.insert_from(
+                peewee.Select([bumped], [*(backend.param(f"log_{f.name}") for f in log_fields), bumped.c.id,
+                                         bumped.c.version]),
+                [*log_fields, Version.dataset_id, Version.version])
+            return logged.returning(Version.version).with_cte(bumped, inserted).dicts()
+
+        values = {"id": dataset_id, **{f"scope_{name}": value for name, value in (scope or {}).items()},
+                  **{field.name: None if known[field.name] is None else json_dumps(known[field.name])
+                     for field in schemas},
+                  **{f"item_{f.name}": value for f, value in zip(item_fields, driver_values(item_converters,
+                                                                                         row.values()))},
+                  **{f"log_{f.name}": value for f, value in zip(log_fields, driver_values(log_converters,
+                                                                                       log.values()))}}
+        stepped = backend.prepared((Dataset, scoped, tuple(row)), build).first(**values)
+        if stepped is None:
+            return None
+        return self._item_record({**row, "dataset_version": stepped["version"]}, payload=item)
 
 
 class ObservabilityPG(LayoutChoice, ObservabilityRepository):

@@ -102,21 +102,32 @@ class LinkedTables:
         return self._models if self._seen else None
 
 
-def purge_barrier(backend: Backend, Item: type[peewee.Model]) -> list[peewee.Node]:
+def purge_barrier(backend: Backend, Item: type[peewee.Model],
+                  dataset_id: peewee.Node | None = None) -> list[peewee.Node]:
     """The conditions of the purge barrier on the dataset items table: a row of the item bound
-    as parameter ``item_id``, in the dataset bound as ``dataset_id``, carries the purge mark."""
+    as parameter ``item_id``, in the dataset ``dataset_id`` (default: bound as parameter
+    ``dataset_id``), carries the purge mark."""
     columns = Item._meta.columns
-    return [columns["id"] == backend.param("item_id"), columns["datasetId"] == backend.param("dataset_id"),
+    dataset = backend.param("dataset_id") if dataset_id is None else dataset_id
+    return [columns["id"] == backend.param("item_id"), columns["datasetId"] == dataset,
             backend.json_members_equal(columns["metadata"], {"__purged": True})]
 
 
 # --------------------------------------------------------------------------- cascades
 
 def _lock_dataset_experiments(backend: Backend, models: Any, dataset_id: str) -> list[str]:
-    """Lock (PostgreSQL) the experiments on a dataset, in id order; returns their ids."""
+    """Lock (PostgreSQL) the experiments on a dataset, in id order; returns their ids.
+
+    Where rows have versions, the locked rows also get new ones (an unchanged value written):
+    a one-statement ``add_experiment_result`` that waited for this lock reads its statement's
+    snapshot, older than this transaction's purge mark, and tells by the changed row version
+    that it must not write (it takes the locked path, whose later statements see the mark)."""
     Experiment = models.experiment
     query = backend.select(Experiment, Experiment.id).where(Experiment.dataset_id == dataset_id)
-    return [row["id"] for row in backend.for_update(query.order_by(Experiment.id))]
+    ids = [row["id"] for row in backend.for_update(query.order_by(Experiment.id))]
+    if ids and backend.features.row_versions:
+        backend.update(Experiment, Experiment.dataset_id == dataset_id, {"dataset_id": dataset_id})
+    return ids
 
 
 def detach_dataset_rows(backend: Backend, models: Any, dataset_id: str) -> int:

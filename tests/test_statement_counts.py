@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import peewee
 import pytest
 
-from composite_store import ConflictError, NotFoundError
+from composite_store import ConflictError, NotFoundError, ValidationError
 from composite_store.composite import store_for_url
 
 SQL = pytest.mark.backends("sqlite", "postgres")
@@ -49,9 +49,10 @@ EXPECTED = {
     "save_score, given id": (1, 1),
     "persist_workflow_snapshot": (1, 1),
     "save_thread": (1, 1),
-    # BEGIN, the threads' bump (its RETURNING checks they exist), the upsert RETURNING, COMMIT.
-    "save_messages": (4, 4),
-    "save_messages, stored id": (4, 4),
+    # SQLite: BEGIN, the threads' bump (its RETURNING checks they exist), the upsert RETURNING,
+    # COMMIT.  PostgreSQL: one data-modifying CTE locks, checks and bumps the threads and upserts.
+    "save_messages": (4, 1),
+    "save_messages, stored id": (4, 1),
     # The UPDATE merges the metadata (jsonb ||, SQLite's json_patch for members neither null
     # nor objects; otherwise SQLite reads, merges, writes: BEGIN, SELECT, UPDATE, COMMIT).
     "update_thread": (1, 1),
@@ -61,10 +62,13 @@ EXPECTED = {
     # unchanged); SQLite: BEGIN IMMEDIATE, SELECT, INSERT, SELECT, UPDATE, COMMIT.
     "update_workflow_results": (1, 1),
     "update_workflow_results, new run": (7, 3),
-    # BEGIN, the dataset's version step as the locked read (UPDATE … RETURNING), the item, the
-    # version log, COMMIT.
-    "add_item": (5, 5),
-    "add_experiment_result": (5, 5),
+    # SQLite: BEGIN, the dataset's version step as the locked read (UPDATE … RETURNING), the
+    # item, the version log, COMMIT.  PostgreSQL: one data-modifying CTE does the three writes,
+    # the version step only while the schemas the item was checked against are unchanged.
+    "add_item": (5, 1),
+    # One INSERT … SELECT … ON CONFLICT DO NOTHING: its WITH reads (PostgreSQL: locks) the
+    # experiment, and it inserts only past the purge barrier.
+    "add_experiment_result": (1, 1),
 }
 
 
@@ -76,6 +80,9 @@ def test_each_hot_call_sends_its_pinned_statements(backend_spec, memory, workflo
     dataset = datasets.create_dataset(name="d")
     experiment = experiments.create_experiment(total_items=3)
     now = datetime.now(timezone.utc)
+    # The first result also looks, once per repository, for the datasets' tables (the purge barrier).
+    experiments.add_experiment_result(experiment_id=experiment["id"], item_id="item-0", input={"q": 1},
+                                      started_at=now, completed_at=now)
     calls = {
         "save_score": lambda: scores.save_score(score=SCORE),
         "save_score, given id": lambda: scores.save_score(score={**SCORE, "id": "score-1"}),
@@ -137,6 +144,28 @@ def test_save_messages_to_a_missing_thread_changes_nothing(memory):
     # Neither the thread's bump nor the message write stayed.
     assert memory.get_thread_by_id(thread_id="th-a")["updated_at"] == LONG_AGO
     assert [m["id"] for m in memory.list_messages_by_id(message_ids=["m-1", "m-2"])] == ["m-1"]
+
+
+@SQL
+def test_add_item_checks_the_schemas_stored_now_when_another_store_changed_them(backend_url, datasets):
+    """PostgreSQL's one-statement add_item checks the item against the schemas it last read; a
+    schema changed through another store is found by the statement (no version step), and the
+    call then gives the locked read's answer, after which one statement is enough again."""
+    dataset = datasets.create_dataset(name="d", input_schema={"type": "object"})
+    datasets.add_item(dataset_id=dataset["id"], input={"q": 1})
+    other = store_for_url(backend_url)
+    try:
+        other.get_store("datasets").update_dataset(
+            id=dataset["id"], input_schema={"type": "object", "properties": {"q": {"type": "integer"}}})
+    finally:
+        other.close()
+    with pytest.raises(ValidationError):  # accepted by the schema read before, not by the stored one
+        datasets.add_item(dataset_id=dataset["id"], input={"q": "one"})
+    with datasets.backend.counting_statements() as log:
+        added = datasets.add_item(dataset_id=dataset["id"], input={"q": 2})
+    assert added["dataset_version"] == 2 and log.count == EXPECTED["add_item"][datasets.backend.name == "PG"]
+    items = datasets.list_items(dataset_id=dataset["id"]).items
+    assert sorted(item["input"]["q"] for item in items) == [1, 2]
 
 
 @SQL
@@ -285,7 +314,7 @@ def test_a_pooled_connection_that_died_silently_fails_its_first_statement_which_
         assert log.count == 1, log.statements  # the new connection went back to the pool alive
         proxy.sever()
         memory = store.get_store("memory")
-        with pytest.raises(NotFoundError):  # a transaction: its BEGIN runs again, then the call as usual
+        with pytest.raises(NotFoundError):  # its one statement runs again, then finds no thread
             memory.save_messages(messages=[message("th-missing")])
     finally:
         store.close()
@@ -324,3 +353,55 @@ def test_a_step_result_over_a_run_changed_since_it_was_read_takes_the_locked_pat
         assert current["row_version"] != read["row_version"]
         assert workflows.backend.replace(Run, current, {"snapshot": current["snapshot"]}, unchanged=True)
     assert workflows.load_workflow_snapshot(workflow_name="wf", run_id="run-1")["context"]["step-1"] == {"n": 1}
+
+
+@pytest.mark.backends("postgres")
+def test_a_result_written_while_its_item_is_purged_is_stored_redacted(backend_url, datasets, experiments,
+                                                                      monkeypatch):
+    """The purge barrier with add_experiment_result's one statement: a purge that holds the
+    experiment's lock (its marks written, its redaction done, not committed) makes the waiting
+    statement's snapshot older than the marks; the statement must see that and not write the
+    result as given, so the call takes the locked path, which stores it redacted."""
+    from composite_store.datasets import repository as datasets_module
+
+    dataset = datasets.create_dataset(name="d")
+    item = datasets.add_item(dataset_id=dataset["id"], input={"q": 1})
+    experiment = experiments.create_experiment(total_items=1, dataset_id=dataset["id"])
+    now = datetime.now(timezone.utc)
+    experiments.add_experiment_result(experiment_id=experiment["id"], item_id="warm-up", input=1,
+                                      started_at=now, completed_at=now)
+    locked, release = threading.Event(), threading.Event()
+    redact = datasets_module.redact_item_result_rows
+
+    def redact_then_wait(*args: object) -> int:
+        count = redact(*args)
+        locked.set()
+        assert release.wait(30)
+        return count
+
+    monkeypatch.setattr(datasets_module, "redact_item_result_rows", redact_then_wait)
+    purge = threading.Thread(target=datasets.purge_item, kwargs={"id": item["id"], "dataset_id": dataset["id"]})
+    purge.start()
+    assert locked.wait(30)
+    added: list[dict] = []
+    add = threading.Thread(target=lambda: added.append(experiments.add_experiment_result(
+        experiment_id=experiment["id"], item_id=item["id"], input={"secret": 1}, started_at=now,
+        completed_at=now)))
+    add.start()
+    watcher = store_for_url(backend_url).get_store("scores").backend
+    try:
+        for _ in range(300):  # until the statement waits for the purge's lock
+            with watcher.connection():
+                waiting = watcher.database.execute_sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE %s", ["%mastra_experiment_results%"]).fetchone()[0]
+            if waiting:
+                break
+            threading.Event().wait(0.05)
+        assert waiting
+    finally:
+        release.set()
+        purge.join(30)
+        add.join(30)
+        watcher.close()
+    assert added and added[0]["input"] is None and added[0]["metadata"]["__purged"] is True, added

@@ -51,6 +51,11 @@ MAX_SCHEMA_UPDATE_FAILURES = 10
 
 EMPTY_DATASET_ID = "Caller-defined dataset ID must not be empty"
 IDENTITY_CONFLICT_MESSAGE = "One or more dataset item identities conflict with previously accepted items."
+#: What a new item takes from its dataset: its tenancy (immutable) and the schemas it is checked
+#: against (``update_dataset`` may change them: a one-statement write re-checks them).
+ITEM_CHECKED = ("id", "organization_id", "project_id", "input_schema", "ground_truth_schema")
+#: Datasets whose :data:`ITEM_CHECKED` values a repository keeps at most (then it starts over).
+MAX_ITEM_CHECKS = 1024
 
 
 # --------------------------------------------------------------------------- helpers
@@ -137,6 +142,9 @@ class DatasetsRepository(DomainRepository):
         super().__init__(store=store, **options)
         self._experiments = LinkedTables.experiments()
         self._linked_experiments: Any = None
+        #: Per dataset id, what a new item takes from its dataset (:data:`ITEM_CHECKED`) as the
+        #: last locked read found it: what :meth:`_write_new_item` validates against.
+        self._item_checks: dict[str, dict[str, Any]] = {}
 
     def build_models(self, database: peewee.DatabaseProxy) -> Any:
         return build_datasets_models(database)
@@ -349,6 +357,7 @@ class DatasetsRepository(DomainRepository):
         with self.backend.write(("dataset", row["id"])):
             if id is None:
                 self.backend.insert(Dataset, [row])
+                self._remember_item_checks(row)
                 return self._dataset_record(row)
             # Concurrent identical creates: one insert wins, every caller reads the stored row.
             self.backend.insert_if_absent(Dataset, [row])
@@ -404,6 +413,7 @@ class DatasetsRepository(DomainRepository):
             self._check_schema_change(row, values)
             values["updated_at"] = later_than(row["updated_at"], utc_now())
             self.backend.update(Dataset, Dataset.id == id, values)
+        self._remember_item_checks({**row, **values})
         return self._dataset_record({**row, **values})
 
     def _check_schema_change(self, dataset: dict[str, Any], values: dict[str, Any]) -> None:
@@ -555,10 +565,15 @@ class DatasetsRepository(DomainRepository):
         # Items without an external id are all new: the write makes a version for sure, so the
         # locked read can be the version's UPDATE (a failed check rolls it back).
         bumped = bool(loaded) and not any(item.get("external_id") for item in loaded)
+        if bumped and len(loaded) == 1:
+            record = self._write_new_item(dataset_id, scope, loaded[0], now)
+            if record is not None:
+                return [record]
         with self.backend.write(("dataset", dataset_id)):
             dataset = (self._bumped_dataset if bumped else self._locked_dataset)(dataset_id, scope)
             if dataset is None:
                 raise _not_found_dataset(dataset_id)
+            self._remember_item_checks(dataset)
             if not loaded:
                 return []
             for index, item in enumerate(loaded):
@@ -569,6 +584,19 @@ class DatasetsRepository(DomainRepository):
         written = {id(row) for row in new_rows}
         return [self._item_record(row, payload=item if id(row) in written else None)
                 for row, item in zip(positions, loaded)]
+
+    def _remember_item_checks(self, dataset: dict[str, Any]) -> None:
+        """Keep the :data:`ITEM_CHECKED` values of a dataset row just read or written."""
+        if len(self._item_checks) >= MAX_ITEM_CHECKS:
+            self._item_checks.clear()  # datasets no longer written drop out
+        self._item_checks[dataset["id"]] = {name: dataset[name] for name in ITEM_CHECKED}
+
+    def _write_new_item(self, dataset_id: str, scope: dict[str, Any] | None, item: dict[str, Any],
+                        now: datetime) -> dict[str, Any] | None:
+        """The record of ``item`` (no ``external_id``) added in one statement, where the database
+        can check, bump and insert in one (PostgreSQL's data-modifying CTE); ``None`` leaves the
+        write to the locked read-check-write transaction: here always."""
+        return None
 
     @staticmethod
     def _checked(value: Any, path: str | Callable[[], str]) -> Any:
