@@ -118,7 +118,10 @@ def epoch_ms(value: datetime) -> int:
 
 def from_epoch_ms(value: int) -> datetime:
     """Inverse of :func:`epoch_ms`."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value))
+    return _EPOCH + timedelta(milliseconds=int(value))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def later_than(stored: datetime | None, now: datetime) -> datetime:
@@ -232,7 +235,7 @@ def find_bad_text(value: Any, path: str = "", _seen: frozenset[int] = frozenset(
             return  # a reference cycle: normalize_json reports it as not JSON-serializable
         _seen = _seen | {id(value)}
     if isinstance(value, str):
-        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+        if "\x00" in value or not is_storable_text(value, False):  # (a surrogate: not encodable)
             yield path
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -260,7 +263,16 @@ def _plain_copy(value: Any, clean: bool) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            copy[_strip_surrogates(key) if clean and not key.isascii() else key] = _plain_copy(item, clean)
+            if clean and not key.isascii():
+                key = _strip_surrogates(key)
+            item_kind = type(item)
+            # Scalar members inline: most of a payload's values, each a call otherwise.
+            if item_kind is str:
+                copy[key] = _strip_surrogates(item) if clean and not item.isascii() else item
+            elif item is None or item_kind is int or item_kind is bool:
+                copy[key] = item
+            else:
+                copy[key] = _plain_copy(item, clean)
         return copy
     if kind is list or kind is tuple:
         return [_plain_copy(item, clean) for item in value]
@@ -369,12 +381,19 @@ def json_dumps(value: Any) -> str:
     if json.encoder.c_make_encoder is None:  # no C accelerator: the plain encoder
         return _JSON_ENCODER.encode(value)
     # Bulk paths encode hundreds of thousands of values: reuse one C encoder per thread.
-    encode, markers = _thread_encoder()
+    try:
+        encode, markers = _json_thread.encoder
+    except AttributeError:
+        encode, markers = _thread_encoder()
     try:
         return "".join(encode(value, 0))
     except BaseException:
         markers.clear()  # an aborted encoding leaves its open containers marked
         raise
+
+
+#: json.loads' scanner, called directly by :func:`json_loads` (one value from a position: ``(value, end)``).
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())
 
 
 def json_loads(value: Any) -> Any:
@@ -390,6 +409,15 @@ def json_loads(value: Any) -> Any:
             return decode_jsonb(raw)
         except ValueError:
             value = raw.decode("utf-8", errors="replace")
+    if type(value) is str:
+        # Stored JSON is compact text: the C scanner reads it whole without json.loads' layers
+        # (a point read decodes a few small values; those layers cost as much as the decoding).
+        try:
+            decoded, end = _scan_json(value, 0)
+            if end == len(value):
+                return decoded
+        except (StopIteration, ValueError, RecursionError):
+            pass  # json.loads below gives the answer (whitespace around the value, or not JSON)
     try:
         return json.loads(value)
     except (TypeError, ValueError):

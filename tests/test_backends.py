@@ -74,3 +74,30 @@ def test_sqlite_write_is_one_begin_immediate_and_commit_with_savepoints_inside(m
     assert log.statements[0] == "BEGIN IMMEDIATE" and log.statements[-1] == "COMMIT", log.statements
     assert sum(statement.startswith("SAVEPOINT") for statement in log.statements) == 1, log.statements
     assert log.count == 6, log.statements  # BEGIN, INSERT, SAVEPOINT, INSERT, RELEASE, COMMIT
+
+
+@pytest.mark.backends("sqlite")
+def test_prepared_reads_convert_values_as_the_fields_do(memory) -> None:
+    """Prepared statements and pages convert with SQLite's direct value readers
+    (:meth:`StoredFormats.value_reader`); peewee's own reader calls the fields' ``python_value``:
+    both give the same records, for stored JSON text, JSON that does not parse, NULL and timestamps."""
+    from composite_store.backends.base import fetch_all
+
+    backend, Thread = memory.backend, memory.models.thread
+    stamp = datetime(2025, 3, 1, 9, 30, 15, 123000, tzinfo=timezone.utc)
+    metadata = {"not json": JSONText("{broken"), "null": None, "object": {"a": [1, 2.5, "é"]}, "text": "plain"}
+    with backend.connection():
+        for name, value in metadata.items():
+            backend.insert(Thread, [{"id": f"t-read-{name}", "resource_id": "r", "title": "t", "metadata": value,
+                                     "created_at": stamp, "updated_at": stamp}])
+        query = backend.select(Thread).where(Thread.id.startswith("t-read-")).order_by(Thread.id)
+        by_fields = list(query.clone())  # peewee's reader: python_value per value
+        direct = fetch_all(backend.database, query)
+
+        def build():
+            return backend.select(Thread).where(Thread.id == backend.param("id")).limit(1)
+
+        prepared = [backend.prepared(Thread, build).first(id=row["id"]) for row in by_fields]
+    assert direct == by_fields == prepared
+    assert [row["metadata"] for row in direct] == ["{broken", None, {"a": [1, 2.5, "é"]}, "plain"]
+    assert all(row["created_at"] == stamp for row in direct)

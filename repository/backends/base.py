@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
+import itertools
 import logging
 import operator
 import re
@@ -176,7 +177,11 @@ class StoredFormats:
         unpaired surrogate finds what the write stored instead of failing in the driver; in a
         call of a domain that refuses such text, :class:`UnstorableText` is raised instead.
         (Bulk writes bind their rows without this: the domains have cleaned them already.)"""
-        return super().execute_sql(sql, self.storable_params(sql, params))
+        return self.execute_storable(sql, self.storable_params(sql, params))
+
+    def execute_storable(self, sql: str, params: Sequence[Any] | None) -> Any:
+        """:meth:`execute_sql` of parameters that :meth:`storable_params` has mapped already."""
+        return super().execute_sql(sql, params)
 
     def storable_params(self, sql: str, params: Sequence[Any] | None) -> Sequence[Any] | None:
         """``params`` of ``sql`` with their strings mapped as :meth:`execute_sql` maps them (for
@@ -184,11 +189,11 @@ class StoredFormats:
         if params:
             rejecting = _rejecting.get()
             strips_nul = self.strips_nul or rejecting
-            for p in params:
-                # Most parameters are ASCII without U+0000: decided without a call.
-                if type(p) is str and not (p.isascii() and "\x00" not in p) and not is_storable_text(p, strips_nul):
-                    break
-            else:
+            # Most parameters are ASCII text without U+0000: all of it decided at once, in C.
+            texts = "".join([p for p in params if type(p) is str])
+            if texts.isascii() and "\x00" not in texts:
+                return params
+            if all(type(p) is not str or is_storable_text(p, strips_nul) for p in params):
                 return params
             if rejecting:
                 raise UnstorableText(sql)
@@ -198,6 +203,13 @@ class StoredFormats:
     def timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         """An aware datetime (or ISO text) as this database stores ``field``."""
         raise NotImplementedError
+
+    def value_reader(self, field: peewee.Field) -> Callable[[Any], Any] | None:
+        """A function doing exactly what ``field.python_value`` does to a fetched value, in one
+        call instead of the field's, the model's database proxy's and this database's (a point
+        read converts a handful of values, and those layers cost more than the conversion);
+        ``None``: use ``python_value``."""
+        return None
 
     def timestamp_converter(self, field: peewee.Field) -> Any:
         """A function converting many values of ``field`` (bulk writes pick it once per call)."""
@@ -669,15 +681,17 @@ class Backend:
     def write_rows(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *, on_conflict: str,
                    preserve: Sequence[str] = ()) -> None:
         """``INSERT`` rows; ``on_conflict`` is ``"error"``, ``"ignore"`` or ``"update"``."""
+        if not rows:
+            return
         if on_conflict == "update":
             rows = last_row_per_key(model, rows)
         rows = self.prepare_rows(model, rows)
-        if not rows:
-            return
         names = tuple(rows[0])
         fields, converters = self.columns(model, names)
-        self.execute_rows(self.insert_statement(model, names, on_conflict, tuple(preserve)),
-                          value_tuples(self, fields, rows, converters=converters))
+        # One row's values are in the order of its fields already (they are its keys).
+        values = ([tuple(driver_values(converters, rows[0].values()))] if len(rows) == 1
+                  else value_tuples(self, fields, rows, converters=converters))
+        self.execute_rows(self.insert_statement(model, names, on_conflict, tuple(preserve)), values)
 
     def insert_statement(self, model: type[peewee.Model], names: tuple[str, ...], on_conflict: str,
                          preserve: tuple[str, ...] = ()) -> str:
@@ -863,10 +877,16 @@ def keyset_chunks(fetch: Callable[[peewee.Node | None, int], list[dict[str, Any]
     ``OFFSET``, which rescans what it skips.  Rows written meanwhile behind the position are
     not seen; ahead of it, they are.
     """
+    # The rows of each chunk are handed on in C (no generator step per row).
+    return itertools.chain.from_iterable(_keyset_chunk_lists(fetch, order, chunk_size))
+
+
+def _keyset_chunk_lists(fetch: Callable[[peewee.Node | None, int], list[dict[str, Any]]],
+                        order: Sequence[peewee.Field], chunk_size: int) -> Iterator[list[dict[str, Any]]]:
     after: peewee.Node | None = None
     while True:
         rows = fetch(after, chunk_size)
-        yield from rows
+        yield rows
         if len(rows) < chunk_size:
             return
         after = keyset_after(order, [rows[-1][field.name] for field in order])
@@ -897,19 +917,39 @@ def row_reader(reader: Any) -> Callable[[Sequence[Any]], Any]:
     driver's own fetch."""
     if not isinstance(reader, peewee.ModelDictCursorWrapper) or getattr(reader, "is_model", False):
         return reader.process_row
-    null_placeholder = getattr(reader.model._meta.database, "null_placeholder", None)
+    database = reader.model._meta.database
+    database = getattr(database, "obj", None) or database  # the database behind a DatabaseProxy
+    null_placeholder = getattr(database, "null_placeholder", None)
     names = reader.unique_columns
-    converting = [(index, names[index], reader.converters[index]) for index in reader.convert
-                  if not _as_fetched(reader.fields[index], null_placeholder)]
+    converting = [(index, names[index], _value_reader(database, reader.fields[index], reader.converters[index]))
+                  for index in reader.convert if not _as_fetched(reader.fields[index], None)]
+    # Text columns whose only conversion is the placeholder of NULL (ClickHouse): one test of
+    # the whole row (in C) instead of a call per value; only a row holding it is looked at.
+    placeholders = [(index, names[index]) for index in reader.convert if null_placeholder is not None
+                    and _as_fetched(reader.fields[index], None)
+                    and not _as_fetched(reader.fields[index], null_placeholder)]
     constructor = getattr(reader, "constructor", None)
 
     def process_row(row: Sequence[Any]) -> Any:
         record = dict(zip(names, row))
         for index, name, convert in converting:
             record[name] = convert(row[index])
+        if placeholders and null_placeholder in row:
+            for index, name in placeholders:
+                if row[index] == null_placeholder:
+                    record[name] = None
         return record if constructor is None else constructor(**record)
 
     return process_row
+
+
+def _value_reader(database: Any, field: peewee.Field | None, convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert`` (a column's converter), or where it is ``field``'s ``python_value`` and the
+    database reads the field's values directly (:meth:`StoredFormats.value_reader`), that."""
+    if field is None or convert != field.python_value:
+        return convert
+    value_reader = getattr(database, "value_reader", None)
+    return (value_reader(field) if value_reader is not None else None) or convert
 
 
 def _as_fetched(field: peewee.Field | None, null_placeholder: str | None) -> bool:
@@ -965,6 +1005,10 @@ class PreparedQuery:
         self.database = database
         self.query = query
         self.sql, self.params = database.get_sql_context().parse(query)
+        # The parameters as a template: the query's own constants (checked here, once), and the
+        # positions and names of the Params each run fills in (only those are checked per run).
+        self._template = database.storable_params(self.sql, [None if type(p) is Param else p for p in self.params])
+        self._named = [(index, p.name) for index, p in enumerate(self.params) if type(p) is Param]
         #: The row converter of peewee's reader initialized on the first result's columns
         #: (:func:`row_reader`); the same SQL always has the same columns, so later results
         #: reuse it without a reader of their own.
@@ -972,8 +1016,13 @@ class PreparedQuery:
 
     def rows(self, **values: Any) -> list[Any]:
         """Every row, with ``values`` bound to the named parameters."""
-        params = [values[p.name] if type(p) is Param else p for p in self.params]
-        cursor = self.database.execute_sql(self.sql, params)
+        database = self.database
+        params = database.storable_params(self.sql, [values[name] for _, name in self._named])
+        if len(params) != len(self._template):  # constants too: the given values go in their places
+            params, given = list(self._template), params
+            for (index, _), value in zip(self._named, given):
+                params[index] = value
+        cursor = database.execute_storable(self.sql, params)
         process = self._process
         if process is None:
             if not cursor.description:
@@ -1042,7 +1091,7 @@ def value_tuples(backend: Backend, fields: Sequence[peewee.Field], rows: Sequenc
 def driver_values(converters: Sequence[Any], values: Iterable[Any]) -> list[Any]:
     """One row's ``values`` converted by the matching :func:`value_converter`s (``None`` stays
     NULL; a :class:`JSONText` is sent as the plain text it holds)."""
-    return [value if value is None or convert is None else _plain_str(value) if type(value) is JSONText
+    return [value if convert is None or value is None else _plain_str(value) if type(value) is JSONText
             else convert(value) for convert, value in zip(converters, values)]
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import peewee
 
-from ..models.fields import JSONField
+from ..models.fields import JSONField, TimestampField
 
 from ..errors import BackendUnavailableError, ValidationError
 from ..jsonb import jsonb_to_json_text
@@ -54,6 +54,11 @@ def _timestamp_text(value: Any) -> str:
     return value if isinstance(value, str) else format_iso(to_utc(value))
 
 
+def _timestamp_from_text(value: Any) -> Any:
+    """:meth:`SQLiteDatabase.timestamp_from_db` of a value (``None`` stays ``None``)."""
+    return parse_iso(value) if isinstance(value, str) else value
+
+
 class SQLiteDatabase(StoredFormats, peewee.SqliteDatabase):
     """peewee's SQLite database with this library's stored formats."""
 
@@ -82,7 +87,16 @@ class SQLiteDatabase(StoredFormats, peewee.SqliteDatabase):
         return _timestamp_text
 
     def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
-        return parse_iso(value) if isinstance(value, str) else value
+        return _timestamp_from_text(value)
+
+    def value_reader(self, field: peewee.Field) -> Callable[[Any], Any] | None:
+        # Both python_values map None to None, as these do.
+        python_value = type(field).python_value
+        if python_value is TimestampField.python_value:
+            return _timestamp_from_text
+        if python_value is JSONField.python_value:
+            return json_loads
+        return None
 
     def json_to_db(self, field: peewee.Field, value: Any) -> Any:
         return json_dumps(value)
