@@ -301,11 +301,12 @@ def raw_run(client: Any, statements: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def peak_read_memory(client: Any, since: float) -> tuple[int, int, int]:
-    """``(peak memory_usage in bytes, queries, failed queries)`` of the benchmark's reads of the
-    tracing tables in the server's query log since ``since`` (epoch seconds)."""
+def peak_read_memory(client: Any, since: float) -> tuple[int, int, int, int]:
+    """``(peak memory_usage in bytes, most bytes one query read, queries, failed queries)`` of the
+    benchmark's reads of the tracing tables in the server's query log since ``since`` (epoch
+    seconds); the bytes read do not depend on the machine's load."""
     client.execute("SYSTEM FLUSH LOGS")
-    sql = ("SELECT max(memory_usage), countIf(type = 2), countIf(type > 2) FROM system.query_log "
+    sql = ("SELECT max(memory_usage), max(read_bytes), countIf(type = 2), countIf(type > 2) FROM system.query_log "
            f"WHERE event_time >= toDateTime({int(since)}) AND query LIKE 'SELECT%' "
            "AND (query LIKE '%mastra_trace_roots%' OR query LIKE '%mastra_span_events%')")
     return tuple(client.execute(sql)[0])  # type: ignore[return-value]
@@ -361,14 +362,15 @@ def reads_at_scale(bench: BenchBackend, count: int, *, per_trace: int = SPANS_PE
             client.execute("SET max_memory_usage = 0")
         else:
             try:
-                peak, queries, failed = peak_read_memory(client, since)
+                peak, read, queries, failed = peak_read_memory(client, since)
             except Exception as exc:  # noqa: BLE001 - a server without a query log: say so
                 results.append(info_row(f"peak memory_usage of the reads ({at_scale})", bench.name, unit="MiB",
                                         library=float("nan"), note=f"no query log: {str(exc).splitlines()[0][:80]}"))
             else:
                 results.append(info_row(f"peak memory_usage of the reads ({at_scale})", bench.name, unit="MiB",
                                         library=(peak or 0) / 2**20,
-                                        note=f"{queries:,} read queries logged, {failed} failed"))
+                                        note=f"{queries:,} read queries logged, {failed} failed, at most "
+                                             f"{(read or 0) / 2**20:.1f} MiB read by one"))
         observability.dangerously_clear_all()
     finally:
         client.disconnect()

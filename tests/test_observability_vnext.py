@@ -330,6 +330,33 @@ def test_same_batch_twice_reads_once(vnext):
     assert [row["ended_at"] for row in vnext.list_traces(filters={"trace_id": "trace-late"}).items] == [at(30)]
 
 
+def test_reads_across_days_and_parts(vnext):
+    """Trace and page reads bound by the rows' ``endedAt`` (18.16): a trace whose spans end on
+    several days (partitions), written in several inserts (parts), reads whole; a root whose end
+    row lands days after its start row reads with the later end, in a trace, a root and a page."""
+    day = 86_400
+    root = span("root", trace_id="spread", ended_at=at(3 * day))
+    vnext.batch_create_spans(records=[root, child(root, "a", started_at=at(1), ended_at=at(10))])
+    vnext.batch_create_spans(records=[child(root, "b", started_at=at(day), ended_at=at(day + 5))])
+    vnext.batch_create_spans(records=[child(root, "c", started_at=at(2 * day), ended_at=at(2 * day + 5))])
+    for number in range(4):  # other traces' parts on the same days, below and above the trace ids
+        vnext.create_span(span=span(f"other-{number}", trace_id=f"{'a' if number % 2 else 'z'}-{number}",
+                                    started_at=at(number * day), ended_at=at(number * day + 1)))
+    vnext.create_span(span=span("late", trace_id="m-late", started_at=at(5), ended_at=None))
+    vnext.create_span(span=span("late", trace_id="m-late", started_at=at(5), ended_at=at(2 * day + 9)))
+    assert [row["span_id"] for row in vnext.get_trace(trace_id="spread")["spans"]] == ["root", "a", "b", "c"]
+    assert [row["span_id"] for row in vnext.get_spans(trace_id="spread", span_ids=["c", "a"])["spans"]] == ["a", "c"]
+    assert vnext.get_trace(trace_id="m-late")["spans"][0]["ended_at"] == at(2 * day + 9)
+    assert vnext.get_root_span(trace_id="m-late")["ended_at"] == at(2 * day + 9)
+    pages = [vnext.list_traces(page=page, per_page=2, order_by={"field": "started_at", "direction": "ASC"})
+             for page in range(3)]
+    assert [page.total for page in pages] == [6, 6, 6]
+    assert [ids(page) for page in pages] == [["spread", "z-0"], ["m-late", "a-1"], ["z-2", "a-3"]]
+    assert pages[1].items[0]["ended_at"] == at(2 * day + 9)
+    by_end = vnext.list_traces(per_page=3, order_by={"field": "ended_at", "direction": "DESC"})
+    assert ids(by_end) == ["a-3", "spread", "m-late"]
+
+
 def test_ten_thousand_spans_in_one_call(vnext):
     """observability.md §5 45-46 on this layout: 100 traces of 100 spans, sent twice."""
     batch = []
