@@ -23,6 +23,15 @@ _INDEXES = (
     Index("mastra_scorers_scorer_id_created_at_id_idx", '"scorerId", "createdAt" DESC, id'),
     Index("mastra_scorers_entity_created_at_id_idx", '"entityId", "entityType", "createdAt" DESC, id'),
 )
+# The totals of those pages on PostgreSQL (issue 20): a count reads every index entry of the
+# scorer or entity, and an index on the filter columns alone is deduplicated (one key, a list of
+# row ids) where the ones above hold a key per score.  At 100,000 scores of a scorer with
+# distinct createdAt: 89 buffers against 496, count p50 14.8 ms against 30.2 ms (loaded machine,
+# alternating).  SQLite has no deduplication: its count costs the same instructions either way.
+_POSTGRES_INDEXES = _INDEXES + (
+    Index("mastra_scorers_scorer_id_idx", '"scorerId"'),
+    Index("mastra_scorers_entity_idx", '"entityId", "entityType"'),
+)
 
 
 def build_scores_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
@@ -76,7 +85,7 @@ def build_scores_models(database: peewee.DatabaseProxy) -> SimpleNamespace:
             table_name = "mastra_scorers"
             sqlite_all_nullable = True
             sqlite_indexes = _INDEXES
-            postgres_indexes = _INDEXES
+            postgres_indexes = _POSTGRES_INDEXES
             clickhouse = ClickHouseTable(order_by=("createdAt", "id"), partition_by_month="createdAt",
                                          defaults={"metadata": "'{}'"}, ttl_column="createdAt", shard_key=("id",))
 

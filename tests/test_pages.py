@@ -282,7 +282,8 @@ SCORE_PAGE_INDEXES = ["mastra_scorers_scorer_id_created_at_id_idx", "mastra_scor
 PAGE_INDEXES = {
     "sqlite": {"mastra_threads": ["idx_threads_resource_created_at"],
                "mastra_messages": ["idx_messages_resource_created_at"], "mastra_scorers": SCORE_PAGE_INDEXES},
-    "postgres": {"mastra_messages": ["mastra_messages_resourceid_createdat_idx"], "mastra_scorers": SCORE_PAGE_INDEXES},
+    "postgres": {"mastra_messages": ["mastra_messages_resourceid_createdat_idx"],
+                 "mastra_scorers": [*SCORE_PAGE_INDEXES, "mastra_scorers_scorer_id_idx", "mastra_scorers_entity_idx"]},
 }
 
 

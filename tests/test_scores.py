@@ -834,7 +834,7 @@ def test_init_twice_changes_nothing(backend, backend_url, make_store):
             "mastra_scorers_pkey", "mastra_scores_trace_id_span_id_created_at_idx",
             "mastra_scorers_scorer_id_created_at_idx", "mastra_scorers_run_id_created_at_idx",
             "mastra_scorers_entity_created_at_idx", "mastra_scorers_scorer_id_created_at_id_idx",
-            "mastra_scorers_entity_created_at_id_idx"}
+            "mastra_scorers_entity_created_at_id_idx", "mastra_scorers_scorer_id_idx", "mastra_scorers_entity_idx"}
 
 
 @pytest.mark.requires(cluster=False)  # one server's layout (the cluster's: tests/test_cluster.py)
