@@ -1929,6 +1929,8 @@ def test_clickhouse_null_placeholder_reads_as_none(memory, backend_url, base_tim
     finally:
         client.disconnect()
     assert memory.list_messages_by_id(message_ids=["placeholder"])[0]["resource_id"] is None
+    # Scans test a row for the placeholder once (backends/base.py row_reader): the same answer.
+    assert [message["resource_id"] for message in memory.iter_messages(thread_id=thread["id"])] == [None]
     assert memory.get_resource_by_id(resource_id="r")["working_memory"] is None
     assert memory.get_thread_by_id(thread_id="raw")["metadata"] == {}
 
