@@ -401,14 +401,15 @@ def json_loads(value: Any) -> Any:
 
     Text that does not parse is returned as the raw string instead of failing the read.
     """
-    if value is None or isinstance(value, (dict, list, int, float, bool)):
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        try:
-            return decode_jsonb(raw)
-        except ValueError:
-            value = raw.decode("utf-8", errors="replace")
+    if type(value) is not str:  # (text first: scans decode a value per row)
+        if value is None or isinstance(value, (dict, list, int, float, bool)):
+            return value
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            try:
+                return decode_jsonb(raw)
+            except ValueError:
+                value = raw.decode("utf-8", errors="replace")
     if type(value) is str:
         # Stored JSON is compact text: the C scanner reads it whole without json.loads' layers
         # (a point read decodes a few small values; those layers cost as much as the decoding).
