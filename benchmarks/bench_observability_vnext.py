@@ -54,6 +54,8 @@ READ_TARGETS = {("chdb", 1_000_000): (10, 30), ("chdb", 10_000_000): (60, 60),
                 ("clickhouse", 1_000_000): (20, 100)}
 #: Longest wait for the load's background merges before the reads, seconds.
 MERGE_WAIT = 300
+#: Seconds without a merge (and with the same active parts) that count as at rest.
+MERGE_QUIET = 10
 #: Spans per server-side INSERT … SELECT while loading the reads' data.
 LOAD_CHUNK = 1_000_000
 BACKEND_CHOICES = ("clickhouse", "chdb")
@@ -261,11 +263,21 @@ def load(raw: RawSpans, count: int, per_trace: int) -> None:
         raw.client.execute(raw.load_sql(start, min(LOAD_CHUNK, count - start), per_trace))
 
 
-def settle(client: Any, *, timeout: float = MERGE_WAIT) -> None:
+def settle(client: Any, *, timeout: float = MERGE_WAIT, quiet: float = MERGE_QUIET) -> None:
     """Wait (at most ``timeout`` seconds) until the background merges the load started are done,
-    so the reads are timed on a table at rest rather than beside merges of gigabytes."""
+    so the reads are timed on a table at rest rather than beside merges of gigabytes: no merge
+    running and the count of active parts unchanged for ``quiet`` seconds (right after an insert
+    the engine may not have scheduled its first merge yet)."""
     deadline = time.monotonic() + timeout
-    while client.execute("SELECT count() FROM system.merges")[0][0] and time.monotonic() < deadline:
+    calm_since, parts = time.monotonic(), None
+    while time.monotonic() < deadline:
+        merging, active = client.execute("SELECT (SELECT count() FROM system.merges), (SELECT count() FROM "
+                                         "system.parts WHERE active AND database = currentDatabase())")[0]
+        now = time.monotonic()
+        if merging or active != parts:
+            calm_since, parts = now, active
+        elif now - calm_since >= quiet:
+            return
         time.sleep(1)
 
 
