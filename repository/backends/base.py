@@ -675,7 +675,7 @@ class Backend:
         columns = self._columns.get((model, names))
         if columns is None:
             fields = [model._meta.fields[name] for name in names]
-            columns = self._columns[(model, names)] = (fields, [value_converter(self, f) for f in fields])
+            columns = self._columns[(model, names)] = (fields, Converters(value_converter(self, f) for f in fields))
         return columns
 
     def write_rows(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *, on_conflict: str,
@@ -1088,11 +1088,29 @@ def value_tuples(backend: Backend, fields: Sequence[peewee.Field], rows: Sequenc
     return list(zip(*columns))
 
 
+class Converters(list):
+    """The value converters (:func:`value_converter`) of a shape's fields (:meth:`Backend.columns`),
+    and where they are not ``None``: a row of a wide table (35 score columns) is mostly text sent
+    as it is, which :func:`driver_values` then skips."""
+
+    __slots__ = ("converting",)
+
+    def __init__(self, converters: Iterable[Any]) -> None:
+        super().__init__(converters)
+        #: (position, converter) of the converters that are not ``None``.
+        self.converting = [(index, convert) for index, convert in enumerate(self) if convert is not None]
+
+
 def driver_values(converters: Sequence[Any], values: Iterable[Any]) -> list[Any]:
     """One row's ``values`` converted by the matching :func:`value_converter`s (``None`` stays
     NULL; a :class:`JSONText` is sent as the plain text it holds)."""
-    return [value if convert is None or value is None else _plain_str(value) if type(value) is JSONText
-            else convert(value) for convert, value in zip(converters, values)]
+    converting = converters.converting if type(converters) is Converters else Converters(converters).converting
+    values = list(values)
+    for index, convert in converting:
+        value = values[index]
+        if value is not None:
+            values[index] = _plain_str(value) if type(value) is JSONText else convert(value)
+    return values
 
 
 _plain_str = str.__str__  # a str subclass as an exact str: drivers bind those without adaptation
@@ -1114,6 +1132,8 @@ def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def last_row_per_key(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per primary key, the last occurrence winning (PostgreSQL cannot upsert a key twice
     in one statement)."""
+    if len(rows) < 2:  # (a single-row write, the common case: nothing to compare)
+        return list(rows)
     names = primary_key_names(model)
     unique = {tuple(row[n] for n in names): row for row in rows}
     return list(unique.values()) if len(unique) != len(rows) else list(rows)
