@@ -18,7 +18,8 @@ import peewee
 from .models.experiments import build_experiments_models
 
 from .backends.base import driver_values
-from .base import (ITER_CHUNK, DomainRepository, fetch_page, operation, order_terms, streaming)
+from .base import (ITER_CHUNK, DomainRepository, check_chunk_size, fetch_page, matching, operation, order_terms,
+                   streaming)
 from .errors import ConflictError, NotFoundError
 from .page import Page
 from .schemas.base import Timestamp, load_into
@@ -703,24 +704,12 @@ class ExperimentsRepository(Prunable, DomainRepository):
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=100)
         check_id(problems, "experiment_id", experiment_id)
-        _check_string(problems, "trace_id", trace_id)
-        _check_choice(problems, "status", status, RESULT_STATUSES)
-        if tags is not None and (not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags)):
-            problems.add("tags", "tags must be a list of strings")
-        check_text(problems, "tags", tags)  # matched inside JSON text, which escapes U+0000
-        scope = check_tenancy(problems, filters)
         ordering = check_order_by(problems, order_by, allowed=("started_at", "created_at"),
                                   default_field="started_at", default_direction="ASC")
+        conditions = self._result_conditions(problems, trace_id=trace_id, status=status, tags=tags, filters=filters)
         problems.raise_if_any()
         Result = self.models.result
-        conditions = [Result.experiment_id == experiment_id, *self._scope(Result, scope)]
-        if trace_id is not None:
-            conditions.append(Result.trace_id == trace_id)
-        if status is not None:
-            conditions.append(Result.status == status)
-        if tags:
-            conditions.append(self.backend.json_array_contains_all(Result.tags, list(dict.fromkeys(tags))))
-        query = self.backend.select(Result).where(*conditions)
+        query = self.backend.select(Result).where(Result.experiment_id == experiment_id, *conditions)
         order = order_terms(getattr(Result, ordering.field), ordering.descending, Result.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request)
         return Page([self._result_record(r) for r in rows], total, request.page, request.per_page, has_more)
@@ -733,15 +722,42 @@ class ExperimentsRepository(Prunable, DomainRepository):
                                   dataset_id=dataset_id)
 
     @streaming
-    def iter_experiment_results(self, *, experiment_id: str | None = None, filters: dict | None = None,
-                                chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """Every result (of one experiment, or of all) in the tenancy ``filters`` as
-        :meth:`list_experiment_results` gives them, in id order, read ``chunk_size`` at a time
+    def iter_experiment_results(self, *, experiment_id: str | None = None, trace_id: str | None = None,
+                                status: str | None = None, tags: list[str] | None = None,
+                                filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every result (of one experiment, or of all) matching the filters of
+        :meth:`list_experiment_results` (``trace_id``, ``status``, every one of ``tags``, the
+        tenancy ``filters``) as it gives them, in id order, read ``chunk_size`` at a time
         (constant memory)."""
         problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        query = matching(problems, self.backend.select(self.models.result), self.models.result,
+                         experiment_id=experiment_id)
+        conditions = self._result_conditions(problems, trace_id=trace_id, status=status, tags=tags, filters=filters)
+        problems.raise_if_any()
+        return self.iter_query(query.where(*conditions) if conditions else query, self._result_record, chunk_size)
+
+    def _result_conditions(self, problems: Problems, *, trace_id: Any, status: Any, tags: Any,
+                           filters: Any) -> list[peewee.Node]:
+        """The filters of :meth:`list_experiment_results` (and :meth:`iter_experiment_results`)
+        checked into ``problems``, and their conditions once every check so far passed."""
+        _check_string(problems, "trace_id", trace_id)
+        _check_choice(problems, "status", status, RESULT_STATUSES)
+        if tags is not None and (not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags)):
+            problems.add("tags", "tags must be a list of strings")
+        check_text(problems, "tags", tags)  # matched inside JSON text, which escapes U+0000
         scope = check_tenancy(problems, filters)
-        return self.iter_matching(problems, self.models.result, self._result_record, chunk_size,
-                                  experiment_id=experiment_id, **scope)
+        if problems:
+            return []
+        Result = self.models.result
+        conditions = list(self._scope(Result, scope))
+        if trace_id is not None:
+            conditions.append(Result.trace_id == trace_id)
+        if status is not None:
+            conditions.append(Result.status == status)
+        if tags:
+            conditions.append(self.backend.json_array_contains_all(Result.tags, list(dict.fromkeys(tags))))
+        return conditions
 
     @operation
     def delete_experiment_results(self, *, experiment_id: str, filters: dict | None = None) -> None:

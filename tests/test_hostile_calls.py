@@ -245,7 +245,9 @@ BASE_CALLS.update({
     ("agents", "iter_versions"): lambda s, u: {"agent_id": "a1"},
     ("datasets", "iter_dataset_items"): lambda s, u: {"dataset_id": "d1"},
     ("experiments", "iter_experiments"): lambda s, u: {"dataset_id": "d1"},
-    ("experiments", "iter_experiment_results"): lambda s, u: {"experiment_id": "e1", "filters": TENANCY},
+    ("experiments", "iter_experiment_results"): lambda s, u: {"experiment_id": "e1", "trace_id": "tr1",
+                                                              "status": "reviewed", "tags": ["tag"],
+                                                              "filters": TENANCY},
 })
 # The current ("vNext") layout's signals, analytics and discovery (observability-vnext.md §8).
 _AT = "2026-01-02T12:00:00.000Z"

@@ -301,12 +301,22 @@ def test_iter_experiment_results(experiments):
     experiments.create_experiment(total_items=1, id="ex-2")
     for index in range(9):
         experiments.add_experiment_result(experiment_id="ex-1", item_id=f"item-{index}", input={"n": index},
-                                          started_at=at(index), completed_at=at(index + 1))
+                                          started_at=at(index), completed_at=at(index + 1),
+                                          trace_id=f"trace-{index % 2}", tags=["a", "b"] if index % 3 else ["a"],
+                                          status="reviewed" if index < 4 else "complete")
     experiments.add_experiment_result(experiment_id="ex-2", item_id="item-0", input={}, started_at=T0,
                                       completed_at=at(1))
     listed = experiments.list_experiment_results(experiment_id="ex-1", per_page=False).items
     assert list(experiments.iter_experiment_results(experiment_id="ex-1", chunk_size=4)) == by_id(listed)
     assert len(list(experiments.iter_experiment_results(chunk_size=3))) == 10
+    # The list's filters: a trace, a status, every one of the tags.
+    for filters in ({"trace_id": "trace-1"}, {"status": "reviewed", "tags": ["b"]}, {"tags": ["a"]}):
+        listed = experiments.list_experiment_results(experiment_id="ex-1", per_page=False, **filters).items
+        streamed = list(experiments.iter_experiment_results(experiment_id="ex-1", chunk_size=2, **filters))
+        assert streamed == by_id(listed) and streamed, filters
+    with pytest.raises(ValidationError) as caught:
+        experiments.iter_experiment_results(status="done", tags="a", chunk_size=0)
+    assert set(caught.value.fields) == {"status", "tags", "chunk_size"}
     assert [e["id"] for e in experiments.iter_experiments(chunk_size=1)] == [experiment["id"], "ex-2"]
 
 
