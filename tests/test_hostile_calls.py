@@ -243,7 +243,7 @@ BASE_CALLS.update({
     ("observability", "iter_traces"): lambda s, u: {"filters": {"entity_id": "agent-1", "tags": ["tag"],
                                                                 "metadata": {"env": "test"}}},
     ("agents", "iter_versions"): lambda s, u: {"agent_id": "a1"},
-    ("datasets", "iter_dataset_items"): lambda s, u: {"dataset_id": "d1"},
+    ("datasets", "iter_dataset_items"): lambda s, u: {"dataset_id": "d1", "search": "q", "filters": TENANCY},
     ("experiments", "iter_experiments"): lambda s, u: {"dataset_id": "d1"},
     ("experiments", "iter_experiment_results"): lambda s, u: {"experiment_id": "e1", "trace_id": "tr1",
                                                               "status": "reviewed", "tags": ["tag"],

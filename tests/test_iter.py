@@ -293,6 +293,14 @@ def test_iter_dataset_items_of_a_version(datasets):
     assert by_id(at_one) == by_id(datasets.get_items_by_version(dataset_id="ds-1", version=1))
     assert {item["input"] for item in at_one} == set(range(7))
     assert [d["id"] for d in datasets.iter_datasets()] == [dataset["id"]]
+    # The list's search (in the input's or ground truth's JSON text, any case) and version.
+    for arguments in ({"search": "LATE"}, {"search": "3", "version": 1}):
+        listed = datasets.list_items(dataset_id="ds-1", per_page=False, **arguments).items
+        streamed = list(datasets.iter_dataset_items(dataset_id="ds-1", chunk_size=1, **arguments))
+        assert streamed == by_id(listed) and len(streamed) == 1, arguments
+    with pytest.raises(ValidationError) as caught:
+        datasets.iter_dataset_items(dataset_id="ds-1", search=3, filters={"organization_id": 5})
+    assert {"search", "filters.organization_id"} <= set(caught.value.fields)
 
 
 @SQL_ONLY

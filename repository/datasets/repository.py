@@ -856,24 +856,12 @@ class DatasetsRepository(DomainRepository):
         """
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=100)
-        _check_ids(problems, dataset_id=dataset_id)
-        _check_version(problems, "version", version, required=False)
-        if search is not None:
-            if not isinstance(search, str):
-                problems.add("search", "Not a valid string.")
-            else:
-                check_text(problems, "search", search)
-        scope = check_tenancy(problems, filters)
-        check_text(problems, "filters", scope)
         ordering = check_order_by(problems, order_by, allowed=("created_at", "updated_at"),
                                   default_field="created_at", default_direction="DESC")
+        query = self._matching_items(problems, dataset_id=dataset_id, version=version, search=search,
+                                     filters=filters)
         _raise_problems(problems)
         Item = self.models.item
-        visible = self._current() if version is None else self._visible_at(version)
-        query = self._items().where(Item.dataset_id == dataset_id, visible, *_scope_conditions(Item, scope))
-        if search:
-            query = query.where(self.backend.json_text(Item.input).contains(search)
-                                | self.backend.json_text(Item.ground_truth).contains(search))
         order = order_terms(getattr(Item, ordering.field), ordering.descending, Item.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request)
         return Page([self._item_record(r) for r in rows], total, request.page, request.per_page, has_more)
@@ -889,19 +877,40 @@ class DatasetsRepository(DomainRepository):
         return map(self._dataset_record, self.backend.iterate(query, chunk_size=chunk_size))
 
     @streaming
-    def iter_dataset_items(self, *, dataset_id: str, version: int | None = None,
-                           chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """The current items of a dataset (or those visible at ``version``) as :meth:`list_items`
-        gives them, in key order, read ``chunk_size`` at a time (constant memory)."""
+    def iter_dataset_items(self, *, dataset_id: str, version: int | None = None, search: str | None = None,
+                           filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """The current items of a dataset (or those visible at ``version``) matching ``search``
+        and the tenancy ``filters`` (those of :meth:`list_items`) as it gives them, in key order,
+        read ``chunk_size`` at a time (constant memory)."""
         problems = Problems()
         check_chunk_size(problems, chunk_size)
-        _check_version(problems, "version", version, required=False)
-        _check_ids(problems, dataset_id=dataset_id)
+        query = self._matching_items(problems, dataset_id=dataset_id, version=version, search=search,
+                                     filters=filters)
         _raise_problems(problems)
+        return self.iter_query(query, self._item_record, chunk_size)
+
+    def _matching_items(self, problems: Problems, *, dataset_id: Any, version: Any, search: Any,
+                        filters: Any) -> peewee.ModelSelect | None:
+        """The filters of :meth:`list_items` (and :meth:`iter_dataset_items`) checked into
+        ``problems``; the select of the matching items when every check so far passed."""
+        _check_ids(problems, dataset_id=dataset_id)
+        _check_version(problems, "version", version, required=False)
+        if search is not None:
+            if not isinstance(search, str):
+                problems.add("search", "Not a valid string.")
+            else:
+                check_text(problems, "search", search)
+        scope = check_tenancy(problems, filters)
+        check_text(problems, "filters", scope)
+        if problems:
+            return None
         Item = self.models.item
-        query = self._items().where(Item.dataset_id == dataset_id,
-                                    self._current() if version is None else self._visible_at(version))
-        return map(self._item_record, self.backend.iterate(query, chunk_size=chunk_size))
+        visible = self._current() if version is None else self._visible_at(version)
+        query = self._items().where(Item.dataset_id == dataset_id, visible, *_scope_conditions(Item, scope))
+        if search:
+            query = query.where(self.backend.json_text(Item.input).contains(search)
+                                | self.backend.json_text(Item.ground_truth).contains(search))
+        return query
 
     # ------------------------------------------------------------------ versions
 
