@@ -497,25 +497,14 @@ class ExperimentsRepository(Prunable, DomainRepository):
         otherwise (``created_at`` or ``status``), ties by ``id``."""
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=100)
-        exact = {"dataset_id": dataset_id, "target_type": target_type, "target_id": target_id,
-                 "agent_version": agent_version, "status": status, "experiment_set_id": experiment_set_id,
-                 "comparison_id": comparison_id, "variant_id": variant_id}
-        for name, value in exact.items():
-            _check_string(problems, name, value)
-        _check_choice(problems, "target_type", target_type, TARGET_TYPES)
-        _check_choice(problems, "status", status, EXPERIMENT_STATUSES)
-        if trial_index is not None:
-            _check_amount(problems, "trial_index", trial_index)
-            exact["trial_index"] = trial_index
-        scope = check_tenancy(problems, filters)
         ordering = check_order_by(problems, order_by, allowed=("created_at", "status"),
                                   default_field="created_at", default_direction="DESC")
+        query = self._matching_experiments(problems, dataset_id=dataset_id, target_type=target_type,
+                                           target_id=target_id, agent_version=agent_version, status=status,
+                                           experiment_set_id=experiment_set_id, comparison_id=comparison_id,
+                                           variant_id=variant_id, trial_index=trial_index, filters=filters)
         problems.raise_if_any()
         Experiment = self.models.experiment
-        conditions = [getattr(Experiment, name) == value for name, value in exact.items() if value is not None]
-        conditions += self._scope(Experiment, scope)
-        query = self.backend.select(Experiment)
-        query = query.where(*conditions) if conditions else query
         order = order_terms(getattr(Experiment, ordering.field), ordering.descending, Experiment.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request)
         return Page([self._experiment_record(r) for r in rows], total, request.page, request.per_page, has_more)
@@ -715,11 +704,41 @@ class ExperimentsRepository(Prunable, DomainRepository):
         return Page([self._result_record(r) for r in rows], total, request.page, request.per_page, has_more)
 
     @streaming
-    def iter_experiments(self, *, dataset_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """Every experiment (of a dataset, or all) as :meth:`list_experiments` gives them, in id
-        order, read ``chunk_size`` at a time (constant memory)."""
-        return self.iter_matching(Problems(), self.models.experiment, self._experiment_record, chunk_size,
-                                  dataset_id=dataset_id)
+    def iter_experiments(self, *, dataset_id: str | None = None, target_type: str | None = None,
+                         target_id: str | None = None, agent_version: str | None = None, status: str | None = None,
+                         experiment_set_id: str | None = None, comparison_id: str | None = None,
+                         variant_id: str | None = None, trial_index: int | None = None, filters: dict | None = None,
+                         chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every experiment matching the filters of :meth:`list_experiments` as it gives them,
+        in id order, read ``chunk_size`` at a time (constant memory)."""
+        problems = Problems()
+        check_chunk_size(problems, chunk_size)
+        query = self._matching_experiments(problems, dataset_id=dataset_id, target_type=target_type,
+                                           target_id=target_id, agent_version=agent_version, status=status,
+                                           experiment_set_id=experiment_set_id, comparison_id=comparison_id,
+                                           variant_id=variant_id, trial_index=trial_index, filters=filters)
+        problems.raise_if_any()
+        return self.iter_query(query, self._experiment_record, chunk_size)
+
+    def _matching_experiments(self, problems: Problems, *, trial_index: Any, filters: Any,
+                              **exact: Any) -> peewee.ModelSelect | None:
+        """The filters of :meth:`list_experiments` (and :meth:`iter_experiments`) checked into
+        ``problems``; the select of the matching experiments when every check so far passed."""
+        for name, value in exact.items():
+            _check_string(problems, name, value)
+        _check_choice(problems, "target_type", exact["target_type"], TARGET_TYPES)
+        _check_choice(problems, "status", exact["status"], EXPERIMENT_STATUSES)
+        if trial_index is not None:
+            _check_amount(problems, "trial_index", trial_index)
+            exact["trial_index"] = trial_index
+        scope = check_tenancy(problems, filters)
+        if problems:
+            return None
+        Experiment = self.models.experiment
+        conditions = [getattr(Experiment, name) == value for name, value in exact.items() if value is not None]
+        conditions += self._scope(Experiment, scope)
+        query = self.backend.select(Experiment)
+        return query.where(*conditions) if conditions else query
 
     @streaming
     def iter_experiment_results(self, *, experiment_id: str | None = None, trace_id: str | None = None,

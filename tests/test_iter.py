@@ -326,6 +326,12 @@ def test_iter_experiment_results(experiments):
         experiments.iter_experiment_results(status="done", tags="a", chunk_size=0)
     assert set(caught.value.fields) == {"status", "tags", "chunk_size"}
     assert [e["id"] for e in experiments.iter_experiments(chunk_size=1)] == [experiment["id"], "ex-2"]
+    experiments.update_experiment(id="ex-2", status="running")
+    assert [e["id"] for e in experiments.iter_experiments(status="running", chunk_size=1)] == [
+        e["id"] for e in experiments.list_experiments(status="running").items] == ["ex-2"]
+    with pytest.raises(ValidationError) as caught:
+        experiments.iter_experiments(status="sleeping", trial_index=-1)
+    assert set(caught.value.fields) == {"status", "trial_index"}
 
 
 def test_a_chunk_of_one_row_walks_every_key(memory, backend):
