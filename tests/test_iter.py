@@ -293,6 +293,10 @@ def test_iter_dataset_items_of_a_version(datasets):
     assert by_id(at_one) == by_id(datasets.get_items_by_version(dataset_id="ds-1", version=1))
     assert {item["input"] for item in at_one} == set(range(7))
     assert [d["id"] for d in datasets.iter_datasets()] == [dataset["id"]]
+    datasets.create_dataset(id="ds-2", name="other", target_ids=["agent-1"])
+    for filters in ({"name": "OTH"}, {"target_ids": ["agent-1", "agent-2"]}):
+        assert [d["id"] for d in datasets.iter_datasets(filters=filters, chunk_size=1)] == [
+            d["id"] for d in datasets.list_datasets(filters=filters).items] == ["ds-2"]
     # The list's search (in the input's or ground truth's JSON text, any case) and version.
     for arguments in ({"search": "LATE"}, {"search": "3", "version": 1}):
         listed = datasets.list_items(dataset_id="ds-1", per_page=False, **arguments).items

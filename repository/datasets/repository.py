@@ -484,30 +484,11 @@ class DatasetsRepository(DomainRepository):
         """
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=100)
-        conditions = check_tenancy(problems, filters, extra=_LIST_FILTERS)
-        for key in ("candidate_key", "candidate_id", "target_type", "name"):
-            if key in conditions and not isinstance(conditions[key], str):
-                problems.add(f"filters.{key}", "Not a valid string.")
-        target_ids = conditions.pop("target_ids", [])
-        if not isinstance(target_ids, (list, tuple)) or not all(isinstance(t, str) for t in target_ids):
-            problems.add("filters.target_ids", "Not a valid list of strings.")
-        check_text(problems, "filters", {**conditions, "target_ids": target_ids})
         ordering = check_order_by(problems, order_by, allowed=("created_at", "updated_at", "name"),
                                   default_field="created_at", default_direction="DESC")
+        query, predicate = self._matching_datasets(problems, filters)
         _raise_problems(problems)
-
         Dataset = self.models.dataset
-        name = conditions.pop("name", "")
-        query = self.backend.select(Dataset)
-        for condition in _scope_conditions(Dataset, conditions):
-            query = query.where(condition)
-        if name:
-            query = query.where(Dataset.name.contains(name))
-        predicate = None
-        if target_ids:
-            wanted = set(target_ids)
-            predicate = lambda row: isinstance(row["target_ids"], list) and not wanted.isdisjoint(  # noqa: E731
-                t for t in row["target_ids"] if isinstance(t, str))
         order = order_terms(getattr(Dataset, ordering.field), ordering.descending, Dataset.id)
         rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
         return Page([self._dataset_record(r) for r in rows], total, request.page, request.per_page, has_more)
@@ -867,14 +848,43 @@ class DatasetsRepository(DomainRepository):
         return Page([self._item_record(r) for r in rows], total, request.page, request.per_page, has_more)
 
     @streaming
-    def iter_datasets(self, *, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """Every dataset as :meth:`list_datasets` gives them, in id order, read ``chunk_size`` at
-        a time (constant memory)."""
+    def iter_datasets(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every dataset matching the ``filters`` of :meth:`list_datasets` as it gives them, in
+        id order, read ``chunk_size`` at a time (constant memory)."""
         problems = Problems()
         check_chunk_size(problems, chunk_size)
+        query, predicate = self._matching_datasets(problems, filters)
         _raise_problems(problems)
-        query = self.backend.select(self.models.dataset)
-        return map(self._dataset_record, self.backend.iterate(query, chunk_size=chunk_size))
+        return self.iter_query(query, self._dataset_record, chunk_size, predicate=predicate)
+
+    def _matching_datasets(self, problems: Problems, filters: Any
+                           ) -> tuple[peewee.ModelSelect | None, Callable[[dict], bool] | None]:
+        """The ``filters`` of :meth:`list_datasets` (and :meth:`iter_datasets`) checked into
+        ``problems``; when every check so far passed, the select of the matching datasets and
+        the predicate of ``target_ids`` (checked in Python)."""
+        conditions = check_tenancy(problems, filters, extra=_LIST_FILTERS)
+        for key in ("candidate_key", "candidate_id", "target_type", "name"):
+            if key in conditions and not isinstance(conditions[key], str):
+                problems.add(f"filters.{key}", "Not a valid string.")
+        target_ids = conditions.pop("target_ids", [])
+        if not isinstance(target_ids, (list, tuple)) or not all(isinstance(t, str) for t in target_ids):
+            problems.add("filters.target_ids", "Not a valid list of strings.")
+        check_text(problems, "filters", {**conditions, "target_ids": target_ids})
+        if problems:
+            return None, None
+        Dataset = self.models.dataset
+        name = conditions.pop("name", "")
+        query = self.backend.select(Dataset)
+        for condition in _scope_conditions(Dataset, conditions):
+            query = query.where(condition)
+        if name:
+            query = query.where(Dataset.name.contains(name))
+        predicate = None
+        if target_ids:
+            wanted = set(target_ids)
+            predicate = lambda row: isinstance(row["target_ids"], list) and not wanted.isdisjoint(  # noqa: E731
+                t for t in row["target_ids"] if isinstance(t, str))
+        return query, predicate
 
     @streaming
     def iter_dataset_items(self, *, dataset_id: str, version: int | None = None, search: str | None = None,
