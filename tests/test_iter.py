@@ -128,15 +128,16 @@ def test_closing_early_releases_the_connection_and_writes_go_on(memory, make_sto
 @pytest.mark.backends("postgres")
 def test_postgres_reads_through_a_named_cursor(memory):
     save_conversation(memory, "t-1", "r-1", 5)
+    database = memory.backend.database
+    in_use_before = set(database._in_use)  # the backend is shared: earlier tests may hold this thread's connection
     messages = memory.iter_messages(chunk_size=2)
     next(messages)
-    database = memory.backend.database
-    [conn] = [pooled.connection for pooled in database._in_use.values()]
+    [conn] = [pooled.connection for key, pooled in database._in_use.items() if key not in in_use_before]
     with conn.cursor() as cursor:  # no statement runs between chunks: ask the connection itself
         cursor.execute("SELECT name FROM pg_cursors")
         assert [name for (name,) in cursor.fetchall()][0].startswith("composite_store_iter_")
     messages.close()
-    assert not database._in_use
+    assert set(database._in_use) == in_use_before
 
 
 # --------------------------------------------------------------------------- workflows and scores
