@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from uuid import uuid4
 
 import peewee
@@ -369,10 +369,35 @@ class AgentsRepository(DomainRepository):
         """Validate ``list``'s arguments and read one page of agent rows."""
         problems = Problems()
         request = check_page(problems, page, per_page, default_per_page=100)
-        filters = check_metadata_filter(problems, "metadata", metadata)
-        check_text(problems, "metadata", metadata)
         ordering = check_order_by(problems, order_by, allowed=("created_at", "updated_at"),
                                   default_field="created_at", default_direction="DESC")
+        query, predicate = self._matching_agents(problems, status, author_id, visibility, metadata, entity_ids,
+                                                 pin_favorited_for, favorited_only)
+        problems.raise_if_any()
+        if query is None:
+            return [], 0, False, request
+
+        Agent = self.models.agent
+        order = order_terms(getattr(Agent, ordering.field), ordering.descending, Agent.id)
+        if pin_favorited_for is not None and not favorited_only:
+            Favorite = self.models.favorite
+            query = query.join(Favorite, peewee.JOIN.LEFT_OUTER, on=self._favourite_of(pin_favorited_for))
+            order = [Favorite.user_id.is_null().asc(), *order]  # favourited first
+        rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
+        return rows, total, has_more, request
+
+    def _matching_agents(self, problems: Problems, status: Any, author_id: Any, visibility: Any, metadata: Any,
+                         entity_ids: Any, pin_favorited_for: Any, favorited_only: Any
+                         ) -> tuple[peewee.ModelSelect | None, Callable[[dict], bool] | None]:
+        """The filters of :meth:`list_agents` (and :meth:`iter_agents`) checked into ``problems``;
+        when every check so far passed and some agent can match, the select of the matching
+        agents (``favorited_only``: joined to the user's favourites) and the predicate of the
+        ``metadata`` filter where the backend checks it in Python; else ``(None, None)``.
+
+        Pinning (``pin_favorited_for`` alone) orders a list and filters nothing: it is the
+        list's to add."""
+        filters = check_metadata_filter(problems, "metadata", metadata)
+        check_text(problems, "metadata", metadata)
         if status is not None and status not in AGENT_STATUSES:
             problems.add("status", one_of(AGENT_STATUSES))
         if visibility is not None and visibility not in VISIBILITIES:
@@ -385,9 +410,8 @@ class AgentsRepository(DomainRepository):
             _check_id(problems, "pin_favorited_for", pin_favorited_for)
         if not isinstance(favorited_only, bool):
             problems.add("favorited_only", "favorited_only must be a boolean")
-        problems.raise_if_any()
-        if entity_ids is not None and not entity_ids or favorited_only and pin_favorited_for is None:
-            return [], 0, False, request  # Mastra: favourites of nobody are an empty page
+        if problems or entity_ids is not None and not entity_ids or favorited_only and pin_favorited_for is None:
+            return None, None  # Mastra: favourites of nobody match no agent
 
         Agent = self.models.agent
         query = self.backend.select(Agent)
@@ -396,20 +420,15 @@ class AgentsRepository(DomainRepository):
                 query = query.where(field == value)
         if entity_ids:
             query = query.where(Agent.id.in_(list(dict.fromkeys(entity_ids))))
-        query, predicate = filter_by_metadata(self.backend, query, Agent.metadata, filters)
-        order = order_terms(getattr(Agent, ordering.field), ordering.descending, Agent.id)
-        if pin_favorited_for is not None:
-            # The key (userId, entityType, entityId) matches at most one row per agent.
-            Favorite = self.models.favorite
-            on = ((Favorite.entity_type == "agent") & (Favorite.entity_id == Agent.id)
-                  & (Favorite.user_id == pin_favorited_for))
-            if favorited_only:
-                query = query.join(Favorite, on=on)
-            else:
-                query = query.join(Favorite, peewee.JOIN.LEFT_OUTER, on=on)
-                order = [Favorite.user_id.is_null().asc(), *order]  # favourited first
-        rows, total, has_more = fetch_page(self.backend, query, order, request, predicate=predicate)
-        return rows, total, has_more, request
+        if favorited_only:
+            query = query.join(self.models.favorite, on=self._favourite_of(pin_favorited_for))
+        return filter_by_metadata(self.backend, query, Agent.metadata, filters)
+
+    def _favourite_of(self, user_id: str) -> peewee.Expression:
+        """The join condition of an agent and ``user_id``'s favourite of it: the key
+        (userId, entityType, entityId) matches at most one row per agent."""
+        Agent, Favorite = self.models.agent, self.models.favorite
+        return (Favorite.entity_type == "agent") & (Favorite.entity_id == Agent.id) & (Favorite.user_id == user_id)
 
     @operation
     def list_agents(self, *, page: int = 0, per_page: int | bool = 100, order_by: dict | None = None,
@@ -608,17 +627,33 @@ class AgentsRepository(DomainRepository):
     # ------------------------------------------------------------------ streaming reads
 
     @streaming
-    def iter_agents(self, *, with_versions: bool = False, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
-        """Every agent as :meth:`list_agents` gives them, in id order, read ``chunk_size`` at a
-        time (constant memory); ``with_versions=True`` adds ``versions``: the agent's versions
-        as :meth:`list_versions` gives them, by version number."""
+    def iter_agents(self, *, status: str | None = None, author_id: str | None = None, visibility: str | None = None,
+                    metadata: dict | None = None, entity_ids: list[str] | None = None,
+                    pin_favorited_for: str | None = None, favorited_only: bool = False, with_versions: bool = False,
+                    chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
+        """Every agent matching the filters of :meth:`list_agents` (checked as it checks them) as
+        it gives them, in id order, read ``chunk_size`` at a time (constant memory);
+        ``with_versions=True`` adds ``versions``: the agent's versions as :meth:`list_versions`
+        gives them, by version number.
+
+        ``pin_favorited_for`` orders nothing here (the order is the id's); with
+        ``favorited_only=True`` only that user's favourited agents are read, as the list lists them.
+
+        Example::
+
+            for agent in agents.iter_agents(status="published", with_versions=True):
+                archive(agent)
+        """
         problems = Problems()
         check_chunk_size(problems, chunk_size)
         if not isinstance(with_versions, bool):
             problems.add("with_versions", "Not a valid boolean.")
+        query, predicate = self._matching_agents(problems, status, author_id, visibility, metadata, entity_ids,
+                                                 pin_favorited_for, favorited_only)
         problems.raise_if_any()
-        agents = map(_agent_record, self.backend.iterate(self.backend.select(self.models.agent),
-                                                         chunk_size=chunk_size))
+        if query is None:
+            return iter(())
+        agents = self.iter_query(query, _agent_record, chunk_size, predicate=predicate)
         return map(self._with_versions, agents) if with_versions else agents
 
     def _with_versions(self, agent: dict[str, Any]) -> dict[str, Any]:

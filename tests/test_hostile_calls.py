@@ -318,8 +318,9 @@ BASE_CALLS[("observability", "batch_create_feedback")] = lambda s, u: {
 for _name in ("get_entity_types", "get_service_names", "get_environments", "refresh_discovery"):
     NO_STRING_ARGUMENTS[("observability", _name)] = "takes no argument"
 BASE_CALLS[("datasets", "iter_datasets")] = lambda s, u: {"filters": {**TENANCY, "name": "n", "target_ids": ["t"]}}
-for _domain, _name in (("memory", "iter_resources"), ("agents", "iter_agents")):
-    NO_STRING_ARGUMENTS[(_domain, _name)] = "takes no string argument"
+BASE_CALLS[("agents", "iter_agents")] = lambda s, u: {**AGENT_LIST(s, u), "status": "draft", "visibility": "private",
+                                                      "favorited_only": True, "with_versions": True}
+NO_STRING_ARGUMENTS[("memory", "iter_resources")] = "takes no string argument"
 # Retention (SQLite, PostgreSQL; NotSupportedError on ClickHouse): a policy old enough to delete
 # nothing the seeds wrote, so the hostile variants reach the policy checks and the DELETE.
 for _domain, _table in (("memory", "messages"), ("workflows", "workflow_snapshot"), ("scores", "scorers"),

@@ -14,6 +14,7 @@ import pytest
 
 from composite_store import ValidationError
 from tests.conftest import MATRIX
+from tests.test_agents import favourite
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
 SQL_ONLY = pytest.mark.backends("sqlite", "postgres")
@@ -278,6 +279,42 @@ def test_iter_agents_with_versions(agents):
                                         key=lambda version: version["version_number"])
     assert [v["version_number"] for v in fourth["versions"]] == [1, 2]
     assert [v["agent_id"] for v in agents.iter_versions(agent_id="a-3", chunk_size=1)] == ["a-3", "a-3"]
+
+
+@SQL_ONLY
+def test_iter_agents_takes_the_filters_of_list_agents(agents):
+    """Per filter of ``list_agents``, ``iter_agents`` reads the same records (in id order), and
+    refuses the same bad values with the same fields."""
+    model = {"provider": "openai", "name": "gpt-4o"}
+    for index, (author, visibility, team) in enumerate([("ann", "private", "a"), ("bob", "public", "b"),
+                                                        (None, "public", "a"), ("ann", "public", "b")]):
+        agents.create_agent(agent={"id": f"f-{index}", "name": "Helper", "instructions": "Be brief", "model": model,
+                                   "author_id": author, "visibility": visibility, "metadata": {"team": team}})
+    agents.update_agent(id="f-2", status="published")
+    favourite(agents, "u1", "f-3")
+    favourite(agents, "u1", "f-1")
+    favourite(agents, "u1", "f-0", entity_type="skill")  # not an agent favourite
+    for arguments, expected in [
+        ({}, ["f-0", "f-1", "f-2", "f-3"]), ({"status": "published"}, ["f-2"]),
+        ({"author_id": "ann"}, ["f-0", "f-3"]), ({"visibility": "public", "metadata": {"team": "a"}}, ["f-2"]),
+        ({"entity_ids": ["f-3", "f-0", "f-3"]}, ["f-0", "f-3"]), ({"entity_ids": []}, []),
+        ({"pin_favorited_for": "u1"}, ["f-0", "f-1", "f-2", "f-3"]),
+        ({"pin_favorited_for": "u1", "favorited_only": True}, ["f-1", "f-3"]), ({"favorited_only": True}, []),
+        ({"pin_favorited_for": "u1", "favorited_only": True, "author_id": "ann"}, ["f-3"]),
+    ]:
+        streamed = list(agents.iter_agents(**arguments, chunk_size=1))
+        assert streamed == by_id(agents.list_agents(**arguments, per_page=False).items), arguments
+        assert [agent["id"] for agent in streamed] == expected, arguments
+    [published] = agents.iter_agents(status="published", with_versions=True)
+    assert [version["version_number"] for version in published["versions"]] == [1]
+    bad = {"status": "gone", "visibility": "team", "author_id": "", "metadata": {"team": object()},
+           "entity_ids": "f-1", "pin_favorited_for": 5, "favorited_only": "yes"}
+    with pytest.raises(ValidationError) as listed:
+        agents.list_agents(**bad)
+    with pytest.raises(ValidationError) as streamed:
+        agents.iter_agents(**bad)
+    assert streamed.value.fields == listed.value.fields and len(listed.value.fields) == len(bad)
+    assert streamed.value.id == listed.value.id.replace("LIST_AGENTS", "ITER_AGENTS")
 
 
 @SQL_ONLY
