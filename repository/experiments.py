@@ -7,10 +7,10 @@ its hooks and the purge barrier) lives in :mod:`composite_store.purge`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from typing import Any, Iterator
-from uuid import uuid4
 
 import marshmallow
 import peewee
@@ -30,7 +30,7 @@ from .purge import (LinkedTables, detach_dataset_rows, is_purged, purge_barrier,
 from .retention import Cascade, Prunable, RetentionTable
 from .validation import Problems, check_id, check_order_by, check_page, check_tenancy, check_text, one_of
 from .values import (JSON_NULL, UNSET, NotStorable, deep_copy_json, is_storable_text, later_than,
-                     storable_json_copy, to_utc, utc_now)
+                     random_id, storable_json_copy, to_utc, utc_now)
 
 logger = logging.getLogger("composite_store.experiments")
 
@@ -140,6 +140,17 @@ def fast_load_result(given: dict[str, Any]) -> dict[str, Any] | None:
     return loaded
 
 
+#: A result record's keys, in the schema's order.
+_RESULT_KEYS = tuple(ExperimentResultSchema._declared_fields)
+
+
+@functools.lru_cache(maxsize=64)
+def _result_params(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The parameter names of a new result's columns in :meth:`ExperimentsRepository._insert_plain_result`'s
+    statement, built once per shape (spelled per call, they cost as much as the row's values)."""
+    return tuple(f"result_{name}" for name in names)
+
+
 def _storable_result(row: dict[str, Any]) -> dict[str, Any]:
     """A new result row as the backends insert it: their inserts send ``None`` as SQL NULL, so
     a ``None`` input is JSON null (the column is NOT NULL)."""
@@ -204,7 +215,8 @@ class ExperimentsRepository(Prunable, DomainRepository):
     def _result_record(row: dict[str, Any]) -> dict[str, Any]:
         # The row's JSON values are fresh (decoded from the database, or the validated copies
         # just written), so the record takes them as they are.
-        record = {name: row.get(name) for name in ExperimentResultSchema._declared_fields}
+        # (zip/map: built in C, the record has ~25 keys and this is a hot call's return)
+        record = dict(zip(_RESULT_KEYS, map(row.get, _RESULT_KEYS)))
         if record["attempt"] is None:
             record["attempt"] = 0  # rows written by older clients
         return record
@@ -296,8 +308,11 @@ class ExperimentsRepository(Prunable, DomainRepository):
         inherited = tuple(key for key in ("organization_id", "project_id") if key not in data)
         row = self._new_result_row(data, dict.fromkeys(("dataset_id", "organization_id", "project_id")),
                                    result_id, None)
-        row = backend.prepare_rows(Result, [_storable_result({k: v for k, v in row.items() if k not in inherited})])[0]
-        fields, converters = backend.columns(Result, tuple(row))
+        for key in inherited:  # (a fresh dict) the statement takes these from the experiment's row
+            del row[key]
+        row = backend.prepare_rows(Result, [_storable_result(row)])[0]
+        names = tuple(row)
+        fields, converters = backend.columns(Result, names)
 
         def build() -> peewee.ModelInsert:
             experiment = Experiment.id == backend.param("experiment_id")
@@ -318,7 +333,7 @@ class ExperimentsRepository(Prunable, DomainRepository):
             if Item is not None:
                 barrier = purge_barrier(backend, Item, dataset_id=locked.c[Experiment.dataset_id.column_name])
                 conditions.append(~peewee.fn.EXISTS(Item.select(peewee.SQL("1")).where(*barrier)))
-            source = peewee.Select([locked], [*(backend.param(f"result_{f.name}") for f in fields),
+            source = peewee.Select([locked], [*map(backend.param, _result_params(names)),
                                              *(locked.c[getattr(Experiment, key).column_name] for key in inherited)])
             # (The WHERE also tells SQLite's parser that the ON CONFLICT is the upsert's.)
             insert = Result.insert_from(source.where(*conditions),
@@ -326,8 +341,8 @@ class ExperimentsRepository(Prunable, DomainRepository):
             return backend.as_records(insert.on_conflict_ignore().returning(*Result._meta.sorted_fields)
                                       .with_cte(locked), Result)
 
-        values = {f"result_{f.name}": value for f, value in zip(fields, driver_values(converters, row.values()))}
-        stored = backend.prepared((Result, inherited, tuple(row), Item), build).first(
+        values = dict(zip(_result_params(names), driver_values(converters, row.values())))
+        stored = backend.prepared((Result, inherited, names, Item), build).first(
             **values, experiment_id=data["experiment_id"], item_id=data["item_id"])
         return None if stored is None else self._result_record(stored)
 
@@ -408,7 +423,7 @@ class ExperimentsRepository(Prunable, DomainRepository):
         data = _load(problems, _EXPERIMENT_SCHEMA, arguments)
         problems.raise_if_any()
         now = utc_now()
-        row = {"id": data.get("id") or str(uuid4()), **{name: data.get(name) for name in _CREATE_FIELDS},
+        row = {"id": data.get("id") or random_id(), **{name: data.get(name) for name in _CREATE_FIELDS},
                "status": "pending", "succeeded_count": 0, "failed_count": 0, "skipped_count": 0,
                "started_at": None, "completed_at": None, "created_at": now, "updated_at": now}
         conflict = ConflictError(f"Experiment already exists: {row['id']}", details={"id": row["id"]})
@@ -538,7 +553,7 @@ class ExperimentsRepository(Prunable, DomainRepository):
         """The payload columns of a submission, with defaults and the experiment's tenancy,
         redacted when the item was purged (``purge_checked``: the caller already looked, and
         ``purged_at`` is what it found)."""
-        values = {name: data.get(name) for name in _PAYLOAD_FIELDS}
+        values = dict(zip(_PAYLOAD_FIELDS, map(data.get, _PAYLOAD_FIELDS)))
         values["retry_count"] = data.get("retry_count", 0)
         values["attempt"] = data.get("attempt", 0)
         for key in ("organization_id", "project_id"):
@@ -569,7 +584,7 @@ class ExperimentsRepository(Prunable, DomainRepository):
             "attempt": attempt, "trace_id": trace_id, "status": status, "tags": tags,
             "tool_mock_report": tool_mock_report, "organization_id": organization_id, "project_id": project_id})
         problems.raise_if_any()
-        result_id = data.get("id") or str(uuid4())
+        result_id = data.get("id") or random_id()
         record = self._insert_plain_result(data, result_id)
         if record is not None:
             return record
@@ -582,7 +597,7 @@ class ExperimentsRepository(Prunable, DomainRepository):
 
         with self.backend.write(("experiment", experiment_id)):
             experiment = self._require_experiment(experiment_id)
-            # A new uuid4 is unique: only a given id is looked up.
+            # A new random id is unique: only a given id is looked up.
             key_taken, id_taken, purged_at = self._add_checks(
                 experiment["dataset_id"], {**data, "attempt": data.get("attempt", 0)},
                 result_id if "id" in data else None)
@@ -626,7 +641,7 @@ class ExperimentsRepository(Prunable, DomainRepository):
             values = self._result_values(data, experiment)
             stored = self._result_by_key(experiment_id, values["item_id"], values["attempt"])
             if stored is None:
-                result_id = str(uuid4())
+                result_id = random_id()
                 self._insert_result({"id": result_id, **values, "comment": None, "created_at": utc_now()})
             else:
                 result_id = stored["id"]

@@ -352,7 +352,7 @@ class MemoryRepository(Prunable, DomainRepository):
             problems.add(field, "Field may not be null.")
             return None
         try:
-            return self.backend.clean(_OBJECT_FIELD.deserialize(value))
+            return self.backend.clean(_OBJECT_FIELD.load(value))
         except marshmallow.ValidationError as error:
             problems.merge(flatten_errors(error.messages), field)
             return None

@@ -17,8 +17,8 @@ import functools
 
 import json
 import math
+import operator
 from typing import Any, Iterator, Mapping
-from uuid import uuid4
 
 import peewee
 
@@ -32,7 +32,7 @@ from .retention import Prunable, RetentionTable
 from .schemas.base import load_into
 from .schemas.scores import SCORE_ENTITY_TYPES, SCORE_KEYS, SCORE_SOURCES, ScoreSchema
 from .validation import Ordering, Problems, check_id, check_order_by, check_page, check_tenancy, one_of
-from .values import JSON_NULL, JSONText, is_storable_text, json_dumps, utc_now
+from .values import JSON_NULL, JSONText, is_storable_text, json_dumps, random_id, utc_now
 
 _SCORE_SCHEMA = ScoreSchema()
 
@@ -53,6 +53,10 @@ _NEWEST_FIRST = Ordering("created_at", "DESC")
 _TEXT_FIELDS = ("trace_id", "span_id", "reason", "preprocess_prompt", "extract_prompt", "generate_score_prompt",
                 "generate_reason_prompt", "analyze_prompt", "reason_prompt", "resource_id", "thread_id",
                 "organization_id", "project_id", "batch_id", "dataset_id", "dataset_item_id")  # str or None
+#: The values of the text fields, and a test of "not None", both run in C: a payload sets few of
+#: its 16 text fields, and looking at each by name was a fifth of ``save_score``'s Python.
+_text_values = operator.itemgetter(*_TEXT_FIELDS)
+_is_set = functools.partial(operator.is_not, None)
 _ID_FIELDS = ("scorer_id", "run_id", "entity_id")  # required non-empty str
 _OBJECT_FIELDS = ("preprocess_step_result", "extract_step_result", "analyze_step_result", "metadata",
                   "additional_context", "request_context")  # dict or None
@@ -98,10 +102,8 @@ def fast_prepare_score(payload: Any, *, strip_nul: bool = False,
         return None
     record["created_at"] = record["updated_at"] = None  # accepted and ignored
 
-    for name in _TEXT_FIELDS:
-        value = record[name]
-        if value is not None and (type(value) is not str or
-                                  (strip_nul or not value.isascii()) and not is_storable_text(value, strip_nul)):
+    for value in filter(_is_set, _text_values(record)):
+        if type(value) is not str or (strip_nul or not value.isascii()) and not is_storable_text(value, strip_nul):
             return None
     value = record["id"]
     if value is not None and (type(value) is not str or not value or
@@ -248,7 +250,7 @@ class ScoresRepository(Prunable, DomainRepository):
         for record, row in zip(records, rows):
             row["created_at"] = row["updated_at"] = record["created_at"] = record["updated_at"] = now
             if record["id"] is None:
-                record["id"] = row["id"] = str(uuid4())
+                record["id"] = row["id"] = random_id()
                 generated.append(row)
             else:
                 given.append(row)

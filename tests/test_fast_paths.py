@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import random
 import types
+import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -21,7 +22,8 @@ from composite_store.datasets.repository import _ITEM_INPUT_SCHEMA, _fast_item
 from composite_store.backends.base import Backend, BackendFeatures
 from composite_store.memory import _MESSAGE_SCHEMA, _fast_message
 from composite_store.validation import Problems
-from composite_store.values import JSONText, json_dumps, normalize_json, parse_iso
+from composite_store.schemas.base import JSONObject, JSONValue
+from composite_store.values import JSONText, json_dumps, normalize_json, parse_iso, random_id
 from composite_store.workflows import fast_run_row, schema_run_row
 
 SCALARS = [None, True, False, 0, -7, 10**20, 1.5, -0.0, float("nan"), float("inf"), "text", "é", "",
@@ -268,3 +270,24 @@ def test_fast_result_load_takes_the_benchmark_submission() -> None:
     loaded = fast_load_result(submission)
     assert loaded is not None and loaded["output"] == submission["output"]
     assert loaded["output"] is not submission["output"]  # a copy: the caller's value is not stored
+
+
+@pytest.mark.parametrize("field", [JSONValue(), JSONValue(allow_none=True), JSONObject(), JSONObject(allow_none=True)],
+                         ids=["value", "value-or-none", "object", "object-or-none"])
+def test_json_field_load_gives_what_deserialize_gives(field: JSONValue) -> None:
+    rng = random.Random(7)
+    for _ in range(5000):
+        value = json_like(rng) if rng.random() < 0.7 else {rng.choice("abc"): json_like(rng) for _ in range(3)}
+        quick = outcome(lambda: field.load(value), marshmallow.ValidationError)
+        full = outcome(lambda: field.deserialize(value), marshmallow.ValidationError)
+        assert repr(quick) == repr(full), value
+        if quick[0] == "ok" and isinstance(value, (dict, list)):
+            assert quick[1] is not value  # a copy: the caller's value is not stored
+
+
+def test_random_id_is_a_version_4_uuid() -> None:
+    ids = [random_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Callable, Iterator
-from uuid import uuid4
 
 import peewee
 
@@ -19,7 +18,7 @@ from ..purge import (LinkedTables, detach_dataset_rows, is_purged, purge_mark, p
 from ..schemas.base import load_into
 from ..schemas.datasets import DatasetSchema, ItemInputSchema, ItemPayloadSchema
 from ..validation import Problems, check_id, check_order_by, check_page, check_tenancy, check_text
-from ..values import UNSET, chunks, format_iso, json_dumps, later_than, utc_now
+from ..values import UNSET, chunks, format_iso, json_dumps, later_than, random_id, utc_now
 from .payload import (
     ABSENT,
     NONE_IS_ABSENT,
@@ -292,7 +291,7 @@ class DatasetsRepository(DomainRepository):
         for row in new_rows:
             row["dataset_version"] = version
         self.backend.insert(Item, new_rows)
-        self.backend.insert(Version, [{"id": str(uuid4()), "dataset_id": dataset["id"], "version": version,
+        self.backend.insert(Version, [{"id": random_id(), "dataset_id": dataset["id"], "version": version,
                                        "created_at": now}])
         dataset["version"] = version
         return version
@@ -352,7 +351,7 @@ class DatasetsRepository(DomainRepository):
         _raise_problems(problems)
 
         now = utc_now()
-        row = {"id": id or str(uuid4()), **values, "version": 0, "created_at": now, "updated_at": now}
+        row = {"id": id or random_id(), **values, "version": 0, "created_at": now, "updated_at": now}
         Dataset = self.models.dataset
         with self.backend.write(("dataset", row["id"])):
             if id is None:
@@ -651,7 +650,7 @@ class DatasetsRepository(DomainRepository):
                 payload = dict.fromkeys(PAYLOAD_FIELDS)
                 payload.update((field, encode_payload(field, item[field])) for field in PAYLOAD_FIELDS
                                if field in item)
-                row = self._item_row(dataset, str(uuid4()), external_id, payload, created_at=now, now=now)
+                row = self._item_row(dataset, random_id(), external_id, payload, created_at=now, now=now)
                 new_rows.append(row)
                 positions.append(row)
                 if external_id:
@@ -933,7 +932,7 @@ class DatasetsRepository(DomainRepository):
         _check_version(problems, "version", version, required=True)
         _raise_problems(problems)
         Version = self.models.version
-        row = {"id": str(uuid4()), "dataset_id": dataset_id, "version": version, "created_at": utc_now()}
+        row = {"id": random_id(), "dataset_id": dataset_id, "version": version, "created_at": utc_now()}
         with self.backend.write(("dataset", dataset_id)):
             if self._locked_dataset(dataset_id) is None:
                 raise _not_found_dataset(dataset_id)
