@@ -17,7 +17,9 @@ server the tests start and on the current engine in-process (``chdb://`` URLs).
    ``memory_usage`` of the read queries is read from the server's ``system.query_log`` (the
    server is started here with it enabled), with the count of queries that failed (a memory
    limit); the in-process engine keeps no query log, so its reads run under
-   ``max_memory_usage`` = 1 GiB instead (a query above it would fail the benchmark).
+   ``max_memory_usage`` = 1 GiB instead (a query above it would fail the benchmark), and its
+   rows give the p50 CPU time of the process per call (the engine's threads are the process's:
+   less sensitive to the machine's load than latency; the load average is beside it).
 
 Run with ``python -m benchmarks observability-vnext`` or ``python -m benchmarks.bench_observability_vnext
 [--spans N ...] [--ingest N] [--skip-reads] [--skip-ingest] [--profile]``.  Sizes follow
@@ -33,6 +35,7 @@ import gc
 import json
 import os
 import random
+import resource
 import statistics
 import tempfile
 import time
@@ -313,6 +316,27 @@ def raw_run(client: Any, statements: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_ms() -> float:
+    """CPU time of this process so far (user and system, every thread), in milliseconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def with_cpu(call: Callable[[], Any], spent: list[float]) -> Callable[[], Any]:
+    """``call`` appending the process CPU milliseconds of each of its runs to ``spent``."""
+    def measured() -> Any:
+        started = cpu_ms()
+        result = call()
+        spent.append(cpu_ms() - started)
+        return result
+    return measured
+
+
+def cpu_note(spent: list[float]) -> str:
+    """The p50 CPU of the calls in ``spent`` (the first, a warm-up, left out), with the load."""
+    return f"process CPU p50 {statistics.median(spent[1:] or spent):.1f} ms, load {os.getloadavg()[0]:.1f}"
+
+
 def peak_read_memory(client: Any, since: float) -> tuple[int, int, int, int]:
     """``(peak memory_usage in bytes, most bytes one query read, queries, failed queries)`` of the
     benchmark's reads of the tracing tables in the server's query log since ``since`` (epoch
@@ -352,22 +376,28 @@ def reads_at_scale(bench: BenchBackend, count: int, *, per_trace: int = SPANS_PE
         statements = captured_sql(observability, lambda: observability.get_trace(trace_id=first))
         assert len(raw_run(client, statements)) == per_trace
         library_picks, raw_picks = iter(trace_ids * 2), iter(trace_ids * 2)
+        # In-process, the engine's CPU is this process's: each library call's is kept for the note.
+        in_process = bench.name == "chdb"
+        spent: list[float] = []
         library_ms, raw_ms = paired_times_ms(
-            lambda: observability.get_trace(trace_id=next(library_picks)),
+            with_cpu(lambda: observability.get_trace(trace_id=next(library_picks)), spent),
             lambda: raw_run(client, [sql.replace(first, next(raw_picks)) for sql in statements]),
             repeat=trace_calls, warmup=1)
-        results.append(_latency(f"get_trace ({at_scale})", bench.name, library_ms, raw_ms, get_target))
+        results.append(_latency(f"get_trace ({at_scale})", bench.name, library_ms, raw_ms, get_target,
+                                note=cpu_note(spent) if in_process else ""))
         for label, filters in LIST_FILTERS:
             page = observability.list_traces(filters=filters)
             statements = captured_sql(observability, lambda: observability.list_traces(filters=filters))
             # The same rows (the library puts the page's rows in the keys' order itself).
             assert sorted(row["traceId"] for row in raw_run(client, statements)) == \
                 sorted(item["trace_id"] for item in page.items)
-            library_ms, raw_ms = paired_times_ms(lambda: observability.list_traces(filters=filters),
+            spent = []
+            library_ms, raw_ms = paired_times_ms(with_cpu(lambda: observability.list_traces(filters=filters), spent),
                                                  lambda: raw_run(client, statements), repeat=list_calls, warmup=1)
+            notes = [f"total {page.total:,} of {traces:,}", *([cpu_note(spent)] if in_process else [])]
             results.append(_latency(f"list_traces first page, {label} ({at_scale})", bench.name, library_ms, raw_ms,
-                                    list_target, note=f"total {page.total:,} of {traces:,}"))
-        if bench.name == "chdb":
+                                    list_target, note=", ".join(notes)))
+        if in_process:
             results.append(info_row(f"peak memory_usage of the reads ({at_scale})", bench.name, unit="MiB",
                                     library=float("nan"), note=f"no query log in-process; every read ran under "
                                     f"max_memory_usage = {CHDB_READ_MEMORY_LIMIT // 2**20} MiB"))
