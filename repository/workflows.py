@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import datetime
@@ -21,7 +20,7 @@ from .retention import Prunable, RetentionTable
 from .schemas.base import JSONObject, JSONValue, Timestamp, flatten_errors, load_into
 from .schemas.workflows import WorkflowRunSchema
 from .validation import Problems, check_id, check_page
-from .values import UNSET, JSONText, deep_copy_json, epoch_ms, is_storable_text, json_dumps, utc_now
+from .values import UNSET, JSONText, deep_copy_json, encoded_json_object, epoch_ms, is_storable_text, utc_now
 
 logger = logging.getLogger("composite_store")
 
@@ -29,7 +28,6 @@ _RUN_SCHEMA = WorkflowRunSchema()
 _OBJECT_FIELD = JSONObject(allow_none=True)
 _VALUE_FIELD = JSONValue(allow_none=True)
 _TIMESTAMP_FIELD = Timestamp()
-_decode_json = json.JSONDecoder().decode
 
 #: Where a suspended step keeps the thread id of its agent stream (under ``context.<step>``).
 SUSPENDED_THREAD_PATH = ("suspendPayload", "__streamState", "messageList", "memoryInfo", "threadId")
@@ -127,39 +125,19 @@ def _is_id(value: Any, strip_nul: bool) -> bool:
         not strip_nul and value.isascii() or is_storable_text(value, strip_nul))
 
 
-def _plain_json_object(value: Any, strip_nul: bool) -> tuple[JSONText, dict[str, Any]] | None:
-    """``value`` (a JSON object argument) checked the quick way: its stored text and a fresh copy
-    (what the JSON fields load), or ``None`` when not vouched for (then the field reports).
-
-    Encoding and decoding run in C, where copying member by member in Python costs a hot call
-    more than its SQL.  Vouched for when the decoded copy equals ``value`` (``json_dumps``
-    silently converts tuples and non-string keys, which the fields treat) and the text holds
-    nothing the driver cannot store."""
-    if type(value) is not dict:
-        return None
-    try:
-        text = json_dumps(value)
-        if not is_storable_text(text, False) or (strip_nul and "\\u0000" in text):
-            return None
-        copy = _decode_json(text)
-    except (TypeError, ValueError, RecursionError):  # not JSON, or needs normalizing (datetimes)
-        return None
-    return (JSONText(text), copy) if copy == value else None
-
-
 def fast_run_row(*, workflow_name: Any, run_id: Any, snapshot: Any, resource_id: Any,
                  strip_nul: bool) -> dict[str, Any] | None:
     """The row ``persist_workflow_snapshot`` writes (without timestamps) for the common, valid
     call, checked the quick way; ``None`` when not vouched for (then :func:`schema_run_row`).
 
-    The snapshot is encoded once (:func:`_plain_json_object`), and that text is stored.  Gives
+    The snapshot is encoded once (:func:`encoded_json_object`), and that text is stored.  Gives
     exactly what :func:`schema_run_row` gives (a property test checks it).
     """
     if not (_is_id(workflow_name, strip_nul) and _is_id(run_id, strip_nul)):
         return None
     if resource_id is not None and not _is_id(resource_id, strip_nul):
         return None
-    encoded = _plain_json_object(snapshot, strip_nul)
+    encoded = encoded_json_object(snapshot, strip_nul)
     if encoded is None:
         return None
     row = {"workflow_name": workflow_name, "run_id": run_id, "snapshot": encoded[0]}
@@ -590,7 +568,7 @@ class WorkflowsRepository(Prunable, DomainRepository):
         self._check_key(problems, workflow_name, run_id)
         check_id(problems, "step_id", step_id)
         # The common result is checked, copied and encoded in one go; the text is what's stored.
-        encoded = _plain_json_object(result, self.backend.features.strips_nul)
+        encoded = encoded_json_object(result, self.backend.features.strips_nul)
         if encoded is not None:
             result_text, result = encoded
         elif result is None:
@@ -635,7 +613,7 @@ class WorkflowsRepository(Prunable, DomainRepository):
         database sets the step's result itself (SQLite's ``json_set``, PostgreSQL's ``jsonb_set``):
         atomic without a transaction, and nothing read first.  ``None`` when no row changed (the
         run is missing or its snapshot not valid): the other paths then create it or refuse.
-        ``result`` may be its stored text already (:func:`_plain_json_object`)."""
+        ``result`` may be its stored text already (:func:`encoded_json_object`)."""
         Run, backend, dialect = self.models.snapshot, self.backend, self._dialect
         to_text = backend.database.json_to_db
         rows = backend.update_returning(
