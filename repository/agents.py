@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import islice
 from typing import Any, Callable, Iterator, Mapping
 from uuid import uuid4
 
@@ -23,7 +24,7 @@ from .page import Page
 from .schemas.agents import AGENT_STATUSES, VISIBILITIES, AgentInputSchema, AgentUpdateSchema, AgentVersionSchema
 from .schemas.base import load_into
 from .validation import Problems, check_id, check_metadata_filter, check_order_by, check_page, check_text, one_of
-from .values import UNSET, chunks, json_dumps, json_loads, later_than, normalize_json, utc_now
+from .values import ID_CHUNK, UNSET, chunks, json_dumps, json_loads, later_than, normalize_json, utc_now
 
 logger = logging.getLogger("composite_store.agents")
 
@@ -654,14 +655,22 @@ class AgentsRepository(DomainRepository):
         if query is None:
             return iter(())
         agents = self.iter_query(query, _agent_record, chunk_size, predicate=predicate)
-        return map(self._with_versions, agents) if with_versions else agents
+        return self._with_versions(agents, min(chunk_size, ID_CHUNK)) if with_versions else agents
 
-    def _with_versions(self, agent: dict[str, Any]) -> dict[str, Any]:
+    def _with_versions(self, agents: Iterator[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
+        """``agents`` with their ``versions``, read by one query per ``batch_size`` agents (not
+        one per agent)."""
         Version = self.models.version
-        query = self.backend.select(Version).where(Version.agent_id == agent["id"])
-        with self.backend.connection():
-            agent["versions"] = [_version_record(row) for row in query.order_by(Version.version_number, Version.id)]
-        return agent
+        while batch := list(islice(agents, batch_size)):
+            versions: dict[str, list[dict[str, Any]]] = {agent["id"]: [] for agent in batch}
+            query = (self.backend.select(Version).where(Version.agent_id.in_(list(versions)))
+                     .order_by(Version.agent_id, Version.version_number, Version.id))
+            with self.backend.connection():
+                for row in query:
+                    versions[row["agent_id"]].append(_version_record(row))
+            for agent in batch:
+                agent["versions"] = versions[agent["id"]]
+                yield agent
 
     @streaming
     def iter_versions(self, *, agent_id: str | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:

@@ -279,6 +279,10 @@ def test_iter_agents_with_versions(agents):
                                         key=lambda version: version["version_number"])
     assert [v["version_number"] for v in fourth["versions"]] == [1, 2]
     assert [v["agent_id"] for v in agents.iter_versions(agent_id="a-3", chunk_size=1)] == ["a-3", "a-3"]
+    with agents.backend.counting_statements() as log:  # the versions of a chunk in one query, not one per agent
+        every = list(agents.iter_agents(with_versions=True, chunk_size=5))
+    assert [len(agent["versions"]) for agent in every] == [1, 1, 1, 2, 1]
+    assert log.count <= 3, log.statements
 
 
 @SQL_ONLY
