@@ -7,6 +7,7 @@ from typing import Any
 
 import marshmallow
 
+from ..base import check_chunk_size
 from ..schemas.base import Timestamp
 from ..schemas.observability import ENTITY_TYPES, SPAN_TYPES
 from ..validation import Problems, check_metadata_filter, check_order_by, check_page, one_of
@@ -199,3 +200,13 @@ def check_trace_list(filters: Any, page: Any, per_page: Any, order_by: Any, mode
                               default_direction="DESC")
     problems.raise_if_any()
     return request, checked, ordering
+
+
+def check_trace_iteration(filters: Any, chunk_size: Any) -> dict[str, Any]:
+    """The arguments of a vNext ``iter_traces``, checked together: raises one
+    :class:`ValidationError` naming every bad one, else returns the checked trace filters."""
+    problems = Problems()
+    check_chunk_size(problems, chunk_size)
+    checked = check_trace_filters(problems, filters, roots=True)
+    problems.raise_if_any()
+    return checked

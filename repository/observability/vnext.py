@@ -28,7 +28,7 @@ from ..validation import Problems, check_id
 from ..backends.base import keyset_chunks, value_converter, value_tuples
 from ..values import json_loads
 from .filters import (CHOICE_FILTERS, RANGE_FILTERS, TEXT_FILTERS, check_depth, check_trace_deletion, check_trace_list,
-                      check_trace_filters, range_conditions)
+                      check_trace_iteration, range_conditions)
 from .records import (ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, SpanRows, anchor_first, branch_span_ids,
                       light_list_record, trace_status, traces_of)
 from . import vnext_migration
@@ -407,10 +407,7 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
         """Every trace as :meth:`get_trace` gives it, by trace id, its spans read ``chunk_size``
         at a time (memory: one chunk and one trace); with ``filters`` (those of
         :meth:`list_traces`) the traces whose current root matches them."""
-        problems = Problems()
-        check_chunk_size(problems, chunk_size)
-        checked = check_trace_filters(problems, filters, roots=True)
-        problems.raise_if_any()
+        checked = check_trace_iteration(filters, chunk_size)
         if not checked:
             return traces_of(self._iter_spans([], chunk_size))
         Root = self.models.trace_root

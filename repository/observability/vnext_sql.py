@@ -40,7 +40,7 @@ from ..schemas.observability import ENTITY_TYPES
 from ..validation import Problems, check_id
 from ..values import JSONText, json_dumps, json_loads, utc_now
 from .filters import (CHOICE_FILTERS, RANGE_FILTERS, TEXT_FILTERS, check_trace_deletion, check_trace_list,
-                      check_trace_filters, range_conditions)
+                      check_trace_iteration, range_conditions)
 from .records import (BRANCH_SPAN_TYPES, ENTITY_TYPE_KEYS, LIGHT_SPAN_KEYS, SPAN_KEYS, light_list_record,
                       trace_status, traces_of)
 from .signals import DELTA_NOT_SUPPORTED, INVALID_DELTA_CURSOR
@@ -661,10 +661,7 @@ class VNextSQLObservabilityRepository(VNextObservabilityRepository):
     def iter_traces(self, *, filters: dict | None = None, chunk_size: int = ITER_CHUNK) -> Iterator[dict]:
         """Every trace as :meth:`get_trace` gives it, by trace id; with ``filters`` (those of
         :meth:`list_traces`) the traces whose current root matches them."""
-        problems = Problems()
-        check_chunk_size(problems, chunk_size)
-        checked = check_trace_filters(problems, filters, roots=True)
-        problems.raise_if_any()
+        checked = check_trace_iteration(filters, chunk_size)
         if not checked:
             return traces_of(self._iter_spans(lambda row: [], chunk_size))
         root = self._alias("root")
