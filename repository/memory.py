@@ -82,12 +82,13 @@ def _fast_message(message: Any) -> dict[str, Any] | None:
     the schema then loads (and reports)."""
     if type(message) is not dict or not message.keys() <= _MESSAGE_KEYS:
         return None
-    ids = (message.get("id"), message.get("thread_id"), message.get("resource_id"))
-    if not all(type(value) is str and value for value in ids):
+    # Spelled out, not a loop over the fields: this runs for every message of a bulk write.
+    message_id, thread_id, resource_id = message.get("id"), message.get("thread_id"), message.get("resource_id")
+    if type(message_id) is not str or type(thread_id) is not str or type(resource_id) is not str \
+            or not (message_id and thread_id and resource_id):
         return None
-    if type(message.get("role")) is not str or message["role"] not in _ROLES:
-        return None
-    if message.get("type") is not None and type(message["type"]) is not str:
+    role, kind = message.get("role"), message.get("type")
+    if type(role) is not str or role not in _ROLES or (kind is not None and type(kind) is not str):
         return None
     content = message.get("content")
     if type(content) is str:
@@ -735,15 +736,20 @@ class MemoryRepository(Prunable, DomainRepository):
         now = utc_now()
         batch: dict[str, dict[str, Any]] = {}
         # The validated content is a fresh copy, equal to what its stored JSON text decodes to.
-        contents = {self.backend.clean(data["id"]): data["content"] for data in loaded}
+        contents: dict[str, dict[str, Any]] = {}
+        clean = self.backend.clean
         for data in loaded:
-            # Keyed by the stored (cleaned) id, as the stored rows read back are.
-            row = self._clean({"id": data["id"], "thread_id": data["thread_id"], "resource_id": data["resource_id"],
-                               "role": data["role"], "type": data.get("type") or DEFAULT_MESSAGE_TYPE})
-            first = batch.get(row["id"])
-            created_at = first["created_at"] if first else (data.get("created_at") or now)
+            # Keyed by the stored (cleaned) id, as the stored rows read back are; a repeated id
+            # keeps the first one's created_at.  (Built in one literal: a bulk path's rows.)
+            message_id = clean(data["id"])
+            first = batch.get(message_id)
+            content = contents[message_id] = data["content"]
             # The content needs no cleaning: it is the JSON text of a cleaned copy (NUL escaped).
-            batch[row["id"]] = {**row, "content": json_dumps(data["content"]), "created_at": created_at}
+            batch[message_id] = {"id": message_id, "thread_id": clean(data["thread_id"]),
+                                 "resource_id": clean(data["resource_id"]), "role": clean(data["role"]),
+                                 "type": clean(data.get("type") or DEFAULT_MESSAGE_TYPE),
+                                 "content": json_dumps(content),
+                                 "created_at": first["created_at"] if first else data.get("created_at") or now}
         if self.backend.features.returning:
             self._write_messages(batch, now)
             return [self._message_record(row, contents[message_id]) for message_id, row in batch.items()]
@@ -780,9 +786,9 @@ class MemoryRepository(Prunable, DomainRepository):
             for thread_id in wanted:
                 if thread_id not in found:
                     raise NotFoundError(f"Thread {thread_id} not found", details={"thread_id": thread_id})
-            for row in self.backend.upsert_returning(self.models.message, list(batch.values()),
-                                                     preserve=("created_at",), returning=("id", "created_at")):
-                batch[row["id"]]["created_at"] = row["created_at"]
+            kept = self.backend.upsert_keeping(self.models.message, list(batch.values()), keep="created_at")
+            for message_id, created_at in kept.items():
+                batch[message_id]["created_at"] = created_at
 
     def _bump_threads(self, thread_ids: list[str], message_ids: list[str], now: datetime) -> set[str]:
         """Set ``updated_at = now`` on the threads ``thread_ids`` and on those the stored messages

@@ -13,7 +13,7 @@ from uuid import uuid4
 import peewee
 
 from .agents import AgentsRepository
-from .backends.base import CHUNK_SIZE, driver_values
+from .backends.base import driver_values, kept_values, value_columns
 from .backends.postgres import PostgresBackend
 from .datasets import DatasetsRepository
 from .errors import ValidationError
@@ -33,60 +33,60 @@ class MemoryPG(MemoryRepository):
     backend_class = PostgresBackend
 
     def _write_messages(self, batch: dict[str, dict[str, Any]], now: datetime) -> None:
-        """``save_messages``' write in one autocommit statement for a batch of up to
-        :data:`CHUNK_SIZE` messages that stay in their threads (or are new): a data-modifying
-        CTE locks the stored messages and then the threads (each in id order, as
-        :meth:`_bump_threads` does), and only when every thread was found and no stored message
-        is in another thread, bumps the threads and upserts the messages, returning each
-        message's stored ``created_at``.
+        """``save_messages``' write in one autocommit statement, whatever the batch size, for
+        messages that stay in their threads (or are new): a data-modifying CTE locks the stored
+        messages and then the threads (each in id order, as :meth:`_bump_threads` does), and only
+        when every thread was found and no stored message is in another thread, bumps the
+        threads and upserts the messages, returning each message's stored ``created_at``.
 
-        The locks are taken by key lists alone: a row locked after a concurrent update is
-        re-checked against those, where a lock through a join could drop it.  No row back (a
-        missing thread, a message moving between threads) and longer batches take the
-        transaction, which tells which and acts on it."""
-        if len(batch) > CHUNK_SIZE:
-            super()._write_messages(batch, now)
-            return
+        The rows travel as one array parameter per column (``unnest``): one statement text for
+        every batch size, and a handful of parameters where a ``VALUES`` list would bind eight
+        per message.  The locks are taken by key lists alone (the arrays): a row
+        locked after a concurrent update is re-checked against those, where a lock through a
+        join could drop it; the threads' lock waits for the count of the stored messages, so
+        their locks come first.  No row back (a missing thread, a message moving between
+        threads) takes the transaction, which tells which and acts on it."""
         Thread, Message, backend = self.models.thread, self.models.message, self.backend
         rows = backend.prepare_rows(Message, list(batch.values()))
         names = tuple(rows[0])
         fields, converters = backend.columns(Message, names)
         bump = backend.prepare_rows(Thread, [{"updated_at": now}])[0]
         bump_fields, bump_converters = backend.columns(Thread, tuple(bump))
-        wanted = list(dict.fromkeys(row["thread_id"] for row in rows))
-        count, threads = len(rows), len(wanted)
+        kept = Message.created_at_z  # what records read (as_records prefers the zoned twin)
 
         def build() -> peewee.ModelInsert:
-            named = [backend.param(f"thread_{i}") for i in range(threads)]
-            stored = (Message.select(Message.thread_id).where(Message.id.in_(
-                [backend.param(f"id_{i}") for i in range(count)])).order_by(Message.id).for_update().cte("stored"))
-            locked = Thread.select(Thread.id).where(Thread.id.in_(named)).order_by(Thread.id).for_update().cte("locked")
+            named = backend.array_param(Thread.id, "threads")
+            # IN (SELECT unnest(…)), not = ANY(…): the planner estimates = ANY element by element
+            # (50 ms for 10,000 ids), and a set of key values re-checks a locked row as a list does.
+            ids = peewee.Select(columns=[peewee.fn.unnest(backend.array_param(Message.id, "id"))])
+            stored = (Message.select(Message.thread_id).where(Message.id.in_(ids)).order_by(Message.id)
+                      .for_update().cte("stored"))
+            counted = peewee.Select([stored], [peewee.fn.COUNT(peewee.SQL("*"))])
+            locked = (Thread.select(Thread.id).where(Thread.id == peewee.fn.ANY(named), counted >= 0)
+                      .order_by(Thread.id).for_update().cte("locked"))
             found = peewee.Select([locked], [peewee.fn.COUNT(peewee.SQL("*"))])
-            moving = peewee.Select([stored], [peewee.SQL("1")]).where(stored.c.thread_id.not_in(named))
-            plain = (found == threads) & ~peewee.fn.EXISTS(moving)
+            moving = peewee.Select([stored], [peewee.SQL("1")]).where(stored.c.thread_id != peewee.fn.ALL(named))
+            plain = (found == peewee.fn.cardinality(named)) & ~peewee.fn.EXISTS(moving)
             bumped = (Thread.update({field: backend.param(f"set_{field.name}") for field in bump_fields})
-                      .where(Thread.id.in_(named), plain).cte("bumped"))
-            values = peewee.ValuesList([[backend.param(f"{name}_{i}") for name in names] for i in range(count)])
-            kept = {"id", "created_at", "created_at_z"}
-            insert = (Message.insert_from(peewee.Select([values.alias("v")], [peewee.SQL("*")]).where(plain), fields)
-                      .on_conflict(conflict_target=[Message.id],
-                                   preserve=[field for field in fields if field.name not in kept])
-                      .returning(Message.id, Message.created_at, Message.created_at_z)
-                      .with_cte(stored, locked, bumped))
-            return backend.as_records(insert, Message, [Message.created_at, Message.created_at_z])
+                      .where(Thread.id == peewee.fn.ANY(named), plain).cte("bumped"))
+            values = peewee.fn.unnest(*(backend.array_param(field, field.name) for field in fields))
+            return (Message.insert_from(peewee.Select([values], [peewee.SQL("*")]).where(plain), fields)
+                    .on_conflict(conflict_target=[Message.id],
+                                 preserve=[field for field in fields if field.name not in {"id", "created_at",
+                                                                                          "created_at_z"}])
+                    .returning(Message.id, kept).with_cte(stored, locked, bumped))
 
-        values = {f"{name}_{i}": value for i, row in enumerate(rows)
-                  for name, value in zip(names, driver_values(converters, row.values()))}
-        values.update({f"thread_{i}": thread_id for i, thread_id in enumerate(wanted)})
-        values.update({f"id_{i}": row["id"] for i, row in enumerate(rows)})
-        values.update({f"set_{field.name}": value
-                       for field, value in zip(bump_fields, driver_values(bump_converters, bump.values()))})
-        written = backend.prepared((Message, count, threads, names), build).rows(**values)
+        columns = dict(zip(names, value_columns(backend, fields, rows, converters=converters)))
+        written = backend.prepared((Message, names), build).fetch(
+            **columns, threads=list(dict.fromkeys(columns["thread_id"])),
+            **{f"set_{field.name}": value for field, value in zip(bump_fields, driver_values(bump_converters,
+                                                                                           bump.values()))})
         if not written:
             super()._write_messages(batch, now)
             return
-        for row in written:
-            batch[row["id"]]["created_at"] = row["created_at"]
+        for message_id, created_at in kept_values(kept, dict(zip(columns["id"], columns[kept.name])),
+                                                  written).items():
+            batch[message_id]["created_at"] = created_at
 
 
 class ExperimentsPG(ExperimentsRepository):

@@ -134,6 +134,26 @@ def test_save_messages_bumps_the_threads_a_message_leaves_and_keeps_created_at(m
 
 
 @SQL
+def test_a_big_save_messages_batch_is_one_statement_on_postgres(backend_spec, memory):
+    """1,200 messages of two threads, 3 of them stored already: PostgreSQL sends one statement
+    (the rows as one array per column), SQLite one transaction of 500-row statements; both
+    report the stored created_at of the stored ones and the given one of the rest."""
+    thread(memory, "th-a"), thread(memory, "th-b")
+    first = memory.save_messages(messages=[message("th-a", f"m-{i:04d}") for i in range(3)])
+    given = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=timezone.utc)
+    batch = [{**message("th-a" if i % 2 else "th-b", f"m-{i:04d}"), "created_at": given} for i in range(1200)]
+    batch[0]["thread_id"] = batch[2]["thread_id"] = "th-a"  # the stored ones stay in their thread
+    with memory.backend.counting_statements() as log:
+        saved = memory.save_messages(messages=batch)
+    # SQLite: BEGIN, 3 bumps (the threads, then the messages' old threads 500 ids at a time),
+    # 3 upserts, COMMIT.
+    assert log.count == (8 if backend_spec.family == "sqlite" else 1), log.statements
+    assert [m["created_at"] for m in saved[:3]] == [m["created_at"] for m in first]
+    assert {m["created_at"] for m in saved[3:]} == {given}
+    assert memory.list_messages(thread_id="th-b", per_page=False).total == 598
+
+
+@SQL
 def test_save_messages_to_a_missing_thread_changes_nothing(memory):
     thread(memory, "th-a")
     memory.save_messages(messages=[message("th-a", "m-1")])

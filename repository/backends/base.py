@@ -694,13 +694,15 @@ class Backend:
         self.execute_rows(self.insert_statement(model, names, on_conflict, tuple(preserve)), values)
 
     def insert_statement(self, model: type[peewee.Model], names: tuple[str, ...], on_conflict: str,
-                         preserve: tuple[str, ...] = ()) -> str:
+                         preserve: tuple[str, ...] = (), *, rows: int | None = None,
+                         returning: str | None = None) -> str:
         """:meth:`insert_sql` for rows of the fields ``names``, rendered once per shape."""
-        key = (model, names, on_conflict, preserve)
+        key = (model, names, on_conflict, preserve, rows, returning)
         sql = self._write_statements.get(key)
         if sql is None:
             fields, _ = self.columns(model, names)
-            sql = self._write_statements[key] = self.insert_sql(model, fields, on_conflict, preserve)
+            sql = self._write_statements[key] = self.insert_sql(model, fields, on_conflict, preserve, rows=rows,
+                                                                returning=returning)
         return sql
 
     def insert_returning(self, model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]:
@@ -719,35 +721,34 @@ class Backend:
         statement = self.prepared((model, names), build)
         return statement.first(**dict(zip(names, driver_values(converters, row.values()))))
 
-    def upsert_returning(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *,
-                         preserve: Sequence[str] = (), returning: Sequence[str]) -> list[dict[str, Any]]:
-        """:meth:`upsert` that returns the fields ``returning`` of each written row as stored
-        (a preserved ``created_at`` as it was), in :data:`CHUNK_SIZE` rows per statement, each
-        rendered once per shape (needs :attr:`BackendFeatures.returning`)."""
+    def upsert_keeping(self, model: type[peewee.Model], rows: Sequence[dict[str, Any]], *,
+                       keep: str) -> dict[Any, Any]:
+        """:meth:`upsert` keeping the stored value of the field ``keep`` (a ``created_at``), and
+        telling which rows kept one: primary key → stored value, for the rows whose stored value
+        differs from the one given.  Known from the write itself (``INSERT … ON CONFLICT …
+        RETURNING`` the key and that field, :data:`CHUNK_SIZE` rows per statement): a row another
+        writer inserted just before is reported too.  The returned pairs are compared as the
+        driver fetched them, so only kept values are converted (a batch of new rows converts
+        none).  Single-column keys; needs :attr:`BackendFeatures.returning`."""
         rows = self.prepare_rows(model, last_row_per_key(model, rows))
         if not rows:
-            return []
+            return {}
         names = tuple(rows[0])
         fields, converters = self.columns(model, names)
-        records: list[dict[str, Any]] = []
-        for chunk in chunks(rows, size=CHUNK_SIZE):
-            count = len(chunk)
-
-            def build() -> peewee.ModelInsert:  # (the columns are worked out once per shape)
-                kept = set(preserve) | {f"{name}_z" for name in preserve} | set(primary_key_names(model))
-                updated = [field for field in fields if field.name not in kept]
-                # Also the "…Z" twins PostgreSQL reads timestamps from (as_records prefers them).
-                returned = [field for field in model._meta.sorted_fields
-                            if field.name in returning or field.name.removesuffix("_z") in returning]
-                insert = model.insert_many([{field: self.param(f"{field.name}_{index}") for field in fields}
-                                            for index in range(count)])
-                insert = insert.on_conflict(conflict_target=_primary_key_fields(model), preserve=updated)
-                return self.as_records(insert.returning(*returned), model, returned)
-
-            values = {f"{name}_{index}": value for index, row in enumerate(chunk)
-                      for name, value in zip(names, driver_values(converters, row.values()))}
-            records += self.prepared((model, names, count, tuple(preserve), tuple(returning)), build).rows(**values)
-        return records
+        kept = model._meta.fields[keep]
+        kept = getattr(kept, "zoned", None) or kept  # PostgreSQL reads the zoned twin (as records do)
+        key_at, kept_at = names.index(model._meta.primary_key.name), names.index(kept.name)
+        # One row's values are in the order of its fields already (they are its keys).
+        values = ([tuple(driver_values(converters, rows[0].values()))] if len(rows) == 1
+                  else value_tuples(self, fields, rows, converters=converters))
+        stored: dict[Any, Any] = {}
+        for chunk in chunks(values, size=CHUNK_SIZE):
+            sql = self.insert_statement(model, names, "update", (keep,), rows=len(chunk), returning=kept.name)
+            # The rows are cleaned already (as every bulk write's): bound as they are.
+            cursor = self.database.execute_storable(sql, list(itertools.chain.from_iterable(chunk)))
+            stored.update(kept_values(kept, {row[key_at]: row[kept_at] for row in chunk}, cursor.fetchall()))
+            cursor.close()
+        return stored
 
     def update_returning(self, model: type[peewee.Model], where: Callable[[], peewee.Expression],
                          values: dict[str, Any], returning: Sequence[peewee.Field], *, shape: Any = None,
@@ -781,20 +782,29 @@ class Backend:
         return "(" + ", ".join([self.database.param] * count) + ")"
 
     def insert_sql(self, model: type[peewee.Model], fields: Sequence[peewee.Field], on_conflict: str,
-                   preserve: Sequence[str] = ()) -> str:
-        """``INSERT INTO … VALUES … [ON CONFLICT (pk) DO NOTHING | DO UPDATE SET …]``."""
+                   preserve: Sequence[str] = (), *, rows: int | None = None, returning: str | None = None) -> str:
+        """``INSERT INTO … VALUES … [ON CONFLICT (pk) DO NOTHING | DO UPDATE SET …]``: the
+        ``VALUES`` of one row for the driver's batch call (:meth:`execute_rows`), or with
+        ``rows``, that many rows of plain parameters for one ``execute``; ``returning`` adds
+        ``RETURNING`` of the primary key and that field."""
         columns = ", ".join(f'"{f.column_name}"' for f in fields)
-        sql = f"INSERT INTO {self.table_sql(model)} ({columns}) VALUES {self.row_placeholder(len(fields))}"
-        if on_conflict == "error":
-            return sql
+        if rows is None:
+            values = self.row_placeholder(len(fields))
+        else:
+            values = ", ".join(["(" + ", ".join([self.database.param] * len(fields)) + ")"] * rows)
+        sql = f"INSERT INTO {self.table_sql(model)} ({columns}) VALUES {values}"
         pk = _primary_key_fields(model)
-        target = ", ".join(f'"{f.column_name}"' for f in pk)
-        kept = set(preserve) | {f"{name}_z" for name in preserve}
-        # Compared by name: ``field in list`` would use peewee's overloaded ``==`` (always truthy).
-        kept |= {f.name for f in pk}
-        sets = [f'"{f.column_name}" = excluded."{f.column_name}"' for f in fields
-                if f.name not in kept] if on_conflict == "update" else []
-        return f"{sql} ON CONFLICT ({target}) " + (f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING")
+        if on_conflict != "error":
+            target = ", ".join(f'"{f.column_name}"' for f in pk)
+            kept = set(preserve) | {f"{name}_z" for name in preserve}
+            # Compared by name: ``field in list`` would use peewee's overloaded ``==`` (always truthy).
+            kept |= {f.name for f in pk}
+            sets = [f'"{f.column_name}" = excluded."{f.column_name}"' for f in fields
+                    if f.name not in kept] if on_conflict == "update" else []
+            sql += f" ON CONFLICT ({target}) " + (f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING")
+        if returning is not None:
+            sql += " RETURNING " + ", ".join(f'"{f.column_name}"' for f in [*pk, model._meta.fields[returning]])
+        return sql
 
     def execute_rows(self, sql: str, rows: list[tuple]) -> None:
         """Run one ``INSERT`` for many rows with the driver's batch call."""
@@ -1014,15 +1024,27 @@ class PreparedQuery:
         #: reuse it without a reader of their own.
         self._process: Callable[[Sequence[Any]], Any] | None = None
 
-    def rows(self, **values: Any) -> list[Any]:
-        """Every row, with ``values`` bound to the named parameters."""
+    def _execute(self, values: dict[str, Any]) -> Any:
+        """The cursor of a run with ``values`` bound to the named parameters."""
         database = self.database
         params = database.storable_params(self.sql, [values[name] for _, name in self._named])
         if len(params) != len(self._template):  # constants too: the given values go in their places
             params, given = list(self._template), params
             for (index, _), value in zip(self._named, given):
                 params[index] = value
-        cursor = database.execute_storable(self.sql, params)
+        return database.execute_storable(self.sql, params)
+
+    def fetch(self, **values: Any) -> list[tuple]:
+        """Every row as the driver fetched it (no conversion), with ``values`` bound: for a bulk
+        write's ``RETURNING``, which the caller compares with what it sent."""
+        cursor = self._execute(values)
+        rows = cursor.fetchall()
+        cursor.close()
+        return rows
+
+    def rows(self, **values: Any) -> list[Any]:
+        """Every row, with ``values`` bound to the named parameters."""
+        cursor = self._execute(values)
         process = self._process
         if process is None:
             if not cursor.description:
@@ -1066,7 +1088,16 @@ def value_tuples(backend: Backend, fields: Sequence[peewee.Field], rows: Sequenc
         row, defaults = rows[0], defaults or {}
         return [tuple(driver_values(converters, [row[f.name] if f.name in row else defaults.get(f.name)
                                                  for f in fields]))]
-    # Column by column: one converter per column and C-level loops over the rows.
+    return list(zip(*value_columns(backend, fields, rows, defaults, converters=converters)))
+
+
+def value_columns(backend: Backend, fields: Sequence[peewee.Field], rows: Sequence[dict[str, Any]],
+                  defaults: dict[str, Any] | None = None, *, converters: Sequence[Any] | None = None) -> list[list]:
+    """:func:`value_tuples` column by column: one list of driver values per field (what an
+    array parameter per column sends)."""
+    if converters is None:
+        converters = [value_converter(backend, field) for field in fields]
+    # One converter per column and C-level loops over the rows.
     columns = []
     for field, convert in zip(fields, converters):
         name = field.name
@@ -1085,7 +1116,7 @@ def value_tuples(backend: Backend, fields: Sequence[peewee.Field], rows: Sequenc
                 convert = _memoized(convert)  # the rows of one write usually share one "now"
             values = [None if value is None else convert(value) for value in values]
         columns.append(values)
-    return list(zip(*columns))
+    return columns
 
 
 class Converters(list):
@@ -1127,6 +1158,13 @@ def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return result
 
     return converted
+
+
+def kept_values(field: peewee.Field, sent: dict[Any, Any], returned: Iterable[Sequence[Any]]) -> dict[Any, Any]:
+    """What an upsert's ``RETURNING`` of (key, ``field``) pairs, as fetched, says the rows kept:
+    key → the stored value as a record holds it, for the rows where it differs from the driver
+    value ``sent`` for that key (a new row returns what it was sent; nothing to convert)."""
+    return {key: field.python_value(value) for key, value in returned if value != sent[key]}
 
 
 def last_row_per_key(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

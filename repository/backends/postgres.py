@@ -336,6 +336,13 @@ class PostgresBackend(Backend):
     def for_update(self, query: peewee.ModelSelect) -> peewee.ModelSelect:
         return query.for_update()
 
+    def array_param(self, field: peewee.Field, name: str) -> peewee.Node:
+        """The :meth:`param` ``name`` bound to a list of ``field``'s driver values, as an array
+        of the field's column type (for ``unnest`` and ``= ANY``): a batch travels as one
+        parameter per column, in one statement text for every batch size."""
+        column_type = self.database._field_types.get(field.field_type, field.field_type)
+        return peewee.Cast(self.param(name), f"{column_type}[]")
+
     def json_as_text(self, column: Any) -> Any:
         return peewee.Cast(column, "text")
 
