@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import select
 import threading
@@ -14,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
-from ..models.fields import TimestampField, ZonedTimestampField
+from ..models.fields import JSONField, TimestampField, ZonedTimestampField
 
 from ..errors import ValidationError
 from ..values import UTC, json_dumps, json_loads, to_utc, truncate_ms
@@ -53,6 +54,32 @@ def _naive_utc(value: Any) -> datetime:
     return to_utc(value).replace(tzinfo=None)
 
 
+def _decode_jsonb(text: str | None, cursor: Any) -> Any:
+    """A ``jsonb`` value as psycopg2 hands it to its typecaster, decoded by the C scanner
+    (:func:`json_loads`) instead of ``json.loads``' Python layers: a scan decodes several per row."""
+    return None if text is None else json_loads(text)
+
+
+@functools.cache
+def _jsonb_typecaster() -> Any:
+    """The typecaster of :func:`_decode_jsonb` for ``jsonb`` (its fixed OID), made once."""
+    import psycopg2.extensions
+    return psycopg2.extensions.new_type((3802,), "COMPOSITE_STORE_JSONB", _decode_jsonb)
+
+
+def _register_jsonb(conn: Any) -> None:
+    # psycopg2 is imported here, not with this module: a missing driver is reported where it is needed.
+    import psycopg2.extensions
+    psycopg2.extensions.register_type(_jsonb_typecaster(), conn)
+
+
+def _utc_timestamp(value: Any) -> Any:
+    """A fetched timestamp (naive UTC, or zoned) as an aware UTC datetime with millisecond precision."""
+    if isinstance(value, datetime):
+        return truncate_ms(value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC))
+    return value
+
+
 class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
     """peewee's pooled PostgreSQL database with this library's stored formats."""
 
@@ -78,6 +105,7 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
 
     def _connect(self) -> Any:
         conn = super()._connect()
+        _register_jsonb(conn)  # per connection: an application's own psycopg2 connections keep theirs
         # A connection from the pool (or a new one) that has not run a statement yet.
         self._state.unproven = conn
         return conn
@@ -116,14 +144,22 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
         return _naive_utc
 
     def timestamp_from_db(self, field: peewee.Field, value: Any) -> Any:
-        if isinstance(value, datetime):
-            return truncate_ms(value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC))
-        return value
+        return _utc_timestamp(value)
 
     def zoned_timestamp_to_db(self, field: peewee.Field, value: Any) -> Any:
         return to_utc(value)
 
     zoned_timestamp_from_db = timestamp_from_db
+
+    def value_reader(self, field: peewee.Field) -> Callable[[Any], Any] | None:
+        # What the fields' python_values end in (both map None to None, as these do), without
+        # their layers: a score page converts ten values per row.
+        python_value = type(field).python_value
+        if python_value in (TimestampField.python_value, ZonedTimestampField.python_value):
+            return _utc_timestamp
+        if python_value is JSONField.python_value:
+            return json_loads
+        return None
 
     def json_to_db(self, field: peewee.Field, value: Any) -> Any:
         return json_dumps(value)
