@@ -16,7 +16,7 @@ import peewee
 
 # ITER_CHUNK: the default chunk_size of the domains' iter_* methods, which import it from here.
 from .backends.base import ITER_CHUNK, Backend, UnstorableText, rejecting_unstorable_text, statement_key  # noqa: F401
-from .backends.base import fetch_all
+from .backends.base import fetch_all, keyset_after
 from .errors import NotSupportedError, StorageError, ValidationError
 from .models.fields import TimestampField, ZonedTimestampField
 from .page import decode_cursor, encode_cursor
@@ -308,10 +308,7 @@ class Keyset:
                 problems.add("after", "after must be the cursor of a page of this list in the same order")
                 return None
         field = self.field
-        # The key after the cursor's, column by column: (a, b) > (x, y) is a > x or (a = x and b > y).
-        following = None
-        for tie, last in reversed(list(zip(self.ties, last_key))):
-            following = tie > last if following is None else (tie > last) | ((tie == last) & following)
+        following = keyset_after(self.ties, last_key)  # the key after the cursor's, column by column
         # The range alone (<= / >=) is what an index on the order column serves; the rest drops
         # the rows of the cursor's own value up to and including its key.
         if self.descending:
