@@ -855,6 +855,13 @@ class Backend:
         """Delete many rows at once (ClickHouse: an awaited mutation instead of tombstones)."""
         return self.delete(model, where)
 
+    def delete_bulk_each(self, deletions: Sequence[tuple[type[peewee.Model], peewee.Expression]], *,
+                         operation: str = "DELETE") -> None:
+        """:meth:`delete_bulk` for each ``(model, where)`` (ClickHouse: every mutation sent
+        before any is awaited, so they run side by side)."""
+        for model, where in deletions:
+            self.delete_bulk(model, where, operation=operation)
+
     def copy_rows(self, model: type[peewee.Model], key_map: dict[Any, Any], values: dict[str, Any]) -> None:
         """Insert a copy of each stored row whose (single-column) primary key is a key of
         ``key_map``, under the mapped new key, with the text fields named in ``values`` set to

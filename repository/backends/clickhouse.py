@@ -1094,13 +1094,21 @@ class ClickHouseBackend(Backend):
 
     def delete_bulk(self, model: type[peewee.Model], where: peewee.Expression, *, operation: str = "DELETE") -> int:
         """Remove every version of the matching rows with an awaited ``ALTER TABLE … DELETE``."""
-        table = model._meta.table_name
-        sql, params = model.delete().where(where).sql()
-        # ALTER … DELETE wants unqualified column names.
-        condition = sql.split(" WHERE ", 1)[1].replace(f'"{table}".', "")
-        self.alter_storage(table, f"DELETE WHERE {condition}", params)
-        self.wait_for_mutations(table, operation)
+        self.delete_bulk_each([(model, where)], operation=operation)
         return -1
+
+    def delete_bulk_each(self, deletions: Sequence[tuple[type[peewee.Model], peewee.Expression]], *,
+                         operation: str = "DELETE") -> None:
+        tables = []
+        for model, where in deletions:
+            table = model._meta.table_name
+            sql, params = model.delete().where(where).sql()
+            # ALTER … DELETE wants unqualified column names.
+            condition = sql.split(" WHERE ", 1)[1].replace(f'"{table}".', "")
+            self.alter_storage(table, f"DELETE WHERE {condition}", params)
+            tables.append(table)
+        for table in dict.fromkeys(tables):
+            self.wait_for_mutations(table, operation)
 
     def copy_rows(self, model, key_map, values) -> None:
         # No INSERT … SELECT that could give each row its new key: read and re-insert at most

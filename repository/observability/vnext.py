@@ -285,13 +285,15 @@ class VNextObservabilityRepository(AnalyticsMixin, DiscoveryMixin, SignalsMixin,
         ids = list(dict.fromkeys(trace_ids))
         if not ids:
             return
+        deletions = []
         for model in self.tables:
             where = model.trace_id.in_(ids)
             if organization_id is not None:
                 where &= model.organization_id == organization_id
             if resource_id is not None:
                 where &= model.resource_id == resource_id
-            self.backend.delete_bulk(model, where, operation="BATCH_DELETE_TRACES")
+            deletions.append((model, where))
+        self.backend.delete_bulk_each(deletions, operation="BATCH_DELETE_TRACES")
 
     # ------------------------------------------------------------------ record conversion
 
