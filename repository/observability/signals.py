@@ -723,18 +723,15 @@ class SignalsMixin:
         problems.raise_if_any()
         model, sql = self._signal_model(kind), self._signal_sql
         conditions = sql.conditions(model, kind, checked)
-        key = sql.iteration_key(model, kind)
-        order = ", ".join(f'"{field.column_name}"' for field in key)
 
         def fetch(after: Any, limit: int) -> list[dict[str, Any]]:
             with self.backend.connection():
                 if not sql.exists(model):
                     return []
-                rows, _ = sql.page(model, kind, [*conditions, *([] if after is None else [after])], order, limit, 0,
-                                   counted=False)
+                rows = sql.iteration_chunk(model, kind, conditions, after, limit)
             return [self._signal_record(kind, row) for row in rows]
 
-        return keyset_chunks(fetch, key, chunk_size)
+        return keyset_chunks(fetch, sql.iteration_key(model, kind), chunk_size)
 
     # ------------------------------------------------------------------ reads, updates, deletes
 

@@ -296,6 +296,38 @@ class ClickHouseSignalSQL(SignalSQL):
         id_column = ID_COLUMNS[model._meta.table_name]
         return f'{sql} ORDER BY "{id_column}", "timestamp" DESC LIMIT 1 BY "{id_column}"', params
 
+    def iteration_chunk(self, model: type[peewee.Model], kind: Any, conditions: Sequence[peewee.Node],
+                        after: peewee.Node | None, limit: int) -> list[dict[str, Any]]:
+        # ClickHouse cannot bound the sort that feeds LIMIT 1 BY: a page would sort and dedupe
+        # every row after the position, for each chunk.  A top-n sort of the id alone finds the
+        # chunk's last id first, and only the rows up to it are deduped.  The first rows may
+        # hold fewer ids than the chunk (an id's rows until a merge): the bound moves on until
+        # the chunk has ``limit`` ids or the rows end, so only the last chunk is short.
+        key = getattr(model, kind.id_key)
+        column = f'"{key.column_name}"'
+        window = 2 * limit  # rows per look: an id written twice still fills a chunk in one
+        start = [] if after is None else [after]
+        position, bound, found = start, None, 0
+        while found < limit:
+            wanted = limit - found
+            query = model.select(peewee.SQL(column))
+            matching = [*conditions, *position]
+            sql, params = (query.where(*matching) if matching else query).sql()
+            # The window's row count, its distinct ids, and the wanted-th of them (else its last).
+            [look] = self.rows(
+                f'SELECT "rows", length("sorted") AS "ids", "sorted"[least(length("sorted"), {wanted})] AS "last" '
+                f'FROM (SELECT count() AS "rows", arraySort(groupUniqArray({column})) AS "sorted" '
+                f'FROM ({sql} ORDER BY {column} LIMIT {window}))', params)
+            if not look["rows"]:
+                break
+            found, bound, position = found + min(look["ids"], wanted), look["last"], [key > look["last"]]
+            if look["rows"] < window:
+                break
+        if bound is None:
+            return []
+        rows, _ = self.page(model, kind, [*conditions, *start, key <= bound], column, limit, 0, counted=False)
+        return rows
+
     def limit_sql(self, limit: int | None, offset: int) -> str:
         if limit is None:
             return f" LIMIT {int(offset)}, 18446744073709551615" if offset else ""

@@ -139,6 +139,16 @@ class SignalSQL:
         every row of an id alike, so the dedupe still sees them all."""
         return [getattr(model, kind.id_key)]
 
+    def iteration_chunk(self, model: type[peewee.Model], kind: Any, conditions: Sequence[peewee.Node],
+                        after: peewee.Node | None, limit: int) -> list[dict[str, Any]]:
+        """One chunk of an iteration: up to ``limit`` current rows meeting ``conditions`` after
+        the keyset position ``after`` (``None``: from the start), in :meth:`iteration_key`
+        order; fewer only at the end."""
+        order = ", ".join(f'"{field.column_name}"' for field in self.iteration_key(model, kind))
+        rows, _ = self.page(model, kind, [*conditions, *([] if after is None else [after])], order, limit, 0,
+                            counted=False)
+        return rows
+
     def limit_sql(self, limit: int | None, offset: int) -> str:
         """The ``LIMIT``/``OFFSET`` clause of a page (``limit`` ``None``: every row)."""
         if limit is None:
