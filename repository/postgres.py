@@ -1,7 +1,8 @@
 """PostgreSQL classes: the whole store and one class per domain.
 
 Options: ``connection_string`` (``postgresql://user:pass@host:port/db``, ``?schema_name=app``
-allowed), ``schema_name=None`` (``public``), ``max_connections=10``.
+allowed), ``schema_name=None`` (``public``), ``max_connections=10``, ``prepared_statements=True``
+(``False`` behind a pooler in transaction mode).
 """
 
 from __future__ import annotations

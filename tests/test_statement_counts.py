@@ -12,6 +12,7 @@ import struct
 import threading
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import peewee
@@ -104,6 +105,8 @@ def test_each_hot_call_sends_its_pinned_statements(backend_spec, memory, workflo
     }
     assert set(calls) == set(EXPECTED)
     column = 0 if backend_spec.family == "sqlite" else 1
+    for call in calls.values():  # PostgreSQL prepares each statement on a connection's first call (see below)
+        call()
     for name, call in calls.items():
         with scores.backend.counting_statements() as log:
             call()
@@ -328,7 +331,10 @@ def test_a_pooled_connection_that_died_silently_fails_its_first_statement_which_
         proxy.sever()
         with scores.backend.counting_statements() as log:
             saved = scores.save_score(score=SCORE)  # autocommit: the INSERT is the first statement
-        assert log.count == 2 and log.statements[0] == log.statements[1], log.statements
+        # It runs again on the new connection, which has not prepared it yet: it prepares it and runs.
+        executed = log.statements[0]
+        assert executed.startswith("EXECUTE ") and log.statements[1] == executed, log.statements
+        assert log.statements[2].startswith("PREPARE ") and log.statements[3:] == [executed], log.statements
         with scores.backend.counting_statements() as log:
             assert scores.get_score_by_id(id=saved["id"])["id"] == saved["id"]
         assert log.count == 1, log.statements  # the new connection went back to the pool alive
@@ -339,6 +345,54 @@ def test_a_pooled_connection_that_died_silently_fails_its_first_statement_which_
     finally:
         store.close()
         proxy.close()
+
+
+# --------------------------------------------------------------------------- prepared statements (PostgreSQL)
+
+@pytest.mark.backends("postgres")
+def test_postgres_prepares_each_statement_once_per_connection(postgres_url):
+    """A hot call's statement is planned once per connection: ``PREPARE`` on the first call,
+    then one ``EXECUTE`` per call; ``prepared_statements=false`` (behind a pooler that hands
+    each statement to another server connection) sends the plain statement."""
+    for url, first in ((postgres_url, ["PREPARE", "EXECUTE"]), (f"{postgres_url}?prepared_statements=false",
+                                                                ["INSERT"])):
+        store = store_for_url(url)
+        try:
+            store.init()
+            scores = store.get_store("scores")
+            logged = []
+            for _ in range(3):
+                with scores.backend.counting_statements() as log:
+                    saved = scores.save_score(score=SCORE)
+                logged.append([statement.split(" ", 1)[0] for statement in log.statements])
+                assert scores.get_score_by_id(id=saved["id"])["score"] == SCORE["score"]
+            assert logged == [first, first[-1:], first[-1:]], logged
+        finally:
+            store.close()
+
+
+@pytest.mark.backends("postgres")
+def test_postgres_runs_what_it_cannot_prepare_or_lost_as_plain_statements(memory):
+    """A statement the server will not prepare (a parameter of no inferable type) runs as it is
+    from then on; statements the connection lost (``DEALLOCATE ALL``, as a pooler's reset does)
+    are prepared again."""
+    backend = memory.backend
+
+    def untyped(value: Any) -> list:
+        return backend.prepared("untyped parameter", lambda: peewee.Select(columns=[peewee.SQL("1")]).where(
+            peewee.NodeList([backend.param("x"), peewee.SQL("IS NULL")]))).rows(x=value)
+
+    with backend.connection():
+        for _ in range(2):
+            with backend.counting_statements() as log:
+                assert len(untyped(None)) == 1 and untyped("a") == []
+            assert not any(statement.startswith("EXECUTE") for statement in log.statements), log.statements
+        thread(memory, "th-prepared")
+        memory.update_thread(id="th-prepared", title="one")  # prepared on this connection
+        backend.database.execute_sql("DEALLOCATE ALL")
+        with backend.counting_statements() as log:
+            assert memory.update_thread(id="th-prepared", title="two")["title"] == "two"
+        assert [statement.split(" ", 1)[0] for statement in log.statements] == ["EXECUTE", "PREPARE", "EXECUTE"]
 
 
 # --------------------------------------------------------------------------- the benchmark's raw paths
@@ -414,7 +468,8 @@ def test_a_result_written_while_its_item_is_purged_is_stored_redacted(backend_ur
             with watcher.connection():
                 waiting = watcher.database.execute_sql(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE %s", ["%mastra_experiment_results%"]).fetchone()[0]
+                    "AND (query LIKE %s OR query LIKE 'EXECUTE %%')",  # (or its prepared statement)
+                    ["%mastra_experiment_results%"]).fetchone()[0]
             if waiting:
                 break
             threading.Event().wait(0.05)

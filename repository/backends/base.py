@@ -183,6 +183,11 @@ class StoredFormats:
         """:meth:`execute_sql` of parameters that :meth:`storable_params` has mapped already."""
         return super().execute_sql(sql, params)
 
+    def execute_prepared(self, sql: str, params: Sequence[Any] | None) -> Any:
+        """:meth:`execute_storable` of a statement that runs again and again (a
+        :class:`PreparedQuery`'s): PostgreSQL plans it once per connection."""
+        return self.execute_storable(sql, params)
+
     def storable_params(self, sql: str, params: Sequence[Any] | None) -> Sequence[Any] | None:
         """``params`` of ``sql`` with their strings mapped as :meth:`execute_sql` maps them (for
         a statement run on a cursor of its own)."""
@@ -1039,7 +1044,7 @@ class PreparedQuery:
             params, given = list(self._template), params
             for (index, _), value in zip(self._named, given):
                 params[index] = value
-        return database.execute_storable(self.sql, params)
+        return database.execute_prepared(self.sql, params)
 
     def fetch(self, **values: Any) -> list[tuple]:
         """Every row as the driver fetched it (no conversion), with ``values`` bound: for a bulk

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import select
 import threading
+import weakref
 import zlib
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,16 +25,34 @@ from .base import ITER_CHUNK, Backend, BackendFeatures, StoredFormats, first_lin
 
 #: Seconds a call waits for a free pooled connection before failing.
 POOL_WAIT_S = 30.0
+#: The spellings of ``?prepared_statements=`` in a URL.
+_BOOLEAN_WORDS = {"true": True, "1": True, "on": True, "yes": True, "false": False, "0": False, "off": False,
+                  "no": False}
+#: SQLSTATEs of a ``PREPARE`` refused for good: a parameter whose type the server cannot infer
+#: (a statement the driver's literals could still run).
+UNPREPARABLE = ("42P18", "42P08", "42804")
+#: SQLSTATE of a ``PREPARE`` of a name the connection holds already.
+DUPLICATE_PREPARED_STATEMENT = "42P05"
+#: SQLSTATE of ``EXECUTE`` naming a statement this connection has not prepared.
+INVALID_STATEMENT_NAME = "26000"
+#: The driver's parameter marks and escaped percent signs in peewee's SQL.
+_PARAM_MARK = re.compile("%[%s]")
 
 
 def parse_postgres_url(url: str) -> tuple[dict[str, Any], str | None]:
-    """``postgresql://user:pass@host:port/db?schema_name=app`` → (connect kwargs, schema)."""
+    """``postgresql://user:pass@host:port/db?schema_name=app`` → (connect kwargs, schema); a
+    ``prepared_statements`` parameter comes back among the kwargs as a bool."""
     if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
         raise ValidationError(fields={"connection_string": ["connection_string must be a postgresql:// URL"]})
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     schema = query.pop("schema_name", None)
     query.pop("layout", None)  # the observability domain's table layout, not a connection option
+    if "prepared_statements" in query:
+        text = query.pop("prepared_statements").lower()
+        if text not in _BOOLEAN_WORDS:
+            raise ValidationError(fields={"connection_string": ["prepared_statements must be true or false"]})
+        query["prepared_statements"] = _BOOLEAN_WORDS[text]
     kwargs: dict[str, Any] = {"database": unquote(parts.path.lstrip("/")) or "postgres"}
     if parts.hostname:
         kwargs["host"] = parts.hostname
@@ -101,6 +121,64 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
             if not poller.poll(0):
                 return False
         self._close_raw(conn)
+        return True
+
+    def __init__(self, *args: Any, prepared_statements: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether :meth:`execute_prepared` plans statements once per connection (off behind a
+        #: pooler that hands each statement to another server connection).
+        self.prepared_statements = prepared_statements
+        #: SQL → its server-side statement name, the same on every connection.
+        self._statement_names: dict[str, str] = {}
+        #: Connection → the names prepared on it (a connection that is gone takes its set along).
+        self._prepared_on: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        self._names_lock = threading.Lock()
+
+    def execute_prepared(self, sql: str, params: Sequence[Any] | None) -> Any:
+        # PREPARE once per connection, then EXECUTE: the server skips parsing and, after a few
+        # runs, planning, which for the data-modifying CTEs of the writes costs more than running
+        # them.  Only outside a transaction, the single-statement calls: there an EXECUTE whose
+        # statement the connection lost (a reconnect, DEALLOCATE or DISCARD by a pooler) fails
+        # alone and is prepared again; inside one it would end the transaction.
+        if not self.prepared_statements or not params or self.in_transaction():
+            return self.execute_storable(sql, params)
+        name = self._statement_names.get(sql)
+        if name is None:
+            with self._names_lock:
+                name = self._statement_names.setdefault(sql, f"composite_store_{len(self._statement_names)}")
+        if name == "":  # the server refused it once: plain from then on
+            return self.execute_storable(sql, params)
+        call = f"EXECUTE {name}({', '.join(['%s'] * len(params))})"
+        prepared = self._prepared_on.get(self.connection())
+        if prepared is not None and name in prepared:
+            try:
+                return self.execute_storable(call, params)
+            except peewee.DatabaseError as exc:
+                if getattr(exc.__context__, "pgcode", None) != INVALID_STATEMENT_NAME:
+                    raise
+                # Lost with the others (or a new connection replaced a dead one): prepare anew.
+                self._prepared_on.pop(self.connection(), None)
+        if not self._prepare(sql, name):
+            return self.execute_storable(sql, params)
+        return self.execute_storable(call, params)
+
+    def _prepare(self, sql: str, name: str) -> bool:
+        """``PREPARE`` ``sql`` as ``name`` on this thread's connection; ``False`` when the
+        server refuses it (a parameter whose type it cannot infer)."""
+        numbers = itertools.count(1)
+        text = _PARAM_MARK.sub(lambda mark: "%" if mark.group() == "%%" else f"${next(numbers)}", sql)
+        try:
+            self.execute_storable(f"PREPARE {name} AS {text}", None)
+        except peewee.DatabaseError as exc:
+            code = getattr(exc.__context__, "pgcode", None)
+            if code != DUPLICATE_PREPARED_STATEMENT:  # (else only others were lost: this one is there)
+                if self.is_closed() or self.connection().closed:
+                    raise
+                logger.debug("PostgreSQL did not prepare %s: %s", name, first_line(exc))
+                if code in UNPREPARABLE:
+                    self._statement_names[sql] = ""
+                return False
+        self._prepared_on.setdefault(self.connection(), set()).add(name)
         return True
 
     def _connect(self) -> Any:
@@ -179,9 +257,12 @@ class PostgresBackend(Backend):
     driver_extra = "postgres"
 
     def __init__(self, *, connection_string: str, schema_name: str | None = None,
-                 max_connections: int = 10) -> None:
+                 max_connections: int = 10, prepared_statements: bool | None = None) -> None:
         super().__init__(connection_string)
         kwargs, url_schema = parse_postgres_url(connection_string)
+        url_prepared = kwargs.pop("prepared_statements", True)
+        if prepared_statements is not None and not isinstance(prepared_statements, bool):
+            raise ValidationError(fields={"prepared_statements": ["prepared_statements must be true or false"]})
         schema_name = schema_name or url_schema
         if schema_name is not None and (not isinstance(schema_name, str) or not schema_name):
             raise ValidationError(fields={"schema_name": ["schema_name must be a non-empty string"]})
@@ -192,8 +273,12 @@ class PostgresBackend(Backend):
         options = kwargs.pop("options", "")
         self.database = PostgresDatabase(kwargs.pop("database"), max_connections=max_connections,
                                          timeout=POOL_WAIT_S, stale_timeout=300,
+                                         prepared_statements=url_prepared if prepared_statements is None
+                                         else prepared_statements,
                                          options=f"{options} -c TimeZone=UTC".strip(), **kwargs)
         self._schema_lock = threading.Lock()
+        #: :meth:`execute_rows`' statement of many rows → its statement of one.
+        self._one_row_statements: dict[str, str] = {}
 
     def is_connection_failure(self, exc: BaseException) -> bool:
         if not isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
@@ -423,6 +508,14 @@ class PostgresBackend(Backend):
 
     def execute_rows(self, sql: str, rows: list[tuple]) -> None:
         from psycopg2.extras import execute_values
+
+        if len(rows) == 1:  # one row (save_score): a statement of its own, planned once per connection
+            one_row = self._one_row_statements.get(sql)
+            if one_row is None:
+                marks = ", ".join(["%s"] * len(rows[0]))
+                one_row = self._one_row_statements[sql] = sql.replace(" VALUES %s", f" VALUES ({marks})", 1)
+            self.database.execute_prepared(one_row, rows[0])
+            return
 
         def send() -> None:
             execute_values(self.database.cursor(), sql, rows, page_size=1000)
