@@ -395,6 +395,31 @@ def test_postgres_runs_what_it_cannot_prepare_or_lost_as_plain_statements(memory
         assert [statement.split(" ", 1)[0] for statement in log.statements] == ["EXECUTE", "PREPARE", "EXECUTE"]
 
 
+@pytest.mark.backends("postgres")
+def test_postgres_prepares_again_a_statement_whose_result_changed_type(postgres_url):
+    """A column of a prepared statement's result that another program changes (``ALTER TABLE …
+    TYPE``) makes its next ``EXECUTE`` fail ("cached plan must not change result type"): the
+    statement is prepared again and the call answers."""
+    store = store_for_url(postgres_url)
+    try:
+        store.init()
+        memory = store.get_store("memory")
+        thread(memory, "th-altered")
+        memory.update_thread(id="th-altered", title="one")
+        with memory.backend.connection():
+            memory.backend.database.execute_sql('ALTER TABLE "mastra_threads" ALTER COLUMN "title" TYPE varchar')
+        try:
+            with memory.backend.counting_statements() as log:
+                assert memory.update_thread(id="th-altered", title="two")["title"] == "two"
+            assert [statement.split(" ", 1)[0] for statement in log.statements] == [
+                "EXECUTE", "DEALLOCATE", "PREPARE", "EXECUTE"], log.statements
+        finally:
+            with memory.backend.connection():
+                memory.backend.database.execute_sql('ALTER TABLE "mastra_threads" ALTER COLUMN "title" TYPE text')
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------- the benchmark's raw paths
 
 @pytest.mark.backends("sqlite")

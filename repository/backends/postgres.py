@@ -33,6 +33,9 @@ _BOOLEAN_WORDS = {"true": True, "1": True, "on": True, "yes": True, "false": Fal
 UNPREPARABLE = ("42P18", "42P08", "42804")
 #: SQLSTATE of a ``PREPARE`` of a name the connection holds already.
 DUPLICATE_PREPARED_STATEMENT = "42P05"
+#: SQLSTATE of ``EXECUTE`` of a statement whose result columns changed type since it was
+#: prepared ("cached plan must not change result type").
+RESULT_TYPE_CHANGED = "0A000"
 #: SQLSTATE of ``EXECUTE`` naming a statement this connection has not prepared.
 INVALID_STATEMENT_NAME = "26000"
 #: The driver's parameter marks and escaped percent signs in peewee's SQL.
@@ -154,10 +157,15 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
             try:
                 return self.execute_storable(call, params)
             except peewee.DatabaseError as exc:
-                if getattr(exc.__context__, "pgcode", None) != INVALID_STATEMENT_NAME:
+                code = getattr(exc.__context__, "pgcode", None)
+                if code == INVALID_STATEMENT_NAME:
+                    # Lost with the others (or a new connection replaced a dead one): prepare anew.
+                    self._prepared_on.pop(self.connection(), None)
+                elif code == RESULT_TYPE_CHANGED:  # a column of its result changed type (ALTER TABLE)
+                    self.execute_storable(f"DEALLOCATE {name}", None)
+                    prepared.discard(name)
+                else:
                     raise
-                # Lost with the others (or a new connection replaced a dead one): prepare anew.
-                self._prepared_on.pop(self.connection(), None)
         if not self._prepare(sql, name):
             return self.execute_storable(sql, params)
         return self.execute_storable(call, params)
