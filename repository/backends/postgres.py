@@ -131,8 +131,9 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
         #: Whether :meth:`execute_prepared` plans statements once per connection (off behind a
         #: pooler that hands each statement to another server connection).
         self.prepared_statements = prepared_statements
-        #: SQL → its server-side statement name, the same on every connection.
-        self._statement_names: dict[str, str] = {}
+        #: SQL → its server-side name (the same on every connection) and ``EXECUTE`` text;
+        #: ``None`` once the server refused to prepare it.
+        self._statements: dict[str, tuple[str, str] | None] = {}
         #: Connection → the names prepared on it (a connection that is gone takes its set along).
         self._prepared_on: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         self._names_lock = threading.Lock()
@@ -145,13 +146,16 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
         # alone and is prepared again; inside one it would end the transaction.
         if not self.prepared_statements or not params or self.in_transaction():
             return self.execute_storable(sql, params)
-        name = self._statement_names.get(sql)
-        if name is None:
+        try:
+            statement = self._statements[sql]
+        except KeyError:
             with self._names_lock:
-                name = self._statement_names.setdefault(sql, f"composite_store_{len(self._statement_names)}")
-        if name == "":  # the server refused it once: plain from then on
+                name = f"composite_store_{len(self._statements)}"
+                call = f"EXECUTE {name}({', '.join(['%s'] * len(params))})"
+                statement = self._statements.setdefault(sql, (name, call))
+        if statement is None:  # the server refused it once: plain from then on
             return self.execute_storable(sql, params)
-        call = f"EXECUTE {name}({', '.join(['%s'] * len(params))})"
+        name, call = statement
         prepared = self._prepared_on.get(self.connection())
         if prepared is not None and name in prepared:
             try:
@@ -184,7 +188,7 @@ class PostgresDatabase(StoredFormats, PooledPostgresqlDatabase):
                     raise
                 logger.debug("PostgreSQL did not prepare %s: %s", name, first_line(exc))
                 if code in UNPREPARABLE:
-                    self._statement_names[sql] = ""
+                    self._statements[sql] = None
                 return False
         self._prepared_on.setdefault(self.connection(), set()).add(name)
         return True
