@@ -493,6 +493,7 @@ def test_a_result_written_while_its_item_is_purged_is_stored_redacted(backend_ur
             with watcher.connection():
                 waiting = watcher.database.execute_sql(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database() "
                     "AND (query LIKE %s OR query LIKE 'EXECUTE %%')",  # (or its prepared statement)
                     ["%mastra_experiment_results%"]).fetchone()[0]
             if waiting:
