@@ -20,6 +20,7 @@ import pytest
 
 from composite_store import ConflictError, NotFoundError, ValidationError
 from composite_store.composite import store_for_url
+from composite_store.postgres import ScoresPG
 
 SQL = pytest.mark.backends("sqlite", "postgres")
 
@@ -369,6 +370,13 @@ def test_postgres_prepares_each_statement_once_per_connection(postgres_url):
             assert logged == [first, first[-1:], first[-1:]], logged
         finally:
             store.close()
+    for bad in (f"{postgres_url}?prepared_statements=maybe", {"prepared_statements": "no"}):
+        with pytest.raises(ValidationError) as error:
+            if isinstance(bad, str):
+                store_for_url(bad)
+            else:
+                ScoresPG(connection_string=postgres_url, **bad)
+        assert "prepared_statements must be true or false" in str(error.value)
 
 
 @pytest.mark.backends("postgres")
