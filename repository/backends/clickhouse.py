@@ -862,10 +862,7 @@ class ClickHouseBackend(Backend):
         self.database.connection().refresh_schema()
         names = [name for name in names if self.storage_table(name) in self.server_features.tables
                  and self.database.execute_sql(f'SELECT count() FROM "{name}"').fetchone()[0]]
-        for name in names:
-            self.alter_storage(name, "DELETE WHERE 1")
-        for name in names:
-            self.wait_for_mutations(name, "CLEAR")
+        self.mutate_side_by_side([(name, "DELETE WHERE 1", ()) for name in names], "CLEAR")
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -1099,15 +1096,21 @@ class ClickHouseBackend(Backend):
 
     def delete_bulk_each(self, deletions: Sequence[tuple[type[peewee.Model], peewee.Expression]], *,
                          operation: str = "DELETE") -> None:
-        tables = []
+        alterations = []
         for model, where in deletions:
             table = model._meta.table_name
             sql, params = model.delete().where(where).sql()
             # ALTER … DELETE wants unqualified column names.
             condition = sql.split(" WHERE ", 1)[1].replace(f'"{table}".', "")
-            self.alter_storage(table, f"DELETE WHERE {condition}", params)
-            tables.append(table)
-        for table in dict.fromkeys(tables):
+            alterations.append((table, f"DELETE WHERE {condition}", params))
+        self.mutate_side_by_side(alterations, operation)
+
+    def mutate_side_by_side(self, alterations: Sequence[tuple[str, str, Sequence[Any]]], operation: str) -> None:
+        """``ALTER TABLE`` each ``(table, clause, params)`` (:meth:`alter_storage`), every
+        mutation sent before any is awaited, so the server runs them side by side."""
+        for table, clause, params in alterations:
+            self.alter_storage(table, clause, params)
+        for table in dict.fromkeys(table for table, _, _ in alterations):
             self.wait_for_mutations(table, operation)
 
     def copy_rows(self, model, key_map, values) -> None:
