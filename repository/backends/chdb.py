@@ -29,6 +29,7 @@ raises a server's (``ServerException`` with its code), so the backend handles bo
 from __future__ import annotations
 
 import fcntl
+import functools
 import io
 import json
 import os
@@ -38,7 +39,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, unquote
 from zoneinfo import ZoneInfo
 
@@ -192,26 +193,42 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
 
 
-def _decode(value: Any, type_: str) -> Any:
-    """A value of typed JSON output as the driver returns it."""
-    if value is None:
-        return None
+@functools.lru_cache(maxsize=256)
+def _decoder(type_: str) -> Callable[[Any], Any] | None:
+    """How a non-null value of typed JSON output of ``type_`` becomes what the driver returns
+    (``None``: as it is).  Built once per type: every row of a result has its columns' types."""
     for wrapper in ("Nullable(", "LowCardinality("):
         if type_.startswith(wrapper):
-            return _decode(value, type_[len(wrapper):-1])
+            return _decoder(type_[len(wrapper):-1])
     if type_.startswith(("Int", "UInt")):
-        return int(value)
+        return int
     if type_.startswith("Float"):
-        return float(value)
+        return float
     if type_.startswith("DateTime"):
         # Microseconds at most; aware in the column's time zone, else naive in the engine's (as
         # the driver returns them).
-        moment = datetime.fromisoformat(value[:26])
         zone = re.search(r"'([^']+)'", type_)
-        return moment.replace(tzinfo=ZoneInfo(zone.group(1))) if zone else moment
+        if zone is None:
+            return lambda value: datetime.fromisoformat(value[:26])
+        tzinfo = ZoneInfo(zone.group(1))
+        return lambda value: datetime.fromisoformat(value[:26]).replace(tzinfo=tzinfo)
     if type_.startswith("Array("):
-        return [_decode(item, type_[len("Array("):-1]) for item in value]
-    return value
+        item = _decoder(type_[len("Array("):-1])
+        if item is None:
+            return None  # JSON arrays are lists already
+        return lambda value: [None if element is None else item(element) for element in value]
+    return None
+
+
+def _decoded_rows(rows: list[list[Any]], types: list[str]) -> list[tuple]:
+    """Rows of typed JSON output as the driver returns them: tuples of its values."""
+    decoders = [(index, decode) for index, decode in enumerate(map(_decoder, types)) if decode is not None]
+    for row in rows:
+        for index, decode in decoders:
+            value = row[index]
+            if value is not None:
+                row[index] = decode(value)
+    return list(map(tuple, rows))
 
 
 class ChdbClient:
@@ -261,7 +278,7 @@ class ChdbClient:
         if not lines:
             return ([], []) if with_column_types else []
         names, types, rows = lines[0], lines[1], lines[2:]
-        rows = [tuple(_decode(v, t) for v, t in zip(row, types)) for row in rows]
+        rows = _decoded_rows(rows, types)
         return (rows, list(zip(names, types))) if with_column_types else rows
 
     def disconnect(self) -> None:
