@@ -181,10 +181,16 @@ class MemoryRepository(Prunable, DomainRepository):
                                                                     resource_id=backend.clean(resource_id))
 
     def _touch_threads(self, thread_ids: Iterable[str], now: datetime) -> None:
-        """Set ``updated_at = now`` on these threads (those that exist)."""
+        """Set ``updated_at = now`` on these threads (those that exist): one statement per
+        :data:`~composite_store.values.ID_CHUNK` threads, not one per thread.  Where writes return what they changed
+        (SQLite, PostgreSQL) it is :meth:`_bump_threads`' ``UPDATE``, which locks the threads
+        in id order; ClickHouse reads the threads once and re-inserts them in one block."""
         Thread = self.models.thread
-        for thread_id in sorted(set(thread_ids)):
-            self.backend.update(Thread, Thread.id == thread_id, {"updated_at": now})
+        for chunk in chunks(sorted(set(thread_ids))):
+            if self.backend.features.returning:
+                self._bump_threads(chunk, [], now)
+            else:
+                self.backend.update(Thread, Thread.id.in_(chunk), {"updated_at": now})
 
     # ------------------------------------------------------------------ threads
 
@@ -864,9 +870,8 @@ class MemoryRepository(Prunable, DomainRepository):
                         merged["metadata"] = {**content["metadata"], **change["metadata"]}
                     row["content"] = json_dumps(merged)
                 touched.add(row["thread_id"])
-            for message_id, row in current.items():
-                if row != stored[message_id]:
-                    self.backend.replace(Message, stored[message_id], row)
+            self.backend.replace_many(Message, [(stored[message_id], row) for message_id, row in current.items()
+                                                if row != stored[message_id]])
             self._touch_threads(touched, now)
             order = [p["id"] for p in patches if p["id"] in current]
             fresh = self._stored_messages(order)

@@ -157,6 +157,30 @@ def test_a_big_save_messages_batch_is_one_statement_on_postgres(backend_spec, me
     assert memory.list_messages(thread_id="th-b", per_page=False).total == 598
 
 
+def test_messages_of_many_threads_cost_as_many_statements_as_of_few(memory):
+    """save_messages, update_messages and delete_messages of 30 messages bump every thread they
+    touch in one statement per chunk of threads: 30 threads cost what 3 do (ClickHouse read and
+    re-inserted each thread alone: 102 statements for 1,000 messages of 100 threads)."""
+    sent = {}
+    for threads in (3, 30):
+        ids = [f"th-{threads}-{i:02d}" for i in range(threads)]
+        messages = [f"m-{threads}-{i:02d}" for i in range(30)]
+        counts = []
+        for call in (
+                lambda: memory.save_messages(messages=[message(ids[i % threads], m) for i, m in enumerate(messages)]),
+                lambda: memory.update_messages(messages=[{"id": m, "role": "assistant"} for m in messages]),
+                lambda: memory.delete_messages(message_ids=messages)):
+            for thread_id in ids:
+                thread(memory, thread_id)  # updated_at back to LONG_AGO
+            with memory.backend.counting_statements() as log:
+                call()
+            # (PostgreSQL prepares a statement on its first run on a connection: not a round trip per thread.)
+            counts.append(sum(1 for statement in log.statements if not statement.startswith("PREPARE")))
+            assert all(memory.get_thread_by_id(thread_id=t)["updated_at"] > LONG_AGO for t in ids)
+        sent[threads] = counts
+    assert sent[30] == sent[3], sent
+
+
 @SQL
 def test_save_messages_to_a_missing_thread_changes_nothing(memory):
     thread(memory, "th-a")
