@@ -35,7 +35,8 @@ from composite_store import copy_domains
 from composite_store.composite import store_for_url
 from composite_store.moving import WRITE_CHUNK
 
-from .common import BenchBackend, backends, info_row, print_results, rate, scaled, throughput_row
+from .common import (BenchBackend, backends, info_row, paired_times_ms, print_results, rate, scaled,
+                     throughput_row)
 
 ITERATE = 1_000_000
 COPY_MESSAGES = 100_000
@@ -189,12 +190,17 @@ def bench_iterate(backend: BenchBackend) -> list[dict[str, Any]]:
         fill(store, message_count=count)
         memory = store.get_store("memory")
 
-        def library() -> int:
-            return sum(1 for _ in memory.iter_messages())
+        def library() -> None:
+            assert sum(1 for _ in memory.iter_messages()) == count
 
         scan, by_hand = raw_scan(backend), raw_scan(backend, records=True)
-        library(), by_hand()  # warm both: caches, pages, connections
-        library_s, by_hand_s = alternate_best(library, by_hand, count)
+
+        def records_by_hand() -> None:
+            assert by_hand() == count
+
+        # Warmed (caches, pages, connections), then the best of two alternating rounds each.
+        library_ms, by_hand_ms = paired_times_ms(library, records_by_hand, repeat=2, warmup=1)
+        library_s, by_hand_s = min(library_ms) / 1000, min(by_hand_ms) / 1000
         started = time.perf_counter()
         assert scan() == count
         raw_s = time.perf_counter() - started
@@ -218,19 +224,6 @@ def bench_iterate(backend: BenchBackend) -> list[dict[str, Any]]:
         _memory_row("iterate: tracemalloc peak", backend.name, traced_peak / 2**20, note),
         _memory_row("iterate: RSS above start", backend.name, rss.above_start_mib, note),
     ]
-
-
-def alternate_best(library: Callable[[], int], raw: Callable[[], int], count: int,
-                   rounds: int = 2) -> tuple[float, float]:
-    """The best seconds of ``library`` and of ``raw`` over ``rounds`` alternating runs, each
-    checked to yield ``count`` rows."""
-    best = [float("inf"), float("inf")]
-    for _ in range(rounds):
-        for side, run in enumerate((library, raw)):
-            started = time.perf_counter()
-            assert run() == count
-            best[side] = min(best[side], time.perf_counter() - started)
-    return best[0], best[1]
 
 
 def _memory_row(operation: str, backend: str, mib: float, note: str) -> dict[str, Any]:

@@ -517,8 +517,9 @@ def _copy_domain(source: StoreSide, target: StoreSide, *, on_conflict: str, prog
                  chunk_size: int) -> list[PartReport]:
     target.prepare()
     parts = source.parts(target.layout)
-    left = [part for part in source.parts("file") if part not in parts and source.count(part)]
-    if left:  # signals of the current layout towards the legacy one, which has no table for them
+    # Signals of the current layout towards the legacy one, which has no table for them.
+    left = [part for part in source.signals if part not in parts and source.count(part)]
+    if left:
         logger.warning("%s: the target's %s layout cannot hold %s; they stay in the source", source.domain,
                        target.layout, ", ".join(left))
     reports = []

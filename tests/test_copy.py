@@ -112,8 +112,10 @@ def is_clickhouse(backend: str) -> bool:
     return MATRIX[backend].family == "clickhouse"
 
 
-def test_copy_keeps_ids_timestamps_versions_and_links(source_url, target, backend):
+def test_copy_keeps_ids_timestamps_versions_and_links(source_url, target, backend, caplog):
     reports = copy_domains(source_url, target)
+    # Nothing stays behind: the spans move as the legacy table (SQLite, PostgreSQL) or as records.
+    assert "stay in the source" not in caplog.text
     copied = {report.domain for report in reports}
     assert copied == ({"memory", "workflows", "scores", "observability"} if is_clickhouse(backend)
                       else {"memory", "workflows", "scores", "observability", "agents", "datasets", "experiments"})
@@ -458,3 +460,21 @@ def test_signals_stay_behind_when_the_target_has_the_legacy_layout(vnext_source_
     with pytest.raises(ValidationError) as caught:
         import_file(legacy, lambda: iter(lines))
     assert "mastra_log_events" in str(caught.value.fields["line 1"])
+
+
+def test_the_move_benchmark_runs_at_smoke_size(monkeypatch):
+    """``python -m benchmarks move`` at a few thousand rows on SQLite and PostgreSQL: the
+    iteration against the driver's records by hand and its bare tuples, the memory rows, and the
+    copy against the target's own bulk writes all run.  Timings are the benchmark's business."""
+    from benchmarks import bench_move
+
+    monkeypatch.setenv("COMPOSITE_STORE_BENCH_SCALE", "0.002")
+    monkeypatch.setenv("COMPOSITE_STORE_BENCH_BACKENDS", "sqlite,postgres")
+    rows = bench_move.main()
+    measured = {(row["operation"], row["backend"]) for row in rows}
+    for backend in ("sqlite", "postgres"):
+        assert {("iterate messages", backend), ("iterate messages vs bare tuples", backend),
+                ("iterate: tracemalloc peak", backend), ("iterate: RSS above start", backend)} <= measured
+    assert {("copy messages from sqlite", "postgres"), ("copy spans from sqlite", "postgres")} <= measured
+    assert all(row["library"] > 0 for row in rows), rows
+    assert all(row["raw"] > 0 for row in rows if row["operation"].startswith(("iterate messages", "copy"))), rows
