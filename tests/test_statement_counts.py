@@ -475,7 +475,8 @@ def test_a_step_result_over_a_run_changed_since_it_was_read_takes_the_locked_pat
     """The unlocked write of update_workflow_results applies only to the row version it read."""
     workflows.persist_workflow_snapshot(workflow_name="wf", run_id="run-1", snapshot=SNAPSHOT)
     Run = workflows.models.snapshot
-    read = workflows._run_row("wf", "run-1", versioned=True)
+    with workflows.backend.connection():  # (a connection left open here would outlive the test)
+        read = workflows._run_row("wf", "run-1", versioned=True)
     workflows.update_workflow_results(workflow_name="wf", run_id="run-1", step_id="step-1", result={"n": 1})
     stale = {**read["snapshot"], "context": {"overwritten": True}}
     with workflows.backend.connection():
