@@ -194,6 +194,36 @@ def test_save_messages_to_a_missing_thread_changes_nothing(memory):
     assert [m["id"] for m in memory.list_messages_by_id(message_ids=["m-1", "m-2"])] == ["m-1"]
 
 
+@pytest.mark.backends("postgres")
+def test_one_message_is_saved_through_the_keys_whatever_the_plan(memory):
+    """A prepared statement runs a generic plan after five runs; for one message it reads the
+    stored message and its thread through their keys even on tables never analyzed (the
+    array form of a batch scanned the whole messages table there), and it still refuses a
+    missing thread."""
+    import re
+
+    thread(memory, "th-a")
+    for _ in range(6):
+        memory.save_messages(messages=[message("th-a")])
+    database = memory.backend.database
+    [sql] = [sql for sql in database._statements if sql.startswith('WITH "stored"') and "unnest" not in sql]
+    numbers = iter(range(1, sql.count("%s") + 1))
+    with memory.backend.connection():
+        cursor = database.cursor()
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            cursor.execute("PREPARE one_message AS " + re.sub("%s", lambda _: f"${next(numbers)}", sql))
+            cursor.execute(f"EXPLAIN EXECUTE one_message({', '.join(['NULL'] * sql.count('%s'))})")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE ALL")
+            cursor.execute("RESET plan_cache_mode")
+    assert "Seq Scan" not in plan and "mastra_messages_pkey" in plan and "mastra_threads_pkey" in plan, plan
+    with pytest.raises(NotFoundError):
+        memory.save_messages(messages=[message("th-missing", "m-lost")])
+    assert memory.list_messages_by_id(message_ids=["m-lost"]) == []
+
+
 @SQL
 def test_add_item_checks_the_schemas_stored_now_when_another_store_changed_them(backend_url, datasets):
     """PostgreSQL's one-statement add_item checks the item against the schemas it last read; a

@@ -473,8 +473,15 @@ class PostgresBackend(Backend):
         """The :meth:`param` ``name`` bound to a list of ``field``'s driver values, as an array
         of the field's column type (for ``unnest`` and ``= ANY``): a batch travels as one
         parameter per column, in one statement text for every batch size."""
-        column_type = self.database._field_types.get(field.field_type, field.field_type)
-        return peewee.Cast(self.param(name), f"{column_type}[]")
+        return peewee.Cast(self.param(name), f"{self._column_type(field)}[]")
+
+    def typed_param(self, field: peewee.Field, name: str) -> peewee.Node:
+        """The :meth:`param` ``name`` bound to one of ``field``'s driver values, cast to the
+        field's column type (where nothing around it tells a prepared statement its type)."""
+        return peewee.Cast(self.param(name), self._column_type(field))
+
+    def _column_type(self, field: peewee.Field) -> str:
+        return self.database._field_types.get(field.field_type, field.field_type)
 
     def json_as_text(self, column: Any) -> Any:
         return peewee.Cast(column, "text")
