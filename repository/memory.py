@@ -182,9 +182,10 @@ class MemoryRepository(Prunable, DomainRepository):
 
     def _touch_threads(self, thread_ids: Iterable[str], now: datetime) -> None:
         """Set ``updated_at = now`` on these threads (those that exist): one statement per
-        :data:`~composite_store.values.ID_CHUNK` threads, not one per thread.  Where writes return what they changed
-        (SQLite, PostgreSQL) it is :meth:`_bump_threads`' ``UPDATE``, which locks the threads
-        in id order; ClickHouse reads the threads once and re-inserts them in one block."""
+        :data:`~composite_store.values.ID_CHUNK` threads, not one per thread.  Where writes
+        return what they changed (SQLite, PostgreSQL) it is :meth:`_bump_threads`' ``UPDATE``,
+        which locks the threads in id order; ClickHouse reads the threads once and re-inserts
+        them in one block."""
         Thread = self.models.thread
         for chunk in chunks(sorted(set(thread_ids))):
             if self.backend.features.returning:

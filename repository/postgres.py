@@ -63,20 +63,21 @@ class MemoryPG(MemoryRepository):
         def build() -> peewee.ModelInsert:
             if single:
                 named = backend.typed_param(Thread.id, "threads")
-                ids: Any = backend.typed_param(Message.id, "id")
-                wanted, in_named, outside = 1, Thread.id == named, named
+                stored_ones = Message.id == backend.typed_param(Message.id, "id")
+                in_named, outside, wanted = Thread.id == named, named, 1
                 values = peewee.Select(columns=[backend.typed_param(field, field.name) for field in fields])
             else:
                 named = backend.array_param(Thread.id, "threads")
                 # IN (SELECT unnest(…)), not = ANY(…): the planner estimates = ANY element by element
                 # (50 ms for 10,000 ids), and a set of key values re-checks a locked row as a list does.
-                ids = peewee.Select(columns=[peewee.fn.unnest(backend.array_param(Message.id, "id"))])
-                wanted, in_named, outside = peewee.fn.cardinality(named), Thread.id == peewee.fn.ANY(named), \
-                    peewee.fn.ALL(named)
+                stored_ones = Message.id.in_(peewee.Select(columns=[peewee.fn.unnest(
+                    backend.array_param(Message.id, "id"))]))
+                in_named, outside = Thread.id == peewee.fn.ANY(named), peewee.fn.ALL(named)
+                wanted = peewee.fn.cardinality(named)
                 values = peewee.Select([peewee.fn.unnest(*(backend.array_param(field, field.name)
                                                            for field in fields))], [peewee.SQL("*")])
-            stored = (Message.select(Message.thread_id).where(Message.id == ids if single else Message.id.in_(ids))
-                      .order_by(Message.id).for_update().cte("stored"))
+            stored = (Message.select(Message.thread_id).where(stored_ones).order_by(Message.id).for_update()
+                      .cte("stored"))
             counted = peewee.Select([stored], [peewee.fn.COUNT(peewee.SQL("*"))])
             locked = (Thread.select(Thread.id).where(in_named, counted >= 0)
                       .order_by(Thread.id).for_update().cte("locked"))

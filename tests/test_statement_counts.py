@@ -213,10 +213,12 @@ def test_one_message_is_saved_through_the_keys_whatever_the_plan(memory):
         cursor.execute("SET plan_cache_mode = force_generic_plan")
         try:
             cursor.execute("PREPARE one_message AS " + re.sub("%s", lambda _: f"${next(numbers)}", sql))
-            cursor.execute(f"EXPLAIN EXECUTE one_message({', '.join(['NULL'] * sql.count('%s'))})")
-            plan = "\n".join(row[0] for row in cursor.fetchall())
+            try:
+                cursor.execute(f"EXPLAIN EXECUTE one_message({', '.join(['NULL'] * sql.count('%s'))})")
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+            finally:
+                cursor.execute("DEALLOCATE one_message")  # (the library's own stay prepared)
         finally:
-            cursor.execute("DEALLOCATE ALL")
             cursor.execute("RESET plan_cache_mode")
     assert "Seq Scan" not in plan and "mastra_messages_pkey" in plan and "mastra_threads_pkey" in plan, plan
     with pytest.raises(NotFoundError):
@@ -305,6 +307,7 @@ def test_update_workflow_results_sets_the_step_as_the_read_merge_write_does(back
 @SQL
 def test_statement_logs_nest_and_see_only_their_block(scores):
     backend = scores.backend
+    scores.save_score(score=SCORE), scores.get_score_by_id(id="missing")  # PostgreSQL: prepared first
     with backend.counting_statements() as outer:
         scores.save_score(score=SCORE)
         with backend.counting_statements() as inner:
