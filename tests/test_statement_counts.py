@@ -7,6 +7,7 @@ where several statements must be atomic.  A later change that adds a round trip 
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
@@ -200,8 +201,6 @@ def test_one_message_is_saved_through_the_keys_whatever_the_plan(memory):
     stored message and its thread through their keys even on tables never analyzed (the
     array form of a batch scanned the whole messages table there), and it still refuses a
     missing thread."""
-    import re
-
     thread(memory, "th-a")
     for _ in range(6):
         memory.save_messages(messages=[message("th-a")])
