@@ -7,7 +7,7 @@
   ``created_at``: the least any reader of these records does), rows/s, best of two alternating
   rounds (target: at least 0.7).  Beside it, for reference, the driver's bare tuples, with no
   conversion at all: the ceiling of the scan, which no reader returning records reaches (the
-  hand-written conversion alone runs at a third of it).  Then the memory the iteration takes
+  hand-written conversion alone runs at a fifth to a half of it).  Then the memory the iteration takes
   above what the process held before it: tracemalloc's peak and the resident set's (sampled
   every 5 ms; target: at most 50 MiB each).
 * **copy**: ``copy_domains`` of ``COPY_MESSAGES`` messages and ``COPY_SPANS`` spans from SQLite
